@@ -1,0 +1,21 @@
+"""/api/v1/: one router for every app's viewsets (each app registers in its api module)."""
+
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from nurture.api import register as register_nurture
+from reports.api import urlpatterns as report_urls
+from scoring.api import register as register_scoring
+
+from . import views
+
+router = DefaultRouter()
+views.register(router)
+register_scoring(router)
+register_nurture(router)
+
+urlpatterns = [
+    *views.urlpatterns,
+    path("reports/", include(report_urls)),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,408 @@
+"""Recording activities: validation, idempotency, batch fan-out.
+
+Every way an activity arrives (REST API, CSV import, tracking pixel and redirect, mail
+provider webhooks, the demo seeder) ends here. A batch is validated as a whole,
+duplicates are dropped by ``external_id`` (a retried delivery is a no-op), the rest is
+stored in one transaction with ``bulk_create`` and the "activities recorded" handlers are
+called once for the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from . import events, services
+from .models import (
+    Activity,
+    ActivityKind,
+    Campaign,
+    Contact,
+    EmailStatus,
+    Reopening,
+    Source,
+    Stage,
+)
+from .models.choices import ENGAGEMENT_KINDS, SELF_IDENTIFYING_KINDS
+
+MAX_DETAILS_BYTES = 8 * 1024
+CONTACT_FIELDS = ("first_name", "last_name", "job_title", "phone", "country")
+KINDS = frozenset(ActivityKind.values)
+_url = URLValidator(schemes=["http", "https"])
+
+# Activities that change whether a contact may be emailed, and to what status.
+SUPPRESSING = {
+    ActivityKind.EMAIL_UNSUBSCRIBED: EmailStatus.UNSUBSCRIBED,
+    ActivityKind.EMAIL_COMPLAINED: EmailStatus.COMPLAINED,
+}
+
+
+class BatchTooLarge(Exception):
+    pass
+
+
+class IngestError(Exception):
+    """The batch was refused; ``errors`` maps item index to field messages."""
+
+    def __init__(self, errors: dict[int, dict[str, list[str]]]):
+        super().__init__(f"{len(errors)} invalid item(s)")
+        self.errors = errors
+
+
+@dataclass
+class IngestResult:
+    created: int = 0
+    duplicates: int = 0
+    contacts_created: int = 0
+    activities: list[Activity] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "duplicates": self.duplicates,
+            "contacts_created": self.contacts_created,
+        }
+
+
+@dataclass
+class _Item:
+    index: int
+    kind: str
+    occurred_at: datetime
+    contact_id: int | None
+    email: str
+    contact_fields: dict[str, str]
+    campaign_id: int | None
+    external_id: str | None
+    message_id: str
+    url: str
+    is_machine: bool
+    details: dict
+
+
+def activities_record(
+    *, items: Sequence[dict[str, Any]], source: str = Source.API, by_user=None
+) -> IngestResult:
+    """Validate and store a batch; raise :class:`IngestError` if any item is invalid.
+
+    An invalid item rejects the whole batch so a client can fix and resend it; nothing is
+    written. Items are dicts with ``kind``, ``occurred_at`` (aware datetime or ISO 8601 with
+    a zone), ``contact`` (id) or ``email``, and optionally ``campaign``, ``external_id``,
+    ``message_id``, ``url``, ``is_machine``, ``details`` and contact fields (``first_name``
+    …) used when a self-identifying activity creates a new contact.
+    """
+    if len(items) > settings.ACTIVITY_BATCH_LIMIT:
+        raise BatchTooLarge(
+            f"A batch holds at most {settings.ACTIVITY_BATCH_LIMIT} activities; "
+            f"this one has {len(items)}. Split it and send the parts separately."
+        )
+    parsed, errors = _parse(items)
+    if errors:
+        raise IngestError(errors)
+    # A concurrent batch may insert the same external_id between our duplicate check and
+    # our insert; the unique constraint catches it and the retry sees the committed row.
+    for attempt in range(3):
+        try:
+            return _store(parsed, source=source, by_user=by_user)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def validate_items(items: Sequence[dict[str, Any]]) -> dict[int, dict[str, list[str]]]:
+    """Return the per-index errors of a batch without storing anything."""
+    return _parse(items)[1]
+
+
+def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict[str, list[str]]]]:
+    errors: dict[int, dict[str, list[str]]] = {}
+    parsed: list[_Item] = []
+    for index, raw in enumerate(items):
+        item_errors: dict[str, list[str]] = {}
+
+        def fail(name: str, message: str, _errs=item_errors) -> None:
+            _errs.setdefault(name, []).append(message)
+
+        if not isinstance(raw, dict):
+            errors[index] = {"non_field_errors": ["Each activity must be a JSON object."]}
+            continue
+        kind = raw.get("kind")
+        if kind not in KINDS:
+            fail("kind", f"Unknown activity kind {str(kind)[:40]!r}.")
+        occurred_at = _parse_time(raw.get("occurred_at"), fail)
+        contact_id = raw.get("contact")
+        if contact_id is not None and (isinstance(contact_id, bool) or not _is_int(contact_id)):
+            fail("contact", "A contact id is an integer.")
+            contact_id = None
+        email = Contact.normalise_email(str(raw.get("email") or ""))
+        if email:
+            try:
+                validate_email(email)
+            except ValidationError:
+                fail("email", "Enter a valid email address.")
+        if contact_id is None and not email and "contact" not in item_errors:
+            fail("contact", "Give the contact's id or email.")
+        campaign_id = raw.get("campaign")
+        if campaign_id is not None and not _is_int(campaign_id):
+            fail("campaign", "A campaign id is an integer.")
+        external_id = raw.get("external_id")
+        if external_id is not None:
+            external_id = str(external_id)
+            if not external_id or len(external_id) > 200:
+                fail("external_id", "external_id must be 1 to 200 characters.")
+        url = str(raw.get("url") or "")
+        if url:
+            try:
+                _url(url)
+            except ValidationError:
+                fail("url", "Enter a valid http(s) URL.")
+        details = raw.get("details") or {}
+        if not isinstance(details, dict):
+            fail("details", "details must be a JSON object.")
+        elif len(repr(details)) > MAX_DETAILS_BYTES:
+            fail("details", f"details must be under {MAX_DETAILS_BYTES} bytes.")
+        contact_fields = {
+            name: str(raw[name])[:100] for name in CONTACT_FIELDS if raw.get(name) not in (None, "")
+        }
+        if item_errors:
+            errors[index] = item_errors
+            continue
+        parsed.append(
+            _Item(
+                index=index,
+                kind=kind,
+                occurred_at=occurred_at,
+                contact_id=int(contact_id) if contact_id is not None else None,
+                email=email,
+                contact_fields=contact_fields,
+                campaign_id=int(campaign_id) if campaign_id is not None else None,
+                external_id=external_id,
+                message_id=str(raw.get("message_id") or "")[:200],
+                url=url,
+                is_machine=bool(raw.get("is_machine", False)),
+                details=details,
+            )
+        )
+    if parsed and not errors:
+        _check_references(parsed, errors)
+    return parsed, errors
+
+
+def _check_references(parsed: list[_Item], errors: dict) -> None:
+    """Unknown contacts, unknown campaigns and email events for unknown addresses."""
+    ids = {i.contact_id for i in parsed if i.contact_id is not None}
+    known_ids = (
+        set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    )
+    campaign_ids = {i.campaign_id for i in parsed if i.campaign_id is not None}
+    known_campaigns = (
+        set(Campaign.objects.filter(pk__in=campaign_ids).values_list("pk", flat=True))
+        if campaign_ids
+        else set()
+    )
+    emails = {i.email for i in parsed if i.contact_id is None}
+    known_emails = (
+        set(Contact.objects.filter(email__in=emails).values_list("email", flat=True))
+        if emails
+        else set()
+    )
+    for item in parsed:
+        if item.contact_id is not None and item.contact_id not in known_ids:
+            errors.setdefault(item.index, {}).setdefault("contact", []).append(
+                f"No contact with id {item.contact_id}."
+            )
+        if item.campaign_id is not None and item.campaign_id not in known_campaigns:
+            errors.setdefault(item.index, {}).setdefault("campaign", []).append(
+                f"No campaign with id {item.campaign_id}."
+            )
+        if (
+            item.contact_id is None
+            and item.email not in known_emails
+            and item.kind not in SELF_IDENTIFYING_KINDS
+        ):
+            errors.setdefault(item.index, {}).setdefault("email", []).append(
+                f"No contact with this email; a {item.kind} activity cannot create one."
+            )
+
+
+def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
+    result = IngestResult()
+    with transaction.atomic():
+        ext_ids = {i.external_id for i in parsed if i.external_id}
+        seen = (
+            set(
+                Activity.objects.filter(external_id__in=ext_ids).values_list(
+                    "external_id", flat=True
+                )
+            )
+            if ext_ids
+            else set()
+        )
+        fresh: list[_Item] = []
+        for item in parsed:
+            if item.external_id:
+                if item.external_id in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(item.external_id)
+            fresh.append(item)
+        if not fresh:
+            return result
+
+        created_ids = _resolve_contacts(fresh, source=source, by_user=by_user)
+        result.contacts_created = len(created_ids)
+        activities = [
+            Activity(
+                contact_id=i.contact_id,
+                kind=i.kind,
+                occurred_at=i.occurred_at,
+                campaign_id=i.campaign_id,
+                external_id=i.external_id,
+                message_id=i.message_id,
+                url=i.url,
+                is_machine=i.is_machine,
+                details=i.details,
+            )
+            for i in fresh
+        ]
+        with transaction.atomic():  # savepoint: a racing duplicate rolls back only this
+            Activity.objects.bulk_create(activities)
+        result.created = len(activities)
+        result.activities = activities
+        _apply_suppression(activities)
+        _mark_reopened(activities)
+        _set_first_touch(activities, created_ids)
+        events.activities_recorded(activities, created_ids)
+    return result
+
+
+def _resolve_contacts(items: list[_Item], *, source: str, by_user) -> set[int]:
+    """Fill ``contact_id`` from emails, creating contacts for self-identifying activities."""
+    by_email = {i.email for i in items if i.contact_id is None}
+    if not by_email:
+        return set()
+    existing = dict(Contact.objects.filter(email__in=by_email).values_list("email", "pk"))
+    new_rows: dict[str, dict] = {}
+    for item in items:
+        if item.contact_id is None and item.email not in existing and item.email not in new_rows:
+            new_rows[item.email] = {
+                "email": item.email,
+                "source": source if source in Source.values else Source.OTHER,
+                "created_at": item.occurred_at,
+                **item.contact_fields,
+            }
+    created = services.contacts_create_bulk(
+        rows=new_rows.values(), by_user=by_user, by_system="ingest"
+    )
+    existing.update({c.email: c.pk for c in created})
+    for item in items:
+        if item.contact_id is None:
+            item.contact_id = existing[item.email]
+    return {c.pk for c in created}
+
+
+def _apply_suppression(activities: list[Activity]) -> None:
+    """Unsubscribes, complaints and hard bounces suppress the address at once."""
+    changes: dict[str, set[int]] = {}
+    for a in activities:
+        status = SUPPRESSING.get(a.kind)
+        if a.kind == ActivityKind.EMAIL_BOUNCED and a.details.get("bounce_type") == "hard":
+            status = EmailStatus.HARD_BOUNCED
+        if status:
+            changes.setdefault(status, set()).add(a.contact_id)
+    now = timezone.now()
+    for status, contact_ids in changes.items():
+        Contact.objects.filter(pk__in=contact_ids, email_status=EmailStatus.ACTIVE).update(
+            email_status=status, email_status_changed_at=now, updated_at=now
+        )
+    if changes:
+        events.contacts_changed(set().union(*changes.values()), fields={"email_status"}, at=now)
+
+
+def _mark_reopened(activities: list[Activity]) -> None:
+    """A recycled contact's first engagement after being recycled re-opens it (once a round)."""
+    engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}
+    if not engaged:
+        return
+    recycled = {
+        c["pk"]: c
+        for c in Contact.objects.filter(pk__in=engaged, stage=Stage.RECYCLED).values(
+            "pk", "recycle_round", "stage_changed_at"
+        )
+    }
+    if not recycled:
+        return
+    first: dict[int, Activity] = {}
+    for a in sorted(activities, key=lambda a: a.occurred_at):
+        c = recycled.get(a.contact_id)
+        if (
+            c
+            and a.kind in ENGAGEMENT_KINDS
+            and not a.is_machine
+            and (c["stage_changed_at"] is None or a.occurred_at >= c["stage_changed_at"])
+        ):
+            first.setdefault(a.contact_id, a)
+    Reopening.objects.bulk_create(
+        [
+            Reopening(
+                contact_id=cid,
+                recycle_round=recycled[cid]["recycle_round"],
+                at=a.occurred_at,
+                activity_id=a.pk,
+            )
+            for cid, a in first.items()
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _set_first_touch(activities: list[Activity], created_ids: set[int]) -> None:
+    """A contact created by a campaign-tagged activity was acquired by that campaign."""
+    first: dict[int, Activity] = {}
+    for a in sorted(activities, key=lambda a: a.occurred_at):
+        if a.contact_id in created_ids and a.campaign_id:
+            first.setdefault(a.contact_id, a)
+    for campaign_id in {a.campaign_id for a in first.values()}:
+        Contact.objects.filter(
+            pk__in=[cid for cid, a in first.items() if a.campaign_id == campaign_id],
+            acquired_by__isnull=True,
+        ).update(acquired_by_id=campaign_id)
+
+
+def _parse_time(value: Any, fail) -> datetime | None:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            fail("occurred_at", "Use an ISO 8601 date-time, e.g. 2026-05-01T14:30:00Z.")
+            return None
+    else:
+        fail("occurred_at", "This field is required (ISO 8601 date-time with a time zone).")
+        return None
+    if timezone.is_naive(parsed):
+        fail("occurred_at", "Give the time zone (e.g. Z or +02:00); a naive time is ambiguous.")
+        return None
+    if parsed > timezone.now() + timedelta(minutes=5):
+        fail("occurred_at", "An activity cannot be in the future.")
+        return None
+    return parsed
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, str) and value.isdigit() and len(value) < 19

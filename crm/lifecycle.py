@@ -1,0 +1,265 @@
+"""The only code that changes a contact's lifecycle stage.
+
+Every change locks the contact row, checks the move is allowed, writes a
+:class:`~crm.models.LifecycleTransition` with the time the change really happened, and
+publishes "stage changed" to the handlers named in ``settings.STAGE_CHANGED_HANDLERS``.
+Nothing else assigns ``Contact.stage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import events
+from .models import Activity, Contact, LifecycleTransition, Stage
+
+S = Stage
+# Which moves are allowed from each stage. Backward moves (recycle, churn, revive) are
+# normal business; moving to the stage a contact is already in is not a move.
+ALLOWED_MOVES: dict[str, frozenset[str]] = {
+    S.LEAD: frozenset({S.MQL, S.SQL, S.OPPORTUNITY, S.CUSTOMER, S.DISQUALIFIED}),
+    S.MQL: frozenset({S.SQL, S.OPPORTUNITY, S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
+    S.SQL: frozenset({S.OPPORTUNITY, S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
+    S.OPPORTUNITY: frozenset({S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
+    S.CUSTOMER: frozenset({S.CHURNED, S.OPPORTUNITY}),
+    S.RECYCLED: frozenset({S.MQL, S.SQL, S.OPPORTUNITY, S.CUSTOMER, S.DISQUALIFIED}),
+    S.DISQUALIFIED: frozenset({S.LEAD}),
+    S.CHURNED: frozenset({S.OPPORTUNITY, S.CUSTOMER}),
+}
+
+
+class StageChangeError(Exception):
+    """A move the lifecycle does not allow; carries the contact's current stage."""
+
+    def __init__(self, message: str, *, current_stage: str):
+        super().__init__(message)
+        self.current_stage = current_stage
+
+
+def can_move(from_stage: str, to_stage: str) -> bool:
+    return to_stage in ALLOWED_MOVES.get(from_stage, frozenset())
+
+
+def stage_change(
+    *,
+    contact: Contact | int,
+    to_stage: str,
+    at: datetime | None = None,
+    by_user=None,
+    by_system: str = "",
+    reason_code: str = "",
+    note: str = "",
+    activity: Activity | None = None,
+    expected_from: Iterable[str] | None = None,
+) -> LifecycleTransition:
+    """Move one contact to ``to_stage`` and return the recorded transition.
+
+    ``expected_from`` makes a decision conditional on the stage the actor saw (e.g. sales
+    accepting an MQL): if another actor moved the contact first, :class:`StageChangeError`
+    is raised instead of recording a second decision.
+    """
+    contact_id = contact.pk if isinstance(contact, Contact) else contact
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().get(pk=contact_id)
+        if expected_from is not None and locked.stage not in set(expected_from):
+            raise StageChangeError(
+                f"The contact is no longer {'/'.join(sorted(expected_from))}: "
+                f"it is {locked.get_stage_display()} now.",
+                current_stage=locked.stage,
+            )
+        if not can_move(locked.stage, to_stage):
+            raise StageChangeError(
+                f"A contact in stage {locked.get_stage_display()} cannot move to "
+                f"{Stage(to_stage).label}.",
+                current_stage=locked.stage,
+            )
+        transition = _record(
+            locked,
+            to_stage,
+            at=at,
+            by_user=by_user,
+            by_system=by_system,
+            reason_code=reason_code,
+            note=note,
+            activity=activity,
+        )
+        Contact.objects.filter(pk=locked.pk).update(
+            stage=locked.stage,
+            stage_changed_at=locked.stage_changed_at,
+            recycle_round=locked.recycle_round,
+            updated_at=timezone.now(),
+        )
+        if isinstance(contact, Contact):
+            contact.stage = locked.stage
+            contact.stage_changed_at = locked.stage_changed_at
+            contact.recycle_round = locked.recycle_round
+        events.stage_changed([transition])
+    return transition
+
+
+def stages_change_bulk(
+    *,
+    to_stage: str,
+    at_by_contact: Mapping[int, datetime],
+    by_system: str,
+    reason_code: str = "",
+    activity_by_contact: Mapping[int, int] | None = None,
+) -> list[LifecycleTransition]:
+    """Move many contacts to ``to_stage`` at once (e.g. scoring's MQL crossings).
+
+    Contacts whose current stage does not allow the move are skipped silently: a batch
+    decision never overrides one that sales made in the meantime. Set-based: one locking
+    read, one insert, one update per distinct stage.
+    """
+    activity_by_contact = activity_by_contact or {}
+    if not at_by_contact:
+        return []
+    allowed_from = [s for s, moves in ALLOWED_MOVES.items() if to_stage in moves]
+    with transaction.atomic():
+        locked = list(
+            Contact.objects.select_for_update()
+            .filter(pk__in=list(at_by_contact), stage__in=allowed_from)
+            .only("id", "stage", "stage_changed_at", "recycle_round")
+        )
+        transitions = []
+        for contact in locked:
+            from_stage = contact.stage
+            at = _clamp(at_by_contact[contact.pk], contact.stage_changed_at)
+            transitions.append(
+                LifecycleTransition(
+                    contact_id=contact.pk,
+                    from_stage=from_stage,
+                    to_stage=to_stage,
+                    at=at,
+                    by_system=by_system,
+                    reason_code=reason_code,
+                    recycle_round=contact.recycle_round,
+                    activity_id=activity_by_contact.get(contact.pk),
+                )
+            )
+        LifecycleTransition.objects.bulk_create(transitions)
+        now = timezone.now()
+        # One UPDATE per distinct time would be per-row; a CASE over ids keeps it to one.
+        if transitions:
+            from django.db.models import Case, Value, When
+
+            Contact.objects.filter(pk__in=[t.contact_id for t in transitions]).update(
+                stage=to_stage,
+                stage_changed_at=Case(
+                    *[When(pk=t.contact_id, then=Value(t.at)) for t in transitions]
+                ),
+                updated_at=now,
+            )
+        events.stage_changed(transitions)
+    return transitions
+
+
+def stage_import(
+    *,
+    contact: Contact,
+    to_stage: str,
+    at: datetime,
+    by_user=None,
+    reason_code: str = "import",
+    note: str = "",
+) -> LifecycleTransition:
+    """Record a past stage change (history import) at its real time.
+
+    The move is checked against the stage the contact was in at ``at`` (from its history);
+    the contact's current stage changes only when this is now its latest transition.
+    """
+    if timezone.is_naive(at):
+        raise ValueError("A stage change needs a time with a time zone.")
+    if at > timezone.now():
+        raise StageChangeError(
+            "A past stage change cannot be in the future.", current_stage=contact.stage
+        )
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        before = (
+            LifecycleTransition.objects.filter(contact=locked, at__lte=at)
+            .order_by("-at", "-id")
+            .values_list("to_stage", flat=True)
+            .first()
+        ) or Stage.LEAD
+        if not can_move(before, to_stage):
+            raise StageChangeError(
+                f"At {at:%Y-%m-%d %H:%M} the contact was {Stage(before).label}; it cannot move "
+                f"to {Stage(to_stage).label}.",
+                current_stage=locked.stage,
+            )
+        is_latest = locked.stage_changed_at is None or at >= locked.stage_changed_at
+        round_ = locked.recycle_round + (1 if to_stage == Stage.RECYCLED and is_latest else 0)
+        transition = LifecycleTransition.objects.create(
+            contact=locked,
+            from_stage=before,
+            to_stage=to_stage,
+            at=at,
+            by_user=by_user,
+            by_system="" if by_user else "import",
+            reason_code=reason_code,
+            note=note,
+            recycle_round=round_,
+        )
+        if is_latest:
+            Contact.objects.filter(pk=locked.pk).update(
+                stage=to_stage, stage_changed_at=at, recycle_round=round_, updated_at=timezone.now()
+            )
+        events.stage_changed([transition])
+    return transition
+
+
+def _clamp(at: datetime | None, last_change: datetime | None) -> datetime:
+    """Keep history ordered: a change is never dated before the contact's previous one.
+
+    An activity delivered late (e.g. a backfill) may carry an older time than the latest
+    recorded stage change; the new change is then dated at that previous change.
+    """
+    at = at or timezone.now()
+    if last_change is not None and at < last_change:
+        return last_change
+    return at
+
+
+def _record(contact: Contact, to_stage: str, *, at, **fields) -> LifecycleTransition:
+    """Write the transition and update the locked instance's stage fields in memory."""
+    at = _clamp(at, contact.stage_changed_at)
+    if to_stage == Stage.RECYCLED:
+        contact.recycle_round += 1
+    transition = LifecycleTransition.objects.create(
+        contact=contact,
+        from_stage=contact.stage,
+        to_stage=to_stage,
+        at=at,
+        recycle_round=contact.recycle_round,
+        **fields,
+    )
+    contact.stage = to_stage
+    contact.stage_changed_at = at
+    return transition
+
+
+def stages_initial(*, contacts: Iterable[Contact], by_user=None, by_system: str = "") -> None:
+    """Record the first stage of newly created contacts (``'' → stage`` at creation).
+
+    Called by every path that creates contacts (UI, import, API, ingestion) inside the
+    creating transaction, so the history always starts where the contact did.
+    """
+    transitions = [
+        LifecycleTransition(
+            contact_id=c.pk,
+            from_stage="",
+            to_stage=c.stage,
+            at=c.created_at,
+            by_user=by_user,
+            by_system=by_system,
+            reason_code="created",
+        )
+        for c in contacts
+    ]
+    LifecycleTransition.objects.bulk_create(transitions)
+    events.stage_changed(transitions)

@@ -1,0 +1,65 @@
+"""Project middleware: deny-by-default role checks and security headers."""
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+
+from .roles import view_access
+
+
+class RoleAccessMiddleware:
+    """Refuse every view that does not declare who may use it.
+
+    Anonymous users go to the log-in page; signed-in users without a role the view allows
+    get 403. DRF views authenticate tokens themselves, so they are left to
+    ``crm.api.permissions.RolePermission``, which applies the same rule; the Django admin
+    site checks staff status itself and is open to the admin role only (see crm.admin).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if _is_drf_view(view_func):
+            return None
+        match = request.resolver_match
+        if match and "admin" in match.namespaces:
+            return None
+        rule = view_access(view_func)
+        if rule is not None and rule.public:
+            return None
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+        from .roles import user_roles
+
+        if rule is None or not rule.allows(user_roles(request.user), request.method):
+            raise PermissionDenied
+        return None
+
+
+def _is_drf_view(view_func) -> bool:
+    cls = getattr(view_func, "cls", None)
+    if cls is None:
+        return False
+    from rest_framework.views import APIView
+
+    return isinstance(cls, type) and issubclass(cls, APIView)
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy and Permissions-Policy on every response."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        response.headers.setdefault(
+            "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"
+        )
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return response

@@ -1,0 +1,38 @@
+"""CRM core models, one module per subdomain."""
+
+from .activities import Activity, LifecycleTransition, Reopening
+from .campaigns import Campaign, CampaignCost
+from .choices import (
+    ActivityKind,
+    Channel,
+    ConsentBasis,
+    EmailStatus,
+    Source,
+    Stage,
+)
+from .contacts import Company, Contact, UserProfile
+from .deals import Deal, RejectionReason
+from .segments import Segment, SegmentChange, SegmentMembership, SegmentVersion
+
+__all__ = [
+    "Activity",
+    "ActivityKind",
+    "Campaign",
+    "CampaignCost",
+    "Channel",
+    "Company",
+    "ConsentBasis",
+    "Contact",
+    "Deal",
+    "EmailStatus",
+    "LifecycleTransition",
+    "RejectionReason",
+    "Reopening",
+    "Segment",
+    "SegmentChange",
+    "SegmentMembership",
+    "SegmentVersion",
+    "Source",
+    "Stage",
+    "UserProfile",
+]

@@ -1,0 +1,134 @@
+"""Activities and the lifecycle history."""
+
+from django.conf import settings
+from django.db import models
+
+from .choices import ActivityKind, Stage
+
+
+class ActivityQuerySet(models.QuerySet):
+    def in_period(self, start, end) -> "ActivityQuerySet":
+        """Activities whose ``occurred_at`` lies in the half-open period [start, end)."""
+        return self.filter(occurred_at__gte=start, occurred_at__lt=end)
+
+    def of_kind(self, *kinds: str) -> "ActivityQuerySet":
+        return self.filter(kind__in=kinds)
+
+    def human(self) -> "ActivityQuerySet":
+        """Exclude opens flagged as machine opens (privacy proxies, scanners)."""
+        return self.exclude(is_machine=True)
+
+
+class Activity(models.Model):
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="activities")
+    kind = models.CharField(max_length=40, choices=ActivityKind.choices)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    campaign = models.ForeignKey(
+        "crm.Campaign", null=True, blank=True, on_delete=models.SET_NULL, related_name="activities"
+    )
+    # A retried delivery carries the same external_id and is dropped (NULLs never collide).
+    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # The email message an email event belongs to (nurture's EmailSend.message_id).
+    message_id = models.CharField(max_length=200, blank=True, default="")
+    url = models.URLField(max_length=2000, blank=True)
+    is_machine = models.BooleanField(default=False, help_text="Open by a machine, not a person")
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = ActivityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "activities"
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            # Contact timeline, newest first; scoring and segments per contact.
+            models.Index(fields=["contact", "-occurred_at"], name="activity_contact_time"),
+            # Segments/scoring "did kind X within N days"; report scans by kind and period.
+            models.Index(fields=["kind", "occurred_at"], name="activity_kind_time"),
+            # Per-campaign email and attribution reports.
+            models.Index(fields=["campaign", "kind", "occurred_at"], name="activity_campaign"),
+            # Per-step email report joins events to their send by message id.
+            models.Index(
+                fields=["message_id"],
+                name="activity_message",
+                condition=~models.Q(message_id=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.get_kind_display()} by {self.contact_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        )
+
+
+class LifecycleTransitionQuerySet(models.QuerySet):
+    def in_period(self, start, end) -> "LifecycleTransitionQuerySet":
+        """Transitions that happened (``at``, not recorded) in [start, end)."""
+        return self.filter(at__gte=start, at__lt=end)
+
+    def into(self, *stages: str) -> "LifecycleTransitionQuerySet":
+        return self.filter(to_stage__in=stages)
+
+
+class LifecycleTransition(models.Model):
+    """One change of stage. Written only by ``crm.lifecycle``; kept forever."""
+
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="transitions")
+    from_stage = models.CharField(max_length=20, choices=Stage.choices, blank=True)
+    to_stage = models.CharField(max_length=20, choices=Stage.choices)
+    at = models.DateTimeField(help_text="When the change happened")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    by_system = models.CharField(max_length=50, blank=True, help_text="e.g. scoring, import")
+    reason_code = models.CharField(max_length=50, blank=True)
+    note = models.TextField(blank=True)
+    recycle_round = models.PositiveIntegerField(default=0)
+    activity = models.ForeignKey(
+        "crm.Activity", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = LifecycleTransitionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            # Funnel/leads reports: entries into a stage in a period.
+            models.Index(fields=["to_stage", "at"], name="transition_stage_time"),
+            # Contact timeline and stage-conversion cohorts.
+            models.Index(fields=["contact", "at"], name="transition_contact_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.from_stage or '∅'} → {self.to_stage} at {self.at}"
+
+    @property
+    def actor(self) -> str:
+        return str(self.by_user) if self.by_user_id else (self.by_system or "system")
+
+
+class Reopening(models.Model):
+    """A recycled contact engaged again: marked once per recycle round (METRICS.md)."""
+
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="reopenings")
+    recycle_round = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    activity = models.ForeignKey(
+        "crm.Activity", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "recycle_round"], name="one_reopening_per_round"
+            )
+        ]
+        indexes = [
+            # MQL queue "re-engaged" view and leads report.
+            models.Index(fields=["at"], name="reopening_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} re-opened in round {self.recycle_round}"

@@ -1,0 +1,126 @@
+"""Campaigns: the unit of spend and attribution, whatever the channel."""
+
+from datetime import date
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+
+from .choices import ActivityKind, Channel
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+        ARCHIVED = "archived", "Archived"
+
+    class Type(models.TextChoices):
+        NURTURE = "nurture", "Nurture"
+        RECYCLE = "recycle", "Recycle nurture"
+        NEWSLETTER = "newsletter", "Newsletter"
+        PROMOTION = "promotion", "Promotion"
+        ONBOARDING = "onboarding", "Onboarding"
+        AWARENESS = "awareness", "Awareness"
+        OTHER = "other", "Other"
+
+    name = models.CharField(max_length=200)
+    channel = models.CharField(max_length=20, choices=Channel.choices, default=Channel.EMAIL)
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.NURTURE)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True)
+    budget = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    goal_action = models.CharField(
+        max_length=40,
+        choices=ActivityKind.choices,
+        blank=True,
+        help_text="The activity kind that counts as this campaign's conversion.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-start_date", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:campaign-detail", args=[self.pk])
+
+    def clean(self) -> None:
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError({"end_date": "The end date is before the start date."})
+
+
+class CampaignCost(models.Model):
+    """A cost entry. Its period is the inclusive range of days [period_start, period_end].
+
+    A shared entry (labour, technology) is split across ``shared_with`` campaigns plus its
+    own campaign, equally or by emails sent (METRICS.md, "program cost").
+    """
+
+    class Category(models.TextChoices):
+        MEDIA = "media", "Media"
+        CONTENT = "content", "Content"
+        LABOUR = "labour", "Labour"
+        TECHNOLOGY = "technology", "Technology"
+
+    class Split(models.TextChoices):
+        EQUAL = "equal", "Equally"
+        EMAILS_SENT = "emails_sent", "By emails sent"
+
+    VARIABLE_CATEGORIES = (Category.MEDIA, Category.CONTENT)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="costs")
+    period_start = models.DateField()
+    period_end = models.DateField()
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    category = models.CharField(max_length=20, choices=Category.choices)
+    shared = models.BooleanField(default=False)
+    split = models.CharField(max_length=20, choices=Split.choices, default=Split.EQUAL)
+    shared_with = models.ManyToManyField(Campaign, blank=True, related_name="shared_costs")
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(period_end__gte=models.F("period_start")),
+                name="cost_period_ordered",
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gte=0), name="cost_amount_nonneg"),
+        ]
+        indexes = [
+            # Cost per MQL: entries overlapping a report period.
+            models.Index(fields=["period_start", "period_end"], name="cost_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign}: {self.amount} {self.category}"
+
+    def clean(self) -> None:
+        if self.period_start and self.period_end and self.period_end < self.period_start:
+            raise ValidationError({"period_end": "The period ends before it starts."})
+        if self.shared and self.category in self.VARIABLE_CATEGORIES:
+            raise ValidationError(
+                {"shared": "Only labour and technology costs may be shared across campaigns."}
+            )
+
+    @property
+    def days(self) -> int:
+        return (self.period_end - self.period_start).days + 1
+
+    def overlap_days(self, start: date, end: date) -> int:
+        """Days of this entry inside the half-open report period [start, end)."""
+        first = max(self.period_start, start)
+        last = min(self.period_end, end.fromordinal(end.toordinal() - 1))
+        return max(0, (last - first).days + 1)

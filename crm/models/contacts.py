@@ -1,0 +1,165 @@
+"""Companies and contacts."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from django.urls import reverse
+
+from .choices import ConsentBasis, EmailStatus, Source, Stage
+
+
+class Company(models.Model):
+    class SizeBand(models.TextChoices):
+        MICRO = "1-10", "1–10"
+        SMALL = "11-50", "11–50"
+        MEDIUM = "51-200", "51–200"
+        LARGE = "201-1000", "201–1,000"
+        ENTERPRISE = "1000+", "1,000+"
+
+    name = models.CharField(max_length=200)
+    domain = models.CharField(max_length=200, blank=True, db_index=True)  # matching on import
+    industry = models.CharField(max_length=100, blank=True)
+    size_band = models.CharField(max_length=10, choices=SizeBand.choices, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 alpha-2")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "companies"
+        ordering = ["name"]
+        indexes = [
+            # Company list sorted/searched by name.
+            models.Index(Lower("name"), name="company_name_lower"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:company-detail", args=[self.pk])
+
+
+class ContactQuerySet(models.QuerySet):
+    def in_stage(self, *stages: str) -> "ContactQuerySet":
+        return self.filter(stage__in=stages)
+
+    def mqls(self) -> "ContactQuerySet":
+        return self.filter(stage=Stage.MQL)
+
+    def unassigned(self) -> "ContactQuerySet":
+        return self.filter(owner__isnull=True)
+
+    def sendable(self) -> "ContactQuerySet":
+        """Contacts that may be emailed: active address and a consent basis recorded."""
+        return self.filter(email_status=EmailStatus.ACTIVE).exclude(consent_basis=ConsentBasis.NONE)
+
+    def created_in(self, start, end) -> "ContactQuerySet":
+        return self.filter(created_at__gte=start, created_at__lt=end)
+
+
+class Contact(models.Model):
+    email = models.EmailField(max_length=254, unique=True)  # stored normalised: see normalise_email
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    job_title = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    company = models.ForeignKey(
+        Company, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 alpha-2")
+    timezone = models.CharField(max_length=64, blank=True, help_text="IANA name, for send windows")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.OTHER)
+    acquired_by = models.ForeignKey(
+        "crm.Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="acquired_contacts",
+        help_text="The campaign that first acquired this contact (first touch).",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_contacts",
+    )
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.LEAD)
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+    recycle_round = models.PositiveIntegerField(default=0)
+    score = models.IntegerField(default=0)
+    email_status = models.CharField(
+        max_length=20, choices=EmailStatus.choices, default=EmailStatus.ACTIVE
+    )
+    email_status_changed_at = models.DateTimeField(null=True, blank=True)
+    consent_basis = models.CharField(
+        max_length=30, choices=ConsentBasis.choices, default=ConsentBasis.CONSENT
+    )
+    consent_given_at = models.DateTimeField(null=True, blank=True)
+    consent_source = models.CharField(max_length=200, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    # METRICS.md "new leads" excludes contacts already suppressed when created; a later
+    # unsubscribe must not change that count, so the fact is frozen at creation.
+    created_suppressed = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Contact list default sort and "new leads in period".
+            models.Index(fields=["created_at", "id"], name="contact_created"),
+            # Contact list filtered by stage sorted by score; MQL queue by score.
+            models.Index(fields=["stage", "-score"], name="contact_stage_score"),
+            # MQL queue "mine" and owner filters.
+            models.Index(fields=["owner", "stage"], name="contact_owner_stage"),
+            # Contact list sorted by score.
+            models.Index(fields=["-score", "id"], name="contact_score"),
+            # Search by last name / company filter.
+            models.Index(Lower("last_name"), name="contact_last_name_lower"),
+            models.Index(fields=["company"], name="contact_company"),
+            # Email-status filter and suppression checks.
+            models.Index(fields=["email_status"], name="contact_email_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.full_name or self.email
+
+    def get_absolute_url(self) -> str:
+        return reverse("crm:contact-detail", args=[self.pk])
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def is_suppressed(self) -> bool:
+        """Whether email may not be sent: unsubscribed, bounced, complained or no consent."""
+        return self.email_status != EmailStatus.ACTIVE or self.consent_basis == ConsentBasis.NONE
+
+    @staticmethod
+    def normalise_email(email: str) -> str:
+        return (email or "").strip().lower()
+
+
+class UserProfile(models.Model):
+    """What a user adds to their account: signature for emails, territory for assignment."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    title = models.CharField(max_length=100, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    signature = models.TextField(blank=True)
+    territory = models.CharField(
+        max_length=100, blank=True, help_text="Country codes, comma-separated"
+    )
+    accepts_leads = models.BooleanField(default=True, help_text="In the round-robin for new MQLs")
+
+    def __str__(self) -> str:
+        return f"Profile of {self.user}"

@@ -1,0 +1,4 @@
+"""CRM pages under /crm/ (namespace ``crm``)."""
+
+app_name = "crm"
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""HTML views of the CRM core, one module per area."""

@@ -1,0 +1,59 @@
+"""Log-in with throttling, log-out and password change."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from crm import throttle
+from crm.roles import EVERYONE, PUBLIC
+
+
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Refuse further attempts once a user name or address failed too often.
+
+    The same generic message is shown for an unknown user and a wrong password, so the
+    form does not reveal which accounts exist.
+    """
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "throttled": ("Too many failed log-ins. Wait %(seconds)s seconds and try again."),
+    }
+
+    def clean(self):
+        username = self.data.get("username", "")
+        ip = throttle.client_ip(self.request) if self.request else ""
+        if throttle.login_blocked(username, ip):
+            raise ValidationError(
+                self.error_messages["throttled"],
+                code="throttled",
+                params={"seconds": settings.LOGIN_THROTTLE_WINDOW},
+            )
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            throttle.login_failed(username, ip)
+            raise
+        throttle.login_succeeded(username)
+        return cleaned
+
+
+class LoginView(auth_views.LoginView):
+    access = PUBLIC
+    form_class = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    access = PUBLIC
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    access = EVERYONE
+    success_url = "/"
+
+    def form_valid(self, form):
+        messages.success(self.request, "Your password was changed.")
+        return super().form_valid(form)

@@ -1,0 +1,39 @@
+"""/healthz: is the database reachable, is the broker reachable (JSON, 200 or 503)."""
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+
+from crm.celery import app as celery_app
+from crm.roles import public
+
+
+def _database_ok() -> tuple[bool, str]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure means "down"; the message says why
+        return False, exc.__class__.__name__
+    return True, "ok"
+
+
+def _broker_ok() -> tuple[bool, str]:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001
+        return False, exc.__class__.__name__
+    return True, "ok"
+
+
+@public
+@never_cache
+def healthz(request):
+    db_ok, db_msg = _database_ok()
+    broker_ok, broker_msg = _broker_ok()
+    ok = db_ok and broker_ok
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "database": db_msg, "broker": broker_msg},
+        status=200 if ok else 503,
+    )

@@ -1,0 +1,4 @@
+"""nurture pages (namespace ``nurture``)."""
+
+app_name = "nurture"
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""The only public URLs: tracking (/t/…), unsubscribe (/u/…) and provider webhooks."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Report JSON API: /api/v1/reports/<name>/."""
+
+urlpatterns: list = []

@@ -1,0 +1,4 @@
+"""scoring pages (namespace ``scoring``)."""
+
+app_name = "scoring"
+urlpatterns: list = []

@@ -1,0 +1,161 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from crm import ingest, lifecycle
+from crm.models import Activity, Contact, EmailStatus, Reopening, Stage
+from crm.services import contact_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _now_iso(delta=timedelta(0)):
+    return (timezone.now() - delta).isoformat()
+
+
+def test_it_stores_a_batch_and_drops_duplicates_by_external_id():
+    contact = contact_create(email="a@example.com")
+    items = [
+        {
+            "contact": contact.pk,
+            "kind": "page_visit",
+            "occurred_at": _now_iso(),
+            "external_id": "e1",
+        },
+        {
+            "contact": contact.pk,
+            "kind": "page_visit",
+            "occurred_at": _now_iso(),
+            "external_id": "e1",
+        },
+        {
+            "contact": contact.pk,
+            "kind": "email_opened",
+            "occurred_at": _now_iso(),
+            "external_id": "e2",
+        },
+    ]
+    result = ingest.activities_record(items=items)
+    assert (result.created, result.duplicates) == (2, 1)
+    again = ingest.activities_record(items=items)
+    assert (again.created, again.duplicates) == (0, 3)
+    assert Activity.objects.count() == 2
+
+
+def test_an_invalid_item_rejects_the_whole_batch_with_every_error():
+    contact = contact_create(email="a@example.com")
+    items = [
+        {"contact": contact.pk, "kind": "page_visit", "occurred_at": _now_iso()},
+        {"contact": contact.pk, "kind": "teleported", "occurred_at": "2026-01-01T10:00:00"},
+        {"contact": "abc", "kind": "page_visit", "occurred_at": _now_iso()},
+    ]
+    with pytest.raises(ingest.IngestError) as err:
+        ingest.activities_record(items=items)
+    assert set(err.value.errors) == {1, 2}
+    assert "kind" in err.value.errors[1]
+    assert "occurred_at" in err.value.errors[1]
+    assert Activity.objects.count() == 0
+
+
+def test_a_form_submission_with_a_new_email_creates_the_contact():
+    result = ingest.activities_record(
+        items=[
+            {
+                "email": "New@Example.com",
+                "kind": "form_submitted",
+                "occurred_at": _now_iso(),
+                "first_name": "Nia",
+            }
+        ],
+        source="web_form",
+    )
+    contact = Contact.objects.get(email="new@example.com")
+    assert (result.contacts_created, contact.first_name, contact.source) == (1, "Nia", "web_form")
+    assert contact.transitions.get().to_stage == Stage.LEAD
+
+
+def test_an_email_event_for_an_unknown_address_is_an_error():
+    with pytest.raises(ingest.IngestError) as err:
+        ingest.activities_record(
+            items=[
+                {"email": "ghost@example.com", "kind": "email_opened", "occurred_at": _now_iso()}
+            ]
+        )
+    assert "email" in err.value.errors[0]
+
+
+def test_an_unsubscribe_suppresses_the_contact():
+    contact = contact_create(email="a@example.com")
+    ingest.activities_record(
+        items=[{"contact": contact.pk, "kind": "email_unsubscribed", "occurred_at": _now_iso()}]
+    )
+    contact.refresh_from_db()
+    assert contact.email_status == EmailStatus.UNSUBSCRIBED
+    assert contact.is_suppressed
+
+
+def test_a_hard_bounce_suppresses_but_a_soft_one_does_not():
+    hard = contact_create(email="h@example.com")
+    soft = contact_create(email="s@example.com")
+    ingest.activities_record(
+        items=[
+            {
+                "contact": hard.pk,
+                "kind": "email_bounced",
+                "occurred_at": _now_iso(),
+                "details": {"bounce_type": "hard"},
+            },
+            {
+                "contact": soft.pk,
+                "kind": "email_bounced",
+                "occurred_at": _now_iso(),
+                "details": {"bounce_type": "soft"},
+            },
+        ]
+    )
+    hard.refresh_from_db()
+    soft.refresh_from_db()
+    assert (hard.email_status, soft.email_status) == (EmailStatus.HARD_BOUNCED, EmailStatus.ACTIVE)
+
+
+def test_a_recycled_contact_that_engages_is_reopened_once_per_round():
+    contact = contact_create(email="a@example.com", created_at=timezone.now() - timedelta(days=10))
+    lifecycle.stage_change(
+        contact=contact, to_stage=Stage.MQL, at=timezone.now() - timedelta(days=5)
+    )
+    lifecycle.stage_change(
+        contact=contact, to_stage=Stage.RECYCLED, at=timezone.now() - timedelta(days=4)
+    )
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "email_sent",
+                "occurred_at": _now_iso(timedelta(days=3)),
+            },
+            {
+                "contact": contact.pk,
+                "kind": "email_clicked",
+                "occurred_at": _now_iso(timedelta(days=2)),
+            },
+        ]
+    )
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": _now_iso(timedelta(days=1)),
+            },
+        ]
+    )
+    (reopening,) = Reopening.objects.filter(contact=contact)
+    assert reopening.recycle_round == 1
+    assert reopening.activity.kind == "email_clicked"
+
+
+def test_a_batch_over_the_limit_is_refused(settings):
+    settings.ACTIVITY_BATCH_LIMIT = 2
+    with pytest.raises(ingest.BatchTooLarge):
+        ingest.activities_record(items=[{}] * 3)

@@ -1,0 +1,80 @@
+"""factory_boy factories for the CRM core (apps add theirs in tests/<app>/factories.py)."""
+
+from datetime import timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from crm import models
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    password = factory.django.Password("pw-Secret-123")
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.groups.add(Group.objects.get(name=extracted))
+            if extracted == "admin":
+                self.is_staff = True
+                self.save(update_fields=["is_staff"])
+
+
+class CompanyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Company
+
+    name = factory.Faker("company")
+    domain = factory.Sequence(lambda n: f"company{n}.example")
+    industry = "Software"
+
+
+class ContactFactory(factory.django.DjangoModelFactory):
+    """Creates through the model; use crm.services.contact_create when history matters."""
+
+    class Meta:
+        model = models.Contact
+
+    email = factory.Sequence(lambda n: f"contact{n}@example.com")
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    created_at = factory.LazyFunction(timezone.now)
+    stage_changed_at = factory.SelfAttribute("created_at")
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Campaign
+
+    name = factory.Sequence(lambda n: f"Campaign {n}")
+    status = models.Campaign.Status.ACTIVE
+    start_date = factory.LazyFunction(lambda: (timezone.now() - timedelta(days=60)).date())
+
+
+class ActivityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Activity
+
+    contact = factory.SubFactory(ContactFactory)
+    kind = models.ActivityKind.PAGE_VISIT
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class DealFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = models.Deal
+
+    contact = factory.SubFactory(ContactFactory)
+    amount = 1000
+    created_at = factory.LazyFunction(timezone.now)
