@@ -275,6 +275,13 @@ CONTACTS_CHANGED_HANDLERS = [
     "crm.segments.on_contacts_changed",
     "scoring.handlers.on_contacts_changed",
 ]
+# What other apps add to CRM pages (crm.extensions).
+CONTACT_TIMELINE_PROVIDERS: list[str] = []
+CONTACT_PANEL_PROVIDERS: list[str] = []
+CONTACT_SUMMARY_PROVIDERS: list[str] = []
+# Extra segment condition types contributed by other apps (crm.segments), e.g. nurture's
+# "in / not in a program".
+SEGMENT_CONDITION_PROVIDERS: list[str] = []
 # Management-command hooks that fill each app's demo data, in order.
 DEMO_SEEDERS = [
     "crm.demo.seed",

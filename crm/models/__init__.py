@@ -10,7 +10,7 @@ from .choices import (
     Source,
     Stage,
 )
-from .contacts import Company, Contact, UserProfile
+from .contacts import Company, Contact, Notification, UserProfile
 from .deals import Deal, RejectionReason
 from .segments import Segment, SegmentChange, SegmentMembership, SegmentVersion
 
@@ -26,6 +26,7 @@ __all__ = [
     "Deal",
     "EmailStatus",
     "LifecycleTransition",
+    "Notification",
     "RejectionReason",
     "Reopening",
     "Segment",
