@@ -285,8 +285,8 @@ SEGMENT_CONDITION_PROVIDERS: list[str] = []
 # Management-command hooks that fill each app's demo data, in order.
 DEMO_SEEDERS = [
     "crm.demo.seed",
-    "scoring.demo.seed",
     "nurture.demo.seed",
+    "scoring.demo.seed",
     "reports.demo.seed",
 ]
 

@@ -7,15 +7,18 @@ from nurture.api import register as register_nurture
 from reports.api import urlpatterns as report_urls
 from scoring.api import register as register_scoring
 
-from . import views
+from . import sales, segments, views
 
 router = DefaultRouter()
 views.register(router)
+segments.register(router)
+sales.register(router)
 register_scoring(router)
 register_nurture(router)
 
 urlpatterns = [
     *views.urlpatterns,
+    *sales.urlpatterns,
     path("reports/", include(report_urls)),
     path("", include(router.urls)),
 ]
