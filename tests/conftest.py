@@ -5,6 +5,8 @@ from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
 
+pytest_plugins = ["tests.services"]  # real services (PostgreSQL, Redis, Chromium), test broker
+
 
 @pytest.fixture
 def marketing_user(db):

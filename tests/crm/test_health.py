@@ -1,0 +1,91 @@
+"""/healthz reports database and broker reachability: 200 when both answer, 503 with JSON
+saying which one is down otherwise. Public, never cached, and carries the security headers."""
+
+import socket
+
+import pytest
+from django.db import connections
+from django.db.utils import load_backend
+
+from crm.celery import app
+
+
+def _closed_loopback_port() -> int:
+    # Bind then release: nothing listens there for the few seconds the test needs.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker_down():
+    """Point Celery at a redis URL on a closed loopback port for one test."""
+    saved = app.conf.broker_url
+    app.conf.broker_url = f"redis://127.0.0.1:{_closed_loopback_port()}/0"
+    yield
+    app.conf.broker_url = saved
+
+
+@pytest.fixture
+def database_down(tmp_path):
+    """Swap the default connection for one to a database that cannot be reached.
+
+    SQLite: a file in a directory that does not exist; PostgreSQL: a closed loopback port.
+    """
+    real = connections["default"]
+    settings_dict = dict(real.settings_dict)
+    if real.vendor == "sqlite":
+        settings_dict["NAME"] = str(tmp_path / "missing" / "db.sqlite3")
+    else:
+        settings_dict.update(HOST="127.0.0.1", PORT=str(_closed_loopback_port()))
+        settings_dict["OPTIONS"] = {**settings_dict.get("OPTIONS", {}), "connect_timeout": 2}
+    broken = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, "default")
+    connections["default"] = broken
+    yield
+    broken.close()
+    connections["default"] = real
+
+
+@pytest.mark.django_db
+def test_it_answers_200_when_database_and_broker_are_up(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert "no-cache" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
+def test_it_needs_no_log_in(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert "Location" not in response
+
+
+@pytest.mark.django_db
+def test_it_answers_503_with_json_when_the_broker_is_unreachable(client, broker_down):
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"] == "ok"
+    assert body["broker"] != "ok"
+
+
+@pytest.mark.django_db
+def test_it_answers_503_with_json_when_the_database_is_unreachable(client, database_down):
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"] != "ok"
+    assert body["broker"] == "ok"
+
+
+@pytest.mark.django_db
+def test_its_response_carries_the_security_headers(client):
+    response = client.get("/healthz")
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
