@@ -253,6 +253,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # drf-spectacular serves the schema and docs with AllowAny unless told otherwise.
+    "SERVE_PERMISSIONS": ["crm.api.permissions.RolePermission"],
 }
 
 # --- Domain flow: handlers called by the core, in this order -----------------------------

@@ -37,6 +37,8 @@ def pytest_configure(config):
 
     # whitenoise warns on every request when STATIC_ROOT does not exist yet.
     os.makedirs(settings.STATIC_ROOT, exist_ok=True)
+    # Hashing at production strength would dominate the suite's run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.CELERY_BROKER_URL = TEST_BROKER_URL
     settings.CELERY_RESULT_BACKEND = TEST_RESULT_BACKEND
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}

@@ -1,0 +1,109 @@
+"""Log-in, log-out and throttling of failed log-ins (per user name and per client address)."""
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+from tests.factories import UserFactory
+
+PASSWORD = "pw-Secret-123"  # tests.factories.UserFactory's password
+LOGIN = "/accounts/login/"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle(db):
+    cache.clear()
+
+
+def _post_login(client, username, password, ip="10.0.0.1"):
+    return client.post(LOGIN, {"username": username, "password": password}, REMOTE_ADDR=ip)
+
+
+def _form_errors(response) -> list[str]:
+    return list(response.context["form"].non_field_errors())
+
+
+@pytest.mark.parametrize("role", ["marketing", "sales", "admin"])
+def test_each_role_can_log_in_and_reach_the_dashboard(client, role):
+    user = UserFactory(username=f"login-{role}", role=role)
+    response = _post_login(client, user.username, PASSWORD)
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    dashboard = client.get("/")
+    assert dashboard.status_code == 200
+    assert dashboard.context["user"] == user
+    assert b"Log out" in dashboard.content
+
+
+def test_the_login_page_is_public_and_pages_redirect_to_it(client):
+    assert client.get(LOGIN).status_code == 200
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"{LOGIN}?next=/")
+
+
+def test_an_unknown_user_and_a_wrong_password_get_the_same_message(client):
+    UserFactory(username="known", role="sales")
+    wrong_password = _post_login(client, "known", "not-the-password")
+    unknown_user = _post_login(client, "nobody-by-that-name", "not-the-password")
+    assert wrong_password.status_code == unknown_user.status_code == 200
+    assert _form_errors(wrong_password) == _form_errors(unknown_user)
+    assert "correct username and password" in _form_errors(unknown_user)[0]
+
+
+def test_failed_log_ins_are_throttled_per_user_name(client):
+    UserFactory(username="target", role="marketing")
+    limit = settings.LOGIN_THROTTLE_ATTEMPTS
+    for attempt in range(limit):
+        # A different address each time: only the per-user counter can trip.
+        response = _post_login(client, "target", "wrong", ip=f"10.0.1.{attempt}")
+        assert "Too many" not in str(_form_errors(response))
+    blocked = _post_login(client, "target", PASSWORD, ip="10.0.2.1")
+    assert blocked.status_code == 200, "even the right password is refused while throttled"
+    message = _form_errors(blocked)[0]
+    assert "Too many failed log-ins" in message
+    assert f"{settings.LOGIN_THROTTLE_WINDOW} seconds" in message
+    assert "_auth_user_id" not in client.session
+
+
+def test_failed_log_ins_are_throttled_per_client_address(client):
+    UserFactory(username="innocent", role="sales")
+    for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        _post_login(client, f"guess{attempt}", "wrong", ip="10.9.9.9")
+    blocked = _post_login(client, "innocent", PASSWORD, ip="10.9.9.9")
+    assert "Too many failed log-ins" in _form_errors(blocked)[0]
+    elsewhere = _post_login(client, "innocent", PASSWORD, ip="10.9.9.10")
+    assert elsewhere.status_code == 302
+
+
+def test_a_successful_log_in_resets_the_user_counter(client):
+    UserFactory(username="forgetful", role="sales")
+    for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS - 1):
+        _post_login(client, "forgetful", "wrong", ip=f"10.0.3.{attempt}")
+    assert _post_login(client, "forgetful", PASSWORD, ip="10.0.4.1").status_code == 302
+    client.logout()
+    _post_login(client, "forgetful", "wrong", ip="10.0.5.1")
+    assert _post_login(client, "forgetful", PASSWORD, ip="10.0.5.2").status_code == 302
+
+
+def test_log_out_is_a_post(client):
+    user = UserFactory(username="leaver", role="marketing")
+    client.force_login(user)
+    assert client.get("/accounts/logout/").status_code == 405
+    assert "_auth_user_id" in client.session
+    response = client.post("/accounts/logout/")
+    assert response.status_code == 302
+    assert response["Location"] == LOGIN
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_password_change_page_needs_a_log_in(client):
+    assert client.get("/accounts/password/").status_code == 302
+    client.force_login(UserFactory(username="changer", role="sales"))
+    assert client.get("/accounts/password/").status_code == 200
+
+
+def test_a_user_without_a_role_can_log_in_but_is_refused_pages(client):
+    UserFactory(username="roleless")
+    assert _post_login(client, "roleless", PASSWORD).status_code == 302
+    assert client.get("/").status_code == 403
