@@ -1,0 +1,355 @@
+"""Writes on segments: save (versioned), full and incremental membership refresh, static lists.
+
+Membership is stored (:class:`~crm.models.SegmentMembership`) so that other segments,
+nurture triggers and reports read it cheaply; every join and leave is recorded as a
+:class:`~crm.models.SegmentChange` with its time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from itertools import islice
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from crm.models import Contact, Segment, SegmentChange, SegmentMembership, SegmentVersion
+
+from .definition import (
+    DefinitionError,
+    _compile,
+    compile_definition,
+    condition_providers,
+    segment_refs,
+    validate_definition,
+)
+
+log = logging.getLogger(__name__)
+CHUNK = 2000  # ids per statement: well under every backend's parameter limit
+
+
+def batched(items: Iterable, size: int):
+    """``itertools.batched`` (Python 3.12) for 3.11."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class SegmentInUse(ValueError):
+    """The segment is named by another segment's definition and cannot be deleted."""
+
+
+def segment_queryset(segment: Segment, *, now: datetime | None = None):
+    """The contacts a segment holds *now*: its definition (dynamic) or its stored list (static).
+
+    One query; use :func:`segment_members` for the stored membership of a dynamic segment.
+    """
+    if segment.kind == Segment.Kind.STATIC:
+        return segment_members(segment)
+    return Contact.objects.filter(compile_definition(segment.definition, now=now))
+
+
+def segment_members(segment: Segment):
+    """The stored members of a segment (what nurture and reports read)."""
+    return Contact.objects.filter(
+        Exists(SegmentMembership.objects.filter(segment=segment, contact=OuterRef("pk")))
+    )
+
+
+@transaction.atomic
+def segment_save(
+    *,
+    segment: Segment | None,
+    name: str,
+    kind: str,
+    definition: dict | None,
+    by=None,
+    description: str | None = None,
+    refresh: bool = True,
+) -> Segment:
+    """Create or update a segment; store the definition as a new version; refresh members.
+
+    Raises :class:`DefinitionError` (naming the bad part) for an invalid dynamic definition.
+    """
+    if kind not in Segment.Kind.values:
+        raise DefinitionError([("kind", f'"{str(kind)[:40]}" is not dynamic or static.')])
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise DefinitionError([("name", "must be 1 to 200 characters.")])
+    definition = definition if definition is not None else {}
+    if kind == Segment.Kind.DYNAMIC:
+        validate_definition(definition, segment_id=segment.pk if segment else None)
+    if segment is None:
+        segment = Segment(owner=by, version=1)
+    else:
+        segment = Segment.objects.select_for_update().get(pk=segment.pk)
+        segment.version += 1
+    segment.name, segment.kind, segment.definition = name, kind, definition
+    if description is not None:
+        segment.description = description
+    segment.save()
+    SegmentVersion.objects.create(
+        segment=segment, version=segment.version, definition=definition, created_by=by
+    )
+    if refresh and kind == Segment.Kind.DYNAMIC:
+        segment_refresh(segment=segment)
+    return segment
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment) -> None:
+    users = [
+        s.name
+        for s in Segment.objects.exclude(pk=segment.pk).only("name", "definition")
+        if segment.pk in segment_refs(s.definition)
+    ]
+    if users:
+        raise SegmentInUse(f"Segment is used by: {', '.join(sorted(users))}.")
+    segment.delete()
+
+
+def dynamic_segments_in_order(segments: Iterable[Segment] | None = None) -> list[Segment]:
+    """Dynamic segments, each after every segment it reads through in_segment (Kahn)."""
+    if segments is None:
+        segments = Segment.objects.filter(kind=Segment.Kind.DYNAMIC).only(
+            "pk", "kind", "definition", "name"
+        )
+    by_id = {s.pk: s for s in segments}
+    deps = {pk: segment_refs(s.definition) & set(by_id) for pk, s in by_id.items()}
+    ordered: list[Segment] = []
+    ready = sorted(pk for pk, d in deps.items() if not d)
+    done: set[int] = set()
+    while ready:
+        pk = ready.pop(0)
+        done.add(pk)
+        ordered.append(by_id[pk])
+        for other, d in deps.items():
+            if other not in done and other not in ready and d <= done:
+                ready.append(other)
+        ready.sort()
+    # A cycle cannot be saved; if one was written around the service, still refresh it.
+    ordered.extend(by_id[pk] for pk in sorted(set(by_id) - done))
+    return ordered
+
+
+def _dependents(segment_id: int, segments: list[Segment]) -> set[int]:
+    found, frontier = set(), {segment_id}
+    while frontier:
+        frontier = {
+            s.pk for s in segments if s.pk not in found and segment_refs(s.definition) & frontier
+        }
+        found |= frontier
+    return found
+
+
+def _record(segment_id: int, *, joins: Iterable[int], leaves: Iterable[int], at) -> None:
+    joins, leaves = list(joins), list(leaves)
+    for chunk in batched(joins, CHUNK):
+        SegmentMembership.objects.bulk_create(
+            [SegmentMembership(segment_id=segment_id, contact_id=c, joined_at=at) for c in chunk],
+            ignore_conflicts=True,  # a concurrent batch may have added the same member
+        )
+    for chunk in batched(leaves, CHUNK):
+        SegmentMembership.objects.filter(segment_id=segment_id, contact_id__in=chunk).delete()
+    changes = [
+        SegmentChange(segment_id=segment_id, contact_id=c, kind=SegmentChange.Kind.JOINED, at=at)
+        for c in joins
+    ] + [
+        SegmentChange(segment_id=segment_id, contact_id=c, kind=SegmentChange.Kind.LEFT, at=at)
+        for c in leaves
+    ]
+    SegmentChange.objects.bulk_create(changes, batch_size=CHUNK)
+
+
+def _refresh_one(segment: Segment, *, now: datetime, at: datetime) -> tuple[int, int]:
+    """Full refresh: the set difference between the definition and the stored members."""
+    with transaction.atomic():
+        # Serialises full refreshes of one segment (two workers running the beat job).
+        Segment.objects.select_for_update().filter(pk=segment.pk).values("pk").first()
+        q = _compile(segment.definition, now, condition_providers())
+        stored = SegmentMembership.objects.filter(segment_id=segment.pk, contact=OuterRef("pk"))
+        joins = list(Contact.objects.filter(q).exclude(Exists(stored)).values_list("pk", flat=True))
+        matching = Contact.objects.filter(q, pk=OuterRef("contact_id"))
+        leaves = list(
+            SegmentMembership.objects.filter(segment_id=segment.pk)
+            .exclude(Exists(matching))
+            .values_list("contact_id", flat=True)
+        )
+        _record(segment.pk, joins=joins, leaves=leaves, at=at)
+        Segment.objects.filter(pk=segment.pk).update(refreshed_at=at)
+    return len(joins), len(leaves)
+
+
+def segment_refresh(
+    *, segment: Segment, at: datetime | None = None, cascade: bool = True
+) -> tuple[int, int]:
+    """Recompute a dynamic segment's members, then (``cascade``) the segments that read it.
+
+    Returns ``(joined, left)`` of this segment. Static segments are left as they are.
+    """
+    if segment.kind != Segment.Kind.DYNAMIC:
+        return 0, 0
+    now = timezone.now()
+    at = at or now
+    result = _refresh_one(segment, now=now, at=at)
+    if cascade:
+        ordered = dynamic_segments_in_order()
+        dependents = _dependents(segment.pk, ordered)
+        for other in ordered:
+            if other.pk in dependents:
+                _refresh_one(other, now=now, at=at)
+    return result
+
+
+def segments_refresh_all(*, at: datetime | None = None) -> dict[int, tuple[int, int]]:
+    """Refresh every dynamic segment in dependency order (the periodic job).
+
+    Relative conditions ("within the last N days") drift with time; this catches contacts
+    that age out without any new event.
+    """
+    now = timezone.now()
+    at = at or now
+    results = {}
+    for segment in dynamic_segments_in_order():
+        try:
+            results[segment.pk] = _refresh_one(segment, now=now, at=at)
+        except (DefinitionError, KeyError, LookupError, ImportError):
+            log.exception("segment %s has a definition that no longer compiles", segment.pk)
+    return results
+
+
+def segments_refresh_for_contacts(
+    *, contact_ids: Iterable[int], at: datetime | None = None
+) -> None:
+    """Re-evaluate every dynamic segment for just these contacts (called per ingest batch).
+
+    One query per segment, restricted to ``pk__in=contact_ids``, diffed against the stored
+    membership of those contacts (one query for all segments); writes only on a change.
+    """
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return
+    segments = dynamic_segments_in_order()
+    if not segments:
+        return
+    now = timezone.now()
+    at = at or now
+    providers = condition_providers()
+    for chunk in batched(ids, CHUNK):
+        stored: dict[int, set[int]] = {}
+        for seg_id, contact_id in SegmentMembership.objects.filter(
+            segment_id__in=[s.pk for s in segments], contact_id__in=chunk
+        ).values_list("segment_id", "contact_id"):
+            stored.setdefault(seg_id, set()).add(contact_id)
+        for segment in segments:
+            try:
+                q = _compile(segment.definition, now, providers)
+            except (DefinitionError, KeyError, LookupError, ImportError):
+                # Never fail an ingest batch for a stale definition; the periodic job logs it.
+                continue
+            now_in = set(Contact.objects.filter(q, pk__in=chunk).values_list("pk", flat=True))
+            was_in = stored.get(segment.pk, set())
+            if now_in != was_in:
+                _record(segment.pk, joins=now_in - was_in, leaves=was_in - now_in, at=at)
+
+
+def _require_static(segment: Segment) -> None:
+    if segment.kind != Segment.Kind.STATIC:
+        raise ValueError("Members are added by hand only to static segments.")
+
+
+@transaction.atomic
+def segment_members_add(*, segment: Segment, contact_ids: Iterable[int], by=None, at=None) -> int:
+    """Add contacts to a static segment; returns how many joined (existing ones are kept)."""
+    _require_static(segment)
+    at = at or timezone.now()
+    ids = {int(c) for c in contact_ids}
+    joins: list[int] = []
+    for chunk in batched(sorted(ids), CHUNK):
+        existing = set(
+            SegmentMembership.objects.filter(segment=segment, contact_id__in=chunk).values_list(
+                "contact_id", flat=True
+            )
+        )
+        joins += (
+            Contact.objects.filter(pk__in=chunk)
+            .exclude(pk__in=existing)
+            .values_list("pk", flat=True)
+        )
+    _record(segment.pk, joins=joins, leaves=(), at=at)
+    segments_refresh_for_contacts(contact_ids=joins, at=at)  # segments that read this list
+    return len(joins)
+
+
+@transaction.atomic
+def segment_members_remove(
+    *, segment: Segment, contact_ids: Iterable[int], by=None, at=None
+) -> int:
+    """Remove contacts from a static segment; returns how many left."""
+    _require_static(segment)
+    at = at or timezone.now()
+    leaves: list[int] = []
+    for chunk in batched(sorted({int(c) for c in contact_ids}), CHUNK):
+        leaves += SegmentMembership.objects.filter(
+            segment=segment, contact_id__in=chunk
+        ).values_list("contact_id", flat=True)
+    _record(segment.pk, joins=(), leaves=leaves, at=at)
+    segments_refresh_for_contacts(contact_ids=leaves, at=at)
+    return len(leaves)
+
+
+def contact_ids_for_emails(emails: Iterable[str]) -> tuple[list[int], list[str]]:
+    """Resolve emails (a pasted or uploaded list) to contact ids; also return the unknown."""
+    wanted = {Contact.normalise_email(e) for e in emails if e and e.strip()}
+    found: dict[str, int] = {}
+    for chunk in batched(sorted(wanted), CHUNK):
+        found.update(Contact.objects.filter(email__in=chunk).values_list("email", "pk"))
+    return sorted(found.values()), sorted(wanted - set(found))
+
+
+def why_in_segment(segment: Segment, contact: Contact) -> list[tuple[dict, bool]]:
+    """Each top-level condition of a dynamic segment and whether the contact meets it.
+
+    One query: every condition becomes a boolean annotation on the contact's row.
+    """
+    from django.db.models import BooleanField, Case, Value, When
+
+    definition = segment.definition or {}
+    parts = definition.get("all") or definition.get("any") or [definition]
+    if "not" in definition:
+        parts = [definition]
+    now = timezone.now()
+    providers = condition_providers()
+    annotations = {
+        f"c{i}": Case(
+            When(_compile(part, now, providers), then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+        for i, part in enumerate(parts)
+    }
+    if not annotations:
+        return []
+    row = Contact.objects.filter(pk=contact.pk).annotate(**annotations).values(*annotations)
+    values = row.first() or {}
+    return [(part, bool(values.get(f"c{i}"))) for i, part in enumerate(parts)]
+
+
+__all__ = [
+    "SegmentInUse",
+    "contact_ids_for_emails",
+    "dynamic_segments_in_order",
+    "segment_delete",
+    "segment_members",
+    "segment_members_add",
+    "segment_members_remove",
+    "segment_queryset",
+    "segment_refresh",
+    "segment_save",
+    "segments_refresh_all",
+    "segments_refresh_for_contacts",
+    "why_in_segment",
+]

@@ -1,0 +1,330 @@
+"""The segment definition language: every condition type and operator, and bad input."""
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q
+from django.test import override_settings
+from django.utils import timezone
+
+from crm.models import Activity, ActivityKind, Company, Contact, SegmentMembership
+from crm.segments import MAX_CONDITIONS, DefinitionError, compile_definition, validate_definition
+from tests.crm.segments_factories import SegmentFactory, matching
+from tests.factories import ActivityFactory, CampaignFactory, CompanyFactory, ContactFactory
+
+pytestmark = pytest.mark.django_db
+NOW = timezone.now()
+
+
+def cond(field, op, value=None):
+    c = {"field": field, "op": op}
+    if value is not None:
+        c["value"] = value
+    return c
+
+
+@pytest.fixture
+def people():
+    soft = CompanyFactory(industry="Software", size_band=Company.SizeBand.MEDIUM, country="DE")
+    bank = CompanyFactory(industry="Fintech", size_band=Company.SizeBand.LARGE, country="GB")
+    return {
+        "ada": ContactFactory(
+            email="ada@soft.example",
+            job_title="Director of Engineering",
+            company=soft,
+            score=80,
+            stage="mql",
+            country="DE",
+            attributes={"plan": "pro", "seats": 25},
+            created_at=NOW - timedelta(days=10),
+        ),
+        "bob": ContactFactory(
+            email="bob@bank.example",
+            job_title="Analyst",
+            company=bank,
+            score=20,
+            country="GB",
+            phone="",
+            attributes={"plan": "free", "seats": 2},
+            created_at=NOW - timedelta(days=100),
+        ),
+        "cy": ContactFactory(
+            email="cy@none.example",
+            job_title="",
+            company=None,
+            score=50,
+            source="event",
+            email_status="unsubscribed",
+            created_at=NOW - timedelta(days=400),
+        ),
+    }
+
+
+def ids(people, *names):
+    return {people[n].pk for n in names}
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (cond("job_title", "contains", "director"), {"ada"}),
+        (cond("job_title", "starts_with", "ana"), {"bob"}),
+        (cond("job_title", "equals", "analyst"), {"bob"}),
+        (cond("job_title", "not_equals", "analyst"), {"ada", "cy"}),
+        (cond("job_title", "is_empty"), {"cy"}),
+        (cond("job_title", "is_not_empty"), {"ada", "bob"}),
+        (cond("country", "in", ["DE", "GB"]), {"ada", "bob"}),
+        (cond("country", "not_in", ["DE"]), {"bob", "cy"}),
+        (cond("email", "contains", "@bank."), {"bob"}),
+        (cond("stage", "equals", "mql"), {"ada"}),
+        (cond("stage", "not_equals", "mql"), {"bob", "cy"}),
+        (cond("source", "in", ["event", "api"]), {"cy"}),
+        (cond("email_status", "equals", "unsubscribed"), {"cy"}),
+        (cond("consent_basis", "equals", "consent"), {"ada", "bob", "cy"}),
+        (cond("score", "gt", 50), {"ada"}),
+        (cond("score", "gte", 50), {"ada", "cy"}),
+        (cond("score", "lt", 50), {"bob"}),
+        (cond("score", "lte", 50), {"bob", "cy"}),
+        (cond("score", "between", [20, 50]), {"bob", "cy"}),
+        (cond("score", "equals", 80), {"ada"}),
+        (cond("score", "not_equals", 80), {"bob", "cy"}),
+        (cond("score", "in", [20, 80]), {"ada", "bob"}),
+        (cond("created_at", "within_last_days", 30), {"ada"}),
+        (cond("owner", "is_empty"), {"ada", "bob", "cy"}),
+        (cond("company.industry", "equals", "software"), {"ada"}),
+        (cond("company.industry", "not_equals", "Software"), {"bob", "cy"}),
+        (cond("company.size_band", "in", ["201-1000", "1000+"]), {"bob"}),
+        (cond("company.country", "equals", "GB"), {"bob"}),
+        (cond("company.name", "is_empty"), {"cy"}),
+        (cond("attributes.plan", "equals", "pro"), {"ada"}),
+        (cond("attributes.plan", "in", ["pro", "free"]), {"ada", "bob"}),
+        (cond("attributes.plan", "is_empty"), {"cy"}),
+        (cond("attributes.plan", "is_not_empty"), {"ada", "bob"}),
+        (cond("attributes.plan", "contains", "RE"), {"bob"}),
+        (cond("attributes.seats", "gt", 10), {"ada"}),
+        (cond("attributes.seats", "lte", 2), {"bob"}),
+    ],
+)
+def test_it_evaluates_each_profile_operator(people, condition, expected):
+    assert matching(condition) == ids(people, *expected)
+
+
+def test_it_compares_created_dates_by_whole_days_in_the_site_zone(people):
+    day = timezone.localtime(people["bob"].created_at).date()
+    iso = day.isoformat()
+    assert people["bob"].pk in matching(cond("created_at", "between", [iso, iso]))
+    assert people["bob"].pk not in matching(cond("created_at", "before", iso))
+    assert people["bob"].pk not in matching(cond("created_at", "after", iso))
+    assert matching(cond("created_at", "before", iso)) == ids(people, "cy")
+    assert matching(cond("created_at", "after", iso)) == ids(people, "ada")
+
+
+def test_it_matches_owner_and_acquiring_campaign_by_id(people):
+    user = get_user_model().objects.create(username="owner1")
+    campaign = CampaignFactory()
+    Contact.objects.filter(pk=people["ada"].pk).update(owner=user, acquired_by=campaign)
+    assert matching(cond("owner", "equals", user.pk)) == ids(people, "ada")
+    assert matching(cond("owner", "not_equals", user.pk)) == ids(people, "bob", "cy")
+    assert matching(cond("acquired_by", "in", [campaign.pk])) == ids(people, "ada")
+    assert matching(cond("acquired_by", "is_not_empty")) == ids(people, "ada")
+
+
+def test_it_combines_all_any_and_not_groups(people):
+    definition = {
+        "any": [
+            {"all": [cond("score", "gt", 10), cond("country", "equals", "GB")]},
+            {"not": {"any": [cond("country", "equals", "GB"), cond("country", "equals", "DE")]}},
+        ]
+    }
+    assert matching(definition) == ids(people, "bob", "cy")
+    assert matching({"all": []}) == ids(people, "ada", "bob", "cy")
+    assert matching({"any": []}) == set()
+
+
+def _act(contact, kind, days_ago, **kw):
+    return ActivityFactory(
+        contact=contact, kind=kind, occurred_at=NOW - timedelta(days=days_ago), **kw
+    )
+
+
+def test_it_evaluates_behaviour_with_time_windows_campaigns_and_urls(people):
+    ada, bob, cy = people["ada"], people["bob"], people["cy"]
+    webinar = CampaignFactory()
+    _act(ada, ActivityKind.WEBINAR_ATTENDED, 5, campaign=webinar)
+    _act(bob, ActivityKind.WEBINAR_ATTENDED, 120)
+    _act(ada, ActivityKind.PAGE_VISIT, 1, url="https://x.example/pricing?a=1")
+    _act(bob, ActivityKind.PAGE_VISIT, 1, url="https://x.example/blog")
+    _act(cy, ActivityKind.FORM_SUBMITTED, 3, details={"form": "demo", "content_type": "ebook"})
+    w = "webinar_attended"
+    assert matching({"did": w}) == ids(people, "ada", "bob")
+    assert matching({"did": w, "within_last_days": 90}) == ids(people, "ada")
+    assert matching({"did": w, "campaign": webinar.pk}) == ids(people, "ada")
+    assert matching({"did_not": w, "within_last_days": 90}) == ids(people, "bob", "cy")
+    assert matching({"did": "page_visit", "url_contains": "/pricing"}) == ids(people, "ada")
+    assert matching({"did": "form_submitted", "form": "demo"}) == ids(people, "cy")
+    assert matching({"did": "form_submitted", "content_type": "ebook"}) == ids(people, "cy")
+    assert matching({"did": "form_submitted", "form": "other"}) == set()
+    old = timezone.localtime(NOW - timedelta(days=120)).date().isoformat()
+    assert matching({"did": w, "between": [old, old]}) == ids(people, "bob")
+
+
+def test_it_counts_activities_for_min_and_max_thresholds(people):
+    ada, bob = people["ada"], people["bob"]
+    for _ in range(3):
+        _act(ada, ActivityKind.PAGE_VISIT, 1)
+    _act(bob, ActivityKind.PAGE_VISIT, 1)
+    v = "page_visit"
+    assert matching({"did": v, "min_count": 3}) == ids(people, "ada")
+    assert matching({"did": v, "min_count": 2, "max_count": 3}) == ids(people, "ada")
+    assert matching({"did": v, "max_count": 1}) == ids(people, "bob")
+    assert matching({"did": v, "min_count": 0, "max_count": 1}) == ids(people, "bob", "cy")
+    assert matching({"did": v, "min_count": 4}) == set()
+
+
+def test_it_reads_another_segments_stored_membership(people):
+    other = SegmentFactory(kind="static")
+    SegmentMembership.objects.create(segment=other, contact=people["bob"], joined_at=NOW)
+    assert matching({"in_segment": other.pk}) == ids(people, "bob")
+    assert matching({"not_in_segment": other.pk}) == ids(people, "ada", "cy")
+
+
+class ProgramProvider:
+    """A stand-in extension like nurture's "program" condition."""
+
+    @staticmethod
+    def validate(condition):
+        spec = condition["program"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("id"), int):
+            raise ValueError("needs an id")
+
+    @staticmethod
+    def build(condition):
+        spec = condition["program"]
+        q = Q(Exists(Activity.objects.filter(contact=OuterRef("pk"), campaign_id=spec["id"])))
+        return q if spec.get("state", "in") == "in" else ~q
+
+
+PROVIDERS = {"program": ProgramProvider}
+
+
+@override_settings(SEGMENT_CONDITION_PROVIDERS=["tests.crm.test_segments_definition.PROVIDERS"])
+def test_it_dispatches_unknown_condition_keys_to_registered_providers(people):
+    campaign = CampaignFactory()
+    _act(people["cy"], ActivityKind.PAGE_VISIT, 1, campaign=campaign)
+    assert matching({"program": {"id": campaign.pk, "state": "in"}}) == ids(people, "cy")
+    with pytest.raises(DefinitionError, match=r"all\[0\]\.program: needs an id"):
+        validate_definition({"all": [{"program": {"id": "x"}}]})
+
+
+# --- Bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("definition", "message"),
+    [
+        ({"all": [{"field": "salary", "op": "equals", "value": 1}]}, 'all[0].field: "salary" is'),
+        (
+            {"all": [{"field": "score", "op": "gt", "value": 1}, cond("score", "contains", "x")]},
+            'all[1].op: "contains" is not valid for a number field',
+        ),
+        (cond("score", "gt", "ten"), 'value: must be a number, not "ten"'),
+        (cond("score", "gt", True), "value: must be a number"),
+        (cond("created_at", "before", "01/02/2026"), 'value: "01/02/2026" is not a date'),
+        (cond("created_at", "before", "2026-02-30"), "is not a date in the form YYYY-MM-DD"),
+        ({"did": "webinar_attended", "between": ["2026-01-01", "31.03.2026"]}, "between[1]"),
+        ({"did": "teleported"}, 'did: "teleported" is not a known activity kind'),
+        ({"did": "page_visit", "min_count": "3"}, "min_count: must be a whole number"),
+        ({"did": "page_visit", "within_last_days": -1}, "within_last_days"),
+        (cond("stage", "equals", "vip"), 'value: "vip" is not one of'),
+        (cond("stage", "frobnicate", "x"), 'op: "frobnicate" is not a known operator'),
+        (cond("attributes.a__b", "equals", "x"), "is not a known field"),
+        ({"all": {"field": "score"}}, "all: must be a list"),
+        ({"all": [], "any": []}, "exactly one key"),
+        ([1, 2], "must be a group"),
+        ({"mystery": 1}, '"mystery" is not a known condition'),
+        ({"in_segment": "12"}, "in_segment: must be a segment id"),
+        ({"in_segment": 999999}, "segment 999999 does not exist"),
+    ],
+)
+def test_it_refuses_bad_definitions_naming_the_part(definition, message):
+    with pytest.raises(DefinitionError) as err:
+        validate_definition(definition)
+    assert message in str(err.value)
+
+
+def test_it_refuses_definitions_nested_too_deep():
+    node = cond("score", "gt", 1)
+    for _ in range(10):
+        node = {"not": node}
+    with pytest.raises(DefinitionError, match="nested deeper than 8 levels"):
+        validate_definition(node)
+
+
+def test_it_refuses_too_many_conditions():
+    with pytest.raises(DefinitionError, match=f"at most {MAX_CONDITIONS} conditions"):
+        validate_definition({"any": [cond("score", "gt", i) for i in range(MAX_CONDITIONS + 1)]})
+
+
+def test_it_refuses_a_segment_that_refers_to_itself_directly_or_indirectly():
+    a = SegmentFactory()
+    b = SegmentFactory(definition={"all": [{"in_segment": a.pk}]})
+    c = SegmentFactory(definition={"all": [{"not_in_segment": b.pk}]})
+    with pytest.raises(DefinitionError, match="cannot refer to itself"):
+        validate_definition({"in_segment": a.pk}, segment_id=a.pk)
+    with pytest.raises(DefinitionError, match=f"{a.pk} → {c.pk} → {b.pk} → {a.pk}"):
+        validate_definition({"any": [{"in_segment": c.pk}]}, segment_id=a.pk)
+    validate_definition({"in_segment": c.pk}, segment_id=None)  # a new segment: no cycle
+
+
+# --- Hostile input: field names are a whitelist, values are parameters -----------------------
+
+
+HOSTILE_FIELDS = [
+    "owner__password",
+    "owner.password",
+    "email; DROP TABLE crm_contact; --",
+    "attributes.x') OR 1=1 --",
+    "attributes.plan__contains",
+    "company__owner__password",
+    "__class__",
+    "attributes.",
+    "pk",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_FIELDS)
+def test_it_refuses_hostile_field_names(name):
+    with pytest.raises(DefinitionError, match="is not a known field"):
+        validate_definition(cond(name, "equals", "x"))
+
+
+HOSTILE_VALUES = [
+    "' OR '1'='1",
+    'x"); DELETE FROM crm_contact; --',
+    "%",
+    "_",
+    "\\",
+    "Robert'); DROP TABLE crm_activity;--",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_it_treats_hostile_values_as_data(people, value):
+    people["bob"].job_title = value
+    people["bob"].save()
+    assert matching(cond("job_title", "equals", value)) == ids(people, "bob")
+    assert matching(cond("job_title", "contains", value)) == ids(people, "bob")
+    assert matching(cond("attributes.plan", "equals", value)) == set()
+    assert matching({"did": "page_visit", "url_contains": value}) == set()
+    assert Contact.objects.count() == 3
+    assert Activity.objects.count() == 0
+
+
+def test_it_uses_the_site_time_zone_for_day_boundaries(settings, people):
+    settings.TIME_ZONE = "Europe/Berlin"
+    start = datetime(2026, 3, 1, 0, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # 23:30 UTC, 28 Feb
+    Contact.objects.filter(pk=people["ada"].pk).update(created_at=start)
+    q = compile_definition(cond("created_at", "between", ["2026-03-01", "2026-03-01"]))
+    assert set(Contact.objects.filter(q).values_list("pk", flat=True)) == ids(people, "ada")
