@@ -1,0 +1,312 @@
+"""Stored membership: save/version, full and incremental refresh, static lists, join/leave log."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.extra.django import TestCase
+
+from crm import events
+from crm.ingest import activities_record
+from crm.models import Contact, Segment, SegmentChange, SegmentMembership, SegmentVersion
+from crm.segments import (
+    DefinitionError,
+    SegmentInUse,
+    dynamic_segments_in_order,
+    segment_delete,
+    segment_members_add,
+    segment_members_remove,
+    segment_queryset,
+    segment_refresh,
+    segment_save,
+    segments_refresh_for_contacts,
+    why_in_segment,
+)
+from crm.tasks import refresh_segments
+from tests.factories import ContactFactory, UserFactory
+
+ONLY_SEGMENT_HANDLERS = {
+    "ACTIVITIES_RECORDED_HANDLERS": ["crm.segments.on_activities_recorded"],
+    "STAGE_CHANGED_HANDLERS": ["crm.segments.on_stage_changed"],
+    "CONTACTS_CHANGED_HANDLERS": ["crm.segments.on_contacts_changed"],
+}
+PRICING = {"did": "page_visit", "url_contains": "/pricing", "within_last_days": 30}
+
+
+@pytest.fixture(autouse=True)
+def _segment_handlers_only(settings):
+    # Other apps' handlers are tested by them; these tests pin segment behaviour alone.
+    for name, value in ONLY_SEGMENT_HANDLERS.items():
+        setattr(settings, name, value)
+
+
+def stored(segment) -> set[int]:
+    return set(
+        SegmentMembership.objects.filter(segment=segment).values_list("contact_id", flat=True)
+    )
+
+
+def fresh(segment) -> set[int]:
+    return set(segment_queryset(segment).values_list("pk", flat=True))
+
+
+def visit(contact, url="https://x.example/pricing", days_ago=1, kind="page_visit"):
+    occurred = timezone.now() - timedelta(days=days_ago)
+    return activities_record(
+        items=[
+            {"contact": contact.pk, "kind": kind, "occurred_at": occurred.isoformat(), "url": url}
+        ]
+    )
+
+
+@pytest.mark.django_db
+def test_it_versions_each_save_and_refreshes_members(marketing_user):
+    ada = ContactFactory(job_title="Director")
+    ContactFactory(job_title="Analyst")
+    definition = {"all": [{"field": "job_title", "op": "contains", "value": "director"}]}
+    seg = segment_save(
+        segment=None, name="Directors", kind="dynamic", definition=definition, by=marketing_user
+    )
+    assert (seg.version, stored(seg)) == (1, {ada.pk})
+    seg = segment_save(
+        segment=seg, name="Everyone", kind="dynamic", definition={"all": []}, by=marketing_user
+    )
+    assert seg.version == 2
+    assert list(
+        SegmentVersion.objects.filter(segment=seg).values_list("version", "definition")
+    ) == [
+        (2, {"all": []}),
+        (1, definition),
+    ]
+    assert stored(seg) == set(Contact.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_invalid_definition_on_save_and_keeps_the_old_one():
+    seg = segment_save(segment=None, name="A", kind="dynamic", definition={"all": []})
+    with pytest.raises(DefinitionError, match="all\\[0\\].op"):
+        segment_save(
+            segment=seg,
+            name="A",
+            kind="dynamic",
+            definition={"all": [{"field": "score", "op": "contains", "value": "x"}]},
+        )
+    seg.refresh_from_db()
+    assert (seg.version, seg.definition) == (1, {"all": []})
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_indirect_cycle_on_save():
+    a = segment_save(segment=None, name="A", kind="dynamic", definition={"all": []})
+    b = segment_save(segment=None, name="B", kind="dynamic", definition={"in_segment": a.pk})
+    with pytest.raises(DefinitionError, match="cannot refer to itself"):
+        segment_save(segment=a, name="A", kind="dynamic", definition={"not_in_segment": b.pk})
+    with pytest.raises(SegmentInUse, match="B"):
+        segment_delete(segment=a)
+
+
+@pytest.mark.django_db
+def test_it_records_joins_and_leaves_with_their_time():
+    ada = ContactFactory()
+    seg = segment_save(segment=None, name="Pricing", kind="dynamic", definition=PRICING)
+    assert stored(seg) == set()
+    visit(ada)
+    assert stored(seg) == {ada.pk}
+    join = SegmentChange.objects.get(segment=seg, contact=ada)
+    assert join.kind == "joined"
+    assert abs(join.at - timezone.now()) < timedelta(minutes=1)
+    # The visit ages out: only the periodic refresh notices (no event happens).
+    later = timezone.now() + timedelta(days=31)
+    SegmentMembership.objects.filter(segment=seg).update(joined_at=join.at)
+    from crm.models import Activity
+
+    Activity.objects.update(occurred_at=timezone.now() - timedelta(days=40))
+    refresh_segments()
+    assert stored(seg) == set()
+    leave = SegmentChange.objects.filter(segment=seg, kind="left").get()
+    assert leave.contact_id == ada.pk
+    assert leave.at <= later
+    assert Segment.objects.get(pk=seg.pk).refreshed_at is not None
+
+
+@pytest.mark.django_db
+def test_it_refreshes_a_segment_before_the_segments_that_read_it():
+    ada, bob = ContactFactory(country="DE"), ContactFactory(country="FR")
+    germans = segment_save(
+        segment=None,
+        name="DE",
+        kind="dynamic",
+        definition={"field": "country", "op": "equals", "value": "DE"},
+    )
+    not_german = segment_save(
+        segment=None, name="not DE", kind="dynamic", definition={"not_in_segment": germans.pk}
+    )
+    assert [s.pk for s in dynamic_segments_in_order()] == [germans.pk, not_german.pk]
+    assert (stored(germans), stored(not_german)) == ({ada.pk}, {bob.pk})
+    Contact.objects.filter(pk=bob.pk).update(country="DE")
+    segment_refresh(segment=germans)  # cascades to the dependent segment
+    assert (stored(germans), stored(not_german)) == ({ada.pk, bob.pk}, set())
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_static_list_by_hand_and_updates_segments_that_read_it():
+    ada, bob = ContactFactory(), ContactFactory()
+    berlin = segment_save(segment=None, name="Berlin", kind="static", definition={})
+    reader = segment_save(
+        segment=None, name="Reader", kind="dynamic", definition={"in_segment": berlin.pk}
+    )
+    assert segment_members_add(segment=berlin, contact_ids=[ada.pk, bob.pk, ada.pk]) == 2
+    assert segment_members_add(segment=berlin, contact_ids=[ada.pk]) == 0
+    assert stored(reader) == {ada.pk, bob.pk}
+    assert segment_members_remove(segment=berlin, contact_ids=[bob.pk]) == 1
+    assert (stored(berlin), stored(reader)) == ({ada.pk}, {ada.pk})
+    kinds = list(
+        SegmentChange.objects.filter(segment=berlin).order_by("id").values_list("kind", flat=True)
+    )
+    assert kinds == ["joined", "joined", "left"]
+    dynamic = segment_save(segment=None, name="D", kind="dynamic", definition={"all": []})
+    with pytest.raises(ValueError, match="static"):
+        segment_members_add(segment=dynamic, contact_ids=[ada.pk])
+
+
+@pytest.mark.django_db
+def test_it_reevaluates_on_profile_and_stage_changes(admin_user):
+    from crm import lifecycle
+
+    ada = ContactFactory(job_title="Analyst")
+    directors = segment_save(
+        segment=None,
+        name="Directors",
+        kind="dynamic",
+        definition={"field": "job_title", "op": "contains", "value": "Director"},
+    )
+    mqls = segment_save(
+        segment=None,
+        name="MQLs",
+        kind="dynamic",
+        definition={"field": "stage", "op": "equals", "value": "mql"},
+    )
+    with transaction.atomic():
+        Contact.objects.filter(pk=ada.pk).update(job_title="Sales Director")
+        events.contacts_changed([ada.pk], fields={"job_title"})
+    assert stored(directors) == {ada.pk}
+    lifecycle.stage_change(contact=ada, to_stage="mql", by_user=admin_user)
+    assert stored(mqls) == {ada.pk}
+
+
+@pytest.mark.django_db
+def test_incremental_refresh_costs_one_query_per_segment(django_assert_max_num_queries):
+    contacts = [ContactFactory() for _ in range(20)]
+    for i in range(5):
+        segment_save(
+            segment=None,
+            name=f"S{i}",
+            kind="dynamic",
+            definition={"all": [PRICING, {"field": "score", "op": "gte", "value": i}]},
+        )
+    with django_assert_max_num_queries(1 + 1 + 5):  # segments, memberships, one per segment
+        segments_refresh_for_contacts(contact_ids=[c.pk for c in contacts])
+
+
+@pytest.mark.django_db
+def test_it_explains_why_a_contact_is_in_a_segment():
+    ada = ContactFactory(job_title="Director", score=10)
+    definition = {
+        "all": [
+            {"field": "job_title", "op": "contains", "value": "Director"},
+            {"field": "score", "op": "gt", "value": 50},
+            {"did_not": "email_opened", "within_last_days": 60},
+        ]
+    }
+    seg = segment_save(segment=None, name="W", kind="dynamic", definition=definition)
+    assert [ok for _, ok in why_in_segment(seg, ada)] == [True, False, True]
+
+
+# --- Property: incremental membership equals a fresh evaluation -----------------------------
+
+DEFINITIONS = [
+    {"did": "page_visit", "url_contains": "/pricing", "within_last_days": 30, "min_count": 2},
+    {
+        "all": [
+            {"field": "job_title", "op": "contains", "value": "director"},
+            {"did_not": "email_opened", "within_last_days": 60},
+        ]
+    },
+    {
+        "any": [
+            {"field": "country", "op": "equals", "value": "DE"},
+            {"did": "webinar_attended", "max_count": 1},
+        ]
+    },
+    {"all": [{"field": "score", "op": "gte", "value": 50}, {"not": {"did": "email_clicked"}}]},
+]
+KINDS = ["page_visit", "email_opened", "webinar_attended", "email_clicked"]
+URLS = ["https://x.example/pricing", "https://x.example/blog"]
+
+activity = st.tuples(
+    st.integers(0, 5), st.sampled_from(KINDS), st.integers(0, 90), st.sampled_from(URLS)
+)
+edit = st.one_of(
+    st.tuples(st.just("job_title"), st.sampled_from(["Director", "Analyst", "IT director"])),
+    st.tuples(st.just("country"), st.sampled_from(["DE", "FR", ""])),
+    st.tuples(st.just("score"), st.integers(0, 100)),
+)
+step = st.one_of(
+    st.tuples(st.just("batch"), st.lists(activity, min_size=1, max_size=8)),
+    st.tuples(st.just("edit"), st.integers(0, 5), edit),
+)
+
+
+@override_settings(**ONLY_SEGMENT_HANDLERS)
+class TestIncrementalMembershipProperty(TestCase):
+    @given(steps=st.lists(step, max_size=8))
+    @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_stored_membership_equals_a_fresh_evaluation(self, steps):
+        contacts = [ContactFactory(job_title="Analyst", country="FR") for _ in range(6)]
+        segments = [
+            segment_save(segment=None, name=f"P{i}", kind="dynamic", definition=d)
+            for i, d in enumerate(DEFINITIONS)
+        ]
+        segments.append(
+            segment_save(
+                segment=None,
+                name="Reader",
+                kind="dynamic",
+                definition={
+                    "any": [{"in_segment": segments[0].pk}, {"in_segment": segments[1].pk}]
+                },
+            )
+        )
+        now = timezone.now()
+        for op, *args in steps:
+            if op == "batch":
+                activities_record(
+                    items=[
+                        {
+                            "contact": contacts[i].pk,
+                            "kind": kind,
+                            "occurred_at": (now - timedelta(days=days, hours=1)).isoformat(),
+                            "url": url,
+                        }
+                        for i, kind, days, url in args[0]
+                    ]
+                )
+            else:
+                index, (name, value) = args
+                with transaction.atomic():
+                    Contact.objects.filter(pk=contacts[index].pk).update(**{name: value})
+                    events.contacts_changed([contacts[index].pk], fields={name})
+        for seg in segments:
+            assert stored(seg) == fresh(seg), seg.definition
+
+
+@pytest.mark.django_db
+def test_a_new_user_owns_the_segment_they_create():
+    user = UserFactory(role="marketing")
+    seg = segment_save(segment=None, name="Mine", kind="static", definition={}, by=user)
+    assert seg.owner == user
