@@ -1,18 +1,53 @@
 """How scoring reacts to what the core publishes (see crm.events and settings)."""
 
+from django.utils import timezone
+
 from crm.events import handler
+from crm.models import Contact
+
+from . import engine, handoff, services
+from .models import Rule
+
+
+def _lock(contact_ids) -> list[int]:
+    """Lock the contacts being scored, in id order, so a concurrent rescore chunk and this
+    batch take turns instead of both appending the same adjustment."""
+    return list(
+        Contact.objects.select_for_update()
+        .filter(pk__in=list(contact_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 @handler("in_transaction")
 def on_activities_recorded(event) -> None:
-    """Called once per stored activity batch."""
+    """Score the batch set-based, then hand off contacts that crossed the threshold."""
+    rules = engine.rules_enabled(kinds=[Rule.Kind.ENGAGEMENT, Rule.Kind.NEGATIVE])
+    rules = [r for r in rules if r.kind == Rule.Kind.ENGAGEMENT or not engine.is_flag(r)]
+    if not rules:
+        return
+    ids = _lock(event.contact_ids)
+    outcome = engine.reconcile(
+        contact_ids=ids, rules=rules, now=timezone.now(), mode="activity", batch=event.activities
+    )
+    handoff.mqls_hand_off(entries=outcome.entries)
 
 
 @handler("in_transaction")
 def on_stage_changed(event) -> None:
-    """Called once per group of lifecycle transitions."""
+    """A recycled contact's engagement points follow the recycle policy."""
+    services.recycle_apply(transitions=event.transitions)
 
 
 @handler("in_transaction")
 def on_contacts_changed(event) -> None:
-    """Re-evaluate fit rules for contacts whose profile changed."""
+    """Re-evaluate fit rules (and unsubscribed / hard-bounce rules) for these contacts."""
+    rules = [r for r in engine.rules_enabled() if engine.is_flag(r)]
+    if not rules:
+        return
+    ids = _lock(event.contact_ids)
+    outcome = engine.reconcile(
+        contact_ids=ids, rules=rules, now=event.at or timezone.now(), mode="fit"
+    )
+    handoff.mqls_hand_off(entries=outcome.entries)

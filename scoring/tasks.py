@@ -1,8 +1,17 @@
-"""Scoring background tasks."""
+"""Scoring background tasks: thin wrappers that take ids and call a service."""
 
 from celery import shared_task
 
+from . import services
+
 
 @shared_task(name="scoring.tasks.decay_tick")
-def decay_tick() -> None:
+def decay_tick() -> int:
     """Apply decay and expiry of engagement points, set-based."""
+    return services.decay_run()
+
+
+@shared_task(name="scoring.tasks.rescore")
+def rescore(run_id: int) -> None:
+    """Recompute every contact's score for the queued run ``run_id``."""
+    services.rescore_execute(run_id=run_id)

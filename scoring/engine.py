@@ -1,0 +1,293 @@
+"""The scoring engine: what each rule is worth for each contact, and the ledger entries
+that make the ledger agree with it.
+
+One idea serves every path. For a set of contacts (a batch's contacts, contacts whose
+profile changed, or an id range of a rescore) and a set of rules, two aggregate queries
+give each contact's *expected* points per rule (fit flags; distinct counted buckets of
+matching activities, with caps, expiry and half-life), one aggregate gives the points the
+ledger already holds per (contact, rule), and the difference is appended with
+``bulk_create``. ``Contact.score`` is then set to the ledger sum in one UPDATE. Because
+incremental scoring, fit changes, decay and rescoring all compute the same function, the
+ledger after any sequence of batches equals a full rescore (tests/scoring/test_property.py).
+
+Entries of ``recycle_reset`` belong to no rule's expectation: they are the recycle
+policy's deliberate adjustment and a rescore keeps them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import (
+    Case,
+    Count,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncDate, TruncWeek
+
+from crm.models import Activity, Contact
+from crm.models.choices import ENGAGEMENT_KINDS
+
+from .models import LedgerEntry, Rule
+from .rules import activity_q, fit_q
+
+R = LedgerEntry.Reason
+
+
+@dataclass
+class RuleSet:
+    """Rules split by how they are evaluated; positions are stable within one run."""
+
+    rules: list[Rule]
+
+    @property
+    def flag_rules(self) -> list[Rule]:
+        return [r for r in self.rules if is_flag(r)]
+
+    @property
+    def count_rules(self) -> list[Rule]:
+        return [r for r in self.rules if not is_flag(r)]
+
+
+def is_flag(rule: Rule) -> bool:
+    return rule.kind == Rule.Kind.FIT or (
+        rule.kind == Rule.Kind.NEGATIVE and rule.negative != Rule.Negative.INACTIVE
+    )
+
+
+def rules_enabled(kinds: Iterable[str] | None = None) -> list[Rule]:
+    qs = Rule.objects.filter(enabled=True)
+    if kinds is not None:
+        qs = qs.filter(kind__in=list(kinds))
+    return list(qs.order_by("id"))
+
+
+def time_dependent(rules: Sequence[Rule]) -> list[Rule]:
+    """Rules whose worth changes with the clock alone: expiry, half-life, inactivity."""
+    return [
+        r
+        for r in rules
+        if r.is_fading() or (r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE)
+    ]
+
+
+def _bucket_count(rule: Rule, q: Q) -> Count:
+    if rule.frequency == Rule.Frequency.ONCE_PER_DAY:
+        return Count(TruncDate("activities__occurred_at"), filter=q, distinct=True)
+    if rule.frequency == Rule.Frequency.ONCE_PER_WEEK:
+        return Count(TruncWeek("activities__occurred_at"), filter=q, distinct=True)
+    return Count("activities__id", filter=q)
+
+
+def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) -> int:
+    """Points of an engagement rule given its counted buckets and latest match."""
+    n = min(count, 1) if rule.frequency == Rule.Frequency.ONCE_EVER else count
+    if rule.cap:
+        n = min(n, rule.cap)
+    value = rule.points * n
+    if value and rule.half_life_days and last is not None:
+        halvings = int((now - last) / timedelta(days=rule.half_life_days))
+        value = int(value / (2**halvings)) if halvings < 64 else 0
+    return value
+
+
+def expected_values(contact_q: Q, rule_set: RuleSet, *, now: datetime) -> dict[int, dict[int, int]]:
+    """``{contact_id: {rule position: points}}`` for the contacts matching ``contact_q``.
+
+    Two queries whatever the number of contacts and rules: one row of fit flags per
+    contact, one row of per-rule counts per contact (a LEFT JOIN to activities grouped by
+    contact). Every contact of ``contact_q`` appears, with an empty dict if worth nothing.
+    """
+    positions = {id(r): i for i, r in enumerate(rule_set.rules)}
+    result: dict[int, dict[int, int]] = {}
+    flag_rules = rule_set.flag_rules
+    if flag_rules:
+        annotations = {
+            f"f{positions[id(r)]}": Case(
+                When(fit_q(r), then=Value(1)), default=Value(0), output_field=IntegerField()
+            )
+            for r in flag_rules
+        }
+        qs = Contact.objects.filter(contact_q).order_by().annotate(**annotations)
+        names = list(annotations)
+        for row in qs.values_list("pk", *names):
+            values = result.setdefault(row[0], {})
+            for name, flag in zip(names, row[1:], strict=True):
+                if flag:
+                    pos = int(name[1:])
+                    values[pos] = rule_set.rules[pos].points
+    count_rules = rule_set.count_rules
+    if count_rules:
+        annotations: dict = {}
+        inactive = []
+        for r in count_rules:
+            pos = positions[id(r)]
+            if r.kind == Rule.Kind.NEGATIVE:
+                inactive.append(r)
+                continue
+            q = activity_q(r, now=now, prefix="activities__")
+            annotations[f"c{pos}"] = _bucket_count(r, q)
+            if r.half_life_days:
+                annotations[f"l{pos}"] = Max("activities__occurred_at", filter=q)
+        if inactive:
+            annotations["last_engaged"] = Max(
+                "activities__occurred_at",
+                filter=Q(activities__kind__in=list(ENGAGEMENT_KINDS), activities__is_machine=False),
+            )
+        names = list(annotations)
+        qs = Contact.objects.filter(contact_q).order_by().values("pk", "created_at")
+        for row in qs.annotate(**annotations).values_list("pk", "created_at", *names):
+            data = dict(zip(names, row[2:], strict=True))
+            values = result.setdefault(row[0], {})
+            for r in count_rules:
+                pos = positions[id(r)]
+                if r.kind == Rule.Kind.NEGATIVE:
+                    since = data["last_engaged"] or row[1]
+                    if since < now - timedelta(days=r.inactive_days or 0):
+                        values[pos] = r.points
+                    continue
+                value = rule_value(r, count=data[f"c{pos}"], last=data.get(f"l{pos}"), now=now)
+                if value:
+                    values[pos] = value
+    return result
+
+
+@dataclass
+class Outcome:
+    entries: list[LedgerEntry] = field(default_factory=list)
+    contacts: set[int] = field(default_factory=set)
+
+    @property
+    def delta_by_contact(self) -> dict[int, int]:
+        deltas: dict[int, int] = defaultdict(int)
+        for e in self.entries:
+            deltas[e.contact_id] += e.points
+        return deltas
+
+
+def reconcile(
+    *,
+    contact_ids: Iterable[int] | None = None,
+    id_range: tuple[int, int] | None = None,
+    rules: Sequence[Rule],
+    now: datetime,
+    mode: str,
+    batch: Sequence[Activity] = (),
+    all_rules: bool = False,
+) -> Outcome:
+    """Append the entries that make the ledger equal the rules' worth, and refresh scores.
+
+    ``mode`` picks the reason: ``activity`` (a batch; positive changes carry the batch
+    activity that caused them), ``fit``, ``decay`` or ``rescore``. ``all_rules`` (rescore)
+    also takes back points of rules that are disabled or deleted.
+    """
+    if id_range is not None:
+        contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
+        ledger_q = Q(contact_id__gte=id_range[0], contact_id__lt=id_range[1])
+    else:
+        ids = list(contact_ids or ())
+        if not ids:
+            return Outcome()
+        contact_q, ledger_q = Q(pk__in=ids), Q(contact_id__in=ids)
+    rule_set = RuleSet(list(rules))
+    expected = expected_values(contact_q, rule_set, now=now) if rule_set.rules else {}
+    by_id = {r.pk: (i, r) for i, r in enumerate(rule_set.rules)}
+
+    owned_qs = LedgerEntry.objects.filter(ledger_q).exclude(reason=R.RECYCLE_RESET)
+    if not all_rules:
+        owned_qs = owned_qs.filter(rule_id__in=list(by_id))
+    owned: dict[int, dict[int | None, int]] = defaultdict(dict)
+    for contact_id, rule_id, points in (
+        owned_qs.order_by().values_list("contact_id", "rule_id").annotate(s=Sum("points"))
+    ):
+        owned[contact_id][rule_id] = points
+
+    first_match = _batch_matches(batch, rule_set.rules, now) if batch else {}
+    outcome = Outcome()
+    for contact_id in expected.keys() | owned.keys():
+        want = expected.get(contact_id, {})
+        have = owned.get(contact_id, {})
+        for rule_id in {rule_set.rules[p].pk for p in want} | set(have):
+            pos_rule = by_id.get(rule_id)
+            target = want.get(pos_rule[0], 0) if pos_rule else 0
+            delta = target - have.get(rule_id, 0)
+            if not delta:
+                continue
+            rule = pos_rule[1] if pos_rule else None
+            reason, at, activity_id = _why(rule, delta, mode, now, first_match, contact_id)
+            outcome.entries.append(
+                LedgerEntry(
+                    contact_id=contact_id,
+                    rule_id=rule_id,
+                    activity_id=activity_id,
+                    points=delta,
+                    at=at,
+                    reason=reason,
+                )
+            )
+            outcome.contacts.add(contact_id)
+    if outcome.entries:
+        LedgerEntry.objects.bulk_create(outcome.entries, batch_size=2000)
+        scores_refresh(contact_ids=outcome.contacts)
+    return outcome
+
+
+def _why(rule, delta, mode, now, first_match, contact_id):
+    """Reason, time and activity of one adjustment."""
+    if mode == "activity" and delta > 0 and rule is not None:
+        activity = first_match.get((contact_id, rule.pk))
+        if activity is not None:
+            return R.ACTIVITY, activity.occurred_at, activity.pk
+    if mode == "fit" and rule is not None and is_flag(rule):
+        return R.FIT, now, None
+    if mode in {"decay", "activity"} and rule is not None and delta < 0:
+        return (R.EXPIRY if rule.expire_after_days else R.DECAY), now, None
+    if mode == "fit":
+        return R.FIT, now, None
+    return R.RESCORE, now, None
+
+
+def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
+    """Earliest batch activity per (contact, rule) that the rule counts (or, for an
+    inactivity rule, the engagement that ended the inactivity). Python over ≤ 1,000 rows."""
+    from .rules import activity_matches
+
+    found: dict[tuple[int, int], Activity] = {}
+    for a in sorted(batch, key=lambda a: (a.occurred_at, a.pk or 0)):
+        for r in rules:
+            key = (a.contact_id, r.pk)
+            if key in found:
+                continue
+            if r.kind == Rule.Kind.ENGAGEMENT and activity_matches(r, a, now=now) or (
+                r.kind == Rule.Kind.NEGATIVE
+                and r.negative == Rule.Negative.INACTIVE
+                and a.kind in ENGAGEMENT_KINDS
+                and not a.is_machine
+            ):
+                found[key] = a
+    return found
+
+
+def scores_refresh(*, contact_ids: Iterable[int]) -> None:
+    """Set ``Contact.score`` to the ledger sum of each contact, in one UPDATE."""
+    ids = list(contact_ids)
+    if not ids:
+        return
+    total = (
+        LedgerEntry.objects.filter(contact_id=OuterRef("pk"))
+        .order_by()
+        .values("contact_id")
+        .annotate(s=Sum("points"))
+        .values("s")
+    )
+    Contact.objects.filter(pk__in=ids).update(score=Coalesce(Subquery(total), Value(0)))

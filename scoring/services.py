@@ -1,0 +1,234 @@
+"""Writes of the scoring app: rules with their history, settings, rescoring and decay."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max, Min, Sum
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from crm.models import Contact
+
+from . import engine
+from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
+from .rules import rule_errors
+
+log = logging.getLogger(__name__)
+RULE_FIELDS = [
+    "name",
+    "kind",
+    "field",
+    "operator",
+    "value",
+    "activity_kind",
+    "campaign",
+    "url_contains",
+    "form",
+    "content_type",
+    "frequency",
+    "cap",
+    "expire_after_days",
+    "half_life_days",
+    "negative",
+    "inactive_days",
+    "points",
+    "active_from",
+    "enabled",
+]
+RESCORE_CHUNK = 5000
+
+
+def _snapshot(rule: Rule) -> dict[str, Any]:
+    data = model_to_dict(rule, fields=RULE_FIELDS)
+    if data.get("active_from"):
+        data["active_from"] = data["active_from"].isoformat()
+    return data
+
+
+def rule_check(*, data: dict[str, Any]) -> None:
+    """Raise ``ValidationError`` (a message per field) unless ``data`` is a valid rule."""
+    errors = rule_errors(data)
+    if not (data.get("name") or "").strip():
+        errors.setdefault("name", []).append("Give the rule a name.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def rule_save(*, rule: Rule | None = None, data: dict[str, Any], by=None) -> Rule:
+    """Create or change a rule and record a version (who, what changed, when)."""
+    rule = rule or Rule()
+    before = _snapshot(rule) if rule.pk else {}
+    for name in RULE_FIELDS:
+        if name in data:
+            setattr(rule, "campaign_id" if name == "campaign" else name, _fk(data[name]))
+    merged = {**_snapshot(rule), "campaign": rule.campaign_id}
+    rule_check(data=merged)
+    with transaction.atomic():
+        rule.updated_by = by
+        rule.save()
+        after = _snapshot(rule)
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        number = (rule.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        RuleVersion.objects.create(rule=rule, number=number, snapshot=after, changed=changed, by=by)
+    return rule
+
+
+def _fk(value):
+    return value.pk if hasattr(value, "pk") else value
+
+
+def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
+    """Change the threshold, minimum fit or recycle policy (admin)."""
+    conf = ScoringSettings.load()
+    errors: dict[str, list[str]] = {}
+    threshold = data.get("mql_threshold", conf.mql_threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
+        errors["mql_threshold"] = ["The MQL threshold must be a whole number above zero."]
+    min_fit = data.get("min_fit", conf.min_fit)
+    if min_fit is not None and (isinstance(min_fit, bool) or not isinstance(min_fit, int)):
+        errors["min_fit"] = ["The minimum fit must be a whole number or empty."]
+    policy = data.get("recycle_policy", conf.recycle_policy)
+    if policy not in ScoringSettings.RecyclePolicy.values:
+        errors["recycle_policy"] = ["Choose keep, halve or reset."]
+    if errors:
+        raise ValidationError(errors)
+    conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
+    conf.updated_by = by
+    conf.save()
+    return conf
+
+
+def rescore_start(*, by=None) -> RescoreRun:
+    """Queue a full rescore; the task starts after this transaction commits."""
+    with transaction.atomic():
+        run = RescoreRun.objects.create(requested_by=by, total=Contact.objects.count())
+        transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from .tasks import rescore
+
+    result = rescore.delay(run_id)
+    RescoreRun.objects.filter(pk=run_id, task_id="").update(task_id=result.id or "")
+
+
+def rescore_execute(*, run_id: int, chunk: int = RESCORE_CHUNK) -> RescoreRun:
+    """Recompute every contact's score, chunk by chunk of contact ids.
+
+    Each chunk is its own transaction and locks its contacts, so ingestion (which locks
+    the contacts of its batch in the scoring handler) waits for at most one chunk and then
+    scores against the adjusted ledger: nothing is counted twice. Memory stays bounded by
+    the chunk size, whatever the number of contacts.
+    """
+    RescoreRun.objects.filter(pk=run_id).update(
+        status=RescoreRun.Status.RUNNING, started_at=timezone.now()
+    )
+    try:
+        rules = engine.rules_enabled()
+        bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
+        processed = changed = created = 0
+        lo = bounds["lo"] or 0
+        hi = (bounds["hi"] or -1) + 1
+        now = timezone.now()
+        while lo < hi:
+            with transaction.atomic():
+                locked = list(
+                    Contact.objects.select_for_update()
+                    .filter(pk__gte=lo, pk__lt=lo + chunk)
+                    .order_by("pk")
+                    .values_list("pk", flat=True)
+                )
+                if locked:
+                    outcome = engine.reconcile(
+                        id_range=(lo, lo + chunk),
+                        rules=rules,
+                        now=now,
+                        mode="rescore",
+                        all_rules=True,
+                    )
+                    changed += len(outcome.contacts)
+                    created += len(outcome.entries)
+            processed += len(locked)
+            lo += chunk
+            RescoreRun.objects.filter(pk=run_id).update(
+                processed=processed, contacts_changed=changed, entries_created=created
+            )
+        RescoreRun.objects.filter(pk=run_id).update(
+            status=RescoreRun.Status.DONE, finished_at=timezone.now(), total=processed
+        )
+    except Exception as exc:
+        log.exception("rescore %s failed", run_id)
+        RescoreRun.objects.filter(pk=run_id).update(
+            status=RescoreRun.Status.FAILED, finished_at=timezone.now(), error=str(exc)[:2000]
+        )
+        raise
+    return RescoreRun.objects.get(pk=run_id)
+
+
+def scores_rescore_all(*, by=None) -> RescoreRun:
+    """Rescore now, in this process (demo seeder, management use, tests)."""
+    run = RescoreRun.objects.create(requested_by=by, total=Contact.objects.count())
+    return rescore_execute(run_id=run.pk)
+
+
+def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
+    """Apply expiry, half-life decay and inactivity penalties: dated entries, set-based.
+
+    Only the rules whose worth changes with the clock are evaluated, in id-range chunks.
+    Returns the number of entries appended.
+    """
+    now = now or timezone.now()
+    rules = engine.time_dependent(engine.rules_enabled())
+    if not rules:
+        return 0
+    bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
+    lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
+    created = 0
+    while lo < hi:
+        with transaction.atomic():
+            if Contact.objects.select_for_update().filter(pk__gte=lo, pk__lt=lo + chunk).exists():
+                outcome = engine.reconcile(
+                    id_range=(lo, lo + chunk), rules=rules, now=now, mode="decay"
+                )
+                created += len(outcome.entries)
+        lo += chunk
+    return created
+
+
+def recycle_apply(*, transitions) -> int:
+    """Apply the recycle policy to the engagement points of contacts just recycled."""
+    recycled = {t.contact_id: t.at for t in transitions if t.to_stage == "recycled"}
+    if not recycled:
+        return 0
+    policy = ScoringSettings.load().recycle_policy
+    if policy == ScoringSettings.RecyclePolicy.KEEP:
+        return 0
+    sums = (
+        LedgerEntry.objects.filter(contact_id__in=list(recycled), rule__kind=Rule.Kind.ENGAGEMENT)
+        .order_by()
+        .values_list("contact_id", "rule_id")
+        .annotate(s=Sum("points"))
+    )
+    entries = []
+    for contact_id, rule_id, total in sums:
+        if total <= 0:
+            continue
+        take = total if policy == ScoringSettings.RecyclePolicy.RESET else total // 2
+        if take:
+            entries.append(
+                LedgerEntry(
+                    contact_id=contact_id,
+                    rule_id=rule_id,
+                    points=-take,
+                    at=recycled[contact_id],
+                    reason=LedgerEntry.Reason.RECYCLE_RESET,
+                )
+            )
+    LedgerEntry.objects.bulk_create(entries)
+    engine.scores_refresh(contact_ids={e.contact_id for e in entries})
+    return len(entries)

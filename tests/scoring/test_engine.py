@@ -1,0 +1,198 @@
+"""The engine: incremental scoring, fit, decay, rescore and the MQL hand-off."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from crm.ingest import activities_record
+from crm.models import Contact, LifecycleTransition, Notification, Stage
+from crm.models.choices import ActivityKind
+from crm.services import contact_create
+from scoring import services
+from scoring.models import LedgerEntry, Rule, ScoringSettings
+from tests.factories import CompanyFactory, ContactFactory, UserFactory
+
+from .factories import EngagementRuleFactory, FitRuleFactory, NegativeRuleFactory
+
+pytestmark = pytest.mark.django_db(transaction=False)
+K = ActivityKind
+
+
+def record(contact, kind=K.PAGE_VISIT, at=None, **extra):
+    return activities_record(
+        items=[
+            {
+                "kind": kind,
+                "contact": contact.pk,
+                "occurred_at": at or timezone.now() - timedelta(minutes=1),
+                **extra,
+            }
+        ]
+    )
+
+
+def score(contact) -> int:
+    contact.refresh_from_db()
+    return contact.score
+
+
+def test_it_scores_an_activity_and_writes_a_ledger_entry():
+    rule = EngagementRuleFactory(points=10, url_contains="/pricing")
+    c = ContactFactory()
+    record(c, url="https://x.example/pricing")
+    record(c, url="https://x.example/blog")
+    assert score(c) == 10
+    entry = LedgerEntry.objects.get(contact=c)
+    assert (entry.rule, entry.reason, entry.points) == (rule, "activity", 10)
+    assert entry.activity is not None
+
+
+def test_it_counts_once_per_day_and_respects_the_cap():
+    EngagementRuleFactory(points=5, frequency=Rule.Frequency.ONCE_PER_DAY, cap=2)
+    c = ContactFactory()
+    now = timezone.now()
+    for days in (0, 0, 1, 2, 3):
+        record(c, at=now - timedelta(days=days, minutes=1))
+    assert score(c) == 10
+
+
+def test_it_applies_fit_rules_when_a_contact_is_created_or_changes():
+    FitRuleFactory(field="job_title", operator="contains", value="VP", points=15)
+    FitRuleFactory(field="company.industry", operator="in", value="Software, Fintech", points=10)
+    FitRuleFactory(field="email_domain", operator="in", value="gmail.com,yahoo.com", points=-10)
+    company = CompanyFactory(industry="fintech")
+    c = contact_create(email="vp@gmail.com", job_title="VP Sales", company=company)
+    assert score(c) == 15
+
+
+def test_it_expires_points_with_a_dated_entry_on_the_decay_tick():
+    EngagementRuleFactory(points=10, expire_after_days=30)
+    c = ContactFactory()
+    record(c, at=timezone.now() - timedelta(days=29))
+    assert score(c) == 10
+    assert services.decay_run(now=timezone.now() + timedelta(days=2)) == 1
+    assert score(c) == 0
+    expiry = LedgerEntry.objects.get(reason="expiry")
+    assert expiry.points == -10
+    assert LedgerEntry.objects.filter(reason="activity", points=10).exists()  # kept
+
+
+def test_it_halves_points_after_each_half_life():
+    EngagementRuleFactory(points=40, half_life_days=7)
+    c = ContactFactory()
+    record(c, at=timezone.now() - timedelta(days=1))
+    services.decay_run(now=timezone.now() + timedelta(days=13))
+    assert score(c) == 10
+
+
+def test_it_penalises_inactivity_and_lifts_it_when_the_contact_engages():
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=60, points=-10)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=90))
+    services.decay_run()
+    assert score(c) == -10
+    record(c)
+    assert score(c) == 0
+
+
+def test_unsubscribing_takes_points_away():
+    NegativeRuleFactory(negative=Rule.Negative.UNSUBSCRIBED, points=-20)
+    c = ContactFactory()
+    record(c, kind=K.EMAIL_UNSUBSCRIBED)
+    assert score(c) == -20
+
+
+def test_crossing_the_threshold_makes_an_mql_dated_at_the_activity_and_assigns_an_owner():
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    seller = UserFactory(username="seller", role="sales")
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=3))
+    at = timezone.now() - timedelta(hours=2)
+    with_commit = record(c, kind=K.DEMO_REQUESTED, at=at)
+    assert with_commit.created == 1
+    c.refresh_from_db()
+    assert c.stage == Stage.MQL
+    assert c.owner == seller
+    mql = LifecycleTransition.objects.get(contact=c, to_stage=Stage.MQL)
+    assert mql.at == at
+    assert mql.by_system == "scoring"
+    assert mql.activity_id == with_commit.activities[0].pk
+    assert Notification.objects.filter(user=seller).count() == 1
+
+
+def test_it_emails_the_owner_after_commit(django_capture_on_commit_callbacks):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    UserFactory(username="seller", role="sales")
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    c = ContactFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        record(c, kind=K.DEMO_REQUESTED)
+    assert len(mail.outbox) == 1
+    assert "new MQL" in mail.outbox[0].subject
+
+
+def test_a_contact_past_mql_is_not_pulled_back():
+    ScoringSettings.objects.create(pk=1, mql_threshold=10)
+    EngagementRuleFactory(points=30)
+    c = ContactFactory(stage=Stage.SQL)
+    record(c)
+    c.refresh_from_db()
+    assert c.stage == Stage.SQL
+    assert c.score == 30
+
+
+def test_minimum_fit_holds_back_a_poor_fit():
+    ScoringSettings.objects.create(pk=1, mql_threshold=10, min_fit=10)
+    EngagementRuleFactory(points=30)
+    c = ContactFactory()
+    record(c)
+    c.refresh_from_db()
+    assert c.stage == Stage.LEAD
+
+
+def test_recycling_halves_engagement_points():
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000, recycle_policy="halve")
+    EngagementRuleFactory(points=30)
+    c = ContactFactory(stage=Stage.MQL)
+    record(c)
+    from crm.lifecycle import stage_change
+
+    stage_change(contact=c, to_stage=Stage.RECYCLED)
+    assert score(c) == 15
+    assert LedgerEntry.objects.filter(reason="recycle_reset", points=-15).exists()
+
+
+def test_rescore_after_a_rule_change_appends_adjustments_dated_now():
+    rule = EngagementRuleFactory(points=10)
+    c = ContactFactory()
+    record(c)
+    record(c)
+    services.rule_save(rule=rule, data={"points": 7})
+    run = services.scores_rescore_all()
+    assert run.status == "done"
+    assert run.contacts_changed == 1
+    assert score(c) == 14
+    adj = LedgerEntry.objects.get(reason="rescore")
+    assert adj.points == -6
+
+
+def test_rescore_takes_back_points_of_a_disabled_rule():
+    rule = EngagementRuleFactory(points=10)
+    c = ContactFactory()
+    record(c)
+    services.rule_save(rule=rule, data={"enabled": False})
+    services.scores_rescore_all()
+    assert score(c) == 0
+
+
+def test_a_second_rescore_changes_nothing():
+    EngagementRuleFactory(points=10)
+    FitRuleFactory()
+    Contact.objects.bulk_create([])
+    c = ContactFactory(job_title="VP")
+    record(c)
+    services.scores_rescore_all()
+    run = services.scores_rescore_all()
+    assert run.entries_created == 0
+    assert score(c) == 25
