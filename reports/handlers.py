@@ -2,12 +2,16 @@
 
 from crm.events import handler
 
+from .rollups import rollups_apply_activities, rollups_apply_transitions
+
 
 @handler("in_transaction")
 def on_activities_recorded(event) -> None:
-    """Called once per stored activity batch."""
+    """Keep the email rollup current for the batch (set-based, idempotent)."""
+    rollups_apply_activities(activities=event.activities)
 
 
 @handler("in_transaction")
 def on_stage_changed(event) -> None:
-    """Called once per group of lifecycle transitions."""
+    """Keep the stage rollup current for the days of the transitions."""
+    rollups_apply_transitions(transitions=event.transitions)

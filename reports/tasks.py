@@ -1,11 +1,26 @@
 """Reports background tasks."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.utils import timezone
+
+from .query import site_tz
+from .rollups import rollups_reconcile
 
 
 @shared_task(name="reports.tasks.reconcile_rollups")
-def reconcile_rollups() -> None:
-    """Rebuild yesterday's rollups from raw data and report any difference."""
+def reconcile_rollups(day: str | None = None) -> dict:
+    """Rebuild yesterday's rollups (or ``day``, ISO) from raw data and report any difference."""
+    from datetime import date
+
+    target = (
+        date.fromisoformat(day)
+        if day
+        else timezone.localdate(timezone=site_tz()) - timedelta(days=1)
+    )
+    diff = rollups_reconcile(day=target)
+    return {"day": target.isoformat(), "email": len(diff["email"]), "stage": len(diff["stage"])}
 
 
 @shared_task(name="reports.tasks.review_digest")

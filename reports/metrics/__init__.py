@@ -1,0 +1,1 @@
+"""Metric queries by area; each function takes a ReportQuery and cites METRICS.md."""

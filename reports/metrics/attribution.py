@@ -1,0 +1,91 @@
+"""Attribution of stage changes and revenue to programs (METRICS.md line 67 "attribution").
+
+Credits are exact fractions (``fractions.Fraction``) that sum to 1 per stage change (or to
+the deal amount for revenue) and are only rounded for display.
+
+Choices: a touch is any campaign-tagged activity (as METRICS.md says, including sends)
+at or before the change; all four models look only at touches at or before the change,
+so "first touch" is the first campaign touch before the change; ties in time are
+ordered by activity id; a change with no such touch goes to ``NO_CAMPAIGN`` (0).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from fractions import Fraction
+
+from crm.models import Activity
+
+NO_CAMPAIGN = 0
+MODELS = ("first_touch", "last_touch", "linear", "u_shaped")
+
+
+def split(touches: list[int], model: str) -> dict[int, Fraction]:
+    """Credit per campaign for one change given its ordered touches' campaign ids."""
+    n = len(touches)
+    out: dict[int, Fraction] = defaultdict(Fraction)
+    if n == 0:
+        out[NO_CAMPAIGN] += 1
+    elif model == "first_touch":
+        out[touches[0]] += 1
+    elif model == "last_touch":
+        out[touches[-1]] += 1
+    elif model == "linear":
+        for c in touches:
+            out[c] += Fraction(1, n)
+    elif model == "u_shaped":
+        if n == 1:
+            out[touches[0]] += 1
+        elif n == 2:
+            out[touches[0]] += Fraction(1, 2)
+            out[touches[1]] += Fraction(1, 2)
+        else:
+            out[touches[0]] += Fraction(2, 5)
+            out[touches[-1]] += Fraction(2, 5)
+            for c in touches[1:-1]:
+                out[c] += Fraction(1, 5) / (n - 2)
+    else:
+        raise ValueError(model)
+    return out
+
+
+def touches_for(contact_ids_qs, until) -> dict[int, tuple[list, list]]:
+    """Campaign touches per contact up to ``until``: (times, campaign ids), ordered. One query."""
+    rows = (
+        Activity.objects.filter(
+            contact_id__in=contact_ids_qs, campaign__isnull=False, occurred_at__lte=until
+        )
+        .order_by("contact_id", "occurred_at", "id")
+        .values_list("contact_id", "occurred_at", "campaign_id")
+    )
+    out: dict[int, tuple[list, list]] = {}
+    for contact_id, at, campaign_id in rows:
+        times, camps = out.setdefault(contact_id, ([], []))
+        times.append(at)
+        camps.append(campaign_id)
+    return out
+
+
+def attribute(events: list[tuple[int, object, object]], touches, model: str) -> dict:
+    """Sum credits per campaign over events ``(contact_id, at, weight)``.
+
+    ``weight`` is 1 for a stage change and the amount for revenue; returns Fractions.
+    """
+    totals: dict[int, Fraction] = defaultdict(Fraction)
+    for contact_id, at, weight in events:
+        times, camps = touches.get(contact_id, ([], []))
+        k = bisect_right(times, at)
+        for campaign_id, credit in split(camps[:k], model).items():
+            totals[campaign_id] += credit * Fraction(weight)
+    return totals
+
+
+def attribute_transitions(transitions_qs, model: str) -> dict[int, Fraction]:
+    """Credits per campaign for the stage changes in ``transitions_qs`` (two queries)."""
+    events = list(transitions_qs.values_list("contact_id", "at"))
+    if not events:
+        return {}
+    until = max(at for _, at in events)
+    touches = touches_for(transitions_qs.values("contact_id"), until)
+    return attribute([(c, at, 1) for c, at in events], touches, model)

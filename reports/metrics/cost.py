@@ -1,0 +1,210 @@
+"""Cost and value per program (METRICS.md "Cost and value", lines 57–72)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from fractions import Fraction
+
+from django.db.models import Count, Q
+
+from crm.models import Campaign, CampaignCost, Deal, Stage
+
+from ..query import ReportQuery, money
+from .attribution import NO_CAMPAIGN, attribute, attribute_transitions, touches_for
+from .email import email_counts_by_campaign
+from .lifecycle import entries, new_leads_qs
+
+VARIABLE = set(CampaignCost.VARIABLE_CATEGORIES)
+
+
+def to_money(value: Fraction | Decimal | int) -> Decimal:
+    if isinstance(value, Fraction):
+        value = Decimal(value.numerator) / Decimal(value.denominator)
+    return money(value)
+
+
+def program_costs(q: ReportQuery) -> dict[int, dict[str, Fraction]]:
+    """METRICS.md line 62 "program cost": overlapping entries prorated by days, shared split.
+
+    Each entry counts ``amount × overlap days ÷ entry days`` (inclusive entry dates, see
+    ``CampaignCost.overlap_days``). A shared entry is split over its campaign and its
+    ``shared_with`` campaigns equally, or by emails sent. Choice: "emails sent" are each
+    sharing campaign's sends in the report period (from the rollup); if none of them sent
+    anything the split falls back to equal. Returns exact fractions per campaign id:
+    ``{"program_cost", "variable_cost"}`` (variable = media and content).
+    """
+    entries_qs = (
+        CampaignCost.objects.filter(period_start__lt=q.end, period_end__gte=q.start)
+        .prefetch_related("shared_with")
+        .order_by("id")
+    )
+    entries_list = list(entries_qs)
+    needs_sent = any(e.shared and e.split == CampaignCost.Split.EMAILS_SENT for e in entries_list)
+    sent = {}
+    if needs_sent:
+        sent = {
+            k: v["sent"]
+            for k, v in email_counts_by_campaign(
+                q.contact_filters_only().__class__(start=q.start, end=q.end), fields=["sent"]
+            ).items()
+        }
+    out: dict[int, dict[str, Fraction]] = defaultdict(
+        lambda: {"program_cost": Fraction(0), "variable_cost": Fraction(0)}
+    )
+    for e in entries_list:
+        share = Fraction(e.amount) * e.overlap_days(q.start, q.end) / e.days
+        if share == 0:
+            continue
+        parts: dict[int, Fraction]
+        if e.shared:
+            members = sorted({e.campaign_id, *(c.id for c in e.shared_with.all())})
+            weights = {m: sent.get(m, 0) for m in members}
+            total = sum(weights.values())
+            if e.split == CampaignCost.Split.EMAILS_SENT and total:
+                parts = {m: Fraction(w, total) for m, w in weights.items()}
+            else:
+                parts = {m: Fraction(1, len(members)) for m in members}
+        else:
+            parts = {e.campaign_id: Fraction(1)}
+        for m, frac in parts.items():
+            out[m]["program_cost"] += share * frac
+            if e.category in VARIABLE:
+                out[m]["variable_cost"] += share * frac
+    return out
+
+
+def _won_deals(q: ReportQuery):
+    return Deal.objects.filter(
+        status=Deal.Status.WON, closed_at__gte=q.start_dt, closed_at__lt=q.end_dt
+    ).filter(q.contact_q("contact__"))
+
+
+def attributed_revenue(q: ReportQuery) -> dict[int, Fraction]:
+    """METRICS.md line 68: won deal amounts closed in the period credited under the model.
+
+    Choice: a deal's touches are those at or before its ``closed_at``.
+    """
+    deals_qs = _won_deals(q)
+    deals = list(deals_qs.values_list("contact_id", "closed_at", "amount"))
+    if not deals:
+        return {}
+    touches = touches_for(deals_qs.values("contact_id"), max(d[1] for d in deals))
+    return attribute(deals, touches, q.attribution)
+
+
+def cost_per_mql(q: ReportQuery) -> tuple[list[dict], dict]:
+    """The cost-per-MQL report (METRICS.md lines 62–70), one row per program plus totals.
+
+    MQLs/SQLs/customers are attributed credits (fractional, METRICS.md line 67) of the
+    entries into those stages in the period, under ``q.attribution``; new leads are
+    contacts the program first acquired (``acquired_by``) created in the period (line 64).
+    Contact filters (source, owner, segment) restrict these contact figures; campaign and
+    channel restrict the rows. Costs are never filtered by contact.
+    """
+    cq = q.contact_filters_only()
+    costs = program_costs(q)
+    credit = {
+        stage: attribute_transitions(entries(cq, stage), q.attribution)
+        for stage in (Stage.MQL, Stage.SQL, Stage.CUSTOMER)
+    }
+    revenue = attributed_revenue(cq)
+    new = dict(
+        new_leads_qs(cq)
+        .filter(acquired_by__isnull=False)
+        .values("acquired_by_id")
+        .annotate(n=Count("id"))
+        .values_list("acquired_by_id", "n")
+    )
+    ids = set(costs) | set(new) | set(revenue)
+    for c in credit.values():
+        ids |= set(c)
+    camp_q = Q(id__in=[i for i in ids if i]) & q.campaign_q()
+    campaigns = {c.id: c for c in Campaign.objects.filter(camp_q)}
+    show_none = NO_CAMPAIGN in ids and not (q.campaign or q.channel)
+    keys = sorted(campaigns, key=lambda i: campaigns[i].name.lower()) + (
+        [NO_CAMPAIGN] if show_none else []
+    )
+    rows = [
+        _row(
+            cid,
+            campaigns.get(cid),
+            costs.get(cid),
+            new.get(cid, 0),
+            {s: c.get(cid, Fraction(0)) for s, c in credit.items()},
+            revenue.get(cid, Fraction(0)),
+        )
+        for cid in keys
+    ]
+
+    def total(stage_map: dict) -> Fraction:
+        return sum((v for k, v in stage_map.items() if k in keys), Fraction(0))
+
+    tot_cost = {
+        "program_cost": sum((costs[k]["program_cost"] for k in keys if k in costs), Fraction(0)),
+        "variable_cost": sum((costs[k]["variable_cost"] for k in keys if k in costs), Fraction(0)),
+    }
+    totals = _row(
+        None,
+        None,
+        tot_cost,
+        sum(new.get(k, 0) for k in keys),
+        {s: total(c) for s, c in credit.items()},
+        total(revenue),
+    )
+    for k in ("campaign_id", "campaign", "channel"):
+        totals.pop(k)
+    return rows, totals
+
+
+def _credit(value: Fraction) -> float:
+    return round(float(value), 2)
+
+
+def _per(cost: Fraction, n: Fraction | int) -> Decimal | None:
+    return None if not n else to_money(cost / Fraction(n))
+
+
+def _row(cid, camp, cost, new_leads, credit, revenue) -> dict:
+    cost = cost or {"program_cost": Fraction(0), "variable_cost": Fraction(0)}
+    pc, vc = cost["program_cost"], cost["variable_cost"]
+    roi = None if not pc else float((revenue - pc) / pc)
+    return {
+        "campaign_id": cid or None,
+        "campaign": camp.name if camp else "(no campaign)",
+        "channel": camp.channel if camp else "",
+        "program_cost": to_money(pc),
+        "variable_cost": to_money(vc),
+        "new_leads": new_leads,
+        "cost_per_new_lead": _per(pc, new_leads),
+        "mqls": _credit(credit[Stage.MQL]),
+        "cost_per_mql": _per(pc, credit[Stage.MQL]),
+        "cost_per_mql_variable": _per(vc, credit[Stage.MQL]),
+        "sqls": _credit(credit[Stage.SQL]),
+        "cost_per_sql": _per(pc, credit[Stage.SQL]),
+        "customers": _credit(credit[Stage.CUSTOMER]),
+        "cost_per_customer": _per(pc, credit[Stage.CUSTOMER]),
+        "attributed_revenue": to_money(revenue),
+        "roi": roi,
+    }
+
+
+def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
+    """Total cost per MQL for each calendar month of the period (the chart)."""
+    from .lifecycle import months
+
+    out = []
+    for first, s, e in months(q):
+        mq = q.__class__(
+            start=s.date(),
+            end=e.date(),
+            campaign=q.campaign,
+            channel=q.channel,
+            source=q.source,
+            segment=q.segment,
+            owner=q.owner,
+            attribution=q.attribution,
+        )
+        _, totals = cost_per_mql(mq)
+        out.append({"month": first.strftime("%Y-%m"), "cost_per_mql": totals["cost_per_mql"]})
+    return out

@@ -1,0 +1,266 @@
+"""The funnel (METRICS.md lines 34–55): cohort and flow counts, conversion, velocity,
+drop-offs, nurtured vs non-nurtured and holdout lift."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from django.db.models import Count, Exists, OuterRef, Q
+
+from crm.models import LifecycleTransition, Stage
+from crm.models.choices import FUNNEL_STAGES
+
+from ..query import ReportQuery, ratio
+from .lifecycle import entries, new_leads_qs
+
+DAY = 86400.0
+Z95 = 1.959964
+
+
+def _reached(stage: str, q: ReportQuery) -> Exists:
+    return Exists(
+        LifecycleTransition.objects.filter(
+            contact_id=OuterRef("id"), to_stage=stage, at__lt=q.end_dt
+        )
+    )
+
+
+def cohort(q: ReportQuery) -> dict[str, int]:
+    """Cohort mode: of the new leads of the period, how many reached each stage by the end."""
+    aggs = {"lead": Count("id")}
+    for stage in FUNNEL_STAGES[1:]:
+        aggs[str(stage)] = Count("id", filter=Q(_reached(stage, q)))
+    return new_leads_qs(q).aggregate(**aggs)
+
+
+def flow(q: ReportQuery) -> dict[str, dict]:
+    """Flow mode: entries into each stage in the period (entries and unique contacts)."""
+    rows = (
+        entries(q, *FUNNEL_STAGES, Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CHURNED)
+        .values("to_stage")
+        .annotate(entries=Count("id"), contacts=Count("contact_id", distinct=True))
+    )
+    return {r["to_stage"]: {"entries": r["entries"], "contacts": r["contacts"]} for r in rows}
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (choice: no interpolation; p90 of 10 values is the 9th)."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[max(0, math.ceil(p * len(v)) - 1)]
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def conversions(q: ReportQuery) -> list[dict]:
+    """Stage conversion and velocity for each forward step (METRICS.md lines 49–50).
+
+    The cohort of step A→B is the contacts that entered A in the period (for ``lead``:
+    the new leads, entering at creation), each at their first entry in the period; it
+    converted if it entered B after that, before the report end. Time in stage is from that
+    entry into A to the first entry into B after it, in days (median, p90 nearest-rank).
+    """
+    out = []
+    firsts: dict[str, dict[int, object]] = {}
+    firsts["lead"] = dict(new_leads_qs(q).values_list("id", "created_at"))
+    stage_entries = defaultdict(dict)
+    for contact_id, stage, at in (
+        entries(q, *FUNNEL_STAGES[1:])
+        .order_by("at", "id")
+        .values_list("contact_id", "to_stage", "at")
+    ):
+        stage_entries[stage].setdefault(contact_id, at)
+    for s in FUNNEL_STAGES[1:]:
+        firsts[str(s)] = stage_entries[str(s)]
+    # Every later entry into B (up to the end) of contacts in any cohort: one query.
+    cohort_ids = set().union(*[set(v) for v in firsts.values()])
+    later: dict[tuple[int, str], list] = defaultdict(list)
+    if cohort_ids:
+        for contact_id, stage, at in (
+            LifecycleTransition.objects.filter(
+                contact_id__in=list(cohort_ids),
+                to_stage__in=FUNNEL_STAGES[1:],
+                at__lt=q.end_dt,
+            )
+            .order_by("at", "id")
+            .values_list("contact_id", "to_stage", "at")
+        ):
+            later[(contact_id, stage)].append(at)
+    for a, b in zip(FUNNEL_STAGES, FUNNEL_STAGES[1:], strict=False):
+        times = []
+        for contact_id, a_at in firsts[str(a)].items():
+            b_at = next((t for t in later.get((contact_id, str(b)), []) if t >= a_at), None)
+            if b_at is not None:
+                times.append((b_at - a_at).total_seconds() / DAY)
+        n = len(firsts[str(a)])
+        out.append(
+            {
+                "from_stage": str(a),
+                "to_stage": str(b),
+                "entered": n,
+                "converted": len(times),
+                "stage_conversion": ratio(len(times), n),
+                "median_days": _r(median(times)),
+                "p90_days": _r(percentile(times, 0.9)),
+            }
+        )
+    return out
+
+
+def _r(v):
+    return None if v is None else round(v, 2)
+
+
+def drop_offs(q: ReportQuery) -> dict[str, dict]:
+    """Per stage left: unique contacts recycled or disqualified from it in the period."""
+    rows = (
+        LifecycleTransition.objects.filter(
+            to_stage__in=[Stage.RECYCLED, Stage.DISQUALIFIED], at__gte=q.start_dt, at__lt=q.end_dt
+        )
+        .filter(q.contact_q("contact__"))
+        .values("from_stage", "to_stage")
+        .annotate(n=Count("contact_id", distinct=True))
+    )
+    out: dict[str, dict] = defaultdict(lambda: {"recycled": 0, "disqualified": 0})
+    for r in rows:
+        out[r["from_stage"]][r["to_stage"]] = r["n"]
+    return out
+
+
+def diff_interval(x1: int, n1: int, x2: int, n2: int) -> dict:
+    """Difference of two proportions with a 95% interval (normal approximation, Wald)."""
+    p1, p2 = ratio(x1, n1), ratio(x2, n2)
+    if p1 is None or p2 is None:
+        return {"difference": None, "ci95_low": None, "ci95_high": None}
+    diff = p1 - p2
+    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return {"difference": diff, "ci95_low": diff - Z95 * se, "ci95_high": diff + Z95 * se}
+
+
+def nurtured_vs_non(q: ReportQuery) -> dict:
+    """METRICS.md line 54: opportunity rate of nurtured vs never-enrolled new leads.
+
+    Cohort: the period's new leads. Nurtured = ≥1 enrollment not held out (a held-out
+    contact was never nurtured); non-nurtured = no enrollment at all (held-out-only
+    contacts are in neither group). Reached opportunity = entered ``opportunity`` before
+    the report end. The interval is a normal approximation for a difference of proportions.
+    """
+    try:
+        from nurture.models import Enrollment
+    except ImportError:  # pragma: no cover
+        return {}
+    enrolled = Enrollment.objects.filter(contact_id=OuterRef("id"))
+    nurtured = Q(Exists(enrolled.exclude(state=Enrollment.State.HELD_OUT)))
+    never = ~Q(Exists(enrolled))
+    opp = Q(_reached(Stage.OPPORTUNITY, q))
+    agg = new_leads_qs(q).aggregate(
+        nurtured=Count("id", filter=nurtured),
+        nurtured_opportunities=Count("id", filter=nurtured & opp),
+        non_nurtured=Count("id", filter=never),
+        non_nurtured_opportunities=Count("id", filter=never & opp),
+    )
+    return {
+        **agg,
+        "nurtured_opportunity_rate": ratio(agg["nurtured_opportunities"], agg["nurtured"]),
+        "non_nurtured_opportunity_rate": ratio(
+            agg["non_nurtured_opportunities"], agg["non_nurtured"]
+        ),
+        **diff_interval(
+            agg["nurtured_opportunities"],
+            agg["nurtured"],
+            agg["non_nurtured_opportunities"],
+            agg["non_nurtured"],
+        ),
+        "method": "normal approximation (Wald) for a difference of proportions",
+    }
+
+
+def holdout_lift(q: ReportQuery) -> list[dict]:
+    """Per program with held-out enrollments entered in the period: opportunity rate of
+    treated vs held-out contacts, lift = difference, with its 95% interval (as above)."""
+    try:
+        from nurture.models import Enrollment
+    except ImportError:  # pragma: no cover
+        return []
+    opp = Exists(
+        LifecycleTransition.objects.filter(
+            contact_id=OuterRef("contact_id"), to_stage=Stage.OPPORTUNITY, at__lt=q.end_dt
+        )
+    )
+    held = Q(state=Enrollment.State.HELD_OUT)
+    rows = (
+        Enrollment.objects.filter(entered_at__gte=q.start_dt, entered_at__lt=q.end_dt)
+        .filter(q.contact_q("contact__"))
+        .values("program_id", "program__name")
+        .annotate(
+            treated=Count("contact_id", distinct=True, filter=~held),
+            treated_opp=Count("contact_id", distinct=True, filter=~held & Q(opp)),
+            held_out=Count("contact_id", distinct=True, filter=held),
+            held_out_opp=Count("contact_id", distinct=True, filter=held & Q(opp)),
+        )
+        .filter(held_out__gt=0)
+        .order_by("program__name")
+    )
+    out = []
+    for r in rows:
+        d = diff_interval(r["treated_opp"], r["treated"], r["held_out_opp"], r["held_out"])
+        out.append(
+            {
+                "program_id": r["program_id"],
+                "program": r["program__name"],
+                "treated": r["treated"],
+                "treated_opportunity_rate": ratio(r["treated_opp"], r["treated"]),
+                "held_out": r["held_out"],
+                "held_out_opportunity_rate": ratio(r["held_out_opp"], r["held_out"]),
+                "lift": d["difference"],
+                "ci95_low": d["ci95_low"],
+                "ci95_high": d["ci95_high"],
+            }
+        )
+    return out
+
+
+def funnel_report(q: ReportQuery) -> dict:
+    coh = cohort(q)
+    fl = flow(q)
+    drops = drop_offs(q)
+    conv = {(c["from_stage"]): c for c in conversions(q)}
+    stages = []
+    for s in FUNNEL_STAGES:
+        s = str(s)
+        c = conv.get(s, {})
+        stages.append(
+            {
+                "stage": s,
+                "cohort": coh[s],
+                "entries": fl.get(s, {}).get("entries", 0),
+                "contacts": fl.get(s, {}).get("contacts", 0),
+                "next_stage": c.get("to_stage"),
+                "entered": c.get("entered"),
+                "converted": c.get("converted"),
+                "stage_conversion": c.get("stage_conversion"),
+                "median_days": c.get("median_days"),
+                "p90_days": c.get("p90_days"),
+                "recycled": drops[s]["recycled"] if s in drops else 0,
+                "disqualified": drops[s]["disqualified"] if s in drops else 0,
+            }
+        )
+    return {
+        "stages": stages,
+        "nurtured_vs_non_nurtured": nurtured_vs_non(q),
+        "holdouts": holdout_lift(q),
+        "totals": {
+            "new_leads": coh["lead"],
+            "customers": coh[str(Stage.CUSTOMER)],
+            "recycled": fl.get(Stage.RECYCLED, {}).get("contacts", 0),
+            "disqualified": fl.get(Stage.DISQUALIFIED, {}).get("contacts", 0),
+        },
+    }

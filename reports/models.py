@@ -1,0 +1,92 @@
+"""Daily rollups that serve the reports which would otherwise scan the activity table.
+
+Design (issue 8, METRICS.md "Email and program engagement"):
+
+* Unique-contact email figures are counted **per email** (one message to one contact), so
+  "contacts with ≥1 open of the email" is "emails with ≥1 open". Each email is counted
+  once per metric, on the site-time-zone day of its *first* qualifying event (first
+  human open-or-click, first click, first bounce, first hard bounce, first unsubscribe,
+  first complaint, first machine open). Because every email lands in exactly one day per
+  metric, the daily rows can be **summed over any period** and still count unique
+  contacts per email correctly. Choice: an email opened both before and inside a period
+  counts in the period of its first open only.
+* An email is identified by ``(contact, message_id)``; events without a message id fall
+  back to ``(contact, campaign)``.
+* Rows are keyed by day × campaign × source (× nurture step), with the campaign's channel
+  stored beside it, so period/campaign/channel/source filters read a few thousand rows
+  (365 days × campaigns × sources) through the ``(day, campaign_id)`` index instead of
+  20M activities. Segment and owner filters are not dimensions: those queries fall back
+  to the raw activities (documented in reports.metrics.email).
+* ``campaign_id``/``step_id`` are plain integers with 0 for "none" (no FK: a rollup must
+  not lock campaigns during ingestion, and 0 keeps the unique key free of NULLs).
+* :class:`StageDaily` counts lifecycle entries per day × from → to stage × source ×
+  acquiring campaign (entries are summable; unique-contact stage counts read the
+  transition table through its ``(to_stage, at)`` index).
+
+The rollups are kept current by ``reports.handlers`` (per batch, set-based, idempotent:
+the affected day × campaign rows are recomputed from raw data), rebuilt by
+``reports.rollups.rollups_rebuild`` and checked daily by ``reports.tasks.reconcile_rollups``.
+"""
+
+from django.db import models
+
+
+class EmailDaily(models.Model):
+    day = models.DateField()
+    campaign_id = models.IntegerField(default=0)
+    channel = models.CharField(max_length=20, blank=True)
+    source = models.CharField(max_length=20, blank=True)
+    step_id = models.IntegerField(default=0)
+    sent = models.IntegerField(default=0)
+    bounced = models.IntegerField(default=0)
+    hard_bounced = models.IntegerField(default=0)
+    unique_opens = models.IntegerField(default=0)
+    machine_opens = models.IntegerField(default=0)
+    unique_clicks = models.IntegerField(default=0)
+    unsubscribed = models.IntegerField(default=0)
+    complaints = models.IntegerField(default=0)
+    conversions = models.IntegerField(default=0)
+    social_likes = models.IntegerField(default=0)
+    social_shares = models.IntegerField(default=0)
+    social_comments = models.IntegerField(default=0)
+    social_reposts = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the handlers and rebuilds.
+            models.UniqueConstraint(
+                fields=["day", "campaign_id", "source", "step_id"], name="email_daily_key"
+            )
+        ]
+        indexes = [
+            # Email, cost and dashboard reports: a campaign's rows in a period.
+            models.Index(fields=["campaign_id", "day"], name="email_daily_campaign"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} campaign {self.campaign_id} {self.source}"
+
+
+class StageDaily(models.Model):
+    day = models.DateField()
+    from_stage = models.CharField(max_length=20, blank=True)
+    to_stage = models.CharField(max_length=20)
+    source = models.CharField(max_length=20, blank=True)
+    campaign_id = models.IntegerField(default=0)  # the contact's acquiring campaign
+    entries = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the handlers and rebuilds.
+            models.UniqueConstraint(
+                fields=["day", "from_stage", "to_stage", "source", "campaign_id"],
+                name="stage_daily_key",
+            )
+        ]
+        indexes = [
+            # Funnel flow mode and leads report: entries into a stage over a period.
+            models.Index(fields=["to_stage", "day"], name="stage_daily_stage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.from_stage}→{self.to_stage}: {self.entries}"
