@@ -1,4 +1,34 @@
 """CRM pages under /crm/ (namespace ``crm``)."""
 
+from django.urls import path
+
+from .urls_sales import urlpatterns as sales_urlpatterns
+from .views import campaigns, companies, contacts, imports
+
 app_name = "crm"
-urlpatterns: list = []
+urlpatterns: list = [
+    # CRM core (contacts, companies, campaigns and costs, imports)
+    path("contacts/", contacts.contact_list, name="contact-list"),
+    path("contacts/new/", contacts.contact_create, name="contact-create"),
+    path("contacts/bulk/", contacts.contact_bulk, name="contact-bulk"),
+    path("contacts/<int:pk>/", contacts.contact_detail, name="contact-detail"),
+    path("contacts/<int:pk>/edit/", contacts.contact_edit, name="contact-edit"),
+    path("contacts/<int:pk>/merge/", contacts.contact_merge, name="contact-merge"),
+    path("companies/", companies.company_list, name="company-list"),
+    path("companies/new/", companies.company_form, name="company-create"),
+    path("companies/<int:pk>/", companies.company_detail, name="company-detail"),
+    path("companies/<int:pk>/edit/", companies.company_form, name="company-edit"),
+    path("campaigns/", campaigns.campaign_list, name="campaign-list"),
+    path("campaigns/new/", campaigns.campaign_form, name="campaign-create"),
+    path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign-detail"),
+    path("campaigns/<int:pk>/edit/", campaigns.campaign_form, name="campaign-edit"),
+    path("campaigns/<int:pk>/costs/new/", campaigns.cost_form, name="cost-create"),
+    path("campaigns/<int:pk>/costs/<int:cost_pk>/", campaigns.cost_form, name="cost-edit"),
+    path(
+        "campaigns/<int:pk>/costs/<int:cost_pk>/delete/", campaigns.cost_delete, name="cost-delete"
+    ),
+    path("imports/", imports.import_upload, name="import-upload"),
+    path("imports/preview/", imports.import_preview, name="import-preview"),
+    # Sales hand-off: MQL queue and deals (crm/urls_sales.py)
+    *sales_urlpatterns,
+]

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, lifecycle
-from .models import Contact, EmailStatus
+from .. import events, lifecycle
+from ..models import Contact, EmailStatus
 
 
 def contacts_create_bulk(

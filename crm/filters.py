@@ -1,0 +1,131 @@
+"""django-filter FilterSets shared by the HTML lists, the exports and the API."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django import forms
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q
+
+from .models import Activity, ActivityKind, Campaign, Company, Contact, EmailStatus, Source, Stage
+from .roles import Role
+
+CONTACT_ORDERINGS = {
+    "created": ["-created_at", "-id"],
+    "-created": ["created_at", "id"],
+    "score": ["-score", "id"],
+    "-score": ["score", "id"],
+    "name": ["last_name", "first_name", "id"],
+    "-name": ["-last_name", "-first_name", "-id"],
+    "stage": ["stage", "-score", "id"],
+}
+
+
+def _staff_users(request=None):
+    return (
+        get_user_model()
+        .objects.filter(is_active=True, groups__name__in=[Role.SALES, Role.MARKETING, Role.ADMIN])
+        .distinct()
+        .order_by("username")
+    )
+
+
+class ContactFilter(filters.FilterSet):
+    q = filters.CharFilter(method="search", label="Search")
+    stage = filters.MultipleChoiceFilter(choices=Stage.choices)
+    owner = filters.ModelChoiceFilter(queryset=_staff_users)
+    unassigned = filters.BooleanFilter(field_name="owner", lookup_expr="isnull", label="Unassigned")
+    source = filters.ChoiceFilter(choices=Source.choices)
+    score_min = filters.NumberFilter(field_name="score", lookup_expr="gte", label="Score ≥")
+    score_max = filters.NumberFilter(field_name="score", lookup_expr="lte", label="Score ≤")
+    company = filters.NumberFilter(field_name="company_id", label="Company id")
+    created_after = filters.DateFilter(
+        field_name="created_at",
+        lookup_expr="date__gte",
+        label="Created from",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    created_before = filters.DateFilter(
+        field_name="created_at",
+        lookup_expr="date__lt",
+        label="Created before",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    email_status = filters.ChoiceFilter(choices=EmailStatus.choices)
+    campaign = filters.ModelChoiceFilter(
+        queryset=Campaign.objects.order_by("name"), method="in_campaign"
+    )
+    sort = filters.ChoiceFilter(
+        choices=[(k, k) for k in CONTACT_ORDERINGS], method="order", empty_label="newest"
+    )
+
+    class Meta:
+        model = Contact
+        fields: list[str] = []
+
+    def search(self, queryset, name, value):
+        """Prefix search: index-friendly on big tables, and what people type anyway."""
+        value = value.strip()
+        if not value:
+            return queryset
+        if "@" in value:
+            return queryset.filter(email__startswith=Contact.normalise_email(value))
+        condition = (
+            Q(email__startswith=value.lower())
+            | Q(last_name__istartswith=value)
+            | Q(first_name__istartswith=value)
+            | Q(company__name__istartswith=value)
+        )
+        parts = value.split()
+        if len(parts) == 2:
+            condition |= Q(first_name__istartswith=parts[0], last_name__istartswith=parts[1])
+        return queryset.filter(condition)
+
+    def in_campaign(self, queryset, name, value):
+        """Acquired by the campaign, or any activity in it."""
+        touched = Activity.objects.filter(contact=OuterRef("pk"), campaign=value)
+        return queryset.filter(Q(acquired_by=value) | Exists(touched))
+
+    def order(self, queryset, name, value):
+        return queryset.order_by(*CONTACT_ORDERINGS.get(value, CONTACT_ORDERINGS["created"]))
+
+
+class CompanyFilter(filters.FilterSet):
+    q = filters.CharFilter(method="search", label="Search")
+    industry = filters.CharFilter(lookup_expr="iexact")
+    size_band = filters.ChoiceFilter(choices=Company.SizeBand.choices)
+    country = filters.CharFilter(lookup_expr="iexact")
+
+    class Meta:
+        model = Company
+        fields: list[str] = []
+
+    def search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(Q(name__istartswith=value) | Q(domain__istartswith=value.lower()))
+
+
+class CampaignFilter(filters.FilterSet):
+    q = filters.CharFilter(field_name="name", lookup_expr="icontains", label="Search")
+    status = filters.ChoiceFilter(choices=Campaign.Status.choices)
+    channel = filters.ChoiceFilter(choices=Campaign._meta.get_field("channel").choices)
+    type = filters.ChoiceFilter(choices=Campaign.Type.choices)
+
+    class Meta:
+        model = Campaign
+        fields: list[str] = []
+
+
+class ActivityFilter(filters.FilterSet):
+    contact = filters.NumberFilter(field_name="contact_id")
+    kind = filters.MultipleChoiceFilter(choices=ActivityKind.choices)
+    campaign = filters.NumberFilter(field_name="campaign_id")
+    occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    external_id = filters.CharFilter()
+
+    class Meta:
+        model = Activity
+        fields: list[str] = []

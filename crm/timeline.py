@@ -1,0 +1,86 @@
+"""One timeline per contact: activities, stage changes, re-openings and what other apps add.
+
+Each source is read newest first, at most ``limit`` rows older than the ``before`` cursor;
+the merged list is cut to ``limit`` and the time of its last entry is the next cursor. A
+fixed number of queries per page, whatever the contact's history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import extensions
+from .extensions import TimelineEntry
+from .models import Activity, Contact, LifecycleTransition, Reopening, Stage
+
+
+@dataclass
+class TimelinePage:
+    entries: list[TimelineEntry]
+    next_before: datetime | None
+
+
+def _activity_entry(a: Activity) -> TimelineEntry:
+    parts = []
+    if a.campaign_id:
+        parts.append(f"campaign {a.campaign.name}")
+    if a.url:
+        parts.append(a.url)
+    if a.is_machine:
+        parts.append("machine open")
+    parts.extend(
+        f"{key.replace('_', ' ')}: {a.details[key]}"
+        for key in ("bounce_type", "form", "form_name", "link", "answer", "amount")
+        if key in a.details
+    )
+    return TimelineEntry(
+        at=a.occurred_at,
+        kind="activity",
+        title=a.get_kind_display(),
+        detail=" · ".join(str(p) for p in parts),
+    )
+
+
+def _transition_entry(t: LifecycleTransition) -> TimelineEntry:
+    start = Stage(t.from_stage).label if t.from_stage else "created"
+    detail = [f"by {t.actor}"]
+    if t.reason_code:
+        detail.append(f"reason: {t.reason_code}")
+    if t.note:
+        detail.append(t.note)
+    if t.recycle_round:
+        detail.append(f"recycle round {t.recycle_round}")
+    return TimelineEntry(
+        at=t.at,
+        kind="stage",
+        title=f"Stage {start} → {Stage(t.to_stage).label}",
+        detail=" · ".join(detail),
+    )
+
+
+def contact_timeline(contact: Contact, *, before: datetime | None = None, limit: int = 50):
+    """Newest-first page of the contact's history older than ``before``."""
+    activities = Activity.objects.filter(contact=contact).select_related("campaign")
+    transitions = LifecycleTransition.objects.filter(contact=contact).select_related("by_user")
+    reopenings = Reopening.objects.filter(contact=contact)
+    if before is not None:
+        activities = activities.filter(occurred_at__lt=before)
+        transitions = transitions.filter(at__lt=before)
+        reopenings = reopenings.filter(at__lt=before)
+    entries = [_activity_entry(a) for a in activities.order_by("-occurred_at", "-id")[:limit]]
+    entries += [_transition_entry(t) for t in transitions.order_by("-at", "-id")[:limit]]
+    entries += [
+        TimelineEntry(
+            at=r.at,
+            kind="reopened",
+            title="Re-opened",
+            detail=f"engaged again in recycle round {r.recycle_round}",
+        )
+        for r in reopenings.order_by("-at")[:limit]
+    ]
+    entries += extensions.timeline_entries(contact, before=before, limit=limit)
+    entries.sort(key=lambda e: e.at, reverse=True)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return TimelinePage(entries, entries[-1].at if more and entries else None)

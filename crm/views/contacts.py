@@ -1,0 +1,223 @@
+"""Contact list (filters, sort, bulk actions, export), contact page, create/edit, merge."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_http_methods, require_POST
+
+from .. import exports, extensions, lifecycle, services
+from ..filters import ContactFilter
+from ..forms import BulkActionForm, ContactForm
+from ..models import Contact, Deal
+from ..roles import SALES_AND_MARKETING_WRITE, Role, allow, has_role
+from ..timeline import contact_timeline
+
+PAGE_SIZE = 50
+MAX_BULK = 10_000
+
+
+class Page:
+    """A page of a list without COUNT(*): one extra row says whether a next page exists.
+
+    Counting a filtered million-row table costs more than the page itself; "previous /
+    next" is what people use on lists that long.
+    """
+
+    def __init__(self, queryset, number: int, size: int = PAGE_SIZE):
+        self.number = max(1, number)
+        offset = (self.number - 1) * size
+        rows = list(queryset[offset : offset + size + 1])
+        self.has_next = len(rows) > size
+        self.object_list = rows[:size]
+        self.has_previous = self.number > 1
+        self.next_page_number = self.number + 1
+        self.previous_page_number = self.number - 1
+
+    def __iter__(self):
+        return iter(self.object_list)
+
+
+def page_number(request) -> int:
+    try:
+        return min(int(request.GET.get("page", 1)), 10_000)
+    except ValueError:
+        return 1
+
+
+def contact_queryset():
+    return Contact.objects.select_related("company", "owner").order_by("-created_at", "-id")
+
+
+def filtered_contacts(request, data=None):
+    return ContactFilter(data if data is not None else request.GET, queryset=contact_queryset())
+
+
+def _query_without(request, *names: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_list(request):
+    flt = filtered_contacts(request)
+    fmt = request.GET.get("export")
+    if fmt in ("csv", "xlsx") and flt.is_valid():
+        return exports.contacts_export(flt.qs, fmt)
+    page = Page(flt.qs, page_number(request)) if flt.is_valid() else Page(Contact.objects.none(), 1)
+    return render(
+        request,
+        "crm/contacts/list.html",
+        {
+            "filter": flt,
+            "page": page,
+            "query": _query_without(request, "page"),
+            "sort_query": _query_without(request, "page", "sort"),
+            "current_sort": request.GET.get("sort", "created"),
+            "bulk_form": BulkActionForm(),
+            "segments": _static_segments()
+            if has_role(request.user, Role.MARKETING, Role.ADMIN)
+            else [],
+        },
+    )
+
+
+def _static_segments():
+    from ..models import Segment
+
+    return list(Segment.objects.filter(kind=Segment.Kind.STATIC).order_by("name")[:200])
+
+
+def _selected_ids(request) -> list[int]:
+    ids = [int(raw) for raw in request.POST.getlist("ids") if raw.isdigit() and len(raw) < 19]
+    return ids[:MAX_BULK]
+
+
+@require_POST
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_bulk(request):
+    form = BulkActionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose an action (and an owner or segment where needed).")
+        return redirect(_back(request))
+    action = form.cleaned_data["action"]
+    if form.cleaned_data["scope"] == "filter":
+        flt = filtered_contacts(request, data=request.GET)
+        if not flt.is_valid():
+            return HttpResponseBadRequest("Invalid filter.")
+        queryset = flt.qs
+        ids = None
+    else:
+        ids = _selected_ids(request)
+        if not ids:
+            messages.error(request, "Select at least one contact.")
+            return redirect(_back(request))
+        queryset = contact_queryset().filter(pk__in=ids)
+    if action in ("export_csv", "export_xlsx"):
+        return exports.contacts_export(queryset, action.removeprefix("export_"))
+    if ids is None:
+        ids = list(queryset.values_list("pk", flat=True)[:MAX_BULK])
+    if action == "assign":
+        owner = form.cleaned_data["owner"]
+        count = services.contacts_assign_owner(contact_ids=ids, owner=owner, by=request.user)
+        messages.success(request, f"{count} contact(s) assigned to {owner or 'nobody'}.")
+    elif action == "segment":
+        _add_to_segment(request, form.cleaned_data["segment"], ids)
+    return redirect(_back(request))
+
+
+def _add_to_segment(request, segment_id, ids) -> None:
+    from .. import segments as segments_module
+    from ..models import Segment
+
+    if not has_role(request.user, Role.MARKETING, Role.ADMIN):
+        messages.error(request, "Only marketing may change segments.")
+        return
+    add = getattr(segments_module, "segment_members_add", None)
+    if add is None:
+        messages.error(request, "Adding to segments is not available yet.")
+        return
+    segment = Segment.objects.filter(pk=segment_id or 0, kind=Segment.Kind.STATIC).first()
+    if segment is None:
+        messages.error(request, "Choose a static segment.")
+        return
+    add(segment=segment, contact_ids=ids, by=request.user)
+    messages.success(request, f"{len(ids)} contact(s) added to {segment.name}.")
+
+
+def _back(request) -> str:
+    query = request.GET.urlencode()
+    return reverse("crm:contact-list") + (f"?{query}" if query else "")
+
+
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_detail(request, pk: int):
+    contact = get_object_or_404(
+        Contact.objects.select_related("company", "owner", "acquired_by"), pk=pk
+    )
+    before = (
+        parse_datetime(request.GET.get("before", "") or "") if request.GET.get("before") else None
+    )
+    timeline = contact_timeline(contact, before=before)
+    deals = list(Deal.objects.filter(contact=contact).select_related("owner")[:50])
+    return render(
+        request,
+        "crm/contacts/detail.html",
+        {
+            "contact": contact,
+            "timeline": timeline,
+            "deals": deals,
+            "panels": extensions.contact_panels(request, contact),
+            "attributes": sorted((contact.attributes or {}).items()),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_create(request):
+    form = ContactForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        fields = form.service_fields()
+        contact = services.contact_create(by_user=request.user, **fields)
+        messages.success(request, f"Contact {contact} created.")
+        return redirect(contact)
+    return render(request, "crm/contacts/form.html", {"form": form, "contact": None})
+
+
+@require_http_methods(["GET", "POST"])
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_edit(request, pk: int):
+    contact = get_object_or_404(Contact, pk=pk)
+    form = ContactForm(request.POST or None, instance=contact)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.contact_update(contact=contact, by=request.user, **form.service_fields())
+        except lifecycle.StageChangeError as exc:
+            form.add_error("stage", str(exc))
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Contact saved.")
+            return redirect(contact)
+    return render(request, "crm/contacts/form.html", {"form": form, "contact": contact})
+
+
+@require_POST
+@allow(SALES_AND_MARKETING_WRITE)
+def contact_merge(request, pk: int):
+    contact = get_object_or_404(Contact, pk=pk)
+    email = Contact.normalise_email(request.POST.get("duplicate_email", ""))
+    other = Contact.objects.filter(email=email).first()
+    if other is None or other.pk == contact.pk:
+        messages.error(request, "No other contact has that email.")
+        return redirect(contact)
+    kept = services.contact_merge(keep=contact, duplicate=other, by=request.user)
+    messages.success(request, f"Merged; kept the older record ({kept.email}).")
+    return redirect(kept)
