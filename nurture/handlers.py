@@ -1,13 +1,130 @@
-"""How nurture reacts to what the core publishes (see crm.events and settings)."""
+"""How nurture reacts to what the core publishes (see crm.events and settings).
+
+Both handlers run inside the core's transaction and work per batch: one query for the
+triggers, set-based exits with ``.update()``, set-based enrollment with ``bulk_create``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+
+from django.utils import timezone
 
 from crm.events import handler
+from crm.models import ActivityKind, Stage
+
+from .models import Enrollment, Program, Trigger
+from .services.enrollment import (
+    EXIT_GOAL,
+    EXIT_MQL,
+    EXIT_SUPPRESSED,
+    contacts_enroll,
+    enrollments_exit,
+)
+
+SUPPRESSING = {ActivityKind.EMAIL_UNSUBSCRIBED, ActivityKind.EMAIL_COMPLAINED}
+# Our own sends and their echoes never trigger or end a program.
+SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
+
+
+def _matches(trigger: Trigger, activity) -> bool:
+    if trigger.activity_kind and activity.kind != trigger.activity_kind:
+        return False
+    if trigger.campaign_id and activity.campaign_id != trigger.campaign_id:
+        return False
+    if trigger.url_pattern and not fnmatch.fnmatch(activity.url or "", trigger.url_pattern):
+        return False
+    return not (trigger.form and (activity.details or {}).get("form") != trigger.form)
 
 
 @handler("in_transaction")
 def on_activities_recorded(event) -> None:
-    """Called once per stored activity batch."""
+    """Exit on goal / suppression, then enroll contacts whose activity matches a trigger."""
+    activities = [a for a in event.activities if a.kind not in SELF_KINDS]
+    if not activities:
+        return
+    now = timezone.now()
+    suppressed = {
+        a.contact_id
+        for a in activities
+        if a.kind in SUPPRESSING
+        or (a.kind == ActivityKind.EMAIL_BOUNCED and (a.details or {}).get("bounce_type") == "hard")
+    }
+    if suppressed:
+        enrollments_exit(
+            queryset=Enrollment.objects.filter(contact_id__in=suppressed),
+            reason=EXIT_SUPPRESSED,
+            now=now,
+        )
+    by_kind: dict[str, set[int]] = defaultdict(set)
+    for a in activities:
+        by_kind[a.kind].add(a.contact_id)
+    for kind, contact_ids in by_kind.items():
+        enrollments_exit(
+            queryset=Enrollment.objects.filter(
+                contact_id__in=contact_ids,
+                program__exit_on_goal=True,
+                program__campaign__goal_action=kind,
+            ),
+            reason=EXIT_GOAL,
+            now=now,
+        )
+    kinds = set(by_kind)
+    triggers = list(
+        Trigger.objects.filter(
+            kind=Trigger.Kind.ACTIVITY,
+            activity_kind__in=kinds,
+            program__status=Program.Status.ACTIVE,
+        ).select_related("program")
+    )
+    wanted: dict[int, set[int]] = defaultdict(set)
+    programs: dict[int, Program] = {}
+    for trigger in triggers:
+        programs[trigger.program_id] = trigger.program
+        for a in activities:
+            if a.contact_id not in suppressed and _matches(trigger, a):
+                wanted[trigger.program_id].add(a.contact_id)
+    for program_id, contact_ids in wanted.items():
+        contacts_enroll(
+            program=programs[program_id], contact_ids=contact_ids, source="activity", now=now
+        )
 
 
 @handler("in_transaction")
 def on_stage_changed(event) -> None:
-    """Called once per group of lifecycle transitions."""
+    """MQL exits; recycled/disqualified exits; recycle programs enroll by reason code."""
+    now = timezone.now()
+    to_mql = {t.contact_id for t in event.transitions if t.to_stage == Stage.MQL}
+    if to_mql:
+        enrollments_exit(
+            queryset=Enrollment.objects.filter(contact_id__in=to_mql, program__exit_on_mql=True),
+            reason=EXIT_MQL,
+            now=now,
+        )
+    for stage in (Stage.RECYCLED, Stage.DISQUALIFIED):
+        ids = {t.contact_id for t in event.transitions if t.to_stage == stage}
+        if ids:
+            enrollments_exit(
+                queryset=Enrollment.objects.filter(
+                    contact_id__in=ids, program__exit_on_recycle=True
+                ),
+                reason=str(stage),
+                now=now,
+            )
+    recycled: dict[str, set[int]] = defaultdict(set)
+    for t in event.transitions:
+        if t.to_stage == Stage.RECYCLED:
+            recycled[t.reason_code or ""].add(t.contact_id)
+    if not recycled:
+        return
+    triggers = Trigger.objects.filter(
+        kind=Trigger.Kind.RECYCLED, program__status=Program.Status.ACTIVE
+    ).select_related("program")
+    for trigger in triggers:
+        if trigger.reason_code:
+            ids = recycled.get(trigger.reason_code, set())
+        else:
+            ids = set().union(*recycled.values())
+        if ids:
+            contacts_enroll(program=trigger.program, contact_ids=ids, source="recycled", now=now)

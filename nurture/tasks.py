@@ -1,8 +1,27 @@
-"""Nurture background tasks."""
+"""Nurture background tasks (thin: they call services)."""
+
+import logging
 
 from celery import shared_task
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="nurture.tasks.tick")
 def tick() -> None:
-    """Advance due enrollments (every minute, from beat)."""
+    """Run entry triggers, then advance due enrollments (every minute, from beat)."""
+    from .services.enrollment import triggers_run
+    from .services.sending import enrollments_advance
+
+    entered = triggers_run()
+    result = enrollments_advance()
+    if entered or result.processed:
+        log.info(
+            "nurture tick: %s entered, %s processed, %s sent, %s skipped, %s failed in %.1fs",
+            entered,
+            result.processed,
+            result.sent,
+            result.skipped,
+            result.failed,
+            result.seconds,
+        )

@@ -1,0 +1,276 @@
+"""Nurture programs: triggers, steps, enrollments, email templates and sends."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from crm.models.choices import ActivityKind
+
+LIVE_STATES = ("active", "waiting")
+
+
+class Program(models.Model):
+    """The automation that runs for a campaign (crm.Campaign is the unit of cost)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        ARCHIVED = "archived", "Archived"
+
+    class Reentry(models.TextChoices):
+        NEVER = "never", "Never"
+        AFTER_DAYS = "after_days", "After N days"
+        ALWAYS = "always", "Each time the trigger fires"
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    campaign = models.ForeignKey("crm.Campaign", on_delete=models.PROTECT, related_name="programs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    audience = models.ForeignKey(
+        "crm.Segment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="If set, only members of this segment may enter.",
+    )
+    exit_on_goal = models.BooleanField(
+        default=True, help_text="Exit when the campaign goal happens"
+    )
+    exit_on_mql = models.BooleanField(default=True, help_text="Exit when the contact becomes MQL")
+    exit_on_recycle = models.BooleanField(
+        default=True, help_text="Exit when sales recycles or disqualifies the contact"
+    )
+    reentry = models.CharField(max_length=12, choices=Reentry.choices, default=Reentry.NEVER)
+    reentry_days = models.PositiveIntegerField(default=0)
+    # Send window: weekdays (0 = Monday) and hours [start, end) in the contact's time zone
+    # (or the site's when the contact has none / use_contact_timezone is off).
+    send_days = models.JSONField(default=list, blank=True, help_text="Weekdays 0–6; empty = all")
+    send_hour_start = models.PositiveSmallIntegerField(default=0)
+    send_hour_end = models.PositiveSmallIntegerField(default=24)
+    use_contact_timezone = models.BooleanField(default=True)
+    daily_cap = models.PositiveIntegerField(null=True, blank=True, help_text="Emails per day")
+    holdout_percent = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("nurture:program-detail", args=[self.pk])
+
+    def is_held_out(self, contact_id: int) -> bool:
+        """Stable random holdout: the same contact always lands on the same side."""
+        if not self.holdout_percent:
+            return False
+        digest = hashlib.sha256(f"{self.pk}:{contact_id}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 100 < self.holdout_percent
+
+
+class Trigger(models.Model):
+    """An entry rule of a program."""
+
+    class Kind(models.TextChoices):
+        SEGMENT_JOINED = "segment_joined", "Joined a segment"
+        ACTIVITY = "activity", "An activity happened"
+        DATE = "date", "A date relative to a contact attribute"
+        MANUAL = "manual", "Added by hand or API"
+        RECYCLED = "recycled", "Recycled by sales with a reason"
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="triggers")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    segment = models.ForeignKey(
+        "crm.Segment", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    activity_kind = models.CharField(max_length=40, choices=ActivityKind.choices, blank=True)
+    url_pattern = models.CharField(
+        max_length=300, blank=True, help_text="Glob on the activity URL, e.g. */pricing*"
+    )
+    form = models.CharField(max_length=100, blank=True, help_text="details.form of the activity")
+    campaign = models.ForeignKey(
+        "crm.Campaign", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    date_attribute = models.SlugField(max_length=50, blank=True, help_text="e.g. birthday")
+    offset_days = models.IntegerField(default=0, help_text="Negative: days before the date")
+    yearly = models.BooleanField(default=True)
+    reason_code = models.CharField(
+        max_length=50, blank=True, help_text="crm.RejectionReason code; blank = any"
+    )
+    # Cursors so each tick reads only what is new.
+    last_change_id = models.BigIntegerField(default=0)
+    last_run_on = models.DateField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {self.program_id}"
+
+
+class EmailTemplate(models.Model):
+    name = models.CharField(max_length=200)
+    subject = models.CharField(max_length=300)
+    preheader = models.CharField(max_length=300, blank=True)
+    html_body = models.TextField(blank=True)
+    text_body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("nurture:template-edit", args=[self.pk])
+
+
+class Step(models.Model):
+    """One step of a program, run in ``position`` order.
+
+    ``config`` by kind: wait ``{"hours": n}`` / ``{"days": n}`` / ``{"weekday": 0-6,
+    "hour": h}``; branch ``{"condition": {...}, "yes_step": id|null, "no_step": id|null}``
+    (null = the next step); notify_owner ``{"message": "..."}``; move_to_program
+    ``{"program": id}``.
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Send an email"
+        WAIT = "wait", "Wait"
+        BRANCH = "branch", "Branch on a condition"
+        NOTIFY_OWNER = "notify_owner", "Notify the owner"
+        MOVE_TO_PROGRAM = "move_to_program", "Move to another program"
+        END = "end", "End"
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True)
+    template = models.ForeignKey(
+        EmailTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="steps"
+    )
+
+    class Meta:
+        ordering = ["program", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.get_kind_display()}"
+
+
+class EnrollmentQuerySet(models.QuerySet):
+    def live(self) -> EnrollmentQuerySet:
+        return self.filter(state__in=LIVE_STATES)
+
+    def due(self, now) -> EnrollmentQuerySet:
+        return self.live().filter(next_run_at__lte=now, program__status=Program.Status.ACTIVE)
+
+
+class Enrollment(models.Model):
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        WAITING = "waiting", "Waiting"
+        COMPLETED = "completed", "Completed"
+        EXITED = "exited", "Exited"
+        HELD_OUT = "held_out", "Held out"
+
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="enrollments")
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="enrollments")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    current_step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    entered_at = models.DateTimeField()
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=40, blank=True)
+    source = models.CharField(max_length=20, blank=True, help_text="trigger kind, manual, api …")
+
+    objects = EnrollmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-entered_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "program"],
+                condition=models.Q(state__in=LIVE_STATES),
+                name="one_live_enrollment",
+            )
+        ]
+        indexes = [
+            # The tick: live enrollments due now (state, next_run_at).
+            models.Index(
+                fields=["next_run_at"],
+                name="enrollment_due",
+                condition=models.Q(state__in=LIVE_STATES),
+            ),
+            # Program page funnel and enrollment list; re-entry checks per program.
+            models.Index(fields=["program", "contact"], name="enrollment_program_contact"),
+            # Contact timeline and exits by contact (handlers).
+            models.Index(fields=["contact", "state"], name="enrollment_contact_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.program_id} ({self.state})"
+
+
+class EmailSend(models.Model):
+    class Status(models.TextChoices):
+        SENT = "sent", "Sent"
+        SKIPPED = "skipped", "Skipped"
+        RETRYING = "retrying", "Retrying"
+        FAILED = "failed", "Failed"
+
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="sends")
+    step = models.ForeignKey(Step, null=True, on_delete=models.SET_NULL, related_name="sends")
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="sends")
+    template = models.ForeignKey(
+        EmailTemplate, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message_id = models.CharField(max_length=200, unique=True)
+    # The provider's own id (anymail_status.message_id) when sent through django-anymail;
+    # tracking webhooks name the message by it.
+    esp_message_id = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    skip_reason = models.CharField(max_length=40, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    subject = models.CharField(max_length=300, blank=True)
+    # The tracked links of this email, by index: a click token may only lead to one of them.
+    links = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["enrollment", "step"], name="one_send_per_step")
+        ]
+        indexes = [
+            # Webhooks resolve the provider's message id to the send.
+            models.Index(
+                fields=["esp_message_id"],
+                name="send_esp_message",
+                condition=~models.Q(esp_message_id=""),
+            ),
+            # Program page: per-step funnel counts and the failed-sends list; daily cap.
+            models.Index(fields=["program", "status", "sent_at"], name="send_program_status"),
+            # Contact timeline.
+            models.Index(fields=["contact", "created_at"], name="send_contact_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.status})"

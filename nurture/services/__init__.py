@@ -1,0 +1,1 @@
+"""Nurture services (writes): enrollment, sending, tracking and provider events."""

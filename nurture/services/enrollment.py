@@ -1,0 +1,175 @@
+"""Entering and leaving programs: enroll, exit, and the entry triggers run by the tick."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.models import Contact, SegmentChange, SegmentMembership
+
+from ..models import LIVE_STATES, Enrollment, Program, Step, Trigger
+
+log = logging.getLogger(__name__)
+# Exit reasons (Enrollment.exit_reason).
+EXIT_GOAL = "goal"
+EXIT_MQL = "became_mql"
+EXIT_SUPPRESSED = "suppressed"
+EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
+EXIT_MANUAL = "removed"
+EXIT_MOVED = "moved"
+MAX_CATCH_UP_DAYS = 7
+
+
+def contacts_enroll(
+    *, program: Program, contact_ids: Iterable[int], source: str, now: datetime | None = None
+) -> int:
+    """Enroll the eligible contacts; return how many entered (held-out ones included).
+
+    Eligible: not live in the program already, allowed by the re-entry policy, in the
+    program's audience segment when it has one, and not opted out of this program.
+    Concurrent calls are safe: the conditional unique constraint drops a second live row.
+    """
+    now = now or timezone.now()
+    ids = set(contact_ids)
+    if not ids or program.status == Program.Status.ARCHIVED:
+        return 0
+    first_step = program.steps.order_by("position", "id").first()
+    previous = Enrollment.objects.filter(program=program, contact_id__in=ids)
+    blocked = previous.filter(Q(state__in=LIVE_STATES) | Q(exit_reason=EXIT_UNSUBSCRIBED_PROGRAM))
+    if program.reentry == Program.Reentry.NEVER:
+        blocked = previous
+    elif program.reentry == Program.Reentry.AFTER_DAYS:
+        blocked = previous.filter(
+            Q(state__in=LIVE_STATES)
+            | Q(exit_reason=EXIT_UNSUBSCRIBED_PROGRAM)
+            | Q(entered_at__gt=now - timedelta(days=program.reentry_days))
+        )
+    ids -= set(blocked.values_list("contact_id", flat=True))
+    if program.audience_id and ids:
+        ids &= set(
+            SegmentMembership.objects.filter(
+                segment_id=program.audience_id, contact_id__in=ids
+            ).values_list("contact_id", flat=True)
+        )
+    # Only contacts that exist (ids may come from an API call).
+    ids = set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else ids
+    rows = []
+    for cid in sorted(ids):
+        held = program.is_held_out(cid)
+        rows.append(
+            Enrollment(
+                contact_id=cid,
+                program=program,
+                state=Enrollment.State.HELD_OUT if held else Enrollment.State.ACTIVE,
+                current_step=None if held else first_step,
+                next_run_at=None if held else now,
+                entered_at=now,
+                source=source[:20],
+            )
+        )
+    Enrollment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    return len(rows)
+
+
+def enrollments_exit(*, queryset, reason: str, now: datetime | None = None) -> int:
+    """End live enrollments (set-based); return how many."""
+    now = now or timezone.now()
+    return queryset.filter(state__in=LIVE_STATES).update(
+        state=Enrollment.State.EXITED, exited_at=now, exit_reason=reason, next_run_at=None
+    )
+
+
+def enrollment_remove(*, enrollment: Enrollment) -> None:
+    enrollments_exit(queryset=Enrollment.objects.filter(pk=enrollment.pk), reason=EXIT_MANUAL)
+
+
+def program_enroll_segment(*, program: Program, segment_id: int, source: str = "manual") -> int:
+    ids = SegmentMembership.objects.filter(segment_id=segment_id).values_list(
+        "contact_id", flat=True
+    )
+    with transaction.atomic():
+        return contacts_enroll(program=program, contact_ids=list(ids), source=source)
+
+
+def triggers_run(*, now: datetime | None = None) -> int:
+    """Segment-join and date triggers of active programs; return contacts enrolled."""
+    now = now or timezone.now()
+    entered = 0
+    triggers = Trigger.objects.filter(
+        program__status=Program.Status.ACTIVE,
+        kind__in=[Trigger.Kind.SEGMENT_JOINED, Trigger.Kind.DATE],
+    ).select_related("program")
+    for trigger in triggers:
+        with transaction.atomic():
+            # Lock the trigger so two ticks never process the same cursor range twice.
+            locked = (
+                Trigger.objects.select_for_update(skip_locked=True).filter(pk=trigger.pk).first()
+            )
+            if locked is None:
+                continue
+            locked.program = trigger.program
+            if locked.kind == Trigger.Kind.SEGMENT_JOINED:
+                entered += _run_segment_trigger(locked, now)
+            else:
+                entered += _run_date_trigger(locked, now)
+    return entered
+
+
+def _run_segment_trigger(trigger: Trigger, now: datetime) -> int:
+    joins = SegmentChange.objects.filter(
+        segment_id=trigger.segment_id, kind=SegmentChange.Kind.JOINED, pk__gt=trigger.last_change_id
+    ).order_by("pk")
+    rows = list(joins.values_list("pk", "contact_id")[:50_000])
+    if not rows:
+        return 0
+    entered = contacts_enroll(
+        program=trigger.program,
+        contact_ids={cid for _, cid in rows},
+        source=Trigger.Kind.SEGMENT_JOINED,
+        now=now,
+    )
+    Trigger.objects.filter(pk=trigger.pk).update(last_change_id=rows[-1][0])
+    return entered
+
+
+def date_trigger_contacts(trigger: Trigger, day: date):
+    """Contacts whose ``attributes[date_attribute]`` (ISO date) falls ``offset_days`` from day.
+
+    ``offset_days = -3`` means three days before the date, so the date looked for is three
+    days after ``day``. Yearly triggers match on month and day (29 February is skipped in
+    other years).
+    """
+    target = day - timedelta(days=trigger.offset_days)
+    key = trigger.date_attribute
+    if trigger.yearly:
+        lookup = {f"attributes__{key}__endswith": f"-{target:%m-%d}"}
+    else:
+        lookup = {f"attributes__{key}__startswith": target.isoformat()}
+    return Contact.objects.filter(**lookup)
+
+
+def _run_date_trigger(trigger: Trigger, now: datetime) -> int:
+    today = timezone.localdate(now)
+    if not trigger.date_attribute or trigger.last_run_on == today:
+        return 0
+    start = trigger.last_run_on + timedelta(days=1) if trigger.last_run_on else today
+    start = max(start, today - timedelta(days=MAX_CATCH_UP_DAYS))
+    entered = 0
+    day = start
+    while day <= today:
+        ids = list(date_trigger_contacts(trigger, day).values_list("pk", flat=True))
+        entered += contacts_enroll(
+            program=trigger.program, contact_ids=ids, source=Trigger.Kind.DATE, now=now
+        )
+        day += timedelta(days=1)
+    Trigger.objects.filter(pk=trigger.pk).update(last_run_on=today)
+    return entered
+
+
+def first_step(program: Program) -> Step | None:
+    return program.steps.order_by("position", "id").first()

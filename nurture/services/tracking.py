@@ -1,0 +1,234 @@
+"""Opens, clicks, unsubscribes and provider events → activities (through crm.ingest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.ingest import IngestError, activities_record
+from crm.models import ActivityKind, Source
+
+from ..models import EmailSend, Enrollment
+from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
+
+log = logging.getLogger(__name__)
+# Image proxies and security scanners fetch the pixel without a person reading the mail.
+# Apple Mail Privacy Protection cannot be told apart by IP offline; its proxy sends the
+# bare "Mozilla/5.0" user agent, which no real mail client uses.
+MACHINE_UA = re.compile(
+    r"GoogleImageProxy|ggpht\.com|YahooMailProxy|Yahoo! Slurp|bot\b|crawler|spider|Barracuda|"
+    r"Mimecast|Proofpoint|Symantec|Forcepoint|python-requests|curl/|wget|HeadlessChrome|"
+    r"Microsoft Office Protocol Discovery|LinkedInBot|Slackbot",
+    re.IGNORECASE,
+)
+MACHINE_OPEN_SECONDS = 5
+
+
+def is_machine_open(user_agent: str, sent_at: datetime | None, at: datetime) -> bool:
+    ua = (user_agent or "").strip()
+    if not ua or ua == "Mozilla/5.0" or MACHINE_UA.search(ua):
+        return True
+    return bool(sent_at and at - sent_at < timedelta(seconds=MACHINE_OPEN_SECONDS))
+
+
+def _send(message_id: str) -> EmailSend | None:
+    return (
+        EmailSend.objects.filter(message_id=message_id, status=EmailSend.Status.SENT)
+        .select_related("program", "contact")
+        .first()
+    )
+
+
+def _item(send: EmailSend, kind: str, at: datetime, **extra) -> dict:
+    return {
+        "kind": kind,
+        "occurred_at": min(at, timezone.now()),
+        "contact": send.contact_id,
+        "campaign": send.program.campaign_id,
+        "message_id": send.message_id,
+        **extra,
+    }
+
+
+def open_record(*, message_id: str, user_agent: str = "") -> bool:
+    """Record a tracked open; return False for an unknown message."""
+    send = _send(message_id)
+    if send is None:
+        return False
+    now = timezone.now()
+    activities_record(
+        items=[
+            _item(
+                send,
+                ActivityKind.EMAIL_OPENED,
+                now,
+                is_machine=is_machine_open(user_agent, send.sent_at, now),
+                details={"user_agent": (user_agent or "")[:200], "via": "pixel"},
+            )
+        ],
+        source=Source.OTHER,
+    )
+    return True
+
+
+def click_record(*, message_id: str, index: int, user_agent: str = "") -> str | None:
+    """Record a click and return the link it leads to; None if not a link of that email."""
+    send = _send(message_id)
+    if send is None or not isinstance(index, int) or not 0 <= index < len(send.links or []):
+        return None
+    url = send.links[index]
+    if not url.startswith(("http://", "https://")):
+        return None
+    item = _item(
+        send,
+        ActivityKind.EMAIL_CLICKED,
+        timezone.now(),
+        url=url[:2000],
+        is_machine=bool(MACHINE_UA.search(user_agent or "")),
+        details={"url": url[:1000], "link": index},
+    )
+    try:
+        activities_record(items=[item], source=Source.OTHER)
+    except IngestError:
+        item.pop("url")  # a URL the validator refuses is still the one in the email
+        activities_record(items=[item], source=Source.OTHER)
+    return url
+
+
+def unsubscribe_send(message_id: str) -> EmailSend | None:
+    return (
+        EmailSend.objects.filter(message_id=message_id).select_related("program", "contact").first()
+    )
+
+
+def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> EmailSend | None:
+    """Unsubscribe the recipient of a send at once (or leave only its program)."""
+    send = unsubscribe_send(message_id)
+    if send is None:
+        return None
+    with transaction.atomic():
+        if program_only:
+            left = enrollments_exit(
+                queryset=Enrollment.objects.filter(
+                    contact_id=send.contact_id, program=send.program
+                ),
+                reason=EXIT_UNSUBSCRIBED_PROGRAM,
+            )
+            if not left:  # finished already: remember the opt-out so it never re-enters
+                Enrollment.objects.filter(pk=send.enrollment_id).update(
+                    exit_reason=EXIT_UNSUBSCRIBED_PROGRAM
+                )
+            return send
+        # crm.ingest suppresses the address in the same transaction; nurture's handler
+        # ends the contact's live enrollments; the sender re-checks under lock.
+        activities_record(
+            items=[
+                _item(
+                    send,
+                    ActivityKind.EMAIL_UNSUBSCRIBED,
+                    timezone.now(),
+                    external_id=f"unsub:{send.message_id}",
+                    details={"via": "link"},
+                )
+            ],
+            source=Source.OTHER,
+        )
+    return send
+
+
+# --- Provider webhooks (django-anymail normalised tracking events) ----------------------
+
+ESP_SLUGS = {"Amazon SES": "amazon_ses", "Postmark": "postmark", "Mailgun": "mailgun"}
+
+
+def _classify(esp: str, event) -> tuple[str | None, dict]:
+    et = event.event_type
+    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
+    if et == "delivered":
+        return ActivityKind.EMAIL_DELIVERED, {}
+    if et in ("bounced", "deferred", "rejected"):
+        hard = et == "bounced" or (
+            et == "rejected" and event.reject_reason in ("bounced", "invalid")
+        )
+        if esp == "postmark" and raw.get("Type") in ("SoftBounce", "Transient", "DnsError"):
+            hard = False
+        if esp == "amazon_ses" and (raw.get("bounce") or {}).get("bounceType") == "Transient":
+            hard = False
+        details = {"bounce_type": "hard" if hard else "soft", "esp_type": et}
+        if event.reject_reason:
+            details["reason"] = str(event.reject_reason)
+        if event.description:
+            details["description"] = str(event.description)[:300]
+        return ActivityKind.EMAIL_BOUNCED, details
+    if et == "opened":
+        return ActivityKind.EMAIL_OPENED, {}
+    if et == "clicked":
+        return ActivityKind.EMAIL_CLICKED, {"url": str(event.click_url or "")[:1000]}
+    if et == "complained":
+        return ActivityKind.EMAIL_COMPLAINED, {}
+    if et == "unsubscribed":
+        return ActivityKind.EMAIL_UNSUBSCRIBED, {}
+    return None, {}
+
+
+def _event_id(esp: str, event) -> str:
+    event_id = event.event_id
+    if not event_id:
+        # No provider id (e.g. Postmark opens): the body itself identifies a replay.
+        body = json.dumps(event.esp_event, sort_keys=True, default=str)
+        event_id = hashlib.sha256(body.encode()).hexdigest()
+    external = f"{esp}:{event_id}"
+    if event.recipient and esp == "amazon_ses":
+        # One SES notification may name several recipients, each its own event.
+        external += f":{event.recipient.lower()}"
+    if len(external) > 200:
+        external = f"{esp}:{hashlib.sha256(external.encode()).hexdigest()}"
+    return external
+
+
+def esp_event_record(*, esp_name: str, event) -> bool:
+    """Turn one normalised provider event into an activity; False if it records nothing.
+
+    Unknown messages or recipients are logged and ignored (the webhook still answers 200
+    so the provider does not retry forever). Replays are dropped by ``external_id``.
+    """
+    esp = ESP_SLUGS.get(esp_name, re.sub(r"\W+", "_", esp_name.lower()))
+    kind, details = _classify(esp, event)
+    if kind is None:
+        log.info("%s event %s ignored (no activity for it)", esp, event.event_type)
+        return False
+    ids = {str(event.message_id or "").strip().strip("<>")} - {""}
+    meta_id = (event.metadata or {}).get("leadcycle_message_id")
+    query = Q(esp_message_id__in=ids) | Q(message_id__in=ids)
+    if meta_id:
+        query |= Q(message_id=str(meta_id))
+    send = EmailSend.objects.filter(query).select_related("program", "contact").first()
+    if send is None:
+        log.info("%s %s event for unknown message %r ignored", esp, event.event_type, ids)
+        return False
+    recipient = (event.recipient or "").strip().lower()
+    if recipient and recipient != send.contact.email.lower():
+        log.info("%s event for %s does not match the send's contact; ignored", esp, recipient)
+        return False
+    at = event.timestamp or timezone.now()
+    extra = {"external_id": _event_id(esp, event), "details": {"esp": esp, **details}}
+    if kind == ActivityKind.EMAIL_OPENED:
+        extra["is_machine"] = is_machine_open(event.user_agent or "", send.sent_at, at)
+    if kind == ActivityKind.EMAIL_CLICKED and details.get("url", "").startswith("http"):
+        extra["url"] = details["url"]
+    try:
+        activities_record(items=[_item(send, kind, at, **extra)], source=Source.OTHER)
+    except IngestError as exc:
+        if "url" not in extra:
+            raise
+        log.info("%s click URL refused (%s); recorded without it", esp, exc.errors)
+        extra.pop("url")
+        activities_record(items=[_item(send, kind, at, **extra)], source=Source.OTHER)
+    return True

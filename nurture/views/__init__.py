@@ -1,0 +1,1 @@
+"""Nurture pages: programs and builder, templates, outbox; public tracking views."""

@@ -1,0 +1,191 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core import mail
+from django.db import IntegrityError
+from django.utils import timezone
+
+from crm.ingest import activities_record
+from crm.models import Activity, ActivityKind, EmailStatus
+from nurture.models import EmailSend, Enrollment, Program, Step
+from nurture.services.enrollment import contacts_enroll
+from nurture.services.sending import enrollments_advance
+from tests.nurture.factories import (
+    ContactFactory,
+    EmailTemplateFactory,
+    ProgramFactory,
+    StepFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _drip():
+    program = ProgramFactory()
+    e1 = StepFactory(program=program, position=1)
+    StepFactory(program=program, position=2, kind=Step.Kind.WAIT, config={"days": 2})
+    branch = StepFactory(program=program, position=3, kind=Step.Kind.BRANCH)
+    e2 = StepFactory(program=program, position=4, template=EmailTemplateFactory(subject="Clicked!"))
+    end = StepFactory(program=program, position=5, kind=Step.Kind.END)
+    e3 = StepFactory(program=program, position=6, template=EmailTemplateFactory(subject="Reminder"))
+    branch.config = {"condition": {"type": "clicked"}, "yes_step": e2.pk, "no_step": e3.pk}
+    branch.save()
+    return program, e1, e2, e3, end
+
+
+def test_it_runs_a_drip_with_a_branch_end_to_end():
+    program, e1, e2, e3, _ = _drip()
+    clicker, idle = ContactFactory(first_name="Ann"), ContactFactory(first_name="Bob")
+    contacts_enroll(program=program, contact_ids=[clicker.pk, idle.pk], source="manual")
+
+    result = enrollments_advance()
+    assert result.sent == 2
+    assert len(mail.outbox) == 2
+    msg = next(m for m in mail.outbox if m.to == [clicker.email])
+    assert msg.subject == "Hello Ann"
+    assert msg.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "https://crm.example.com/u/" in msg.extra_headers["List-Unsubscribe"]
+    assert "mailto:news@acme.example" in msg.extra_headers["List-Unsubscribe"]
+    assert msg.extra_headers["Message-ID"].startswith("<")
+    html = msg.alternatives[0][0]
+    assert "https://crm.example.com/t/c/" in html
+    assert "/t/o/" in html
+    assert "example.com/guide" not in html  # rewritten to a tracking link
+    send = EmailSend.objects.get(contact=clicker)
+    assert send.links == ["https://example.com/guide?a=1&b=2"]
+    assert Activity.objects.filter(kind="email_sent", message_id=send.message_id).count() == 1
+
+    # Next pass reaches the wait step.
+    enrollments_advance()
+    assert Enrollment.objects.filter(state=Enrollment.State.WAITING).count() == 2
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.EMAIL_CLICKED,
+                "occurred_at": timezone.now(),
+                "contact": clicker.pk,
+                "message_id": send.message_id,
+            }
+        ]
+    )
+    mail.outbox.clear()
+    later = timezone.now() + timedelta(days=2, minutes=1)
+    enrollments_advance(now=later)
+    subjects = {m.to[0]: m.subject for m in mail.outbox}
+    assert subjects == {clicker.email: "Clicked!", idle.email: "Reminder"}
+    enrollments_advance(now=later)
+    states = dict(Enrollment.objects.values_list("contact_id", "state"))
+    assert states == {clicker.pk: "completed", idle.pk: "completed"}
+
+
+def test_it_never_sends_one_step_twice():
+    program = ProgramFactory()
+    step = StepFactory(program=program)
+    contact = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="manual")
+    enrollments_advance()
+    enrollment = Enrollment.objects.get()
+    # A retried task that still thinks the step is due: the existing send is honoured.
+    Enrollment.objects.filter(pk=enrollment.pk).update(current_step=step, state="active")
+    enrollments_advance()
+    assert len(mail.outbox) == 1
+    with pytest.raises(IntegrityError):
+        EmailSend.objects.create(
+            enrollment=enrollment,
+            step=step,
+            contact=contact,
+            program=program,
+            message_id="x@y",
+            status="sent",
+        )
+
+
+def test_it_skips_suppressed_contacts_at_send_time():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    ok, unsub, nocons, soft = ContactFactory(), ContactFactory(), ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[ok.pk, unsub.pk, nocons.pk, soft.pk], source="m")
+    # Suppressed after enrolment, before the send.
+    type(ok).objects.filter(pk=unsub.pk).update(email_status=EmailStatus.UNSUBSCRIBED)
+    type(ok).objects.filter(pk=nocons.pk).update(consent_basis="none")
+    now = timezone.now()
+    for i in range(3):
+        Activity.objects.create(
+            contact=soft,
+            kind="email_bounced",
+            occurred_at=now - timedelta(days=i),
+            details={"bounce_type": "soft"},
+        )
+    enrollments_advance()
+    assert [m.to for m in mail.outbox] == [[ok.email]]
+    reasons = dict(
+        EmailSend.objects.filter(status="skipped").values_list("contact_id", "skip_reason")
+    )
+    assert reasons == {unsub.pk: "unsubscribed", nocons.pk: "no_consent", soft.pk: "soft_bounced"}
+    assert Enrollment.objects.filter(state="exited", exit_reason="suppressed").count() == 3
+
+
+def test_it_holds_out_a_stable_share():
+    program = ProgramFactory(holdout_percent=30)
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(60)
+    ids = [c.pk for c in contacts]
+    contacts_enroll(program=program, contact_ids=ids, source="m")
+    held = set(Enrollment.objects.filter(state="held_out").values_list("contact_id", flat=True))
+    assert held == {cid for cid in ids if program.is_held_out(cid)}
+    assert 5 < len(held) < 35
+    enrollments_advance()
+    assert len(mail.outbox) == 60 - len(held)
+    assert all(program.is_held_out(c) for c in held)  # same answer on every call
+
+
+def test_it_waits_for_the_send_window():
+    program = ProgramFactory(send_days=[0, 1, 2, 3, 4], send_hour_start=9, send_hour_end=17)
+    StepFactory(program=program)
+    contact = ContactFactory(timezone="Europe/Paris")
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="m")
+    # Saturday 2026-11-21 10:00 UTC: outside the window (weekend).
+    saturday = datetime(2026, 11, 21, 10, tzinfo=UTC)
+    Enrollment.objects.update(next_run_at=saturday)
+    enrollments_advance(now=saturday)
+    assert mail.outbox == []
+    e = Enrollment.objects.get()
+    # Monday 09:00 in Paris is 08:00 UTC.
+    assert e.next_run_at == datetime(2026, 11, 23, 8, tzinfo=UTC)
+
+
+def test_it_respects_the_daily_cap():
+    program = ProgramFactory(daily_cap=2)
+    StepFactory(program=program)
+    contacts_enroll(
+        program=program, contact_ids=[c.pk for c in ContactFactory.create_batch(5)], source="m"
+    )
+    enrollments_advance()
+    assert len(mail.outbox) == 2
+    assert Enrollment.objects.filter(next_run_at__gt=timezone.now()).count() == 3
+
+
+def test_a_paused_program_sends_nothing_and_resumes_where_it_stopped():
+    program = ProgramFactory(status=Program.Status.PAUSED)
+    StepFactory(program=program)
+    contacts_enroll(program=program, contact_ids=[ContactFactory().pk], source="m")
+    enrollments_advance()
+    assert mail.outbox == []
+    Program.objects.filter(pk=program.pk).update(status=Program.Status.ACTIVE)
+    enrollments_advance()
+    assert len(mail.outbox) == 1
+
+
+def test_failed_sends_are_retried_then_marked_failed(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.EmailBackend"
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts_enroll(program=program, contact_ids=[ContactFactory().pk], source="m")
+    now = timezone.now()
+    for _ in range(4):
+        enrollments_advance(now=now)
+        now += timedelta(hours=7)
+    send = EmailSend.objects.get()
+    assert send.status == EmailSend.Status.FAILED
+    assert send.attempts == 4
+    assert "SMTP down" in send.error
