@@ -123,6 +123,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests use a file too: an in-memory test database is opened in shared-cache mode,
+    # where a second writer fails at once ("table is locked") instead of queueing, so
+    # concurrency tests (two reps deciding one MQL) could not run as in production.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-leadcycle.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------------------
