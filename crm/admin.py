@@ -33,3 +33,159 @@ class ContactAdmin(admin.ModelAdmin):
     list_select_related = ["company", "owner"]
     raw_id_fields = ["company", "owner", "acquired_by"]
     readonly_fields = ["stage", "stage_changed_at", "recycle_round", "score", "created_suppressed"]
+
+
+@admin.register(models.UserProfile)
+class UserProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "title", "territory", "accepts_leads"]
+    list_filter = ["accepts_leads"]
+    search_fields = ["user__username", "user__email", "territory"]
+    list_select_related = ["user"]
+
+
+@admin.register(models.Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["text", "user", "created_at", "read_at"]
+    list_filter = [("read_at", admin.EmptyFieldListFilter)]
+    search_fields = ["text", "user__username"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+
+
+class CampaignCostInline(admin.TabularInline):
+    model = models.CampaignCost
+    fk_name = "campaign"
+    extra = 0
+    filter_horizontal = ["shared_with"]
+
+
+@admin.register(models.Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "channel",
+        "type",
+        "status",
+        "start_date",
+        "end_date",
+        "budget",
+        "owner",
+    ]
+    list_filter = ["channel", "type", "status"]
+    search_fields = ["name"]
+    list_select_related = ["owner"]
+    inlines = [CampaignCostInline]
+
+
+@admin.register(models.CampaignCost)
+class CampaignCostAdmin(admin.ModelAdmin):
+    list_display = [
+        "campaign",
+        "period_start",
+        "period_end",
+        "amount",
+        "category",
+        "shared",
+        "split",
+    ]
+    list_filter = ["category", "shared", "split"]
+    search_fields = ["campaign__name", "note"]
+    list_select_related = ["campaign"]
+    filter_horizontal = ["shared_with"]
+    date_hierarchy = "period_start"
+
+
+@admin.register(models.Activity)
+class ActivityAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "kind", "contact", "campaign", "external_id", "is_machine"]
+    list_filter = ["kind", "is_machine"]
+    # Exact-match lookups only: a LIKE over millions of activities would time out.
+    search_fields = ["=external_id", "=contact__email", "=message_id"]
+    list_select_related = ["contact", "campaign"]
+    raw_id_fields = ["contact", "campaign"]
+    show_full_result_count = False
+
+
+@admin.register(models.LifecycleTransition)
+class LifecycleTransitionAdmin(admin.ModelAdmin):
+    """Read-only: history is written by crm.lifecycle alone and kept forever."""
+
+    list_display = [
+        "contact",
+        "from_stage",
+        "to_stage",
+        "at",
+        "by_user",
+        "by_system",
+        "reason_code",
+    ]
+    list_filter = ["to_stage", "from_stage", "by_system"]
+    search_fields = ["=contact__email", "reason_code"]
+    list_select_related = ["contact", "by_user"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.Reopening)
+class ReopeningAdmin(admin.ModelAdmin):
+    list_display = ["contact", "recycle_round", "at"]
+    search_fields = ["=contact__email"]
+    list_select_related = ["contact"]
+    raw_id_fields = ["contact", "activity"]
+
+
+@admin.register(models.Deal)
+class DealAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "contact", "company", "amount", "status", "owner", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "contact__email", "company__name"]
+    list_select_related = ["contact", "company", "owner"]
+    raw_id_fields = ["contact", "company"]
+
+
+@admin.register(models.RejectionReason)
+class RejectionReasonAdmin(admin.ModelAdmin):
+    list_display = ["label", "code", "outcome", "active", "position"]
+    list_filter = ["outcome", "active"]
+    search_fields = ["label", "code"]
+
+
+@admin.register(models.Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "version", "owner", "refreshed_at"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+    list_select_related = ["owner"]
+
+
+@admin.register(models.SegmentVersion)
+class SegmentVersionAdmin(admin.ModelAdmin):
+    list_display = ["segment", "version", "created_by", "created_at"]
+    search_fields = ["segment__name"]
+    list_select_related = ["segment", "created_by"]
+
+
+@admin.register(models.SegmentMembership)
+class SegmentMembershipAdmin(admin.ModelAdmin):
+    list_display = ["segment", "contact", "joined_at"]
+    list_filter = ["segment"]
+    search_fields = ["=contact__email"]
+    list_select_related = ["segment", "contact"]
+    raw_id_fields = ["contact"]
+
+
+@admin.register(models.SegmentChange)
+class SegmentChangeAdmin(admin.ModelAdmin):
+    list_display = ["segment", "contact", "kind", "at"]
+    list_filter = ["kind", "segment"]
+    search_fields = ["=contact__email"]
+    list_select_related = ["segment", "contact"]
+    raw_id_fields = ["contact"]
