@@ -4,6 +4,7 @@ from django.urls import path
 
 from .urls_sales import urlpatterns as sales_urlpatterns
 from .views import campaigns, companies, contacts, imports
+from .views import segments as segment_views
 
 app_name = "crm"
 urlpatterns: list = [
@@ -29,6 +30,19 @@ urlpatterns: list = [
     ),
     path("imports/", imports.import_upload, name="import-upload"),
     path("imports/preview/", imports.import_preview, name="import-preview"),
+    # Segments (crm/views/segments.py)
+    path("segments/", segment_views.segment_list, name="segment-list"),
+    path("segments/new/", segment_views.segment_create, name="segment-create"),
+    path("segments/builder/", segment_views.segment_builder, name="segment-builder"),
+    path("segments/preview/", segment_views.segment_preview, name="segment-preview"),
+    path("segments/<int:pk>/", segment_views.segment_detail, name="segment-detail"),
+    path("segments/<int:pk>/edit/", segment_views.segment_edit, name="segment-edit"),
+    path(
+        "segments/<int:pk>/members/", segment_views.segment_members_change, name="segment-members"
+    ),
+    path("segments/<int:pk>/refresh/", segment_views.segment_refresh_now, name="segment-refresh"),
+    path("segments/<int:pk>/delete/", segment_views.segment_remove, name="segment-delete"),
+    path("segments/<int:pk>/why/<int:contact_pk>/", segment_views.segment_why, name="segment-why"),
     # Sales hand-off: MQL queue and deals (crm/urls_sales.py)
     *sales_urlpatterns,
 ]

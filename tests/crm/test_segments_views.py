@@ -1,0 +1,254 @@
+"""Segment pages and API: roles, builder, preview, members, CSV, why, static lists."""
+
+import pytest
+from django.urls import reverse
+
+from crm.models import Segment, SegmentMembership
+from crm.segments import segment_members_add, segment_save
+from tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+DIRECTORS = {"all": [{"field": "job_title", "op": "contains", "value": "Director"}]}
+
+
+@pytest.fixture
+def directors():
+    ContactFactory(job_title="Director of IT", email="dir@example.com")
+    ContactFactory(job_title="Analyst")
+    return segment_save(segment=None, name="Directors", kind="dynamic", definition=DIRECTORS)
+
+
+@pytest.fixture
+def berlin():
+    seg = segment_save(segment=None, name="Berlin", kind="static", definition={})
+    segment_members_add(segment=seg, contact_ids=[ContactFactory(email="b@example.com").pk])
+    return seg
+
+
+# --- Roles ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client_name", "status"),
+    [("marketing_client", 200), ("sales_client", 200), ("admin_client_", 200), ("client", 302)],
+)
+def test_it_lets_every_role_read_the_list_and_refuses_anonymous(request, client_name, status):
+    client = request.getfixturevalue(client_name)
+    assert client.get(reverse("crm:segment-list")).status_code == status
+
+
+def test_it_refuses_a_user_without_a_role(client, no_role_user):
+    client.force_login(no_role_user)
+    assert client.get(reverse("crm:segment-list")).status_code == 403
+
+
+def test_sales_reads_a_segment_but_cannot_build_or_change_one(sales_client, directors, berlin):
+    assert sales_client.get(directors.get_absolute_url()).status_code == 200
+    assert sales_client.get(reverse("crm:segment-create")).status_code == 403
+    url = reverse("crm:segment-members", args=[berlin.pk])
+    assert sales_client.post(url, {"emails": "x@example.com"}).status_code == 403
+    assert sales_client.post(reverse("crm:segment-delete", args=[berlin.pk])).status_code == 403
+    assert Segment.objects.filter(pk=berlin.pk).exists()
+
+
+# --- Builder and preview -------------------------------------------------------------------
+
+
+def builder_post(**rows):
+    data = {"node": ["0"], "0:type": "group", "0:mode": "all"}
+    for i, (field, op, value) in enumerate(rows.values()):
+        path = f"0.{i}"
+        data["node"].append(path)
+        data.update({f"{path}:type": "profile", f"{path}:field": field, f"{path}:op": op})
+        data[f"{path}:value"] = value
+    return data
+
+
+def test_it_adds_and_removes_builder_rows(marketing_client):
+    url = reverse("crm:segment-builder")
+    response = marketing_client.post(url, {**builder_post(), "action": "add-behaviour:0"})
+    assert response.status_code == 200
+    assert 'name="0.0:kind"' in response.content.decode()
+    data = builder_post(a=("job_title", "contains", "x"), b=("score", "gt", "5"))
+    response = marketing_client.post(url, {**data, "action": "remove:0.0"})
+    html = response.content.decode()
+    assert 'name="0.0:field" value="score"' in html
+    assert 'name="0.1:field"' not in html
+
+
+def test_it_previews_the_count_and_a_sample(marketing_client, directors):
+    response = marketing_client.post(
+        reverse("crm:segment-preview"), builder_post(a=("job_title", "contains", "director"))
+    )
+    html = response.content.decode()
+    assert '<span class="value">1</span>' in html
+    assert "Director of IT" in html
+
+
+def test_the_preview_names_the_bad_part(marketing_client):
+    response = marketing_client.post(
+        reverse("crm:segment-preview"), builder_post(a=("score", "contains", "x"))
+    )
+    assert "all[0].op" in response.content.decode()
+
+
+def test_it_creates_a_segment_from_the_builder(marketing_client, directors):
+    data = {
+        "name": "Dirs",
+        "kind": "dynamic",
+        "description": "",
+        **builder_post(a=("job_title", "contains", "Director")),
+    }
+    response = marketing_client.post(reverse("crm:segment-create"), data)
+    seg = Segment.objects.get(name="Dirs")
+    assert response.status_code == 302
+    assert seg.definition == DIRECTORS
+    assert SegmentMembership.objects.filter(segment=seg).count() == 1
+
+
+def test_it_shows_form_errors_instead_of_a_500(marketing_client):
+    data = {"name": "Bad", "kind": "dynamic", **builder_post(a=("owner__password", "equals", "x"))}
+    response = marketing_client.post(reverse("crm:segment-create"), data)
+    assert response.status_code == 400
+    assert "is not a known field" in response.content.decode()
+    assert not Segment.objects.filter(name="Bad").exists()
+
+
+def test_it_renders_hostile_names_escaped(marketing_client):
+    segment_save(segment=None, name="<script>alert(1)</script>", kind="static", definition={})
+    html = marketing_client.get(reverse("crm:segment-list")).content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+# --- Members, CSV, history, why ------------------------------------------------------------
+
+
+def test_the_list_page_has_a_fixed_query_count(
+    marketing_client, directors, berlin, django_assert_max_num_queries
+):
+    for i in range(5):
+        segment_save(segment=None, name=f"S{i}", kind="dynamic", definition=DIRECTORS)
+    marketing_client.get(reverse("crm:segment-list"))
+    with django_assert_max_num_queries(6):
+        assert marketing_client.get(reverse("crm:segment-list")).status_code == 200
+
+
+def test_the_member_page_has_a_fixed_query_count(
+    marketing_client, directors, django_assert_max_num_queries
+):
+    for i in range(30):
+        ContactFactory(job_title=f"Director {i}")
+    segment_save(segment=directors, name="Directors", kind="dynamic", definition=DIRECTORS)
+    with django_assert_max_num_queries(8):
+        response = marketing_client.get(directors.get_absolute_url())
+    assert response.status_code == 200
+    assert response.content.decode().count("why?") == 31
+
+
+def test_it_filters_and_exports_members_as_csv(marketing_client, directors):
+    url = directors.get_absolute_url()
+    html = marketing_client.get(url, {"q": "nomatch"}).content.decode()
+    assert "No members." in html
+    response = marketing_client.get(url, {"format": "csv"})
+    body = b"".join(response.streaming_content).decode()
+    assert response["Content-Type"] == "text/csv"
+    assert "dir@example.com" in body
+    assert body.count("\n") == 2
+
+
+def test_it_explains_why_a_contact_is_in_a_segment(marketing_client, directors):
+    contact = directors.memberships.get().contact
+    response = marketing_client.get(reverse("crm:segment-why", args=[directors.pk, contact.pk]))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "✓" in html
+    assert "job_title" in html
+
+
+def test_it_adds_static_members_from_pasted_emails_and_a_csv_file(marketing_client, berlin):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    a, b = ContactFactory(email="a@example.com"), ContactFactory(email="c@example.com")
+    upload = SimpleUploadedFile("list.csv", b"email\nC@example.com\nunknown@example.com\n")
+    url = reverse("crm:segment-members", args=[berlin.pk])
+    response = marketing_client.post(url, {"emails": "a@example.com, x", "file": upload})
+    assert response.status_code == 302
+    members = set(berlin.memberships.values_list("contact_id", flat=True))
+    assert {a.pk, b.pk} <= members
+    marketing_client.post(url, {"op": "remove", "contact": [a.pk]})
+    assert a.pk not in set(berlin.memberships.values_list("contact_id", flat=True))
+
+
+# --- API -----------------------------------------------------------------------------------
+
+
+def test_api_crud_and_versions(marketing_api):
+    ContactFactory(job_title="Director")
+    response = marketing_api.post(
+        "/api/v1/segments/",
+        {"name": "Dirs", "kind": "dynamic", "definition": DIRECTORS},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["version"], body["member_count"]) == (1, 1)
+    url = f"/api/v1/segments/{body['id']}/"
+    response = marketing_api.patch(url, {"name": "Directors"}, format="json")
+    assert (response.json()["name"], response.json()["version"]) == ("Directors", 2)
+    assert marketing_api.get("/api/v1/segments/").json()["count"] == 1
+    assert marketing_api.delete(url).status_code == 204
+
+
+def test_api_refuses_bad_definitions_with_400_naming_the_part(marketing_api):
+    response = marketing_api.post(
+        "/api/v1/segments/",
+        {
+            "name": "Bad",
+            "kind": "dynamic",
+            "definition": {"all": [{"field": "score", "op": "gt", "value": "ten"}]},
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "all[0].value" in response.json()["definition"]
+
+
+def test_api_refuses_an_indirect_cycle(marketing_api):
+    a = segment_save(segment=None, name="A", kind="dynamic", definition={"all": []})
+    b = segment_save(segment=None, name="B", kind="dynamic", definition={"in_segment": a.pk})
+    response = marketing_api.put(
+        f"/api/v1/segments/{a.pk}/",
+        {"name": "A", "kind": "dynamic", "definition": {"in_segment": b.pk}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "cannot refer to itself" in str(response.json())
+
+
+def test_api_previews_and_lists_members(marketing_api, sales_api, directors):
+    response = marketing_api.post(
+        "/api/v1/segments/preview/", {"definition": DIRECTORS}, format="json"
+    )
+    assert response.json()["count"] == 1
+    assert response.json()["sample"][0]["email"] == "dir@example.com"
+    members = sales_api.get(f"/api/v1/segments/{directors.pk}/members/").json()
+    assert [m["email"] for m in members["results"]] == ["dir@example.com"]
+
+
+def test_api_refuses_writes_by_sales(sales_api, directors):
+    assert sales_api.get("/api/v1/segments/").status_code == 200
+    response = sales_api.post("/api/v1/segments/", {"name": "x", "kind": "static"}, format="json")
+    assert response.status_code == 403
+    assert sales_api.delete(f"/api/v1/segments/{directors.pk}/").status_code == 403
+
+
+def test_api_adds_static_members_by_email(marketing_api, berlin):
+    c = ContactFactory(email="new@example.com")
+    response = marketing_api.post(
+        f"/api/v1/segments/{berlin.pk}/members/",
+        {"emails": ["NEW@example.com", "ghost@example.com"]},
+        format="json",
+    )
+    assert response.json() == {"changed": 1, "unknown_emails": ["ghost@example.com"]}
+    assert berlin.memberships.filter(contact=c).exists()
