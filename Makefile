@@ -45,8 +45,10 @@ run: install
 	$(BIN)/gunicorn crm.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - & \
 	wait
 
+# SQLite pass, then PostgreSQL pass; services are started and stopped by tests/run.sh.
+# A subset: make test PYTEST_ARGS="tests/crm -k health"
 test: install
-	bash tests/run.sh
+	bash tests/run.sh $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
