@@ -1,3 +1,9 @@
-"""Report JSON API: /api/v1/reports/<name>/."""
+"""Report JSON API: /api/v1/reports/<name>/ (the contract is in README "## Reports")."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .views import ReportAPIView
+
+urlpatterns: list = [
+    path("<str:name>/", ReportAPIView.as_view(), name="report-api"),
+]
