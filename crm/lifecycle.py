@@ -263,3 +263,147 @@ def stages_initial(*, contacts: Iterable[Contact], by_user=None, by_system: str 
     ]
     LifecycleTransition.objects.bulk_create(transitions)
     events.stage_changed(transitions)
+
+
+# --- Bulk history import (backfills and demo data) -------------------------------------
+
+IMPORT_CHUNK = 2000  # ids per statement: stays under SQLite's bound-parameter limit
+
+
+class HistoryImportError(ValueError):
+    """Some contacts' histories are inconsistent; ``errors`` maps contact id to the reason."""
+
+    def __init__(self, errors: dict[int, str]):
+        super().__init__(f"{len(errors)} contact(s) with an inconsistent history")
+        self.errors = errors
+
+
+def history_import_bulk(*, rows: Iterable[Mapping], by_system: str = "import") -> int:
+    """Append many contacts' past stage changes at once and set their current stages.
+
+    ``rows`` are mappings with ``contact_id``, ``to_stage``, ``at`` (aware) and optionally
+    ``from_stage``, ``by_user_id``, ``by_system``, ``reason_code``, ``note``,
+    ``activity_id``; each contact's rows in time order. A contact's sequence starts at its
+    current stage (or at ``''`` when it has no history yet, as for a new contact's first
+    ``'' → lead``), every move must be in :data:`ALLOWED_MOVES`, times never go back, and
+    ``recycle_round`` is counted here as :func:`stage_change` counts it. If any contact's
+    sequence is inconsistent nothing is written and :class:`HistoryImportError` lists them.
+    Returns the number of transitions written (``COPY`` on PostgreSQL).
+
+    Unlike the other functions here this publishes no "stage changed" event, on purpose:
+    it exists for loads of thousands to millions of past changes (demo data, migrations
+    from another CRM), where per-change handlers would be both slow and wrong (they react
+    as if the change happened now). Such loads are followed by the apps' full rebuilds —
+    scoring's rescore, the segment refresh, the report rollup rebuild — which derive the
+    same state set-based from the stored history.
+    """
+    from django.db.models import Exists, OuterRef, Subquery
+
+    from . import bulkload
+
+    by_contact: dict[int, list[Mapping]] = {}
+    for row in rows:
+        by_contact.setdefault(row["contact_id"], []).append(row)
+    if not by_contact:
+        return 0
+    ids = list(by_contact)
+    current: dict[int, dict] = {}
+    for i in range(0, len(ids), IMPORT_CHUNK):
+        for c in (
+            Contact.objects.filter(pk__in=ids[i : i + IMPORT_CHUNK])
+            .annotate(
+                has_history=Exists(LifecycleTransition.objects.filter(contact=OuterRef("pk")))
+            )
+            .values("pk", "stage", "stage_changed_at", "recycle_round", "has_history")
+        ):
+            current[c["pk"]] = c
+
+    errors: dict[int, str] = {}
+    out: list[tuple] = []
+    final: dict[tuple[str, int], list[int]] = {}
+    now = timezone.now()
+    for contact_id, seq in by_contact.items():
+        state = current.get(contact_id)
+        if state is None:
+            errors[contact_id] = "no such contact"
+            continue
+        stage = state["stage"] if state["has_history"] else ""
+        last_at = state["stage_changed_at"] if state["has_history"] else None
+        round_ = state["recycle_round"]
+        written: list[tuple] = []
+        for row in seq:
+            to_stage, at = row["to_stage"], row["at"]
+            problem = _import_problem(stage, last_at, row)
+            if problem:
+                errors[contact_id] = problem
+                break
+            round_ += to_stage == Stage.RECYCLED
+            written.append(
+                (
+                    contact_id,
+                    stage,
+                    to_stage,
+                    at,
+                    now,
+                    row.get("by_user_id"),
+                    row.get("by_system", "" if row.get("by_user_id") else by_system),
+                    row.get("reason_code", ""),
+                    row.get("note", ""),
+                    round_,
+                    row.get("activity_id"),
+                )
+            )
+            stage, last_at = to_stage, at
+        else:
+            out.extend(written)
+            final.setdefault((stage, round_), []).append(contact_id)
+    if errors:
+        raise HistoryImportError(errors)
+
+    with transaction.atomic():
+        written_count = bulkload.rows_load(
+            model=LifecycleTransition,
+            fields=[
+                "contact",
+                "from_stage",
+                "to_stage",
+                "at",
+                "recorded_at",
+                "by_user",
+                "by_system",
+                "reason_code",
+                "note",
+                "recycle_round",
+                "activity",
+            ],
+            rows=out,
+        )
+        latest_at = Subquery(
+            LifecycleTransition.objects.filter(contact=OuterRef("pk"))
+            .order_by("-at", "-id")
+            .values("at")[:1]
+        )
+        # One UPDATE per (final stage, round) group and id chunk: a handful of statements
+        # per call however many contacts, each taking its time from the latest transition.
+        for (stage, round_), contact_ids in final.items():
+            for i in range(0, len(contact_ids), IMPORT_CHUNK):
+                Contact.objects.filter(pk__in=contact_ids[i : i + IMPORT_CHUNK]).update(
+                    stage=stage, recycle_round=round_, stage_changed_at=latest_at, updated_at=now
+                )
+    return written_count
+
+
+def _import_problem(stage: str, last_at: datetime | None, row: Mapping) -> str:
+    """Why ``row`` cannot follow a history that ends in ``stage`` at ``last_at`` ('' if fine)."""
+    to_stage, at = row["to_stage"], row["at"]
+    if "from_stage" in row and row["from_stage"] != stage:
+        return f"from_stage {row['from_stage']!r} but the contact was {stage or 'new'!r}"
+    if to_stage not in Stage.values:
+        return f"unknown stage {to_stage!r}"
+    if stage and not can_move(stage, to_stage):
+        return f"{stage} → {to_stage} is not an allowed move"
+    if at is None or timezone.is_naive(at):
+        return "a stage change needs an aware time"
+    if last_at is not None and at < last_at:
+        return f"{to_stage} at {at.isoformat()} is before the previous change"
+    return ""
