@@ -6,6 +6,7 @@ production sets ``DEBUG=0`` and the variables listed in the README.
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -126,7 +127,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file too: an in-memory test database is opened in shared-cache mode,
     # where a second writer fails at once ("table is locked") instead of queueing, so
     # concurrency tests (two reps deciding one MQL) could not run as in production.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-leadcycle.sqlite3")}
+    # One file per process: test runs in parallel (xdist workers, other checkouts) never share.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"leadcycle-test-{os.getpid()}.sqlite3")
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------------------
