@@ -9,22 +9,36 @@ integration point: the receiver below only hands the normalised event to a servi
 
 from __future__ import annotations
 
+from anymail.exceptions import AnymailAPIError, AnymailConfigurationError
 from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
 from anymail.webhooks.mailgun import MailgunTrackingWebhookView
 from anymail.webhooks.postmark import PostmarkTrackingWebhookView
+from django.http import HttpResponseBadRequest
 
 from crm.roles import PUBLIC
 
 
-class Postmark(PostmarkTrackingWebhookView):
+class _Guarded:
+    """A payload anymail cannot place (e.g. an inbound route posted here) or an unparsable body is a 400, not a 500."""
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except ImportError:
+            raise  # a missing provider package is our misconfiguration: a 500 and a log
+        except (AnymailConfigurationError, AnymailAPIError, ValueError) as exc:
+            return HttpResponseBadRequest(f"Not a tracking event: {exc}", content_type="text/plain")
+
+
+class Postmark(_Guarded, PostmarkTrackingWebhookView):
     access = PUBLIC
 
 
-class Mailgun(MailgunTrackingWebhookView):
+class Mailgun(_Guarded, MailgunTrackingWebhookView):
     access = PUBLIC
 
 
-class AmazonSES(AmazonSESTrackingWebhookView):
+class AmazonSES(_Guarded, AmazonSESTrackingWebhookView):
     access = PUBLIC
 
 

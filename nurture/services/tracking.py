@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm.ingest import IngestError, activities_record
-from crm.models import ActivityKind, Source
+from crm.models import ActivityKind, Contact, Source
 
 from ..models import EmailSend, Enrollment
 from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
@@ -206,29 +206,49 @@ def esp_event_record(*, esp_name: str, event) -> bool:
         return False
     ids = {str(event.message_id or "").strip().strip("<>")} - {""}
     meta_id = (event.metadata or {}).get("leadcycle_message_id")
-    query = Q(esp_message_id__in=ids) | Q(message_id__in=ids)
-    if meta_id:
-        query |= Q(message_id=str(meta_id))
-    send = EmailSend.objects.filter(query).select_related("program", "contact").first()
-    if send is None:
-        log.info("%s %s event for unknown message %r ignored", esp, event.event_type, ids)
-        return False
     recipient = (event.recipient or "").strip().lower()
-    if recipient and recipient != send.contact.email.lower():
-        log.info("%s event for %s does not match the send's contact; ignored", esp, recipient)
-        return False
+    if not ids and not meta_id:
+        # Legacy payloads name no message: a known recipient still gets the event, with
+        # no message or campaign (a bounce or complaint must still suppress the address).
+        contact = Contact.objects.filter(email=Contact.normalise_email(recipient)).first()
+        if not recipient or contact is None:
+            log.info("%s %s event without message or known recipient ignored", esp, kind)
+            return False
+        send = None
+    else:
+        query = Q(esp_message_id__in=ids) | Q(message_id__in=ids)
+        if meta_id:
+            query |= Q(message_id=str(meta_id))
+        send = EmailSend.objects.filter(query).select_related("program", "contact").first()
+        if send is None:
+            log.info("%s %s event for unknown message %r ignored", esp, event.event_type, ids)
+            return False
+        contact = send.contact
+        if recipient and recipient != contact.email.lower():
+            log.info("%s event for %s does not match the send's contact; ignored", esp, recipient)
+            return False
     at = event.timestamp or timezone.now()
     extra = {"external_id": _event_id(esp, event), "details": {"esp": esp, **details}}
     if kind == ActivityKind.EMAIL_OPENED:
-        extra["is_machine"] = is_machine_open(event.user_agent or "", send.sent_at, at)
+        sent_at = send.sent_at if send else None
+        extra["is_machine"] = is_machine_open(event.user_agent or "", sent_at, at)
     if kind == ActivityKind.EMAIL_CLICKED and details.get("url", "").startswith("http"):
         extra["url"] = details["url"]
+    if send is not None:
+        item = _item(send, kind, at, **extra)
+    else:
+        item = {
+            "kind": kind,
+            "occurred_at": min(at, timezone.now()),
+            "contact": contact.pk,
+            **extra,
+        }
     try:
-        activities_record(items=[_item(send, kind, at, **extra)], source=Source.OTHER)
+        activities_record(items=[item], source=Source.OTHER)
     except IngestError as exc:
-        if "url" not in extra:
+        if "url" not in item:
             raise
         log.info("%s click URL refused (%s); recorded without it", esp, exc.errors)
-        extra.pop("url")
-        activities_record(items=[_item(send, kind, at, **extra)], source=Source.OTHER)
+        item.pop("url")
+        activities_record(items=[item], source=Source.OTHER)
     return True
