@@ -15,9 +15,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
-from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -441,25 +439,26 @@ def compile_definition(definition: Any, *, now: datetime | None = None) -> Q:
     return _compile(definition, now or timezone.now(), condition_providers())
 
 
-def _compile(node: dict, now: datetime, providers: dict) -> Q:
+def _compile(node: dict, now: datetime, providers: dict, restrict=None) -> Q:
+    """``restrict``: contact ids the caller will filter to (lets count subqueries shrink)."""
     if "all" in node:
         q = Q()
         for child in node["all"]:
-            q &= _compile(child, now, providers)
+            q &= _compile(child, now, providers, restrict)
         return q
     if "any" in node:
         if not node["any"]:
             return Q(pk__in=[])
         q = Q()
         for child in node["any"]:
-            q |= _compile(child, now, providers)
+            q |= _compile(child, now, providers, restrict)
         return q
     if "not" in node:
-        return ~_compile(node["not"], now, providers)
+        return ~_compile(node["not"], now, providers, restrict)
     if "field" in node:
         return _profile(node, now)
     if "did" in node or "did_not" in node:
-        return _behaviour(node, now)
+        return _behaviour(node, now, restrict)
     if "in_segment" in node:
         return Q(_member_of(node["in_segment"]))
     if "not_in_segment" in node:
@@ -534,26 +533,24 @@ def activity_filter(node: dict, now: datetime) -> Q:
     return q
 
 
-def _behaviour(node: dict, now: datetime) -> Q:
-    acts = Activity.objects.filter(activity_filter(node, now), contact=OuterRef("pk"))
+def _behaviour(node: dict, now: datetime, restrict=None) -> Q:
+    exists = Exists(Activity.objects.filter(activity_filter(node, now), contact=OuterRef("pk")))
     if "did_not" in node:
-        return ~Q(Exists(acts))
+        return ~Q(exists)
     mn, mx = node.get("min_count"), node.get("max_count")
     mn = 1 if mn is None else mn
     if mn == 0 and mx is None:
         return Q()
     if mn == 1 and mx is None:
-        return Q(Exists(acts))
-    # Count thresholds: a correlated grouped count, so a restricted evaluation (incremental
-    # refresh of a few contacts) uses the (contact, occurred_at) index instead of a scan.
-    count = Coalesce(
-        Subquery(
-            acts.order_by().values("contact").annotate(n=Count("pk")).values("n"),
-            output_field=IntegerField(),
-        ),
-        Value(0),
-    )
-    q = Q(GreaterThanOrEqual(count, mn)) if mn > 0 else Q()
+        return Q(exists)
+    # Count thresholds: a grouped subquery (contact_id … GROUP BY … HAVING), not correlated,
+    # so a full evaluation aggregates once; an incremental one restricts it to its contacts.
+    acts = Activity.objects.filter(activity_filter(node, now))
+    if restrict is not None:
+        acts = acts.filter(contact_id__in=restrict)
+    grouped = acts.order_by().values("contact_id").annotate(n=Count("pk"))
+    q = Q(pk__in=grouped.filter(n__gte=mn).values("contact_id")) if mn > 0 else Q()
     if mx is not None:
-        q &= Q(LessThanOrEqual(count, mx))
+        # contact_id is never NULL, so NOT IN is safe here.
+        q &= ~Q(pk__in=grouped.filter(n__gt=mx).values("contact_id"))
     return q

@@ -246,7 +246,7 @@ def segments_refresh_for_contacts(
             stored.setdefault(seg_id, set()).add(contact_id)
         for segment in segments:
             try:
-                q = _compile(segment.definition, now, providers)
+                q = _compile(segment.definition, now, providers, restrict=chunk)
             except (DefinitionError, KeyError, LookupError, ImportError):
                 # Never fail an ingest batch for a stale definition; the periodic job logs it.
                 continue

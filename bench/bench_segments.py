@@ -1,0 +1,137 @@
+"""Segment benchmarks: preview count, full refresh, incremental refresh, naive loop.
+
+Targets (issue 4, PostgreSQL, 1M contacts / 20M activities): preview of a three-condition
+segment ≤ 1 s; full refresh ≤ 30 s; incremental refresh for a 1,000-activity batch ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+THREE_CONDITIONS = {
+    "all": [
+        {"field": "job_title", "op": "contains", "value": "Director"},
+        {"did": "webinar_attended", "within_last_days": 90},
+        {"did_not": "email_opened", "within_last_days": 60},
+    ]
+}
+NAIVE_SAMPLE = 10_000
+
+
+def bench_segment_preview(env):
+    """Count + sample of the three-condition segment through the preview endpoint's code."""
+    from crm.models import Contact
+    from crm.segments import compile_definition
+
+    def preview():
+        qs = Contact.objects.filter(compile_definition(THREE_CONDITIONS))
+        return qs.count(), list(qs.order_by("-created_at", "-id")[:10])
+
+    samples = env.timeit(preview, repeat=5)
+    count, _ = preview()
+    return {
+        "contacts": env.n_contacts,
+        "members": count,
+        "median_ms": env.median(samples) * 1000,
+        "p95_ms": env.percentile(samples, 95) * 1000,
+        "target": "<= 1000 ms at 1M contacts",
+    }
+
+
+def bench_segment_full_refresh(env):
+    """First refresh (everyone joins) and a steady-state refresh (no change) of that segment."""
+    from crm.models import Segment
+    from crm.segments import segment_refresh, segment_save
+
+    segment = segment_save(
+        segment=None,
+        name="bench: three conditions",
+        kind=Segment.Kind.DYNAMIC,
+        definition=THREE_CONDITIONS,
+        refresh=False,
+    )
+    try:
+        start = time.perf_counter()
+        joined, _ = segment_refresh(segment=segment, cascade=False)
+        first = time.perf_counter() - start
+        steady = env.timeit(lambda: segment_refresh(segment=segment, cascade=False), repeat=3)
+    finally:
+        segment.delete()
+    return {
+        "members": joined,
+        "first_refresh_s": first,
+        "steady_refresh_median_s": env.median(steady),
+        "target": "<= 30 s at 1M contacts",
+    }
+
+
+def bench_segment_incremental(env):
+    """Re-evaluating every dynamic segment for the contacts of a 1,000-activity batch."""
+    from crm.models import Activity, Segment
+    from crm.segments import segment_save, segments_refresh_for_contacts
+
+    segment = segment_save(
+        segment=None,
+        name="bench: incremental",
+        kind=Segment.Kind.DYNAMIC,
+        definition=THREE_CONDITIONS,
+    )
+    try:
+        since = timezone.now() - timedelta(days=30)
+        contact_ids = list(
+            Activity.objects.filter(occurred_at__gte=since)
+            .order_by("-occurred_at")
+            .values_list("contact_id", flat=True)[:1000]
+        )
+        n_segments = Segment.objects.filter(kind=Segment.Kind.DYNAMIC).count()
+
+        def run():
+            with transaction.atomic():
+                segments_refresh_for_contacts(contact_ids=contact_ids)
+                transaction.set_rollback(True)  # leave the data as it was
+
+        samples = env.timeit(run, repeat=10)
+    finally:
+        segment.delete()
+    return {
+        "batch_contacts": len(set(contact_ids)),
+        "dynamic_segments": n_segments,
+        "median_ms": env.median(samples) * 1000,
+        "p95_ms": env.percentile(samples, 95) * 1000,
+        "target": "<= 50 ms per 1,000-activity batch",
+    }
+
+
+def bench_segment_naive_loop(env):
+    """The same count as a per-contact Python loop over 10k contacts, scaled to all contacts."""
+    from crm.models import Activity, Contact
+
+    now = timezone.now()
+    webinar_since, open_since = now - timedelta(days=90), now - timedelta(days=60)
+
+    def naive():
+        count = 0
+        for contact in Contact.objects.order_by("pk")[:NAIVE_SAMPLE]:
+            if "director" not in contact.job_title.lower():
+                continue
+            attended = Activity.objects.filter(
+                contact=contact, kind="webinar_attended", occurred_at__gte=webinar_since
+            ).exists()
+            opened = Activity.objects.filter(
+                contact=contact, kind="email_opened", occurred_at__gte=open_since
+            ).exists()
+            count += attended and not opened
+        return count
+
+    (seconds,) = env.timeit(naive, repeat=1, warmup=0)
+    sample = min(NAIVE_SAMPLE, env.n_contacts) or 1
+    return {
+        "sample_contacts": sample,
+        "sample_s": seconds,
+        "scaled_to_all_contacts_s": seconds * env.n_contacts / sample,
+        "note": "per-contact Python loop with per-contact queries, for comparison",
+    }
