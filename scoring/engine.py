@@ -101,12 +101,15 @@ def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) 
     return value
 
 
-def expected_values(contact_q: Q, rule_set: RuleSet, *, now: datetime) -> dict[int, dict[int, int]]:
+def expected_values(
+    contact_q: Q, rule_set: RuleSet, *, now: datetime, since: datetime | None = None
+) -> dict[int, dict[int, int]]:
     """``{contact_id: {rule position: points}}`` for the contacts matching ``contact_q``.
 
     Two queries whatever the number of contacts and rules: one row of fit flags per
     contact, one row of per-rule counts per contact (a LEFT JOIN to activities grouped by
-    contact). Every contact of ``contact_q`` appears, with an empty dict if worth nothing.
+    contact). ``since`` limits the activities to ``[since, now)`` (back-test). Every
+    contact of ``contact_q`` appears, with an empty dict if worth nothing.
     """
     positions = {id(r): i for i, r in enumerate(rule_set.rules)}
     result: dict[int, dict[int, int]] = {}
@@ -136,6 +139,8 @@ def expected_values(contact_q: Q, rule_set: RuleSet, *, now: datetime) -> dict[i
                 inactive.append(r)
                 continue
             q = activity_q(r, now=now, prefix="activities__")
+            if since is not None:  # back-test: replay only the window's activities
+                q &= Q(activities__occurred_at__gte=since, activities__occurred_at__lt=now)
             annotations[f"c{pos}"] = _bucket_count(r, q)
             if r.half_life_days:
                 annotations[f"l{pos}"] = Max("activities__occurred_at", filter=q)
@@ -152,8 +157,8 @@ def expected_values(contact_q: Q, rule_set: RuleSet, *, now: datetime) -> dict[i
             for r in count_rules:
                 pos = positions[id(r)]
                 if r.kind == Rule.Kind.NEGATIVE:
-                    since = data["last_engaged"] or row[1]
-                    if since < now - timedelta(days=r.inactive_days or 0):
+                    ref = data["last_engaged"] or row[1]
+                    if ref < now - timedelta(days=r.inactive_days or 0):
                         values[pos] = r.points
                     continue
                 value = rule_value(r, count=data[f"c{pos}"], last=data.get(f"l{pos}"), now=now)
@@ -268,11 +273,15 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
             key = (a.contact_id, r.pk)
             if key in found:
                 continue
-            if r.kind == Rule.Kind.ENGAGEMENT and activity_matches(r, a, now=now) or (
-                r.kind == Rule.Kind.NEGATIVE
-                and r.negative == Rule.Negative.INACTIVE
-                and a.kind in ENGAGEMENT_KINDS
-                and not a.is_machine
+            if (
+                r.kind == Rule.Kind.ENGAGEMENT
+                and activity_matches(r, a, now=now)
+                or (
+                    r.kind == Rule.Kind.NEGATIVE
+                    and r.negative == Rule.Negative.INACTIVE
+                    and a.kind in ENGAGEMENT_KINDS
+                    and not a.is_machine
+                )
             ):
                 found[key] = a
     return found

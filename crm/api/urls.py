@@ -7,6 +7,7 @@ from crm.roles import EVERYONE
 from nurture.api import register as register_nurture
 from reports.api import urlpatterns as report_urls
 from scoring.api import register as register_scoring
+from scoring.api import urlpatterns as scoring_urls
 
 from . import sales, segments, views
 
@@ -26,6 +27,7 @@ register_nurture(router)
 urlpatterns = [
     *views.urlpatterns,
     *sales.urlpatterns,
+    *scoring_urls,
     path("reports/", include(report_urls)),
     path("", include(router.urls)),
 ]

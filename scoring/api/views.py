@@ -1,0 +1,112 @@
+"""Scoring API: rules, settings, rescore runs, back-test, a contact's score breakdown."""
+
+from django.shortcuts import get_object_or_404
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm.models import Contact
+from crm.roles import ADMIN_READS_MARKETING, ADMIN_WRITES, EVERYONE, MARKETING_ONLY
+from scoring import backtest, queries, services
+from scoring.models import RescoreRun, Rule, ScoringSettings
+
+from .serializers import (
+    BacktestSerializer,
+    RescoreRunSerializer,
+    RuleSerializer,
+    RuleVersionSerializer,
+    SettingsSerializer,
+)
+
+
+def _payload(request) -> dict:
+    """Raw JSON values: the service validates them with the same messages as the UI."""
+    data = dict(request.data.items()) if hasattr(request.data, "items") else {}
+    if "active_from" in data and data["active_from"]:
+        from django.utils.dateparse import parse_datetime
+
+        parsed = parse_datetime(str(data["active_from"]))
+        if parsed is None:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError({"active_from": ["Use an ISO 8601 date-time."]})
+        data["active_from"] = parsed
+    return {k: v for k, v in data.items() if k in services.RULE_FIELDS}
+
+
+class RuleViewSet(viewsets.ModelViewSet):
+    """Scoring rules: everyone reads, only admins write (each save is a new version)."""
+
+    access = ADMIN_WRITES
+    serializer_class = RuleSerializer
+    queryset = Rule.objects.all().order_by("kind", "name", "id")
+    filterset_fields = ["kind", "enabled"]
+    search_fields = ["name"]
+
+    def create(self, request, *args, **kwargs):
+        rule = services.rule_save(data=_payload(request), by=request.user)
+        return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        rule = services.rule_save(rule=self.get_object(), data=_payload(request), by=request.user)
+        return Response(RuleSerializer(rule).data)
+
+    def destroy(self, request, *args, **kwargs):
+        # Rules are switched off, never deleted: their ledger entries keep naming them.
+        rule = services.rule_save(rule=self.get_object(), data={"enabled": False}, by=request.user)
+        return Response(RuleSerializer(rule).data)
+
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        rule = self.get_object()
+        return Response(RuleVersionSerializer(rule.versions.all()[:100], many=True).data)
+
+
+class SettingsView(APIView):
+    access = ADMIN_WRITES
+
+    def get(self, request):
+        return Response(SettingsSerializer(ScoringSettings.load()).data)
+
+    def put(self, request):
+        keys = ("mql_threshold", "min_fit", "recycle_policy")
+        data = {k: request.data.get(k) for k in keys if k in request.data}
+        conf = services.settings_update(data=data, by=request.user)
+        return Response(SettingsSerializer(conf).data)
+
+    patch = put
+
+
+class RescoreView(APIView):
+    access = ADMIN_READS_MARKETING
+
+    def get(self, request, pk=None):
+        if pk is None:
+            runs = RescoreRun.objects.all()[:20]
+            return Response(RescoreRunSerializer(runs, many=True).data)
+        return Response(RescoreRunSerializer(get_object_or_404(RescoreRun, pk=pk)).data)
+
+    def post(self, request, pk=None):
+        run = services.rescore_start(by=request.user)
+        return Response(RescoreRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class BacktestView(APIView):
+    """POST ``{"days": 90, "rules": [...draft rules...]}``: changes nothing."""
+
+    access = MARKETING_ONLY
+
+    def post(self, request):
+        s = BacktestSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        draft = backtest.draft_rules_from(s.validated_data["rules"])
+        return Response(backtest.backtest_run(draft=draft, days=s.validated_data["days"]))
+
+
+class ContactScoreView(APIView):
+    access = EVERYONE
+
+    def get(self, request, pk):
+        contact = get_object_or_404(Contact, pk=pk)
+        return Response({"contact": contact.pk, **queries.score_breakdown(contact_id=contact.pk)})
