@@ -19,7 +19,7 @@ from crm.roles import PUBLIC
 
 
 class _Guarded:
-    """A payload anymail cannot place (e.g. an inbound route posted here) or an unparsable body is a 400, not a 500."""
+    """An inbound payload posted here or an unparsable body is a 400, not a 500."""
 
     def post(self, request, *args, **kwargs):
         try:

@@ -45,6 +45,8 @@ MAX_ATTEMPTS = 4
 BACKOFF = [timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
 MAX_STEPS_PER_PASS = 20
 SOFT_BOUNCE_LIMIT = 3
+# After an email the next step is due "just after now": not in this call, on the next tick.
+NEXT_PASS = timedelta(microseconds=1)
 
 
 @dataclass
@@ -92,11 +94,14 @@ def enrollments_advance(
     """Process due enrollments batch after batch until none is due or time is up."""
     total = AdvanceResult()
     started = time.monotonic()
+    # One "now" for the whole call: rows advanced in this call become due just after it,
+    # so consecutive steps run on the next tick instead of looping here.
+    now = now or timezone.now()
     connection = get_connection()
     try:
         connection.open()
         while time.monotonic() - started < max_seconds:
-            r = _advance_batch(now=now or timezone.now(), batch_size=batch_size, conn=connection)
+            r = _advance_batch(now=now, batch_size=batch_size, conn=connection)
             if not r.processed:
                 break
             total.processed += r.processed
@@ -247,7 +252,7 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
     now, contact, program = batch.now, e.contact, e.program
     existing = batch.existing.get((e.pk, step.pk))
     nxt = batch.next_step(step)
-    advance = (Enrollment.State.ACTIVE, nxt.pk if nxt else None, now, "")
+    advance = (Enrollment.State.ACTIVE, nxt.pk if nxt else None, now + NEXT_PASS, "")
     if existing is not None and existing.status != EmailSend.Status.RETRYING:
         return advance  # already handled (sent, skipped or failed for good)
     reason = _suppression_reason(batch, contact)

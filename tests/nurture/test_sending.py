@@ -73,7 +73,7 @@ def test_it_runs_a_drip_with_a_branch_end_to_end():
     enrollments_advance(now=later)
     subjects = {m.to[0]: m.subject for m in mail.outbox}
     assert subjects == {clicker.email: "Clicked!", idle.email: "Reminder"}
-    enrollments_advance(now=later)
+    enrollments_advance(now=later + timedelta(minutes=1))
     states = dict(Enrollment.objects.values_list("contact_id", "state"))
     assert states == {clicker.pk: "completed", idle.pk: "completed"}
 

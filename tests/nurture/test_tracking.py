@@ -1,0 +1,137 @@
+from datetime import timedelta
+
+import pytest
+from django.core import mail, signing
+from django.utils import timezone
+
+from crm.models import Activity, EmailStatus
+from nurture import tokens
+from nurture.models import EmailSend, Enrollment
+from nurture.services.enrollment import contacts_enroll
+from nurture.services.sending import enrollments_advance
+from tests.nurture.factories import ContactFactory, ProgramFactory, StepFactory
+
+pytestmark = pytest.mark.django_db
+BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari"
+
+
+@pytest.fixture
+def sent():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    StepFactory(program=program)  # a second email, queued for later
+    contact = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="m")
+    enrollments_advance()
+    send = EmailSend.objects.get()
+    EmailSend.objects.filter(pk=send.pk).update(sent_at=timezone.now() - timedelta(minutes=5))
+    send.refresh_from_db()
+    return send
+
+
+def _path(url):
+    return url.replace("https://crm.example.com", "")
+
+
+def test_a_click_redirects_to_the_link_and_records_it(client, sent):
+    response = client.get(_path(tokens.click_url(sent.message_id, 0)), HTTP_USER_AGENT=BROWSER)
+    assert response.status_code == 302
+    assert response["Location"] == "https://example.com/guide?a=1&b=2"
+    click = Activity.objects.get(kind="email_clicked")
+    assert click.message_id == sent.message_id
+    assert click.details["url"] == "https://example.com/guide?a=1&b=2"
+    assert click.campaign_id == sent.program.campaign_id
+
+
+def test_a_click_token_cannot_redirect_elsewhere(client, sent):
+    # A valid signature for an index the email does not have: no redirect.
+    assert client.get(_path(tokens.click_url(sent.message_id, 7))).status_code == 404
+    forged = signing.dumps({"m": sent.message_id, "l": 0, "u": "https://evil.example"})
+    assert client.get(f"/t/c/{forged}").status_code == 404  # wrong salt
+    assert not Activity.objects.filter(kind="email_clicked").exists()
+
+
+def test_tampered_and_expired_tokens_record_nothing(client, sent, settings):
+    url = _path(tokens.open_url(sent.message_id))
+    tampered = url[:-6] + ("A" if url[-6] != "A" else "B") + url[-5:]
+    assert client.get(tampered).status_code == 404
+    assert client.get("/t/c/not-a-token").status_code == 404
+    assert client.get("/u/not-a-token").status_code == 404
+    settings.TRACKING_TOKEN_MAX_AGE_DAYS = 30
+    # Build a 31-day-old token by signing with a clock in the past.
+    past = int((timezone.now() - timedelta(days=31)).timestamp())
+    token = signing.dumps({"m": sent.message_id, "l": 0}, salt=tokens.CLICK, compress=True)
+    value = token.rsplit(":", 2)[0]
+    stale = signing.TimestampSigner(salt=tokens.CLICK)
+    stale.timestamp = lambda: signing.b62_encode(past)
+    expired_token = stale.sign(value)
+    assert client.get(f"/t/c/{expired_token}").status_code == 404
+    assert not Activity.objects.exclude(kind="email_sent").exists()
+
+
+def test_open_pixel_records_opens_and_flags_machine_opens(client, sent):
+    response = client.get(_path(tokens.open_url(sent.message_id)), HTTP_USER_AGENT=BROWSER)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/gif"
+    client.get(
+        _path(tokens.open_url(sent.message_id)),
+        HTTP_USER_AGENT="Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    )
+    opens = list(Activity.objects.filter(kind="email_opened").order_by("id"))
+    assert [o.is_machine for o in opens] == [False, True]
+
+
+def test_an_open_seconds_after_the_send_is_a_machine_open(client, sent):
+    EmailSend.objects.filter(pk=sent.pk).update(sent_at=timezone.now())
+    client.get(_path(tokens.open_url(sent.message_id)), HTTP_USER_AGENT=BROWSER)
+    assert Activity.objects.get(kind="email_opened").is_machine is True
+
+
+def test_one_click_unsubscribe_works_without_cookies_or_csrf(sent):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(
+        _path(tokens.unsubscribe_url(sent.message_id)),
+        "List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200
+    sent.contact.refresh_from_db()
+    assert sent.contact.email_status == EmailStatus.UNSUBSCRIBED
+    assert (
+        Activity.objects.filter(kind="email_unsubscribed", message_id=sent.message_id).count() == 1
+    )
+    assert not Activity.objects.filter(kind="email_clicked").exists()
+    # The queued second email is never sent.
+    mail.outbox.clear()
+    enrollments_advance(now=timezone.now() + timedelta(minutes=1))
+    assert mail.outbox == []
+    assert Enrollment.objects.get().state == Enrollment.State.EXITED
+
+
+def test_unsubscribe_get_shows_a_confirmation_and_changes_nothing(client, sent):
+    response = client.get(_path(tokens.unsubscribe_url(sent.message_id)))
+    assert response.status_code == 200
+    assert b"Unsubscribe" in response.content
+    sent.contact.refresh_from_db()
+    assert sent.contact.email_status == EmailStatus.ACTIVE
+
+
+def test_unsubscribe_from_one_program_only(client, sent):
+    response = client.post(_path(tokens.unsubscribe_url(sent.message_id)), {"scope": "program"})
+    assert response.status_code == 200
+    sent.contact.refresh_from_db()
+    assert sent.contact.email_status == EmailStatus.ACTIVE
+    enrollment = Enrollment.objects.get()
+    assert enrollment.exit_reason == "unsubscribed_program"
+    # Never re-enters that program.
+    sent.program.reentry = "always"
+    sent.program.save()
+    assert contacts_enroll(program=sent.program, contact_ids=[sent.contact_id], source="m") == 0
+
+
+def test_the_unsubscribe_link_is_not_rewritten_as_a_tracked_click(sent):
+    html = mail.outbox[0].alternatives[0][0]
+    assert "https://crm.example.com/u/" in html
+    assert len(sent.links) == 1
