@@ -37,7 +37,8 @@ def test_costs_are_added_edited_shared_and_deleted(marketing_client, django_asse
     r = marketing_client.post(
         url, {**base, "category": "media", "shared": "on", "split": "equal", "shared_with": [b.pk]}
     )
-    assert r.status_code == 200 and "Only labour and technology" in r.content.decode()
+    assert r.status_code == 200
+    assert "Only labour and technology" in r.content.decode()
     r = marketing_client.post(
         url,
         {

@@ -1,0 +1,102 @@
+import pytest
+
+from crm import services
+from crm.models import Contact, Stage
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/contacts/"
+
+
+@pytest.mark.parametrize(
+    ("persona", "read", "write"),
+    [("anonymous", 403, 403), ("marketing", 200, 201), ("sales", 200, 201), ("admin", 200, 201)],
+    indirect=["persona"],
+)
+def test_contacts_are_read_by_every_role_and_written_by_marketing_and_sales(
+    api_client, persona, read, write
+):
+    if persona:
+        api_client.force_authenticate(persona)
+    assert api_client.get(URL).status_code == read
+    assert api_client.post(URL, {"email": "n@example.com"}, format="json").status_code == write
+
+
+def test_the_list_filters_and_pins_queries(marketing_api, django_assert_num_queries):
+    services.contacts_create_bulk(rows=[{"email": f"l{i}@example.com"} for i in range(20)])
+    services.contact_create(email="m@example.com", stage=Stage.MQL, score=70)
+    marketing_api.get(URL)  # the user's roles are cached after the first request
+    with django_assert_num_queries(1):  # the page: no COUNT, no per-row queries
+        r = marketing_api.get(URL, {"stage": "mql", "sort": "score"})
+    assert [c["email"] for c in r.json()["results"]] == ["m@example.com"]
+    with django_assert_num_queries(1):
+        r = marketing_api.get(URL, {"limit": 10})
+    assert len(r.json()["results"]) == 10
+    assert r.json()["next"]
+
+
+def test_upsert_creates_and_updates_by_email(marketing_api):
+    services.contact_create(email="old@example.com")
+    r = marketing_api.post(
+        URL + "upsert/",
+        [
+            {"email": "OLD@example.com", "first_name": "Olga", "stage": "mql"},
+            {"email": "new@example.com", "company_name": "Acme"},
+        ],
+        format="json",
+    )
+    assert r.status_code == 200, r.json()
+    assert r.json() == {"created": 1, "updated": 1, "unchanged": 0, "errors": {}}
+    assert Contact.objects.get(email="old@example.com").stage == Stage.MQL
+
+
+def test_upsert_rejects_invalid_items_and_oversized_batches(marketing_api):
+    r = marketing_api.post(
+        URL + "upsert/", [{"email": "ok@example.com"}, {"email": "nope"}], format="json"
+    )
+    assert r.status_code == 400
+    assert list(r.json()["errors"]) == ["1"]
+    assert not Contact.objects.exists()
+    r = marketing_api.post(
+        URL + "upsert/", [{"email": f"{i}@x.example"} for i in range(1001)], format="json"
+    )
+    assert r.status_code == 413
+
+
+def test_history_get_and_import_a_past_stage_change(sales_api):
+    contact = services.contact_create(email="h@example.com")
+    r = sales_api.post(
+        f"{URL}{contact.pk}/history/",
+        {"to_stage": "mql", "at": contact.created_at.isoformat()},
+        format="json",
+    )
+    assert r.status_code == 201, r.json()
+    r = sales_api.get(f"{URL}{contact.pk}/history/")
+    assert [t["to_stage"] for t in r.json()] == ["mql", "lead"]
+    r = sales_api.post(
+        f"{URL}{contact.pk}/history/",
+        {"to_stage": "sql", "at": "2026-01-01T10:00:00"},
+        format="json",
+    )
+    assert r.status_code == 400
+    r = sales_api.post(
+        f"{URL}{contact.pk}/history/",
+        {"to_stage": "churned", "at": contact.created_at.isoformat()},
+        format="json",
+    )
+    assert r.status_code == 409
+
+
+def test_patch_stage_goes_through_the_lifecycle(sales_api):
+    contact = services.contact_create(email="p@example.com")
+    r = sales_api.patch(f"{URL}{contact.pk}/", {"stage": "churned"}, format="json")
+    assert r.status_code == 409
+    r = sales_api.patch(f"{URL}{contact.pk}/", {"stage": "sql", "first_name": "P"}, format="json")
+    assert r.status_code == 200
+    assert r.json()["stage"] == "sql"
+
+
+def test_companies_are_written_by_marketing_only(marketing_api, sales_api):
+    assert sales_api.post("/api/v1/companies/", {"name": "X"}, format="json").status_code == 403
+    r = marketing_api.post("/api/v1/companies/", {"name": "X", "country": "DE"}, format="json")
+    assert r.status_code == 201
+    assert sales_api.get("/api/v1/companies/").json()["count"] == 1

@@ -1,0 +1,127 @@
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from crm import imports, services
+from crm.models import Activity, Contact, Stage
+
+pytestmark = pytest.mark.django_db
+
+HUBSPOT = (
+    "First Name,Last Name,Email Address,Company Name,Job Title,Lifecycle Stage,Lead Status,Plan\n"
+    "Ann,Lee,ann@example.com,Acme,CTO,Marketing Qualified Lead,Open,pro\n"
+    "Bob,=1+2,bob@example.com,Acme,,Lead,,\n"
+    "<script>x</script>,Bad,not-an-email,,,,,\n"
+    "Cy,Zed,cy@example.com,,,Teleported,,\n"
+)
+
+
+def _upload(client, text, kind="contacts", encoding="utf-8"):
+    data = text.encode(encoding) if isinstance(text, str) else text
+    return client.post(
+        reverse("crm:import-upload"),
+        {"kind": kind, "file": SimpleUploadedFile("x.csv", data, content_type="text/csv")},
+    )
+
+
+def test_it_auto_maps_hubspot_and_salesforce_headers():
+    header = [
+        "FirstName",
+        "Last Name",
+        "Email",
+        "Account Name",
+        "Title",
+        "Lead Source",
+        "Phone",
+        "Country",
+        "Lead Status",
+        "Lifecycle Stage",
+        "Favourite colour",
+        "Record ID",
+    ]
+    assert imports.auto_mapping(header, "contacts") == [
+        "first_name",
+        "last_name",
+        "email",
+        "company_name",
+        "job_title",
+        "source",
+        "phone",
+        "country",
+        "lead_status",
+        "stage",
+        "attr:favourite_colour",
+        "",
+    ]
+
+
+def test_upload_preview_import_reports_rows_with_line_numbers(marketing_client):
+    r = _upload(marketing_client, HUBSPOT)
+    assert r.status_code == 302
+    preview = marketing_client.get(reverse("crm:import-preview"))
+    assert preview.status_code == 200
+    assert b"&lt;script&gt;x&lt;/script&gt;" in preview.content
+    mapping = {f"col{c['index']}": c["target"] for c in preview.context["columns"]}
+    result = marketing_client.post(reverse("crm:import-preview"), mapping)
+    report = result.context["report"]
+    assert (report.rows, report.created) == (4, 2)
+    assert [line for line, _ in report.errors] == [4, 5]
+    assert "email" in report.errors[0][1]
+    assert "stage" in report.errors[1][1]
+    ann = Contact.objects.get(email="ann@example.com")
+    assert (ann.stage, ann.company.name, ann.attributes) == (
+        Stage.MQL,
+        "Acme",
+        {"lead_status": "Open", "plan": "pro"},
+    )
+    assert ann.transitions.get().to_stage == Stage.MQL  # initial stage via the lifecycle
+    assert Contact.objects.get(email="bob@example.com").last_name == "=1+2"  # stored as text
+
+
+def test_reimporting_the_same_file_changes_nothing(marketing_user):
+    header, _ = imports.read_rows(HUBSPOT)
+    mapping = imports.auto_mapping(header, "contacts")
+    imports.run_import(text=HUBSPOT, kind="contacts", mapping=mapping, by=marketing_user)
+    again = imports.run_import(text=HUBSPOT, kind="contacts", mapping=mapping, by=marketing_user)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+    assert Contact.objects.count() == 2
+
+
+def test_a_cp1252_file_is_read_with_a_notice_and_utf16_is_refused(marketing_client):
+    r = _upload(marketing_client, "Email,First Name\nz@example.com,Zoë\n", encoding="cp1252")
+    assert r.status_code == 302
+    marketing_client.post(reverse("crm:import-preview"), {"col0": "email", "col1": "first_name"})
+    assert Contact.objects.get().first_name == "Zoë"
+    r = _upload(marketing_client, "Email\na@example.com\n", encoding="utf-16")
+    assert r.status_code == 200
+    assert "CSV UTF-8" in r.content.decode()
+
+
+def test_activities_import_goes_through_ingest_with_per_row_errors(marketing_user):
+    contact = services.contact_create(email="a@example.com")
+    text = (
+        "email,kind,occurred_at,external_id\n"
+        f"{contact.email},email_opened,2026-01-05T10:00:00Z,x1\n"
+        f"{contact.email},teleported,2026-01-05T10:00:00Z,x2\n"
+        f"{contact.email},page_visit,2026-01-05T10:00:00,x3\n"
+        "new@example.com,form_submitted,2026-01-06T10:00:00+01:00,x4\n"
+    )
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "activities")
+    report = imports.run_import(text=text, kind="activities", mapping=mapping, by=marketing_user)
+    assert (report.created, report.contacts_created) == (2, 1)
+    assert [line for line, _ in report.errors] == [3, 4]
+    again = imports.run_import(text=text, kind="activities", mapping=mapping, by=marketing_user)
+    assert (again.created, again.duplicates) == (0, 2)
+    assert Activity.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [("anonymous", 302), ("marketing", 200), ("sales", 403), ("admin", 200)],
+    indirect=["persona"],
+)
+def test_imports_are_for_marketing_only(client, persona, status):
+    if persona:
+        client.force_login(persona)
+    assert client.get(reverse("crm:import-upload")).status_code == status
