@@ -12,6 +12,7 @@ import django_filters
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -35,6 +36,19 @@ urlpatterns: list = []
 
 
 # --- Serializers ---------------------------------------------------------------------------
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a zone: a time without one is ambiguous, so it is refused."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            parsed = parse_datetime(value.strip())
+            if parsed is not None and timezone.is_naive(parsed):
+                raise serializers.ValidationError(
+                    "Give the time with a time zone, e.g. 2025-03-01T09:00:00Z."
+                )
+        return super().to_internal_value(value)
 
 
 class UserRefSerializer(serializers.Serializer):
@@ -145,7 +159,7 @@ class DealCreateSerializer(serializers.Serializer):
     contact = serializers.PrimaryKeyRelatedField(queryset=Contact.objects.all())
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    created_at = serializers.DateTimeField(required=False)
+    created_at = AwareDateTimeField(required=False)
 
     def validate_created_at(self, value):
         if value > timezone.now():
@@ -162,7 +176,7 @@ class DealUpdateSerializer(serializers.Serializer):
 
 
 class DealWinSerializer(serializers.Serializer):
-    closed_at = serializers.DateTimeField(required=False)
+    closed_at = AwareDateTimeField(required=False)
 
     def validate_closed_at(self, value):
         if value > timezone.now():

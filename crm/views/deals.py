@@ -20,7 +20,7 @@ from crm.sales_queries import deal_list as deal_list_query
 PAGE_SIZE = 50
 
 
-def _sales_users():
+def _sales_users(request=None):
     return get_user_model().objects.filter(groups__name__in=[Role.SALES, Role.ADMIN]).distinct()
 
 
