@@ -1,0 +1,127 @@
+"""Reads for the nurture pages: program list figures and the per-step funnel."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q
+
+from crm.models import Activity, ActivityKind
+
+from .models import LIVE_STATES, EmailSend, Enrollment, Program
+
+CONVERSION_WINDOW = timedelta(days=7)  # METRICS.md "conversion rate": attribution window
+
+
+def programs_with_counts():
+    """Program list: one query with live/total enrollments and emails sent."""
+    return Program.objects.select_related("campaign").annotate(
+        live=Count("enrollments", filter=Q(enrollments__state__in=LIVE_STATES), distinct=True),
+        entered=Count("enrollments", distinct=True),
+        sent=Count("sends", filter=Q(sends__status=EmailSend.Status.SENT), distinct=True),
+    )
+
+
+def _event(kind: str, **extra):
+    return Exists(
+        Activity.objects.filter(message_id=OuterRef("message_id"), kind=kind, **extra).values("pk")
+    )
+
+
+def step_funnel(program: Program) -> dict[int, dict[str, int]]:
+    """Per email step: sent, bounced, delivered, opened, clicked, unsubscribed, converted.
+
+    Definitions from METRICS.md "Email and program engagement": delivered = sent − bounced;
+    unique opens exclude machine opens and include clickers; conversion = clicked and then
+    did the campaign's goal action within the attribution window (7 days).
+    """
+    sends = EmailSend.objects.filter(program=program, status=EmailSend.Status.SENT).annotate(
+        bounced=_event(ActivityKind.EMAIL_BOUNCED),
+        opened=_event(ActivityKind.EMAIL_OPENED, is_machine=False),
+        clicked=_event(ActivityKind.EMAIL_CLICKED),
+        unsubscribed=_event(ActivityKind.EMAIL_UNSUBSCRIBED),
+    )
+    goal = program.campaign.goal_action
+    if goal:
+        sends = sends.annotate(
+            goal_done=Exists(
+                Activity.objects.filter(
+                    contact_id=OuterRef("contact_id"),
+                    kind=goal,
+                    occurred_at__gte=OuterRef("sent_at"),
+                    occurred_at__lt=OuterRef("sent_at") + CONVERSION_WINDOW,
+                ).values("pk")
+            )
+        )
+    rows = sends.values("step_id").annotate(
+        sent=Count("id"),
+        bounced_n=Count("id", filter=Q(bounced=True)),
+        opened_n=Count("contact_id", filter=Q(opened=True) | Q(clicked=True), distinct=True),
+        clicked_n=Count("contact_id", filter=Q(clicked=True), distinct=True),
+        unsubscribed_n=Count("contact_id", filter=Q(unsubscribed=True), distinct=True),
+        converted_n=(
+            Count("contact_id", filter=Q(clicked=True, goal_done=True), distinct=True)
+            if goal
+            else Count("id", filter=Q(pk__lt=0))
+        ),
+    )
+    funnel = {}
+    for r in rows:
+        funnel[r["step_id"]] = {
+            "sent": r["sent"],
+            "bounced": r["bounced_n"],
+            "delivered": r["sent"] - r["bounced_n"],
+            "opened": r["opened_n"],
+            "clicked": r["clicked_n"],
+            "unsubscribed": r["unsubscribed_n"],
+            "converted": r["converted_n"],
+        }
+    skipped = (
+        EmailSend.objects.filter(program=program)
+        .exclude(status=EmailSend.Status.SENT)
+        .values("step_id", "status")
+        .annotate(n=Count("id"))
+    )
+    for r in skipped:
+        funnel.setdefault(r["step_id"], {}).setdefault(r["status"], 0)
+        funnel[r["step_id"]][r["status"]] += r["n"]
+    return funnel
+
+
+def program_summary(program: Program) -> dict:
+    """Where contacts are (live per current step) and why they left (exit reasons)."""
+    by_state = dict(
+        Enrollment.objects.filter(program=program)
+        .values("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    at_step = dict(
+        Enrollment.objects.filter(program=program, state__in=LIVE_STATES)
+        .values("current_step_id")
+        .annotate(n=Count("id"))
+        .values_list("current_step_id", "n")
+    )
+    exits = list(
+        Enrollment.objects.filter(program=program, state=Enrollment.State.EXITED)
+        .values("exit_reason")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+    )
+    return {
+        "entered": sum(by_state.values()),
+        "live": sum(by_state.get(s, 0) for s in LIVE_STATES),
+        "by_state": by_state,
+        "at_step": at_step,
+        "exits": exits,
+    }
+
+
+def failed_sends(program: Program, limit: int = 50):
+    return (
+        EmailSend.objects.filter(
+            program=program, status__in=[EmailSend.Status.FAILED, EmailSend.Status.RETRYING]
+        )
+        .select_related("contact")
+        .order_by("-created_at")[:limit]
+    )
