@@ -286,12 +286,18 @@ CONTACTS_CHANGED_HANDLERS = [
     "scoring.handlers.on_contacts_changed",
 ]
 # What other apps add to CRM pages (crm.extensions).
-CONTACT_TIMELINE_PROVIDERS: list[str] = ["scoring.extensions.timeline"]
+CONTACT_TIMELINE_PROVIDERS: list[str] = [
+    "scoring.extensions.timeline",
+    "nurture.providers.timeline",
+]
 CONTACT_PANEL_PROVIDERS: list[str] = ["scoring.extensions.panel"]
-CONTACT_SUMMARY_PROVIDERS: list[str] = ["scoring.extensions.summaries"]
+CONTACT_SUMMARY_PROVIDERS: list[str] = [
+    "scoring.extensions.summaries",
+    "nurture.providers.summaries",
+]
 # Extra segment condition types contributed by other apps (crm.segments), e.g. nurture's
 # "in / not in a program".
-SEGMENT_CONDITION_PROVIDERS: list[str] = []
+SEGMENT_CONDITION_PROVIDERS: list[str] = ["nurture.segment_conditions.CONDITIONS"]
 # Management-command hooks that fill each app's demo data, in order.
 DEMO_SEEDERS = [
     "crm.demo.seed",

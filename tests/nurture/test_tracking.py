@@ -75,7 +75,7 @@ def test_open_pixel_records_opens_and_flags_machine_opens(client, sent):
     assert response["Content-Type"] == "image/gif"
     client.get(
         _path(tokens.open_url(sent.message_id)),
-        HTTP_USER_AGENT="Mozilla/5.0 (Windows NT 5.1) Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+        HTTP_USER_AGENT="Mozilla/5.0 Firefox/11.0 (via ggpht.com GoogleImageProxy)",
     )
     opens = list(Activity.objects.filter(kind="email_opened").order_by("id"))
     assert [o.is_machine for o in opens] == [False, True]

@@ -1,0 +1,182 @@
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from crm import lifecycle
+from crm.ingest import activities_record
+from crm.models import Contact, Segment, SegmentChange, SegmentMembership, Stage
+from crm.segments import condition_providers
+from nurture.models import Enrollment, Trigger
+from nurture.providers import summaries, timeline
+from nurture.services.enrollment import contacts_enroll, triggers_run
+from nurture.services.programs import trigger_create
+from nurture.services.sending import enrollments_advance
+from tests.factories import CampaignFactory
+from tests.nurture.factories import ContactFactory, ProgramFactory, StepFactory, TriggerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _live(program):
+    return set(
+        Enrollment.objects.filter(program=program).live().values_list("contact_id", flat=True)
+    )
+
+
+def test_joining_a_segment_enrolls_once():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    segment = Segment.objects.create(name="Hot", kind="static")
+    before = ContactFactory()
+    SegmentChange.objects.create(segment=segment, contact=before, kind="joined", at=timezone.now())
+    trigger_create(trigger=Trigger(program=program, kind="segment_joined", segment=segment))
+    joiner = ContactFactory()
+    SegmentChange.objects.create(segment=segment, contact=joiner, kind="joined", at=timezone.now())
+    SegmentChange.objects.create(segment=segment, contact=before, kind="left", at=timezone.now())
+    assert triggers_run() == 1
+    assert triggers_run() == 0  # the cursor moved on
+    assert _live(program) == {joiner.pk}
+
+
+def test_an_activity_matching_the_trigger_enrolls_the_contact():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    webinar = CampaignFactory()
+    TriggerFactory(
+        program=program, kind="activity", activity_kind="webinar_attended", campaign=webinar
+    )
+    TriggerFactory(
+        program=program, kind="activity", activity_kind="page_visit", url_pattern="*/pricing*"
+    )
+    a, b, c = ContactFactory(), ContactFactory(), ContactFactory()
+    now = timezone.now()
+    activities_record(
+        items=[
+            {
+                "kind": "webinar_attended",
+                "occurred_at": now,
+                "contact": a.pk,
+                "campaign": webinar.pk,
+            },
+            {"kind": "webinar_attended", "occurred_at": now, "contact": b.pk},  # other campaign
+            {
+                "kind": "page_visit",
+                "occurred_at": now,
+                "contact": c.pk,
+                "url": "https://x.example/pricing/",
+            },
+            {
+                "kind": "page_visit",
+                "occurred_at": now,
+                "contact": b.pk,
+                "url": "https://x.example/blog/",
+            },
+        ]
+    )
+    assert _live(program) == {a.pk, c.pk}
+
+
+def test_a_date_trigger_enrolls_on_the_anniversary():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    TriggerFactory(program=program, kind="date", date_attribute="birthday", offset_days=-3)
+    in_three_days = timezone.localdate() + timedelta(days=3)
+    due = ContactFactory(attributes={"birthday": f"1990-{in_three_days:%m-%d}"})
+    ContactFactory(
+        attributes={"birthday": "1990-01-01" if in_three_days.month != 1 else "1990-06-01"}
+    )
+    ContactFactory(attributes={})
+    assert triggers_run() == 1
+    assert _live(program) == {due.pk}
+    assert triggers_run() == 0  # once a day
+
+
+def test_recycle_programs_enroll_by_reason_code_and_mql_exits_others():
+    nurture = ProgramFactory()
+    StepFactory(program=nurture)
+    recycle = ProgramFactory(exit_on_recycle=False)
+    StepFactory(program=recycle)
+    TriggerFactory(program=recycle, kind="recycled", reason_code="no_budget")
+    other = ProgramFactory(exit_on_recycle=False)
+    TriggerFactory(program=other, kind="recycled", reason_code="bad_timing")
+    contact = ContactFactory()
+    contacts_enroll(program=nurture, contact_ids=[contact.pk], source="m")
+    lifecycle.stage_change(contact=contact, to_stage=Stage.MQL)
+    assert Enrollment.objects.get(program=nurture).exit_reason == "became_mql"
+    lifecycle.stage_change(contact=contact, to_stage=Stage.RECYCLED, reason_code="no_budget")
+    assert _live(recycle) == {contact.pk}
+    assert _live(other) == set()
+
+
+def test_the_goal_action_exits_and_suppression_exits():
+    campaign = CampaignFactory(goal_action="demo_requested")
+    program = ProgramFactory(campaign=campaign)
+    StepFactory(program=program)
+    goal, unsub = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[goal.pk, unsub.pk], source="m")
+    now = timezone.now()
+    activities_record(
+        items=[
+            {"kind": "demo_requested", "occurred_at": now, "contact": goal.pk},
+            {"kind": "email_unsubscribed", "occurred_at": now, "contact": unsub.pk},
+        ]
+    )
+    reasons = dict(Enrollment.objects.values_list("contact_id", "exit_reason"))
+    assert reasons == {goal.pk: "goal", unsub.pk: "suppressed"}
+    enrollments_advance()
+    assert mail.outbox == []
+
+
+def test_reentry_policies():
+    program = ProgramFactory(reentry="never")
+    c = ContactFactory()
+    assert contacts_enroll(program=program, contact_ids=[c.pk], source="m") == 1
+    Enrollment.objects.update(state="completed")
+    assert contacts_enroll(program=program, contact_ids=[c.pk], source="m") == 0
+    program.reentry = "after_days"
+    program.reentry_days = 30
+    assert contacts_enroll(program=program, contact_ids=[c.pk], source="m") == 0
+    Enrollment.objects.update(entered_at=timezone.now() - timedelta(days=31))
+    assert contacts_enroll(program=program, contact_ids=[c.pk], source="m") == 1
+    program.reentry = "always"
+    assert contacts_enroll(program=program, contact_ids=[c.pk], source="m") == 0  # still live
+
+
+def test_audience_limits_entry():
+    segment = Segment.objects.create(name="A", kind="static")
+    program = ProgramFactory(audience=segment)
+    inside, outside = ContactFactory(), ContactFactory()
+    SegmentMembership.objects.create(segment=segment, contact=inside, joined_at=timezone.now())
+    contacts_enroll(program=program, contact_ids=[inside.pk, outside.pk], source="m")
+    assert _live(program) == {inside.pk}
+
+
+def test_segment_condition_in_and_not_in_a_program():
+    program = ProgramFactory()
+    a, b = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[a.pk], source="m")
+    provider = condition_providers()["program"]
+    cond_in = {"program": {"id": program.pk, "state": "in"}}
+    cond_out = {"program": {"id": program.pk, "state": "not_in"}}
+    provider.validate(cond_in)
+    assert set(Contact.objects.filter(provider.build(cond_in))) == {a}
+    assert b in set(Contact.objects.filter(provider.build(cond_out)))
+    for bad in ({"program": 5}, {"program": {"id": "x"}}, {"program": {"id": 1, "state": "maybe"}}):
+        with pytest.raises(ValueError):
+            provider.validate(bad)
+
+
+def test_contact_page_providers(django_assert_num_queries):
+    program = ProgramFactory(name="Welcome")
+    StepFactory(program=program)
+    c = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[c.pk], source="m")
+    enrollments_advance()
+    entries = timeline(c, before=None, limit=10)
+    assert {e.kind for e in entries} == {"enrollment", "email"}
+    with django_assert_num_queries(1):
+        assert summaries([c.pk, ContactFactory.build(pk=999999).pk]) == {
+            c.pk: ["last program: Welcome (active)"]
+        }
