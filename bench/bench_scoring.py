@@ -1,0 +1,175 @@
+"""Scoring benchmarks (issue 6): full rescore vs the bare SQL aggregate, incremental
+overhead on a 1,000-activity batch, a 90-day back-test, and a naive per-contact loop.
+
+Targets at 1M contacts / 20M activities / ~20 rules on PostgreSQL: rescore ≤ 60 s and
+≤ 2× the bare aggregate, peak RSS ≤ 500 MB; incremental ≤ +20 %; back-test ≤ 30 s.
+Every benchmark leaves the data as it found it (changes are rolled back).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.test.utils import override_settings
+from django.utils import timezone
+
+NAIVE_SAMPLE = 10_000
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _rolled_back(fn):
+    """Run ``fn`` in a transaction that is rolled back; return its result."""
+    box = {}
+    try:
+        with transaction.atomic():
+            box["result"] = fn()
+            raise _Rollback
+    except _Rollback:
+        pass
+    return box.get("result")
+
+
+def bench_scoring_full_rescore(env):
+    """Full rescore after a rule change (every 'page visit' point changes), and the bare
+    SQL aggregate over the same activities, measured in the same run."""
+    from scoring import services
+    from scoring.models import Rule
+
+    rules = Rule.objects.filter(enabled=True).count()
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT contact_id, kind, COUNT(*) FROM crm_activity GROUP BY contact_id, kind"
+        )
+        rows = 0
+        while True:
+            chunk = cursor.fetchmany(10_000)
+            if not chunk:
+                break
+            rows += len(chunk)
+    bare = time.perf_counter() - start
+
+    def rescore():
+        rule = Rule.objects.filter(enabled=True, kind=Rule.Kind.ENGAGEMENT).first()
+        if rule:
+            Rule.objects.filter(pk=rule.pk).update(points=rule.points + 1)
+        t = time.perf_counter()
+        run = services.scores_rescore_all()
+        return time.perf_counter() - t, run
+
+    seconds, run = _rolled_back(rescore)
+    return {
+        "contacts": env.n_contacts,
+        "rules": rules,
+        "rescore_s": seconds,
+        "bare_aggregate_s": bare,
+        "ratio": seconds / bare if bare else None,
+        "contacts_changed": run.contacts_changed,
+        "entries_created": run.entries_created,
+        "target": "rescore <= 60 s and <= 2x bare aggregate at 1M; peak RSS <= 500 MB",
+    }
+
+
+def _batch(n=1000):
+    from crm.models import Activity, ActivityKind
+
+    ids = list(
+        Activity.objects.order_by("-occurred_at").values_list("contact_id", flat=True)[: n * 3]
+    )
+    ids = list(dict.fromkeys(ids))[:n] or [0]
+    now = timezone.now() - timedelta(minutes=1)
+    kinds = [ActivityKind.PAGE_VISIT, ActivityKind.EMAIL_CLICKED, ActivityKind.CONTENT_DOWNLOAD]
+    return [
+        {
+            "contact": ids[i % len(ids)],
+            "kind": kinds[i % len(kinds)],
+            "occurred_at": now,
+            "url": "https://leadcycle.example/pricing" if i % 2 else "",
+        }
+        for i in range(n)
+    ]
+
+
+def bench_scoring_incremental_overhead(env):
+    """Ingesting a 1,000-activity batch with and without the scoring handler."""
+    from django.conf import settings
+
+    from crm.ingest import activities_record
+
+    items = _batch()
+    with_scoring = list(settings.ACTIVITIES_RECORDED_HANDLERS)
+    without = [h for h in with_scoring if not h.startswith("scoring.")]
+
+    def ingest(handlers):
+        def run():
+            with override_settings(ACTIVITIES_RECORDED_HANDLERS=handlers):
+                _rolled_back(lambda: activities_record(items=items))
+
+        return run
+
+    base = env.median(env.timeit(ingest(without), repeat=5))
+    scored = env.median(env.timeit(ingest(with_scoring), repeat=5))
+    return {
+        "batch": len(items),
+        "ingest_without_scoring_ms": base * 1000,
+        "ingest_with_scoring_ms": scored * 1000,
+        "overhead_pct": 100 * (scored - base) / base if base else None,
+        "target": "<= 20 % overhead",
+    }
+
+
+def bench_scoring_backtest_90_days(env):
+    """Back-test of the enabled rules (as a draft) against themselves over 90 days."""
+    from scoring import backtest, engine
+
+    draft = engine.rules_enabled()
+    samples = env.timeit(lambda: backtest.backtest_run(draft=draft, days=90), repeat=1)
+    return {"median_s": env.median(samples), "target": "<= 30 s at 1M contacts"}
+
+
+def bench_scoring_naive_loop(env):
+    """Per-contact ORM loop (one query per rule per contact) on 10k contacts, for the
+    record, against the set-based engine on the same contacts."""
+    from crm.models import Activity, Contact
+    from scoring import engine
+    from scoring.rules import activity_q, fit_q
+
+    rules = engine.rules_enabled()
+    now = timezone.now()
+    ids = list(Contact.objects.order_by("pk").values_list("pk", flat=True)[:NAIVE_SAMPLE])
+
+    def naive():
+        scores = {}
+        for contact in Contact.objects.filter(pk__in=ids):
+            total = 0
+            for r in rules:
+                if engine.is_flag(r):
+                    hit = Contact.objects.filter(fit_q(r), pk=contact.pk).exists()
+                    total += r.points if hit else 0
+                elif r.kind == r.Kind.ENGAGEMENT:
+                    n = Activity.objects.filter(activity_q(r, now=now), contact=contact).count()
+                    total += engine.rule_value(r, count=n, last=None, now=now)
+            scores[contact.pk] = total
+        return scores
+
+    def set_based():
+        if ids:
+            engine.expected_values(
+                Q(pk__gte=ids[0], pk__lte=ids[-1]), engine.RuleSet(rules), now=now
+            )
+
+    (naive_s,) = env.timeit(naive, repeat=1, warmup=0)
+    (set_s,) = env.timeit(set_based, repeat=1, warmup=0)
+    return {
+        "sample_contacts": len(ids),
+        "naive_s": naive_s,
+        "set_based_s": set_s,
+        "ratio": naive_s / set_s if set_s else None,
+        "note": "naive per-contact loop vs the engine's two aggregate queries",
+    }
