@@ -191,7 +191,13 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
     created = 0
     while lo < hi:
         with transaction.atomic():
-            if Contact.objects.select_for_update().filter(pk__gte=lo, pk__lt=lo + chunk).exists():
+            locked = list(
+                Contact.objects.select_for_update()
+                .filter(pk__gte=lo, pk__lt=lo + chunk)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if locked:
                 outcome = engine.reconcile(
                     id_range=(lo, lo + chunk), rules=rules, now=now, mode="decay"
                 )

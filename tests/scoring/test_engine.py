@@ -196,3 +196,18 @@ def test_a_second_rescore_changes_nothing():
     run = services.scores_rescore_all()
     assert run.entries_created == 0
     assert score(c) == 25
+
+
+def test_a_recycled_contact_can_become_an_mql_again():
+    ScoringSettings.objects.create(pk=1, mql_threshold=30, recycle_policy="reset")
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=5))
+    record(c, kind=K.DEMO_REQUESTED, at=timezone.now() - timedelta(days=3))
+    from crm.lifecycle import stage_change
+
+    stage_change(contact=c, to_stage=Stage.RECYCLED, at=timezone.now() - timedelta(days=2))
+    assert score(c) == 0
+    record(c, kind=K.DEMO_REQUESTED)
+    c.refresh_from_db()
+    assert c.stage == Stage.MQL
+    assert LifecycleTransition.objects.filter(contact=c, to_stage=Stage.MQL).count() == 2
