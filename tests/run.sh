@@ -40,7 +40,6 @@ trap 'exit 130' INT TERM
 # Django's settings must not fall back to the developer's var/ (secret key, SQLite file).
 export LEADCYCLE_VAR_DIR="$SERVICES/var"
 mkdir -p "$LEADCYCLE_VAR_DIR"
-export DJANGO_ALLOW_ASYNC_UNSAFE=true   # Playwright's sync API runs an event loop
 unset DATABASE_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
 if command -v redis-server >/dev/null; then
