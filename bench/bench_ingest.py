@@ -1,0 +1,128 @@
+"""Activity ingestion speed through the public API, against PostgreSQL ``COPY``.
+
+Target (issue 3, PostgreSQL, 1M contacts / 20M activities): ``POST /api/v1/activities/``
+in batches of 1,000 sustains >= 10,000 activities/s, with the "activities recorded"
+handlers configured at the time. The same rows loaded with ``COPY`` give the ceiling;
+the ratio says what validation, idempotency, the ORM and the handlers cost.
+
+The benchmark posts engagement activities (page visits, downloads, forms …) with external
+ids for existing contacts, then deletes the activities it inserted. Handlers may have
+left derived rows (score entries, enrollments, stage changes) on those contacts: run it
+on a benchmark database, never on one you care about.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+
+BATCH = 1_000
+BATCHES = 50
+KINDS = [
+    ("page_visit", "/pricing", {}),
+    ("page_visit", "/blog/mql-vs-sql", {}),
+    ("page_visit", "/product", {}),
+    ("content_download", "/resources", {"content_type": "e-book"}),
+    ("form_submitted", "/forms/contact-us", {"form": "contact-us"}),
+    ("social_like", "", {"network": "linkedin"}),
+    ("webinar_registered", "/webinars", {"webinar": "Monthly product tour"}),
+]
+
+
+def _batches(run: str, contact_ids: list[int], campaign_id: int | None, now) -> list[list[dict]]:
+    rng = random.Random(run)
+    batches = []
+    for b in range(BATCHES + 1):  # +1: the first one warms up and is not timed
+        items = []
+        for i in range(BATCH):
+            kind, path, details = KINDS[rng.randrange(len(KINDS))]
+            items.append(
+                {
+                    "kind": kind,
+                    "contact": contact_ids[rng.randrange(len(contact_ids))],
+                    "occurred_at": (now - timedelta(seconds=rng.randrange(86_400))).isoformat(),
+                    "external_id": f"{run}-{b}-{i}",
+                    "url": f"https://www.leadcycle.example{path}" if path else "",
+                    "campaign": campaign_id if rng.random() < 0.2 else None,
+                    "details": details,
+                }
+            )
+        batches.append(items)
+    return batches
+
+
+def _copy_rows(batches: list[list[dict]], run: str, now):
+    """The same activities as table rows for COPY (own external ids, so both can coexist)."""
+    import json
+    from datetime import datetime
+
+    for b, items in enumerate(batches):
+        for i, item in enumerate(items):
+            yield (
+                item["contact"],
+                item["kind"],
+                datetime.fromisoformat(item["occurred_at"]),
+                now,
+                item["campaign"],
+                f"{run}-copy-{b}-{i}",
+                "",
+                item["url"],
+                False,
+                json.dumps(item["details"]),
+            )
+
+
+def bench_activity_ingestion(env):
+    """Batches of 1,000 through POST /api/v1/activities/ vs COPY of the same rows."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from crm import bulkload
+    from crm.models import Activity, Campaign, Contact
+
+    now = timezone.now()
+    run = f"bench-ingest-{time.time_ns()}"
+    contact_ids = list(Contact.objects.order_by("-id").values_list("pk", flat=True)[:20_000])
+    campaign_id = Campaign.objects.values_list("pk", flat=True).first()
+    batches = _batches(run, contact_ids, campaign_id, now)
+
+    latencies = []
+    try:
+        for n, items in enumerate(batches):
+            started = time.perf_counter()
+            response = env.api.post("/api/v1/activities/", items, format="json")
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 201, (response.status_code, response.content[:500])
+            assert response.json()["created"] == BATCH, response.json()
+            if n:
+                latencies.append(elapsed)
+        api_rate = BATCH * len(latencies) / sum(latencies)
+
+        timed = batches[1:]
+        rows = list(_copy_rows(timed, run, now))
+        fields = [
+            "contact", "kind", "occurred_at", "recorded_at", "campaign", "external_id",
+            "message_id", "url", "is_machine", "details",
+        ]  # fmt: skip
+        copy_rate = None
+        if bulkload.uses_copy():
+            started = time.perf_counter()
+            with transaction.atomic():
+                bulkload.rows_load(model=Activity, fields=fields, rows=rows)
+            copy_rate = len(rows) / (time.perf_counter() - started)
+    finally:
+        deleted, _ = Activity.objects.filter(external_id__startswith=run).delete()
+
+    return {
+        "contacts": env.n_contacts,
+        "activities_posted": BATCH * len(latencies),
+        "api_activities_per_s": round(api_rate),
+        "batch_p50_ms": round(env.percentile(latencies, 50) * 1000, 1),
+        "batch_p95_ms": round(env.percentile(latencies, 95) * 1000, 1),
+        "copy_activities_per_s": round(copy_rate) if copy_rate else None,
+        "api_to_copy_ratio": round(api_rate / copy_rate, 3) if copy_rate else None,
+        "rows_cleaned_up": deleted,
+        "target": "api >= 10,000 activities/s",
+        "met": api_rate >= 10_000,
+    }
