@@ -14,7 +14,7 @@ def register(router) -> None:
 urlpatterns = [
     path("scoring/settings/", views.SettingsView.as_view(), name="scoring-settings"),
     path("scoring/rescore/", views.RescoreView.as_view(), name="scoring-rescore"),
-    path("scoring/rescore/<int:pk>/", views.RescoreView.as_view(), name="scoring-rescore-run"),
+    path("scoring/rescore/<int:pk>/", views.RescoreRunView.as_view(), name="scoring-rescore-run"),
     path("scoring/backtest/", views.BacktestView.as_view(), name="scoring-backtest"),
     path("contacts/<int:pk>/score/", views.ContactScoreView.as_view(), name="contact-score"),
 ]

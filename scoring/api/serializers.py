@@ -47,3 +47,11 @@ class RescoreRunSerializer(serializers.ModelSerializer):
 class BacktestSerializer(serializers.Serializer):
     days = serializers.IntegerField(min_value=1, max_value=365, default=90)
     rules = serializers.ListField(child=serializers.DictField(), max_length=200)
+
+
+class ScoreBreakdownSerializer(serializers.Serializer):
+    contact = serializers.IntegerField()
+    score = serializers.IntegerField()
+    fit = serializers.IntegerField()
+    engagement = serializers.IntegerField()
+    rules = serializers.ListField(child=serializers.DictField())

@@ -16,6 +16,7 @@ from .serializers import (
     RescoreRunSerializer,
     RuleSerializer,
     RuleVersionSerializer,
+    ScoreBreakdownSerializer,
     SettingsSerializer,
 )
 
@@ -65,6 +66,7 @@ class RuleViewSet(viewsets.ModelViewSet):
 
 class SettingsView(APIView):
     access = ADMIN_WRITES
+    serializer_class = SettingsSerializer
 
     def get(self, request):
         return Response(SettingsSerializer(ScoringSettings.load()).data)
@@ -79,23 +81,32 @@ class SettingsView(APIView):
 
 
 class RescoreView(APIView):
+    """GET the latest runs; POST starts a rescore and returns its run (with ``id``)."""
+
     access = ADMIN_READS_MARKETING
+    serializer_class = RescoreRunSerializer
 
-    def get(self, request, pk=None):
-        if pk is None:
-            runs = RescoreRun.objects.all()[:20]
-            return Response(RescoreRunSerializer(runs, many=True).data)
-        return Response(RescoreRunSerializer(get_object_or_404(RescoreRun, pk=pk)).data)
+    def get(self, request):
+        return Response(RescoreRunSerializer(RescoreRun.objects.all()[:20], many=True).data)
 
-    def post(self, request, pk=None):
+    def post(self, request):
         run = services.rescore_start(by=request.user)
         return Response(RescoreRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RescoreRunView(APIView):
+    access = ADMIN_READS_MARKETING
+    serializer_class = RescoreRunSerializer
+
+    def get(self, request, pk):
+        return Response(RescoreRunSerializer(get_object_or_404(RescoreRun, pk=pk)).data)
 
 
 class BacktestView(APIView):
     """POST ``{"days": 90, "rules": [...draft rules...]}``: changes nothing."""
 
     access = MARKETING_ONLY
+    serializer_class = BacktestSerializer
 
     def post(self, request):
         s = BacktestSerializer(data=request.data)
@@ -106,6 +117,7 @@ class BacktestView(APIView):
 
 class ContactScoreView(APIView):
     access = EVERYONE
+    serializer_class = ScoreBreakdownSerializer
 
     def get(self, request, pk):
         contact = get_object_or_404(Contact, pk=pk)
