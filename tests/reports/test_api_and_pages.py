@@ -1,0 +1,144 @@
+"""The JSON API contract, parameter errors, exports and pages (query counts pinned)."""
+
+import csv
+import io
+from datetime import date
+
+import pytest
+from openpyxl import load_workbook
+
+from crm.models import ActivityKind as K
+from reports.export import neutralise
+from tests.factories import CampaignFactory, ContactFactory
+
+from .factories import act
+
+pytestmark = pytest.mark.django_db
+PERIOD = "start=2025-03-01&end=2025-04-01"
+REPORTS = ["dashboard", "funnel", "email", "cost-per-mql", "leads", "revenue", "customers"]
+# Pinned query counts per report on the small dataset below (an N+1 would grow them).
+QUERIES = {
+    "dashboard": 17,
+    "funnel": 9,
+    "email": 5,
+    "cost-per-mql": 13,
+    "leads": 11,
+    "revenue": 5,
+    "customers": 8,
+}
+
+
+@pytest.fixture
+def data():
+    camp = CampaignFactory(name="=HYPERLINK(evil)")
+    c = ContactFactory(created_at=date(2025, 3, 2).isoformat() + "T00:00Z")
+    act(c, K.EMAIL_SENT, "2025-03-03", camp, "m1")
+    act(c, K.EMAIL_OPENED, "2025-03-04", camp, "m1")
+    from reports.rollups import rollups_rebuild
+
+    rollups_rebuild(start_day=date(2025, 3, 1), end_day=date(2025, 4, 1))
+    return camp
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_every_report_answers_with_the_contract(name, data, sales_api, django_assert_num_queries):
+    with django_assert_num_queries(QUERIES[name]):
+        r = sales_api.get(f"/api/v1/reports/{name}/?{PERIOD}")
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert body["report"] == name
+    assert (body["start"], body["end"]) == ("2025-03-01", "2025-04-01")
+    assert set(body["filters"]) == {"campaign", "channel", "source", "segment", "owner"}
+    assert isinstance(body["rows"], list) and isinstance(body["totals"], dict)
+    assert body["too_little_data"] is False
+    if name == "funnel":
+        assert "stages" in body and "nurtured_vs_non_nurtured" in body
+
+
+def test_email_rows_carry_campaign_and_rates(data, marketing_api):
+    body = marketing_api.get(f"/api/v1/reports/email/?{PERIOD}").json()
+    row = body["rows"][0]
+    assert row["campaign_id"] == data.id and row["campaign"] == "=HYPERLINK(evil)"
+    assert row["sent"] == 1 and row["unique_opens"] == 1 and row["open_rate"] == 1.0
+    assert row["complaint_rate"] == 0.0
+
+
+def test_compare_adds_the_previous_period(data, marketing_api):
+    body = marketing_api.get(f"/api/v1/reports/leads/?{PERIOD}&compare=previous").json()
+    assert body["previous"]["start"] == "2025-01-29"
+    assert body["previous"]["change"]["new_leads"] == {"absolute": 1, "relative": None}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start=2025-03-01",
+        "start=2025-13-01&end=2025-04-01",
+        "start=2025-04-01&end=2025-04-01",
+        f"{PERIOD}&attribution=magic",
+        f"{PERIOD}&campaign=abc",
+        f"{PERIOD}&format=pdf",
+    ],
+)
+def test_bad_parameters_get_a_400(query, marketing_api):
+    r = marketing_api.get(f"/api/v1/reports/email/?{query}")
+    assert r.status_code == 400
+    assert r.json()["detail"]
+
+
+def test_unknown_report_is_a_400_and_review_is_reserved(marketing_api):
+    assert marketing_api.get(f"/api/v1/reports/nope/?{PERIOD}").status_code == 400
+
+
+def test_anonymous_cannot_read_reports(api_client):
+    assert api_client.get(f"/api/v1/reports/email/?{PERIOD}").status_code in (401, 403)
+
+
+def test_xlsx_export_round_trips_and_neutralises_formulas(data, marketing_api):
+    r = marketing_api.get(f"/api/v1/reports/email/?{PERIOD}&format=xlsx")
+    assert r.status_code == 200
+    ws = load_workbook(io.BytesIO(r.content)).active
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[0][:2] == ("Campaign", "Sent")
+    assert rows[1][0] == "'=HYPERLINK(evil)"
+    assert rows[1][1] == 1
+    assert rows[-1][0] == "Total"
+
+
+def test_csv_export(data, marketing_client):
+    r = marketing_client.get(f"/reports/email/?{PERIOD}&format=csv")
+    cells = list(csv.reader(io.StringIO(r.content.decode())))
+    assert cells[1][0] == "'=HYPERLINK(evil)"
+
+
+def test_neutralise():
+    assert neutralise("+1") == "'+1" and neutralise("@x") == "'@x" and neutralise("-") == "'-"
+    assert neutralise("ok") == "ok" and neutralise(-5) == -5
+
+
+@pytest.mark.parametrize(
+    "url", ["/", "/reports/", *[f"/reports/{n}/" for n in REPORTS if n != "dashboard"]]
+)
+def test_pages_render_for_sales(url, data, sales_client):
+    r = sales_client.get(f"{url}?{PERIOD}&compare=on")
+    assert r.status_code == 200
+    assert b"<script>alert" not in r.content
+
+
+def test_pages_escape_hostile_names_and_link_drill_downs(data, marketing_client):
+    r = marketing_client.get(f"/reports/email/?{PERIOD}")
+    assert b"=HYPERLINK(evil)" in r.content
+    assert b"/reports/drilldown/?" in r.content
+
+
+def test_drilldown_lists_the_contacts_and_exports_csv(data, marketing_client):
+    url = f"/reports/drilldown/?{PERIOD}&metric=email_opened&row_campaign={data.id}"
+    r = marketing_client.get(url)
+    assert r.status_code == 200 and b"1 contact" in r.content
+    r = marketing_client.get(url + "&format=csv")
+    assert len(list(csv.reader(io.StringIO(r.content.decode())))) == 2
+    assert marketing_client.get(f"/reports/drilldown/?{PERIOD}&metric=nope").status_code == 400
+
+
+def test_bad_page_parameters_are_a_400(marketing_client):
+    assert marketing_client.get("/reports/leads/?start=bad&end=2025-01-01").status_code == 400

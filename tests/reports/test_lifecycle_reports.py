@@ -1,0 +1,137 @@
+"""Leads, funnel and customers reports on a hand-built history (recycle → re-qualify)."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from crm.models import ActivityKind as K
+from crm.models import Deal
+from reports.metrics import customers, funnel, leads
+from reports.metrics.revenue import sales_cycle
+from reports.query import ReportQuery
+from tests.factories import ContactFactory, DealFactory
+
+from .factories import act, at, move
+
+pytestmark = pytest.mark.django_db
+MARCH = ReportQuery(start=date(2025, 3, 1), end=date(2025, 4, 1))
+
+
+@pytest.fixture
+def history():
+    c1 = ContactFactory(created_at=at("2025-03-01 00:00"))
+    c2 = ContactFactory(created_at=at("2025-03-02"))
+    ContactFactory(created_at=at("2025-03-02"), created_suppressed=True)  # not a new lead
+    ContactFactory(created_at=at("2025-04-01 00:00"))  # at the end: out
+    move(c1, "lead", "mql", "2025-03-05")
+    move(c1, "mql", "recycled", "2025-03-06")
+    act(c1, K.PAGE_VISIT, "2025-03-08")  # re-opened …
+    act(c1, K.FORM_SUBMITTED, "2025-03-09")  # … once per period
+    move(c1, "recycled", "mql", "2025-03-10")
+    move(c1, "mql", "sql", "2025-03-11")
+    act(c1, K.PAGE_VISIT, "2025-03-12")  # in sql now: not a re-opening
+    move(c1, "sql", "opportunity", "2025-03-15")
+    move(c1, "opportunity", "customer", "2025-03-25")
+    move(c2, "lead", "mql", "2025-03-03")
+    move(c2, "mql", "disqualified", "2025-03-04")
+    DealFactory(
+        contact=c1,
+        amount=Decimal("1200.00"),
+        status=Deal.Status.WON,
+        created_at=at("2025-03-15"),
+        closed_at=at("2025-03-25"),
+    )
+    return c1, c2
+
+
+def test_it_counts_the_leads_report(history, django_assert_num_queries):
+    with django_assert_num_queries(10):
+        rows, totals = leads.leads_by_month(MARCH)
+    assert totals == {
+        "new_leads": 2,
+        "reopened_leads": 1,
+        "mql_entries": 3,
+        "mqls": 2,
+        "sqls": 1,
+        "mqls_decided": 3,
+        "mqls_accepted": 1,
+        "mql_acceptance_rate": pytest.approx(1 / 3),
+        "acceptance_alert": True,
+    }
+    assert len(rows) == 1 and rows[0]["month"] == "2025-03"
+    assert rows[0]["new_leads"] == 2
+    assert rows[0]["score_median"] == 0  # no ledger entries: everybody at 0
+    assert rows[0]["score_histogram"]["0–19"] == 2
+
+
+def test_the_funnel(history, django_assert_num_queries):
+    with django_assert_num_queries(8):
+        body = funnel.funnel_report(MARCH)
+    by = {s["stage"]: s for s in body["stages"]}
+    assert [by[s]["cohort"] for s in ("lead", "mql", "sql", "opportunity", "customer")] == [
+        2,
+        2,
+        1,
+        1,
+        1,
+    ]
+    assert by["mql"]["entries"] == 3 and by["mql"]["contacts"] == 2
+    assert by["lead"]["stage_conversion"] == 1.0
+    assert by["lead"]["median_days"] == 2.5  # 4 days (c1) and 1 day (c2)
+    assert by["lead"]["p90_days"] == 4.0  # nearest rank
+    assert by["mql"]["stage_conversion"] == 0.5  # c1 reached sql 6 days after Mar 5
+    assert by["mql"]["median_days"] == 6.0
+    assert by["mql"]["recycled"] == 1 and by["mql"]["disqualified"] == 1
+    assert by["opportunity"]["median_days"] == 10.0
+    nn = body["nurtured_vs_non_nurtured"]
+    assert nn["non_nurtured"] == 2 and nn["non_nurtured_opportunities"] == 1
+    assert nn["nurtured"] == 0 and nn["difference"] is None
+
+
+def test_customers_and_sales_cycle(history):
+    r = customers.rates(MARCH)
+    assert r["new_customers"] == 1
+    assert r["open_leads"] == 0 and r["acquisition_rate"] is None  # nobody open on Mar 1
+    assert r["churn_rate"] is None and r["retention_rate"] is None
+    clv = customers.clv_by_cohort(MARCH)
+    assert clv == [
+        {
+            "cohort": "2025-03",
+            "customers": 1,
+            "won_revenue": Decimal("1200.00"),
+            "customer_lifetime_value": Decimal("1200.00"),
+        }
+    ]
+    assert sales_cycle(MARCH) == {"sales_cycle_days": 14.0, "sales_cycle_n": 1}
+
+
+def test_churn_and_csat():
+    c = ContactFactory(created_at=at("2025-01-01"))
+    d = ContactFactory(created_at=at("2025-01-01"))
+    move(c, "opportunity", "customer", "2025-02-01")
+    move(d, "opportunity", "customer", "2025-02-01")
+    move(c, "customer", "churned", "2025-03-31 23:59")
+    for answer in (5, 4, 2, 1):
+        act(d, K.CSAT_ANSWER, "2025-03-10", details={"answer": answer})
+    act(d, K.CSAT_ANSWER, "2025-04-01 00:00", details={"answer": 5})  # out
+    r = customers.rates(MARCH)
+    assert r["customers_at_start"] == 2
+    assert r["churn_rate"] == 0.5 and r["retention_rate"] == 0.5
+    assert customers.csat(MARCH) == {"csat_answers": 4, "csat": 0.5, "csat_mean": 3.0}
+
+
+def test_new_leads_follow_the_site_time_zone(settings):
+    settings.TIME_ZONE = "America/New_York"
+    ContactFactory(created_at=at("2025-03-01 03:00"))  # Feb 28, 22:00 in New York: out
+    ContactFactory(created_at=at("2025-04-01 02:00"))  # Mar 31, 22:00 in New York: in
+    ContactFactory(created_at=at("2025-04-01 04:00"))  # Apr 1, 00:00 in New York: out
+    assert leads.new_leads(MARCH) == 1
+    rows, _ = leads.leads_by_month(MARCH)
+    assert rows[0]["new_leads"] == 1
+
+
+def test_an_empty_period():
+    rows, totals = leads.leads_by_month(MARCH)
+    assert totals["new_leads"] == 0 and totals["mql_acceptance_rate"] is None
+    assert funnel.funnel_report(MARCH)["stages"][0]["stage_conversion"] is None
