@@ -1,5 +1,14 @@
-"""Demo data for reports, called by `manage.py seed_demo` (settings.DEMO_SEEDERS)."""
+"""Demo data for reports, called by `manage.py seed_demo` (settings.DEMO_SEEDERS), last."""
+
+from datetime import timedelta
+
+from .query import site_tz
+from .rollups import rollups_rebuild
 
 
 def seed(ctx) -> None:
-    """Fill reports's tables for the demo; `ctx` carries the seed, size and shared objects."""
+    """Rebuild the daily rollups for the demo year (seeders may bulk-load around the hooks)."""
+    start = ctx.start.astimezone(site_tz()).date() - timedelta(days=1)
+    end = ctx.now.astimezone(site_tz()).date() + timedelta(days=2)
+    rollups_rebuild(start_day=start, end_day=end, chunk_days=31)
+    ctx.log(f"reports: rollups rebuilt for {start} – {end}")

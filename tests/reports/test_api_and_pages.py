@@ -49,17 +49,22 @@ def test_every_report_answers_with_the_contract(name, data, sales_api, django_as
     assert body["report"] == name
     assert (body["start"], body["end"]) == ("2025-03-01", "2025-04-01")
     assert set(body["filters"]) == {"campaign", "channel", "source", "segment", "owner"}
-    assert isinstance(body["rows"], list) and isinstance(body["totals"], dict)
+    assert isinstance(body["rows"], list)
+    assert isinstance(body["totals"], dict)
     assert body["too_little_data"] is False
     if name == "funnel":
-        assert "stages" in body and "nurtured_vs_non_nurtured" in body
+        assert "stages" in body
+        assert "nurtured_vs_non_nurtured" in body
 
 
 def test_email_rows_carry_campaign_and_rates(data, marketing_api):
     body = marketing_api.get(f"/api/v1/reports/email/?{PERIOD}").json()
     row = body["rows"][0]
-    assert row["campaign_id"] == data.id and row["campaign"] == "=HYPERLINK(evil)"
-    assert row["sent"] == 1 and row["unique_opens"] == 1 and row["open_rate"] == 1.0
+    assert row["campaign_id"] == data.id
+    assert row["campaign"] == "=HYPERLINK(evil)"
+    assert row["sent"] == 1
+    assert row["unique_opens"] == 1
+    assert row["open_rate"] == 1.0
     assert row["complaint_rate"] == 0.0
 
 
@@ -112,8 +117,11 @@ def test_csv_export(data, marketing_client):
 
 
 def test_neutralise():
-    assert neutralise("+1") == "'+1" and neutralise("@x") == "'@x" and neutralise("-") == "'-"
-    assert neutralise("ok") == "ok" and neutralise(-5) == -5
+    assert neutralise("+1") == "'+1"
+    assert neutralise("@x") == "'@x"
+    assert neutralise("-") == "'-"
+    assert neutralise("ok") == "ok"
+    assert neutralise(-5) == -5
 
 
 @pytest.mark.parametrize(
@@ -134,7 +142,8 @@ def test_pages_escape_hostile_names_and_link_drill_downs(data, marketing_client)
 def test_drilldown_lists_the_contacts_and_exports_csv(data, marketing_client):
     url = f"/reports/drilldown/?{PERIOD}&metric=email_opened&row_campaign={data.id}"
     r = marketing_client.get(url)
-    assert r.status_code == 200 and b"1 contact" in r.content
+    assert r.status_code == 200
+    assert b"1 contact" in r.content
     r = marketing_client.get(url + "&format=csv")
     assert len(list(csv.reader(io.StringIO(r.content.decode())))) == 2
     assert marketing_client.get(f"/reports/drilldown/?{PERIOD}&metric=nope").status_code == 400

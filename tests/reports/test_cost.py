@@ -100,7 +100,8 @@ def test_it_computes_cost_per_mql_under_last_touch(dataset, django_assert_num_qu
     assert by["A"]["mqls"] == 1.0  # c2
     assert by["A"]["cost_per_mql"] == Decimal("408.33")
     assert by["A"]["cost_per_mql_variable"] == Decimal("363.33")
-    assert by["A"]["sqls"] == 0 and by["A"]["cost_per_sql"] is None
+    assert by["A"]["sqls"] == 0
+    assert by["A"]["cost_per_sql"] is None
     # The deal closed on Mar 20: its last touch is A's visit of Mar 11.
     assert by["A"]["attributed_revenue"] == Decimal("1000.00")
     assert by["A"]["roi"] == pytest.approx((1000 - (310 + 1600 / 30 + 45)) / (310 + 1600 / 30 + 45))

@@ -59,7 +59,8 @@ def test_it_counts_the_leads_report(history, django_assert_num_queries):
         "mql_acceptance_rate": pytest.approx(1 / 3),
         "acceptance_alert": True,
     }
-    assert len(rows) == 1 and rows[0]["month"] == "2025-03"
+    assert len(rows) == 1
+    assert rows[0]["month"] == "2025-03"
     assert rows[0]["new_leads"] == 2
     assert rows[0]["score_median"] == 0  # no ledger entries: everybody at 0
     assert rows[0]["score_histogram"]["0–19"] == 2
@@ -76,24 +77,30 @@ def test_the_funnel(history, django_assert_num_queries):
         1,
         1,
     ]
-    assert by["mql"]["entries"] == 3 and by["mql"]["contacts"] == 2
+    assert by["mql"]["entries"] == 3
+    assert by["mql"]["contacts"] == 2
     assert by["lead"]["stage_conversion"] == 1.0
     assert by["lead"]["median_days"] == 2.5  # 4 days (c1) and 1 day (c2)
     assert by["lead"]["p90_days"] == 4.0  # nearest rank
     assert by["mql"]["stage_conversion"] == 0.5  # c1 reached sql 6 days after Mar 5
     assert by["mql"]["median_days"] == 6.0
-    assert by["mql"]["recycled"] == 1 and by["mql"]["disqualified"] == 1
+    assert by["mql"]["recycled"] == 1
+    assert by["mql"]["disqualified"] == 1
     assert by["opportunity"]["median_days"] == 10.0
     nn = body["nurtured_vs_non_nurtured"]
-    assert nn["non_nurtured"] == 2 and nn["non_nurtured_opportunities"] == 1
-    assert nn["nurtured"] == 0 and nn["difference"] is None
+    assert nn["non_nurtured"] == 2
+    assert nn["non_nurtured_opportunities"] == 1
+    assert nn["nurtured"] == 0
+    assert nn["difference"] is None
 
 
 def test_customers_and_sales_cycle(history):
     r = customers.rates(MARCH)
     assert r["new_customers"] == 1
-    assert r["open_leads"] == 0 and r["acquisition_rate"] is None  # nobody open on Mar 1
-    assert r["churn_rate"] is None and r["retention_rate"] is None
+    assert r["open_leads"] == 0
+    assert r["acquisition_rate"] is None
+    assert r["churn_rate"] is None
+    assert r["retention_rate"] is None
     clv = customers.clv_by_cohort(MARCH)
     assert clv == [
         {
@@ -117,7 +124,8 @@ def test_churn_and_csat():
     act(d, K.CSAT_ANSWER, "2025-04-01 00:00", details={"answer": 5})  # out
     r = customers.rates(MARCH)
     assert r["customers_at_start"] == 2
-    assert r["churn_rate"] == 0.5 and r["retention_rate"] == 0.5
+    assert r["churn_rate"] == 0.5
+    assert r["retention_rate"] == 0.5
     assert customers.csat(MARCH) == {"csat_answers": 4, "csat": 0.5, "csat_mean": 3.0}
 
 
@@ -133,5 +141,6 @@ def test_new_leads_follow_the_site_time_zone(settings):
 
 def test_an_empty_period():
     rows, totals = leads.leads_by_month(MARCH)
-    assert totals["new_leads"] == 0 and totals["mql_acceptance_rate"] is None
+    assert totals["new_leads"] == 0
+    assert totals["mql_acceptance_rate"] is None
     assert funnel.funnel_report(MARCH)["stages"][0]["stage_conversion"] is None
