@@ -82,10 +82,11 @@ class _Batch:
         return siblings[i] if i < len(siblings) else None
 
     def step_by_id(self, program_id: int, step_id) -> Step | None:
-        for s in self.steps.get(program_id, []):
-            if s.pk == step_id:
-                return s
-        return None
+        i = self.index.get(step_id)
+        siblings = self.steps.get(program_id, [])
+        if i is None or i >= len(siblings) or siblings[i].pk != step_id:
+            return None  # deleted, or a step of another program
+        return siblings[i]
 
 
 def enrollments_advance(
@@ -137,7 +138,6 @@ def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
                 "program__campaign__owner",
                 "contact__company",
                 "contact__owner__profile",
-                "current_step",
             )
         )
         program_ids = {e.program_id for e in enrollments}
@@ -207,9 +207,8 @@ def _suppression_reason(batch: _Batch, contact) -> str:
 def _run(batch: _Batch, e: Enrollment) -> tuple:
     """Walk one enrollment forward; return its new (state, step id, next run, exit reason)."""
     now = batch.now
-    step = e.current_step
-    if step is not None and step.pk not in batch.index:
-        step = None  # the step was deleted
+    # The batch's own Step instances (templates already joined), not e.current_step.
+    step = batch.step_by_id(e.program_id, e.current_step_id) if e.current_step_id else None
     for _ in range(MAX_STEPS_PER_PASS):
         if step is None or step.kind == Step.Kind.END:
             return (Enrollment.State.COMPLETED, None, None, "")
