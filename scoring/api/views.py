@@ -1,6 +1,7 @@
 """Scoring API: rules, settings, rescore runs, back-test, a contact's score breakdown."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -86,6 +87,7 @@ class RescoreView(APIView):
     access = ADMIN_READS_MARKETING
     serializer_class = RescoreRunSerializer
 
+    @extend_schema(operation_id="scoring_rescore_list", responses=RescoreRunSerializer(many=True))
     def get(self, request):
         return Response(RescoreRunSerializer(RescoreRun.objects.all()[:20], many=True).data)
 
