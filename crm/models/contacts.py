@@ -104,6 +104,9 @@ class Contact(models.Model):
     # METRICS.md "new leads" excludes contacts already suppressed when created; a later
     # unsubscribe must not change that count, so the fact is frozen at creation.
     created_suppressed = models.BooleanField(default=False)
+    # Set by crm.privacy.contact_erase: the row stays (reports keep their totals) but holds
+    # no personal data any more, and is never emailed again.
+    erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 
