@@ -295,6 +295,9 @@ CONTACT_SUMMARY_PROVIDERS: list[str] = [
     "scoring.extensions.summaries",
     "nurture.providers.summaries",
 ]
+# Modules with export(contact) -> dict and erase(contact) -> None: what each app holds about
+# a contact, for the personal-data export and erasure (crm.privacy).
+CONTACT_DATA_PROVIDERS: list[str] = ["nurture.privacy", "scoring.privacy"]
 # Extra segment condition types contributed by other apps (crm.segments), e.g. nurture's
 # "in / not in a program".
 SEGMENT_CONDITION_PROVIDERS: list[str] = ["nurture.segment_conditions.CONDITIONS"]
@@ -305,6 +308,7 @@ DEMO_SEEDERS = [
     "nurture.demo.seed",
     "scoring.demo.seed",
     "reports.demo.seed",
+    "reports.review.demo.seed",
 ]
 
 # --- Product settings -----------------------------------------------------------------------

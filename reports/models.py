@@ -90,3 +90,7 @@ class StageDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.from_stage}→{self.to_stage}: {self.entries}"
+
+
+# The review register's models live in their own module (reports/review/models.py).
+from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

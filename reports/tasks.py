@@ -24,5 +24,10 @@ def reconcile_rollups(day: str | None = None) -> dict:
 
 
 @shared_task(name="reports.tasks.review_digest")
-def review_digest() -> None:
-    """Weekly digest of overdue reviews to their owners."""
+def review_digest() -> int:
+    """Weekly: bring the register in step with what exists, then mail overdue items to owners."""
+    from .review.digest import review_digest_send
+    from .review.services import register_sync
+
+    register_sync()
+    return review_digest_send()

@@ -4,7 +4,7 @@ Each report has its own explicit path so ``/reports/review/…`` stays free for 
 register.
 """
 
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -13,6 +13,7 @@ REPORT_PAGES = ["funnel", "email", "cost-per-mql", "leads", "revenue", "customer
 urlpatterns = [
     path("", views.dashboard, name="home"),
     path("reports/", views.index, name="reports-index"),
+    path("reports/", include("reports.review.urls")),
     path("reports/drilldown/", views.drilldown, name="reports-drilldown"),
     *[
         path(f"reports/{name}/", views.report_page, {"name": name}, name=f"report-{name}")

@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from ..review.api import ReviewRegisterView
 from .views import ReportAPIView
 
 urlpatterns: list = [
+    path("review/", ReviewRegisterView.as_view(), name="report-review-api"),
     path("<str:name>/", ReportAPIView.as_view(), name="report-api"),
 ]

@@ -1,0 +1,26 @@
+// Long-term trend chart of a review-register item: one line per metric, per quarter.
+document.addEventListener("DOMContentLoaded", () => {
+  const canvas = document.getElementById("review-trend-chart");
+  if (!canvas || typeof Chart === "undefined") return;
+  const quarters = JSON.parse(document.getElementById(canvas.dataset.chartSource).textContent);
+  const keys = quarters.length ? Object.keys(quarters[0].figures) : [];
+  new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: quarters.map((q) => q.label),
+      datasets: keys.map((key) => ({
+        label: key.replaceAll("_", " "),
+        data: quarters.map((q) => q.figures[key]),
+        yAxisID: key.endsWith("rate") ? "rate" : "count",
+        spanGaps: true,
+      })),
+    },
+    options: {
+      maintainAspectRatio: false,
+      scales: {
+        count: { type: "linear", position: "left", beginAtZero: true },
+        rate: { type: "linear", position: "right", beginAtZero: true, grid: { drawOnChartArea: false } },
+      },
+    },
+  });
+});

@@ -1,0 +1,314 @@
+"""The review register: cadence, the scoring alert, baselines, immutable reviews, exports."""
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+from openpyxl import load_workbook
+
+from crm import ingest, lifecycle
+from crm.models import Stage
+from crm.services import contact_create
+from reports.review import services
+from reports.review.digest import review_digest_send
+from reports.review.models import ContentAsset, Review, ReviewItem
+from reports.review.register import mql_acceptance_rate, register_rows
+
+pytestmark = pytest.mark.django_db
+
+T = ReviewItem.Type
+
+
+def make_item(type=T.CONTENT, days_ago=100, **kw):
+    first, every = ReviewItem.DEFAULT_CADENCE[type]
+    defaults = {
+        "name": f"{type} item",
+        "started_at": timezone.now() - timedelta(days=days_ago),
+        "first_review_days": first,
+        "cadence_days": every,
+    }
+    defaults.update(kw)
+    return ReviewItem.objects.create(type=type, **defaults)
+
+
+def decide(n_accepted, n_rejected, at=None):
+    """Create MQLs and decide them: accepted → sql, rejected → recycled."""
+    at = at or timezone.now() - timedelta(days=5)
+    for i in range(n_accepted + n_rejected):
+        c = contact_create(
+            email=f"d{i}-{n_accepted}-{n_rejected}@example.com", created_at=at - timedelta(days=2)
+        )
+        lifecycle.stage_change(contact=c, to_stage=Stage.MQL, at=at - timedelta(days=1))
+        to = Stage.SQL if i < n_accepted else Stage.RECYCLED
+        lifecycle.stage_change(contact=c, to_stage=to, at=at)
+
+
+def test_automation_rules_are_due_30_days_after_they_start_then_every_90():
+    item = make_item(T.AUTOMATION, days_ago=10)
+    assert item.next_due() == item.started_at + timedelta(days=30)
+    item.last_reviewed_at = item.started_at + timedelta(days=30)
+    assert item.next_due() == item.started_at + timedelta(days=120)
+
+
+def test_a_program_not_reviewed_for_90_days_is_overdue():
+    due = make_item(T.PROGRAM, days_ago=91, object_id=1)
+    fine = make_item(T.PROGRAM, days_ago=89, object_id=2)
+    rows = {r.item.pk: r for r in register_rows()}
+    assert rows[due.pk].overdue is True
+    assert rows[fine.pk].overdue is False
+
+
+def test_stable_scoring_rules_are_reviewed_every_six_months():
+    item = make_item(T.SCORING, days_ago=10, stable=True)
+    item.last_reviewed_at = timezone.now()
+    assert item.next_due() == item.last_reviewed_at + timedelta(days=182)
+
+
+def test_acceptance_rate_counts_decisions_in_the_period_and_is_none_without_any():
+    now = timezone.now()
+    assert mql_acceptance_rate(start=now - timedelta(days=90), end=now) is None
+    decide(1, 3)
+    assert mql_acceptance_rate(start=now - timedelta(days=90), end=now) == 0.25
+
+
+def test_the_scoring_item_turns_overdue_at_once_when_acceptance_falls_below_half():
+    item = make_item(T.SCORING, days_ago=10)
+    decide(2, 2)  # exactly 50%: no alert
+    assert {r.item.pk: r for r in register_rows()}[item.pk].overdue is False
+    decide(0, 1)  # 2 of 5 accepted = 40%
+    row = {r.item.pk: r for r in register_rows()}[item.pk]
+    assert row.overdue is True
+    assert "40%" in row.alert
+
+
+def test_a_review_snapshots_the_period_since_the_last_one_and_reschedules():
+    asset = ContentAsset.objects.create(
+        title="Pricing video",
+        type="video",
+        url="https://x.example/pricing",
+        created_at=timezone.now() - timedelta(days=120),
+    )
+    item = make_item(T.CONTENT, object_id=asset.pk, content_type="video", days_ago=120)
+    c = contact_create(email="v@example.com", created_at=timezone.now() - timedelta(days=3))
+    ingest.activities_record(
+        items=[
+            {
+                "contact": c.pk,
+                "kind": "page_visit",
+                "url": "https://x.example/pricing?utm=1",
+                "occurred_at": (timezone.now() - timedelta(days=2)).isoformat(),
+            },
+            {
+                "contact": c.pk,
+                "kind": "page_visit",
+                "url": "https://x.example/pricing",
+                "occurred_at": (timezone.now() - timedelta(days=1)).isoformat(),
+            },
+            {
+                "contact": c.pk,
+                "kind": "content_download",
+                "url": "https://x.example/other",
+                "occurred_at": (timezone.now() - timedelta(days=1)).isoformat(),
+            },
+        ]
+    )
+    review = services.review_record(item=item, reviewer=None, decision="keep", notes="ok")
+    assert review.metrics == {"views": 1, "downloads": 0, "leads": 1, "mqls_influenced": 0}
+    assert review.period_start == item.started_at
+    item.refresh_from_db()
+    assert item.last_reviewed_at == review.reviewed_at
+    assert item.next_due() == review.reviewed_at + timedelta(days=90)
+
+
+def test_reviews_are_never_edited_after_the_fact():
+    item = make_item()
+    review = services.review_record(item=item, reviewer=None, decision="keep")
+    review.notes = "rewritten"
+    with pytest.raises(ValidationError):
+        review.save()
+    with pytest.raises(ValidationError):
+        review.delete()
+
+
+def test_retiring_an_item_takes_it_off_the_register():
+    item = make_item()
+    services.review_record(item=item, reviewer=None, decision="retire")
+    assert item.pk not in {r.item.pk for r in register_rows()}
+
+
+def test_a_manual_baseline_refuses_metrics_the_item_does_not_have():
+    item = make_item(T.CONTENT)
+    services.baseline_set_manual(
+        item=item, figures={"views": 120, "downloads": 30}, note="2025 sheet"
+    )
+    item.refresh_from_db()
+    assert (item.baseline, item.baseline_source) == ({"views": 120.0, "downloads": 30.0}, "manual")
+    with pytest.raises(ValueError, match="open_rate"):
+        services.baseline_set_manual(item=item, figures={"open_rate": 0.2})
+
+
+def test_content_is_reviewed_grouped_by_type():
+    a = make_item(T.CONTENT, object_id=101, content_type="webinar", name="W1")
+    b = make_item(T.CONTENT, object_id=102, content_type="webinar", name="W2")
+    other = make_item(T.CONTENT, object_id=103, content_type="video", name="V1")
+    reviews = services.review_record_group(content_type="webinar", reviewer=None, decision="keep")
+    assert {r.item_id for r in reviews} == {a.pk, b.pk}
+    assert not Review.objects.filter(item=other).exists()
+
+
+def test_the_spreadsheet_has_one_sheet_per_type_with_reviews_newest_last(marketing_client):
+    w1 = make_item(T.CONTENT, object_id=1, content_type="webinar", name="=cmd|' /C calc'!A0")
+    make_item(T.CONTENT, object_id=2, content_type="video", name="Video A")
+    services.baseline_set_manual(item=w1, figures={"views": 10})
+    first = timezone.now() - timedelta(days=40)
+    services.review_record(item=w1, reviewer=None, decision="keep", at=first)
+    services.review_record(item=w1, reviewer=None, decision="change", at=timezone.now())
+    response = marketing_client.get(reverse("review-export", args=["xlsx"]))
+    assert response.status_code == 200
+    wb = load_workbook(io.BytesIO(response.content))
+    assert wb.sheetnames == [label[:31] for _, label in T.choices]
+    ws = wb["Content"]
+    rows = [[c.value for c in r] for r in ws.iter_rows()]
+    assert rows[0][:2] == ["Name", "Baseline"]
+    assert rows[0][2:] == [first.date().isoformat(), timezone.now().date().isoformat()]
+    # Grouped by content type: a heading row, then its items.
+    assert rows[1][0] == "Video"
+    assert rows[2][0] == "Video A"
+    assert rows[3][0] == "Webinar"
+    assert rows[4][0].startswith("'=")  # formula neutralised
+    assert rows[4][1].startswith("views 10")
+    assert rows[4][2].startswith("Keep")
+    assert rows[4][3].startswith("Change")
+
+
+def test_the_weekly_digest_mails_owners_their_overdue_items(marketing_user):
+    make_item(T.PROGRAM, days_ago=200, object_id=7, owner=marketing_user, name="Onboarding drip")
+    assert review_digest_send() == 1
+    (message,) = mail.outbox
+    assert message.to == [marketing_user.email]
+    assert "Onboarding drip" in message.body
+
+
+def test_the_register_page_lists_items_and_records_a_review(marketing_client):
+    item = make_item(
+        T.CONTENT, object_id=5, content_type="webinar", name="<script>alert(1)</script>"
+    )
+    page = marketing_client.get(reverse("review"))
+    assert page.status_code == 200
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.content
+    detail = marketing_client.get(reverse("review-item", args=[item.pk]))
+    assert detail.status_code == 200
+    response = marketing_client.post(
+        reverse("review-now", args=[item.pk]), {"decision": "change", "notes": "tighten"}
+    )
+    assert response.status_code == 302
+    assert Review.objects.get(item=item).decision == "change"
+
+
+def test_sales_reads_the_register_but_cannot_record_reviews(sales_client):
+    item = make_item()
+    assert sales_client.get(reverse("review")).status_code == 200
+    response = sales_client.post(reverse("review-now", args=[item.pk]), {"decision": "keep"})
+    assert response.status_code == 403
+    assert not Review.objects.exists()
+
+
+def test_the_api_lists_rows_and_records_a_review(marketing_api, sales_api):
+    item = make_item(T.PROGRAM, days_ago=100, object_id=3, name="Drip")
+    body = marketing_api.get("/api/v1/reports/review/").json()
+    (row,) = body["rows"]
+    assert (row["name"], row["overdue"], row["last_review"]) == ("Drip", True, None)
+    assert (
+        sales_api.post("/api/v1/reports/review/", {"item": item.pk, "decision": "keep"}).status_code
+        == 403
+    )
+    bad = marketing_api.post("/api/v1/reports/review/", {"item": item.pk, "decision": "maybe"})
+    assert bad.status_code == 400
+    ok = marketing_api.post(
+        "/api/v1/reports/review/", {"item": item.pk, "decision": "keep", "notes": "fine"}
+    )
+    assert ok.status_code == 201
+    assert marketing_api.get("/api/v1/reports/review/").json()["rows"][0]["overdue"] is False
+
+
+def test_a_program_review_uses_the_report_definitions():
+    """Two entrants, two delivered, one clicker, one MQL credited, 300 of cost in the period."""
+    from crm.models import CampaignCost
+    from nurture.models import Enrollment
+    from tests.nurture.factories import ProgramFactory
+
+    program = ProgramFactory()
+    started = timezone.now() - timedelta(days=10)
+    item = make_item(T.PROGRAM, object_id=program.pk, started_at=started, name=program.name)
+    today = timezone.localdate()
+    CampaignCost.objects.create(
+        campaign=program.campaign,
+        period_start=today - timedelta(days=4),
+        period_end=today - timedelta(days=2),
+        amount=300,
+        category="media",
+    )
+    a = contact_create(email="a@example.com", created_at=started)
+    b = contact_create(email="b@example.com", created_at=started)
+    for c in (a, b):
+        Enrollment.objects.create(
+            contact=c, program=program, entered_at=started + timedelta(days=1)
+        )
+    t = lambda d: (timezone.now() - timedelta(days=d)).isoformat()  # noqa: E731
+    cid = program.campaign_id
+    ingest.activities_record(
+        items=[
+            {
+                "contact": a.pk,
+                "kind": "email_sent",
+                "occurred_at": t(5),
+                "campaign": cid,
+                "message_id": "m1",
+            },
+            {
+                "contact": b.pk,
+                "kind": "email_sent",
+                "occurred_at": t(5),
+                "campaign": cid,
+                "message_id": "m2",
+            },
+            {
+                "contact": a.pk,
+                "kind": "email_clicked",
+                "occurred_at": t(4),
+                "campaign": cid,
+                "message_id": "m1",
+                "url": "https://example.com/x",
+            },
+        ]
+    )
+    lifecycle.stage_change(contact=a, to_stage=Stage.MQL, at=timezone.now() - timedelta(days=3))
+    review = services.review_record(item=item, reviewer=None, decision="keep")
+    m = review.metrics
+    assert (m["entrants"], m["delivered"], m["unique_clicks"]) == (2, 2, 1)
+    assert m["click_through_rate"] == 0.5
+    assert (m["unsubscribed"], m["unsubscribe_rate"]) == (0, 0.0)
+    assert m["mqls"] == 1
+    assert (m["program_cost"], m["cost_per_mql"]) == (300.0, 300.0)
+
+
+def test_the_register_follows_what_exists():
+    from tests.nurture.factories import ProgramFactory, TriggerFactory
+
+    trigger = TriggerFactory(program=ProgramFactory(name="Webinar follow-up"))
+    asset = ContentAsset.objects.create(title="Fintech report", type="white_paper")
+    assert services.register_sync() == 5  # program, trigger, asset, scoring, assignment
+    assert services.register_sync() == 0
+    types = dict(ReviewItem.objects.values_list("type", "name").order_by("type"))
+    assert types[T.AUTOMATION].startswith("Webinar follow-up")
+    automation = ReviewItem.objects.get(type=T.AUTOMATION)
+    assert automation.object_id == trigger.pk
+    assert automation.first_review_days == 30
+    assert ReviewItem.objects.get(type=T.CONTENT).object_id == asset.pk
+    asset.delete()
+    services.register_sync()
+    assert not ReviewItem.objects.get(type=T.CONTENT).active
