@@ -161,7 +161,10 @@ def bench_scoring_naive_loop(env):
     def set_based():
         if ids:
             engine.expected_values(
-                Q(pk__gte=ids[0], pk__lte=ids[-1]), engine.RuleSet(rules), now=now
+                Q(pk__gte=ids[0], pk__lte=ids[-1]),
+                engine.RuleSet(rules),
+                now=now,
+                activity_scope=Q(contact_id__gte=ids[0], contact_id__lte=ids[-1]),
             )
 
     (naive_s,) = env.timeit(naive, repeat=1, warmup=0)

@@ -83,7 +83,14 @@ def backtest_run(*, draft: list[Rule], days: int, now=None) -> dict[str, Any]:
     conf = ScoringSettings.load()
     rule_set = engine.RuleSet([*draft, *current])
     active = Q(pk__in=Activity.objects.in_period(since, now).values("contact_id"))
-    values = engine.expected_values(active, rule_set, now=now, since=since)
+    # One pass over the window's activities (kind/time index or a scan), grouped by contact.
+    values = engine.expected_values(
+        active,
+        rule_set,
+        now=now,
+        since=since,
+        activity_scope=Q(occurred_at__gte=since, occurred_at__lt=now),
+    )
     split = len(draft)
 
     def qualified(positions: range) -> set[int]:

@@ -83,10 +83,10 @@ def time_dependent(rules: Sequence[Rule]) -> list[Rule]:
 
 def _bucket_count(rule: Rule, q: Q) -> Count:
     if rule.frequency == Rule.Frequency.ONCE_PER_DAY:
-        return Count(TruncDate("activities__occurred_at"), filter=q, distinct=True)
+        return Count(TruncDate("occurred_at"), filter=q, distinct=True)
     if rule.frequency == Rule.Frequency.ONCE_PER_WEEK:
-        return Count(TruncWeek("activities__occurred_at"), filter=q, distinct=True)
-    return Count("activities__id", filter=q)
+        return Count(TruncWeek("occurred_at"), filter=q, distinct=True)
+    return Count("id", filter=q)
 
 
 def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) -> int:
@@ -102,19 +102,30 @@ def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) 
 
 
 def expected_values(
-    contact_q: Q, rule_set: RuleSet, *, now: datetime, since: datetime | None = None
+    contact_q: Q,
+    rule_set: RuleSet,
+    *,
+    now: datetime,
+    activity_scope: Q | None = None,
+    since: datetime | None = None,
 ) -> dict[int, dict[int, int]]:
     """``{contact_id: {rule position: points}}`` for the contacts matching ``contact_q``.
 
-    Two queries whatever the number of contacts and rules: one row of fit flags per
-    contact, one row of per-rule counts per contact (a LEFT JOIN to activities grouped by
-    contact). ``since`` limits the activities to ``[since, now)`` (back-test). Every
-    contact of ``contact_q`` appears, with an empty dict if worth nothing.
+    At most two queries whatever the number of contacts and rules: one row per contact
+    (fit flags, creation time), and one aggregate over the activities of ``activity_scope``
+    grouped by contact — a range scan of the (contact, time) index for an id range, so a
+    full rescore reads every activity once. ``since`` limits the activities to
+    ``[since, now)`` (back-test). Every contact of ``contact_q`` appears, possibly with an
+    empty dict, when it has fit rules or inactivity rules to evaluate.
     """
     positions = {id(r): i for i, r in enumerate(rule_set.rules)}
     result: dict[int, dict[int, int]] = {}
     flag_rules = rule_set.flag_rules
-    if flag_rules:
+    count_rules = rule_set.count_rules
+    inactive = [r for r in count_rules if r.kind == Rule.Kind.NEGATIVE]
+    engagement = [r for r in count_rules if r.kind != Rule.Kind.NEGATIVE]
+    created: dict[int, datetime] = {}
+    if flag_rules or inactive:
         annotations = {
             f"f{positions[id(r)]}": Case(
                 When(fit_q(r), then=Value(1)), default=Value(0), output_field=IntegerField()
@@ -123,47 +134,58 @@ def expected_values(
         }
         qs = Contact.objects.filter(contact_q).order_by().annotate(**annotations)
         names = list(annotations)
-        for row in qs.values_list("pk", *names):
+        for row in qs.values_list("pk", "created_at", *names):
             values = result.setdefault(row[0], {})
-            for name, flag in zip(names, row[1:], strict=True):
+            created[row[0]] = row[1]
+            for name, flag in zip(names, row[2:], strict=True):
                 if flag:
                     pos = int(name[1:])
                     values[pos] = rule_set.rules[pos].points
-    count_rules = rule_set.count_rules
-    if count_rules:
-        annotations: dict = {}
-        inactive = []
-        for r in count_rules:
+    if not count_rules:
+        return result
+    annotations: dict = {}
+    for r in engagement:
+        pos = positions[id(r)]
+        q = activity_q(r, now=now)
+        if since is not None:  # back-test: replay only the window's activities
+            q &= Q(occurred_at__gte=since, occurred_at__lt=now)
+        annotations[f"c{pos}"] = _bucket_count(r, q)
+        if r.half_life_days:
+            annotations[f"l{pos}"] = Max("occurred_at", filter=q)
+    if inactive:
+        annotations["last_engaged"] = Max(
+            "occurred_at", filter=Q(kind__in=list(ENGAGEMENT_KINDS), is_machine=False)
+        )
+    names = list(annotations)
+    scope = (
+        activity_scope
+        if activity_scope is not None
+        else Q(contact__in=Contact.objects.filter(contact_q))
+    )
+    qs = (
+        Activity.objects.filter(scope)
+        .order_by()
+        .values("contact_id")
+        .annotate(**annotations)
+        .values_list("contact_id", *names)
+    )
+    last_engaged: dict[int, datetime] = {}
+    for row in qs:
+        data = dict(zip(names, row[1:], strict=True))
+        if inactive and data["last_engaged"]:
+            last_engaged[row[0]] = data["last_engaged"]
+        values = result.setdefault(row[0], {})
+        for r in engagement:
             pos = positions[id(r)]
-            if r.kind == Rule.Kind.NEGATIVE:
-                inactive.append(r)
-                continue
-            q = activity_q(r, now=now, prefix="activities__")
-            if since is not None:  # back-test: replay only the window's activities
-                q &= Q(activities__occurred_at__gte=since, activities__occurred_at__lt=now)
-            annotations[f"c{pos}"] = _bucket_count(r, q)
-            if r.half_life_days:
-                annotations[f"l{pos}"] = Max("activities__occurred_at", filter=q)
-        if inactive:
-            annotations["last_engaged"] = Max(
-                "activities__occurred_at",
-                filter=Q(activities__kind__in=list(ENGAGEMENT_KINDS), activities__is_machine=False),
-            )
-        names = list(annotations)
-        qs = Contact.objects.filter(contact_q).order_by().values("pk", "created_at")
-        for row in qs.annotate(**annotations).values_list("pk", "created_at", *names):
-            data = dict(zip(names, row[2:], strict=True))
-            values = result.setdefault(row[0], {})
-            for r in count_rules:
-                pos = positions[id(r)]
-                if r.kind == Rule.Kind.NEGATIVE:
-                    ref = data["last_engaged"] or row[1]
-                    if ref < now - timedelta(days=r.inactive_days or 0):
-                        values[pos] = r.points
-                    continue
-                value = rule_value(r, count=data[f"c{pos}"], last=data.get(f"l{pos}"), now=now)
-                if value:
-                    values[pos] = value
+            value = rule_value(r, count=data[f"c{pos}"], last=data.get(f"l{pos}"), now=now)
+            if value:
+                values[pos] = value
+    for r in inactive:
+        pos = positions[id(r)]
+        cutoff = now - timedelta(days=r.inactive_days or 0)
+        for contact_id, created_at in created.items():
+            if last_engaged.get(contact_id, created_at) < cutoff:
+                result[contact_id][pos] = r.points
     return result
 
 
@@ -199,13 +221,19 @@ def reconcile(
     if id_range is not None:
         contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
         ledger_q = Q(contact_id__gte=id_range[0], contact_id__lt=id_range[1])
+        scope = ledger_q
     else:
         ids = list(contact_ids or ())
         if not ids:
             return Outcome()
         contact_q, ledger_q = Q(pk__in=ids), Q(contact_id__in=ids)
+        scope = ledger_q
     rule_set = RuleSet(list(rules))
-    expected = expected_values(contact_q, rule_set, now=now) if rule_set.rules else {}
+    expected = (
+        expected_values(contact_q, rule_set, now=now, activity_scope=scope)
+        if rule_set.rules
+        else {}
+    )
     by_id = {r.pk: (i, r) for i, r in enumerate(rule_set.rules)}
 
     owned_qs = LedgerEntry.objects.filter(ledger_q).exclude(reason=R.RECYCLE_RESET)

@@ -39,7 +39,7 @@ RULE_FIELDS = [
     "active_from",
     "enabled",
 ]
-RESCORE_CHUNK = 5000
+RESCORE_CHUNK = 20_000
 
 
 def _snapshot(rule: Rule) -> dict[str, Any]:
