@@ -13,7 +13,7 @@ from anymail.exceptions import AnymailAPIError, AnymailConfigurationError
 from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
 from anymail.webhooks.mailgun import MailgunTrackingWebhookView
 from anymail.webhooks.postmark import PostmarkTrackingWebhookView
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponseBadRequest, HttpResponseNotFound
 
 from crm.roles import PUBLIC
 
@@ -28,6 +28,25 @@ class _Guarded:
             raise  # a missing provider package is our misconfiguration: a 500 and a log
         except (AnymailConfigurationError, AnymailAPIError, ValueError) as exc:
             return HttpResponseBadRequest(f"Not a tracking event: {exc}", content_type="text/plain")
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        """A provider whose keys are not configured answers 404, not a 500.
+
+        Anymail reads its keys when the view is instantiated (Mailgun's signing key), which
+        happens per request inside the view function ``as_view`` returns.
+        """
+        view = super().as_view(**initkwargs)
+
+        def guarded(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except AnymailConfigurationError:
+                return HttpResponseNotFound("This webhook is not configured.")
+
+        guarded.__dict__.update(view.__dict__)  # view_class, csrf_exempt, access …
+        guarded.__name__ = view.__name__
+        return guarded
 
 
 class Postmark(_Guarded, PostmarkTrackingWebhookView):

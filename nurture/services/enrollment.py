@@ -147,10 +147,14 @@ def date_trigger_contacts(trigger: Trigger, day: date):
     target = day - timedelta(days=trigger.offset_days)
     key = trigger.date_attribute
     if trigger.yearly:
-        lookup = {f"attributes__{key}__endswith": f"-{target:%m-%d}"}
+        # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
+        day_month = f"{target:%m-%d}"
+        query = Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
+            **{f"attributes__{key}": day_month}
+        )
     else:
-        lookup = {f"attributes__{key}__startswith": target.isoformat()}
-    return Contact.objects.filter(**lookup)
+        query = Q(**{f"attributes__{key}__startswith": target.isoformat()})
+    return Contact.objects.filter(query)
 
 
 def _run_date_trigger(trigger: Trigger, now: datetime) -> int:
