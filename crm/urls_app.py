@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .urls_sales import urlpatterns as sales_urlpatterns
-from .views import campaigns, companies, contacts, imports
+from .views import campaigns, companies, contacts, imports, privacy
 from .views import segments as segment_views
 
 app_name = "crm"
@@ -15,6 +15,8 @@ urlpatterns: list = [
     path("contacts/<int:pk>/", contacts.contact_detail, name="contact-detail"),
     path("contacts/<int:pk>/edit/", contacts.contact_edit, name="contact-edit"),
     path("contacts/<int:pk>/merge/", contacts.contact_merge, name="contact-merge"),
+    path("contacts/<int:pk>/personal-data/", privacy.contact_data_export, name="contact-data"),
+    path("contacts/<int:pk>/erase/", privacy.contact_data_erase, name="contact-erase"),
     path("companies/", companies.company_list, name="company-list"),
     path("companies/new/", companies.company_form, name="company-create"),
     path("companies/<int:pk>/", companies.company_detail, name="company-detail"),

@@ -9,7 +9,7 @@ from reports.api import urlpatterns as report_urls
 from scoring.api import register as register_scoring
 from scoring.api import urlpatterns as scoring_urls
 
-from . import sales, segments, views
+from . import privacy, sales, segments, views
 
 
 class ApiRootView(APIRootView):
@@ -26,6 +26,7 @@ register_nurture(router)
 
 urlpatterns = [
     *views.urlpatterns,
+    *privacy.urlpatterns,
     *sales.urlpatterns,
     *scoring_urls,
     path("reports/", include(report_urls)),
