@@ -21,7 +21,14 @@ from crm.roles import PUBLIC
 class _Guarded:
     """An inbound payload posted here or an unparsable body is a 400, not a 500."""
 
+    # Postmark and SES events carry no signature: basic auth is their only proof of origin,
+    # so without ANYMAIL["WEBHOOK_SECRET"] the endpoint refuses everything (anymail itself
+    # would only warn and accept forged events).
+    requires_secret = False
+
     def post(self, request, *args, **kwargs):
+        if self.requires_secret and not self.basic_auth:
+            return HttpResponseNotFound("This webhook is not configured.")
         try:
             return super().post(request, *args, **kwargs)
         except ImportError:
@@ -51,6 +58,7 @@ class _Guarded:
 
 class Postmark(_Guarded, PostmarkTrackingWebhookView):
     access = PUBLIC
+    requires_secret = True
 
 
 class Mailgun(_Guarded, MailgunTrackingWebhookView):
@@ -59,6 +67,7 @@ class Mailgun(_Guarded, MailgunTrackingWebhookView):
 
 class AmazonSES(_Guarded, AmazonSESTrackingWebhookView):
     access = PUBLIC
+    requires_secret = True
 
 
 def on_tracking(sender, event, esp_name, **kwargs) -> None:
