@@ -68,6 +68,12 @@ def _user_name(user) -> str:
     return (user.get_full_name() or user.get_username()) if user else ""
 
 
+def _ago(at: datetime) -> str:
+    """ "2 minutes ago" with plain spaces (the message also goes into JSON), or "just now"."""
+    since = timesince(at).replace("\xa0", " ")
+    return "just now" if since.startswith("0 ") else f"{since} ago"
+
+
 def _already_decided(contact_id: int, err: StageChangeError, by) -> AlreadyDecided:
     """Explain a lost race: "Sasha accepted this lead 2 minutes ago"."""
     last = (
@@ -90,7 +96,7 @@ def _already_decided(contact_id: int, err: StageChangeError, by) -> AlreadyDecid
         who = last.actor.capitalize()
     verb = _DECISION_VERBS.get(last.to_stage, f"moved to {Stage(last.to_stage).label}")
     return AlreadyDecided(
-        f"{who} {verb} this lead {timesince(last.at)} ago; it is {stage_label} now.",
+        f"{who} {verb} this lead {_ago(last.at)}; it is {stage_label} now.",
         current_stage=err.current_stage,
         decided_by=_user_name(last.by_user) or last.actor,
         decided_at=last.at,

@@ -167,10 +167,20 @@ def test_the_loser_is_told_who_decided(sales_user, other_sales_user):
     other_sales_user.first_name, other_sales_user.last_name = "Sasha", "Ivanova"
     other_sales_user.save()
     contact = make_mql()
-    sales.mql_reject(contact_id=contact.pk, by=other_sales_user, reason_code="bad_fit")
+    t = sales.mql_reject(contact_id=contact.pk, by=other_sales_user, reason_code="bad_fit")
     with pytest.raises(sales.AlreadyDecided) as err:
         sales.mql_accept(contact_id=contact.pk, by=sales_user)
-    assert str(err.value).startswith("Sasha Ivanova disqualified this lead")
+    assert (
+        str(err.value) == "Sasha Ivanova disqualified this lead just now; it is Disqualified now."
+    )
+    LifecycleTransition.objects.filter(pk=t.transition.pk).update(
+        at=timezone.now() - timedelta(minutes=2, seconds=5)
+    )
+    with pytest.raises(sales.AlreadyDecided) as err:
+        sales.mql_accept(contact_id=contact.pk, by=sales_user)
+    assert str(err.value) == (
+        "Sasha Ivanova disqualified this lead 2 minutes ago; it is Disqualified now."
+    )
     assert err.value.decided_by == "Sasha Ivanova"
 
 
