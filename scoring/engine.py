@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import (
+    BigIntegerField,
     Case,
     Count,
+    F,
     IntegerField,
     Max,
     OuterRef,
@@ -42,6 +44,8 @@ from .models import LedgerEntry, Rule
 from .rules import activity_q, fit_q
 
 R = LedgerEntry.Reason
+MASK_BITS = 60
+BIG = BigIntegerField()
 
 
 @dataclass
@@ -124,23 +128,37 @@ def expected_values(
     count_rules = rule_set.count_rules
     inactive = [r for r in count_rules if r.kind == Rule.Kind.NEGATIVE]
     engagement = [r for r in count_rules if r.kind != Rule.Kind.NEGATIVE]
-    created: dict[int, datetime] = {}
-    if flag_rules or inactive:
-        annotations = {
-            f"f{positions[id(r)]}": Case(
-                When(fit_q(r), then=Value(1)), default=Value(0), output_field=IntegerField()
-            )
-            for r in flag_rules
-        }
-        qs = Contact.objects.filter(contact_q).order_by().annotate(**annotations)
-        names = list(annotations)
-        for row in qs.values_list("pk", "created_at", *names):
+    # Fit flags and "created before the inactivity cut-off" travel as bits of a few
+    # integer columns: decoding two ints per row is far cheaper than one column per rule.
+    bit_rules = [*flag_rules, *inactive]
+    created_early: dict[int, set[int]] = defaultdict(set)  # contact → inactive positions
+    if bit_rules:
+        masks = {}
+        for start in range(0, len(bit_rules), MASK_BITS):
+            terms = []
+            for bit, r in enumerate(bit_rules[start : start + MASK_BITS]):
+                if r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
+                    cond = Q(created_at__lt=now - timedelta(days=r.inactive_days or 0))
+                else:
+                    cond = fit_q(r)
+                terms.append(
+                    Case(When(cond, then=Value(1 << bit)), default=Value(0), output_field=BIG)
+                )
+            masks[f"m{start}"] = sum(terms[1:], terms[0])
+        qs = Contact.objects.filter(contact_q).order_by().annotate(**masks)
+        names = list(masks)
+        for row in qs.values_list("pk", *names):
             values = result.setdefault(row[0], {})
-            created[row[0]] = row[1]
-            for name, flag in zip(names, row[2:], strict=True):
-                if flag:
-                    pos = int(name[1:])
-                    values[pos] = rule_set.rules[pos].points
+            for name, mask in zip(names, row[1:], strict=True):
+                start = int(name[1:])
+                while mask:
+                    bit = (mask & -mask).bit_length() - 1
+                    mask &= mask - 1
+                    r = bit_rules[start + bit]
+                    if r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
+                        created_early[row[0]].add(positions[id(r)])
+                    else:
+                        values[positions[id(r)]] = r.points
     if not count_rules:
         return result
     annotations: dict = {}
@@ -169,23 +187,41 @@ def expected_values(
         .annotate(**annotations)
         .values_list("contact_id", *names)
     )
+    # Column index, position, points and cap per rule, resolved once (this loop runs for
+    # every contact with activity in the scope).
+    plan = []
+    for r in engagement:
+        pos = positions[id(r)]
+        cap = 1 if r.frequency == Rule.Frequency.ONCE_EVER else None
+        if r.cap:
+            cap = min(cap, r.cap) if cap else r.cap
+        last_col = 1 + names.index(f"l{pos}") if r.half_life_days else None
+        plan.append((1 + names.index(f"c{pos}"), pos, r, r.points, cap, last_col))
+    engaged_col = 1 + names.index("last_engaged") if inactive else None
     last_engaged: dict[int, datetime] = {}
     for row in qs:
-        data = dict(zip(names, row[1:], strict=True))
-        if inactive and data["last_engaged"]:
-            last_engaged[row[0]] = data["last_engaged"]
-        values = result.setdefault(row[0], {})
-        for r in engagement:
-            pos = positions[id(r)]
-            value = rule_value(r, count=data[f"c{pos}"], last=data.get(f"l{pos}"), now=now)
+        if engaged_col is not None and row[engaged_col] is not None:
+            last_engaged[row[0]] = row[engaged_col]
+        values = result.get(row[0])
+        if values is None:
+            values = result[row[0]] = {}
+        for col, pos, r, points, cap, last_col in plan:
+            n = row[col]
+            if not n:
+                continue
+            if last_col is not None:
+                value = rule_value(r, count=n, last=row[last_col], now=now)
+            else:
+                value = points * (min(n, cap) if cap else n)
             if value:
                 values[pos] = value
     for r in inactive:
         pos = positions[id(r)]
         cutoff = now - timedelta(days=r.inactive_days or 0)
-        for contact_id, created_at in created.items():
-            if last_engaged.get(contact_id, created_at) < cutoff:
-                result[contact_id][pos] = r.points
+        for contact_id, values in result.items():
+            last = last_engaged.get(contact_id)
+            if (last < cutoff) if last is not None else (pos in created_early[contact_id]):
+                values[pos] = r.points
     return result
 
 
@@ -236,14 +272,23 @@ def reconcile(
     )
     by_id = {r.pk: (i, r) for i, r in enumerate(rule_set.rules)}
 
-    owned_qs = LedgerEntry.objects.filter(ledger_q).exclude(reason=R.RECYCLE_RESET)
+    # What each rule already gave (recycle resets excluded: they belong to no rule's
+    # expectation) and, for a rescore, every entry's total to re-derive the cached score.
+    owned_qs = LedgerEntry.objects.filter(ledger_q)
     if not all_rules:
         owned_qs = owned_qs.filter(rule_id__in=list(by_id))
     owned: dict[int, dict[int | None, int]] = defaultdict(dict)
-    for contact_id, rule_id, points in (
-        owned_qs.order_by().values_list("contact_id", "rule_id").annotate(s=Sum("points"))
+    ledger_total: dict[int, int] = defaultdict(int)
+    for contact_id, rule_id, points, total in (
+        owned_qs.order_by()
+        .values_list("contact_id", "rule_id")
+        .annotate(
+            s=Sum("points", filter=~Q(reason=R.RECYCLE_RESET)),
+            t=Sum("points"),
+        )
     ):
-        owned[contact_id][rule_id] = points
+        owned[contact_id][rule_id] = points or 0
+        ledger_total[contact_id] += total
 
     first_match = _batch_matches(batch, rule_set.rules, now) if batch else {}
     outcome = Outcome()
@@ -271,7 +316,19 @@ def reconcile(
             outcome.contacts.add(contact_id)
     if outcome.entries:
         LedgerEntry.objects.bulk_create(outcome.entries, batch_size=2000)
-        scores_refresh(contact_ids=outcome.contacts)
+    deltas = outcome.delta_by_contact
+    if all_rules:
+        # A rescore also repairs a cached score that drifted from its ledger.
+        cached = Contact.objects.filter(contact_q).order_by().values_list("pk", "score")
+        _scores_set(
+            {
+                cid: ledger_total.get(cid, 0) + deltas.get(cid, 0)
+                for cid, score in cached
+                if score != ledger_total.get(cid, 0) + deltas.get(cid, 0)
+            }
+        )
+    elif deltas:
+        _scores_add(deltas)
     return outcome
 
 
@@ -313,6 +370,36 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
             ):
                 found[key] = a
     return found
+
+
+SCORE_UPDATE_BATCH = 2000
+
+
+def _grouped_case(values: dict[int, int]) -> list[When]:
+    by_value: dict[int, list[int]] = defaultdict(list)
+    for cid, v in values.items():
+        by_value[v].append(cid)
+    return [When(pk__in=ids, then=Value(v)) for v, ids in by_value.items()]
+
+
+def _scores_set(values: dict[int, int]) -> None:
+    """Set scores to known values: one UPDATE per 2,000 contacts, a CASE per value."""
+    items = list(values.items())
+    for i in range(0, len(items), SCORE_UPDATE_BATCH):
+        part = dict(items[i : i + SCORE_UPDATE_BATCH])
+        Contact.objects.filter(pk__in=list(part)).update(
+            score=Case(*_grouped_case(part), output_field=IntegerField())
+        )
+
+
+def _scores_add(deltas: dict[int, int]) -> None:
+    """Add aggregated deltas to the cached scores (the contacts are locked by the caller)."""
+    items = [(c, d) for c, d in deltas.items() if d]
+    for i in range(0, len(items), SCORE_UPDATE_BATCH):
+        part = dict(items[i : i + SCORE_UPDATE_BATCH])
+        Contact.objects.filter(pk__in=list(part)).update(
+            score=F("score") + Case(*_grouped_case(part), output_field=IntegerField())
+        )
 
 
 def scores_refresh(*, contact_ids: Iterable[int]) -> None:
