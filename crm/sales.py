@@ -17,12 +17,13 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
 from . import events, lifecycle
 from .lifecycle import StageChangeError
-from .models import Contact, Deal, LifecycleTransition, RejectionReason, Stage
+from .models import Contact, Deal, LifecycleTransition, Notification, RejectionReason, Stage
 
 # What a decision on an MQL did, as said to the rep who lost the race.
 _DECISION_VERBS = {
@@ -103,6 +104,26 @@ def _already_decided(contact_id: int, err: StageChangeError, by) -> AlreadyDecid
     )
 
 
+def _notify_owner(contact_id: int, by, what: str) -> None:
+    """Tell the lead's owner when another rep decided it (their queue changed under them)."""
+    contact = (
+        Contact.objects.filter(pk=contact_id)
+        .only("id", "owner_id", "first_name", "last_name", "email")
+        .first()
+    )
+    if (
+        contact is None
+        or contact.owner_id is None
+        or (by is not None and contact.owner_id == by.pk)
+    ):
+        return
+    Notification.objects.create(
+        user_id=contact.owner_id,
+        text=f"{_user_name(by) or 'Someone'} {what} {contact}."[:300],
+        url=reverse("crm:mql-detail", args=[contact_id]),
+    )
+
+
 def _parse_amount(amount) -> Decimal:
     try:
         value = Decimal(str(amount))
@@ -144,6 +165,8 @@ def mql_accept(
             claimed = Contact.objects.filter(pk=contact_id, owner__isnull=True).update(owner=by)
             if claimed:
                 events.contacts_changed([contact_id], fields={"owner"})
+            else:
+                _notify_owner(contact_id, by, "accepted your lead")
             deal = None
             if value is not None:
                 contact = Contact.objects.get(pk=contact_id)
@@ -161,14 +184,16 @@ def mql_reject(*, contact_id: int, by, reason_code: str, note: str = "") -> Deci
     """
     reason = rejection_reason_get(code=reason_code)
     try:
-        transition = lifecycle.stage_change(
-            contact=contact_id,
-            to_stage=reason.outcome,
-            by_user=by,
-            reason_code=reason.code,
-            note=note.strip(),
-            expected_from=[Stage.MQL],
-        )
+        with transaction.atomic():
+            transition = lifecycle.stage_change(
+                contact=contact_id,
+                to_stage=reason.outcome,
+                by_user=by,
+                reason_code=reason.code,
+                note=note.strip(),
+                expected_from=[Stage.MQL],
+            )
+            _notify_owner(contact_id, by, f"rejected ({reason.label}) your lead")
     except StageChangeError as err:
         raise _already_decided(contact_id, err, by) from err
     return Decision(transition=transition)

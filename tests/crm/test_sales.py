@@ -15,6 +15,7 @@ from crm.models import (
     Contact,
     Deal,
     LifecycleTransition,
+    Notification,
     RejectionReason,
     Reopening,
     Stage,
@@ -52,11 +53,20 @@ def test_accepting_an_mql_moves_it_to_sql_and_claims_it(sales_user):
     assert decision.deal is None
 
 
-def test_accepting_keeps_an_existing_owner(sales_user, other_sales_user):
-    contact = make_mql(owner=other_sales_user)
+def test_accepting_keeps_an_existing_owner_and_tells_them(sales_user, other_sales_user):
+    contact = make_mql(owner=other_sales_user, first_name="Ann", last_name="Lee")
     sales.mql_accept(contact_id=contact.pk, by=sales_user)
     contact.refresh_from_db()
     assert contact.owner == other_sales_user
+    (notice,) = Notification.objects.filter(user=other_sales_user)
+    assert notice.text == f"{sales_user.get_full_name()} accepted your lead Ann Lee."
+    assert notice.url == f"/crm/mqls/{contact.pk}/"
+
+
+def test_rejecting_my_own_lead_notifies_nobody(sales_user):
+    contact = make_mql(owner=sales_user)
+    sales.mql_reject(contact_id=contact.pk, by=sales_user, reason_code="no_budget")
+    assert not Notification.objects.exists()
 
 
 def test_accepting_with_an_amount_opens_a_deal_and_makes_an_opportunity(sales_user):
