@@ -6,3 +6,15 @@ from django.core.mail.backends.base import BaseEmailBackend
 class EmailBackend(BaseEmailBackend):
     def send_messages(self, email_messages):
         raise ConnectionError("SMTP down")
+
+
+class CrashingBackend(BaseEmailBackend):
+    """Accepts one message, then the worker "dies" (a BaseException, like SIGTERM handling)."""
+
+    def send_messages(self, email_messages):
+        from django.core import mail
+
+        if len(mail.outbox) >= 1:
+            raise KeyboardInterrupt("worker killed")
+        mail.outbox.extend(email_messages)
+        return len(email_messages)

@@ -189,3 +189,23 @@ def test_failed_sends_are_retried_then_marked_failed(settings):
     assert send.status == EmailSend.Status.FAILED
     assert send.attempts == 4
     assert "SMTP down" in send.error
+
+
+def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.CrashingBackend"
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(3)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    with pytest.raises(KeyboardInterrupt):
+        enrollments_advance()
+    # The batch rolled back: no send rows, every enrollment still due on its email step.
+    assert not EmailSend.objects.exists()
+    assert Enrollment.objects.filter(state="active", current_step__isnull=False).count() == 3
+    accepted = mail.outbox[0].to
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    enrollments_advance()
+    assert EmailSend.objects.filter(status="sent").count() == 3
+    recipients = sorted(m.to[0] for m in mail.outbox)
+    # Each contact got its email; the one the backend had accepted before the kill got it twice.
+    assert recipients == sorted([c.email for c in contacts] + accepted)

@@ -139,3 +139,18 @@ def test_outbox_lists_file_backend_mail_safely(marketing_client, settings, tmp_p
         ).status_code
         == 404
     )
+
+
+def test_template_list_and_program_page_query_counts(
+    marketing_client, django_assert_max_num_queries, program
+):
+    EmailTemplateFactory.create_batch(5)
+    with django_assert_max_num_queries(6):
+        assert marketing_client.get(reverse("nurture:template-list")).status_code == 200
+    contacts_enroll(
+        program=program, contact_ids=[c.pk for c in ContactFactory.create_batch(10)], source="m"
+    )
+    enrollments_advance()
+    with django_assert_max_num_queries(22):
+        response = marketing_client.get(reverse("nurture:program-detail", args=[program.pk]))
+    assert response.status_code == 200
