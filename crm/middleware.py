@@ -1,10 +1,16 @@
-"""Project middleware: deny-by-default role checks and security headers."""
+"""Project middleware: deny-by-default role checks, security headers, database-down 503."""
+
+import logging
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
 
 from .roles import view_access
+
+log = logging.getLogger(__name__)
 
 
 class RoleAccessMiddleware:
@@ -62,4 +68,36 @@ class SecurityHeadersMiddleware:
             "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"
         )
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return response
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with ``Retry-After`` while the database is unreachable.
+
+    A restart or fail-over of PostgreSQL surfaces as ``OperationalError``/``InterfaceError``
+    from the view; a 500 would tell an API client its request was wrong. The transaction
+    was rolled back, so a retry (with the same ``external_id``\\s) is safe. Django closes the
+    broken connection at the end of the request and the next request reconnects.
+    """
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        log.warning("database unavailable: %s", exception)
+        response = JsonResponse(
+            {
+                "detail": "The database is temporarily unavailable; retry shortly "
+                "(retrying with the same external_id is safe)."
+            },
+            status=503,
+        )
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
         return response

@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "crm.middleware.RoleAccessMiddleware",
+    # Last, so its process_exception sees a view's database error first: 503 + Retry-After.
+    "crm.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "crm.urls"
