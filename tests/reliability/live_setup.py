@@ -203,3 +203,26 @@ def activities_by_external_id(*, prefix: str) -> dict:
         "rows": qs.count(),
         "distinct": qs.values("external_id").distinct().count(),
     }
+
+
+def api_token() -> str:
+    """A marketing user's API token (the role that may POST activities)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="loader")
+    user.groups.add(Group.objects.get(name="marketing"))
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def contacts_create(*, n: int, prefix: str) -> list[int]:
+    from crm.models import Contact
+    from crm.services.base import contacts_create_bulk
+
+    contacts_create_bulk(
+        rows=[{"email": f"{prefix}{i}@example.com"} for i in range(n)], by_system="reliability"
+    )
+    return list(
+        Contact.objects.filter(email__startswith=prefix).order_by("pk").values_list("pk", flat=True)
+    )
