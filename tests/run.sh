@@ -3,7 +3,8 @@
 #   1. installs the system packages the tests need (redis-server, chromium) when root;
 #   2. starts a loopback redis-server (REDIS_URL) and a throwaway PostgreSQL (DATABASE_URL);
 #   3. runs pytest on SQLite (everything but `postgres`-marked tests, two xdist workers),
-#      then on PostgreSQL (everything but the `browser` and `redis` tests, which ran once);
+#      then on PostgreSQL (everything but the `browser` and `redis` tests, which ran once —
+#      except the tests marked both `redis` and `postgres`, which run only here);
 #   4. stops and deletes both services on exit.
 # Extra arguments go to both pytest runs, e.g. `tests/run.sh tests/crm -k health`.
 # LEADCYCLE_TEST_DBS="sqlite" (or "postgres") runs one pass only.
@@ -69,7 +70,10 @@ for db in $DBS; do
         echo "=== tests on PostgreSQL ==="
         DATABASE_URL=$(bash tests/services/pg.sh start "$SERVICES/pg")
         echo "tests/run.sh: PostgreSQL at $DATABASE_URL"
-        DATABASE_URL=$DATABASE_URL run_pytest -n "$WORKERS" -m "not browser and not redis" "$@" \
+        # Redis tests ran in the SQLite pass, except those that need both services (the
+        # scale-out and fault tests in tests/reliability): they run here, Redis still up.
+        DATABASE_URL=$DATABASE_URL run_pytest -n "$WORKERS" \
+            -m "not browser and (not redis or postgres)" "$@" \
             || status=$?
         bash tests/services/pg.sh stop "$SERVICES/pg"
         ;;
