@@ -180,8 +180,11 @@ def expected_values(
         if activity_scope is not None
         else Q(contact__in=Contact.objects.filter(contact_q))
     )
+    # Only the kinds some rule reads: sends and deliveries, the bulk of email events,
+    # never reach the aggregate.
+    kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
     qs = (
-        Activity.objects.filter(scope)
+        Activity.objects.filter(scope, kind__in=sorted(kinds))
         .order_by()
         .values("contact_id")
         .annotate(**annotations)
