@@ -21,6 +21,17 @@ CONTACT_ORDERINGS = {
 }
 
 
+class IdFilter(filters.NumberFilter):
+    """A row id: an integer within the database's range (a huge number is a 400, not a 500)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
 def _staff_users(request=None):
     return (
         get_user_model()
@@ -38,7 +49,7 @@ class ContactFilter(filters.FilterSet):
     source = filters.ChoiceFilter(choices=Source.choices)
     score_min = filters.NumberFilter(field_name="score", lookup_expr="gte", label="Score ≥")
     score_max = filters.NumberFilter(field_name="score", lookup_expr="lte", label="Score ≤")
-    company = filters.NumberFilter(field_name="company_id", label="Company id")
+    company = IdFilter(field_name="company_id", label="Company id")
     created_after = filters.DateFilter(
         field_name="created_at",
         lookup_expr="date__gte",
@@ -119,9 +130,9 @@ class CampaignFilter(filters.FilterSet):
 
 
 class ActivityFilter(filters.FilterSet):
-    contact = filters.NumberFilter(field_name="contact_id")
+    contact = IdFilter(field_name="contact_id")
     kind = filters.MultipleChoiceFilter(choices=ActivityKind.choices)
-    campaign = filters.NumberFilter(field_name="campaign_id")
+    campaign = IdFilter(field_name="campaign_id")
     occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     external_id = filters.CharFilter()

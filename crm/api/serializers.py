@@ -42,8 +42,12 @@ class CompanySerializer(serializers.ModelSerializer):
 class ContactSerializer(serializers.ModelSerializer):
     """Read and write a contact; ``stage`` on write is a lifecycle move."""
 
-    company_name = serializers.CharField(source="company.name", read_only=True, default=None)
-    owner_username = serializers.CharField(source="owner.username", read_only=True, default=None)
+    company_name = serializers.CharField(
+        source="company.name", read_only=True, default=None, allow_null=True
+    )
+    owner_username = serializers.CharField(
+        source="owner.username", read_only=True, default=None, allow_null=True
+    )
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
     owner = serializers.PrimaryKeyRelatedField(
         queryset=get_user_model().objects.all(), required=False, allow_null=True
