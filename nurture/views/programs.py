@@ -17,6 +17,10 @@ from ..models import Enrollment, Program, Step, Trigger
 from ..services import programs as program_services
 from ..services.enrollment import contacts_enroll, enrollment_remove, program_enroll_segment
 
+# The program page holds three forms with fields of the same name (kind, segment): distinct
+# id prefixes keep every <label for> pointing at its own form's field.
+STEP_IDS = "step_%s"
+
 
 @allow(MARKETING_WRITES)
 def program_list(request):
@@ -64,7 +68,12 @@ def _steps_context(program: Program) -> dict:
                 "here": summary["at_step"].get(s.pk, 0),
             }
         )
-    return {"program": program, "rows": rows, "summary": summary, "step_form": StepForm()}
+    return {
+        "program": program,
+        "rows": rows,
+        "summary": summary,
+        "step_form": StepForm(auto_id=STEP_IDS),
+    }
 
 
 @allow(MARKETING_WRITES)
@@ -74,8 +83,8 @@ def program_detail(request, pk: int):
     context.update(
         {
             "triggers": program.triggers.select_related("segment", "campaign"),
-            "trigger_form": TriggerForm(),
-            "enroll_form": EnrollForm(),
+            "trigger_form": TriggerForm(auto_id="trigger_%s"),
+            "enroll_form": EnrollForm(auto_id="enroll_%s"),
             "failed": queries.failed_sends(program),
             "enrollments": program.enrollments.select_related("contact", "current_step")[:25],
         }
@@ -105,7 +114,7 @@ def _steps_response(request, program: Program):
 @require_POST
 def step_add(request, pk: int):
     program = get_object_or_404(Program, pk=pk)
-    form = StepForm(request.POST)
+    form = StepForm(request.POST, auto_id=STEP_IDS)
     if not form.is_valid():
         context = _steps_context(program) | {"step_form": form}
         return render(
