@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import date, timedelta
 
 from django.db import transaction
@@ -19,7 +20,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate
 
-from crm.models import Activity, ActivityKind, Campaign, LifecycleTransition
+from crm.models import Activity, ActivityKind, Campaign, Contact, LifecycleTransition
 from crm.models.choices import EMAIL_KINDS, SOCIAL_KINDS
 
 from .models import EmailDaily, StageDaily
@@ -47,6 +48,24 @@ EMAIL_COUNT_FIELDS = [
     "social_reposts",
 ]
 ROLLUP_KINDS = EMAIL_KINDS | SOCIAL_KINDS
+# Counted per event (no "first event of the email" rule), so a batch adds to its rows
+# instead of recomputing them from raw data: sends (the nurture sender's hot path) and
+# social reactions.
+COUNTED_KINDS = {
+    K.EMAIL_SENT: "sent",
+    K.SOCIAL_LIKE: "social_likes",
+    K.SOCIAL_SHARE: "social_shares",
+    K.SOCIAL_COMMENT: "social_comments",
+    K.SOCIAL_REPOST: "social_reposts",
+}
+# Events whose email's *first* event matters: these rows are recomputed from raw data.
+FIRST_EVENT_KINDS = {
+    K.EMAIL_OPENED,
+    K.EMAIL_CLICKED,
+    K.EMAIL_BOUNCED,
+    K.EMAIL_UNSUBSCRIBED,
+    K.EMAIL_COMPLAINED,
+}
 
 
 def _same_email() -> Q:
@@ -213,50 +232,136 @@ def _local_day(dt) -> date:
 
 
 def rollups_apply_activities(*, activities) -> None:
-    """Recompute the email rollup rows a batch of activities can change (idempotent).
+    """Bring the email rollup up to date with a batch of new activities (once per batch).
 
-    Affected: the batch's own day × campaign rows; later events of the same contacts
-    (an out-of-order event can change which event of an email is first); and clicks in
-    the 7 days before a goal action of the same contacts (their conversion may change).
+    First-event kinds (opens, clicks, bounces, unsubscribes, complaints) recompute the
+    rows they can change from raw data: the batch's own day × campaign rows, and the rows
+    of later events of the same contacts (an out-of-order event can change which event of
+    an email is first). Everything else is a count added to its day × campaign × source
+    row — unless that row was just recomputed (which already counted it): sends, social
+    reactions, and conversions of earlier first clicks that a goal action in the batch
+    converts for the first time (METRICS.md "conversion rate", 7-day window).
     """
-    relevant = [a for a in activities if a.kind in ROLLUP_KINDS]
-    goal_kinds = set(
-        Campaign.objects.exclude(goal_action="").values_list("goal_action", flat=True).distinct()
-    )
-    goals = [a for a in activities if a.kind in goal_kinds]
-    if not relevant and not goals:
-        return
-    tz = site_tz()
+    relevant = [a for a in activities if a.kind in FIRST_EVENT_KINDS]
     affected: set[tuple[date, int]] = {
         (_local_day(a.occurred_at), a.campaign_id or 0) for a in relevant
     }
-    day_expr = TruncDate("occurred_at", tzinfo=tz)
-    cond = Q(pk__in=[])
+    day_expr = TruncDate("occurred_at", tzinfo=site_tz())
     if relevant:
-        cond |= Q(
-            contact_id__in={a.contact_id for a in relevant},
-            kind__in=EMAIL_KINDS,
-            occurred_at__gte=min(a.occurred_at for a in relevant),
-        )
-    if goals:
-        cond |= Q(
-            contact_id__in={a.contact_id for a in goals},
-            kind=K.EMAIL_CLICKED,
-            occurred_at__gte=min(a.occurred_at for a in goals) - CONVERSION_WINDOW,
-            occurred_at__lte=max(a.occurred_at for a in goals),
-        )
-    for row in (
-        Activity.objects.filter(cond)
-        .annotate(day=day_expr, camp0=Coalesce("campaign_id", Value(0)))
-        .values_list("day", "camp0")
-        .distinct()
-    ):
-        affected.add(row)
+        for row in (
+            Activity.objects.filter(
+                contact_id__in={a.contact_id for a in relevant},
+                kind__in=FIRST_EVENT_KINDS,
+                occurred_at__gte=min(a.occurred_at for a in relevant),
+            )
+            .annotate(day=day_expr, camp0=Coalesce("campaign_id", Value(0)))
+            .values_list("day", "camp0")
+            .distinct()
+        ):
+            affected.add(row)
     by_day: dict[date, set[int]] = {}
     for day, campaign_id in affected:
         by_day.setdefault(day, set()).add(campaign_id)
     for day, campaign_ids in sorted(by_day.items()):
         _replace_email(day, day + timedelta(days=1), sorted(campaign_ids))
+
+    deltas: dict[tuple[date, int, str], Counter] = {}
+    counted = [
+        a
+        for a in activities
+        if a.kind in COUNTED_KINDS
+        and (_local_day(a.occurred_at), a.campaign_id or 0) not in affected
+    ]
+    if counted:
+        sources = dict(
+            Contact.objects.filter(pk__in={a.contact_id for a in counted}).values_list(
+                "pk", "source"
+            )
+        )
+        for a in counted:
+            key = (_local_day(a.occurred_at), a.campaign_id or 0, sources.get(a.contact_id, ""))
+            deltas.setdefault(key, Counter())[COUNTED_KINDS[a.kind]] += 1
+    for key in _new_conversions(activities, day_expr):
+        if key[:2] not in affected:
+            deltas.setdefault(key, Counter())["conversions"] += 1
+    _add_counts(deltas)
+
+
+def _new_conversions(activities, day_expr) -> list[tuple[date, int, str]]:
+    """Row keys of first clicks that the batch's goal actions convert for the first time."""
+    goal_kinds = set(
+        Campaign.objects.exclude(goal_action="").values_list("goal_action", flat=True).distinct()
+    )
+    goals = [a for a in activities if a.kind in goal_kinds]
+    if not goals:
+        return []
+    batch_ids = [a.pk for a in goals]
+    window_end = ExpressionWrapper(
+        OuterRef("occurred_at") + CONVERSION_WINDOW, output_field=DateTimeField()
+    )
+    goal_in_window = Activity.objects.filter(
+        contact_id=OuterRef("contact_id"),
+        kind=OuterRef("campaign__goal_action"),
+        occurred_at__gte=OuterRef("occurred_at"),
+        occurred_at__lte=window_end,
+    )
+    return list(
+        Activity.objects.filter(
+            contact_id__in={a.contact_id for a in goals},
+            kind=K.EMAIL_CLICKED,
+            occurred_at__gte=min(a.occurred_at for a in goals) - CONVERSION_WINDOW,
+            occurred_at__lte=max(a.occurred_at for a in goals),
+        )
+        .annotate(camp0=Coalesce("campaign_id", Value(0)))
+        .filter(_first(Q(kind=K.EMAIL_CLICKED)))
+        .filter(Exists(goal_in_window.filter(pk__in=batch_ids)))
+        .exclude(Exists(goal_in_window.exclude(pk__in=batch_ids)))
+        .annotate(day=day_expr, source0=F("contact__source"))
+        .values_list("day", "camp0", "source0")
+    )
+
+
+def _add_counts(deltas: dict[tuple[date, int, str], Counter]) -> None:
+    """Add counts to their day × campaign × source rows: 4 queries whatever the batch size.
+
+    The rows are inserted if missing, locked in key order (concurrent batches add to the
+    same rows without losing counts or deadlocking), then written back with the sums.
+    """
+    if not deltas:
+        return
+    campaign_ids = {c for _, c, _ in deltas if c}
+    channels = (
+        dict(Campaign.objects.filter(pk__in=campaign_ids).values_list("pk", "channel"))
+        if campaign_ids
+        else {}
+    )
+    EmailDaily.objects.bulk_create(
+        [
+            EmailDaily(day=d, campaign_id=c, source=s, step_id=0, channel=channels.get(c, ""))
+            for d, c, s in deltas
+        ],
+        ignore_conflicts=True,
+    )
+    rows = list(
+        EmailDaily.objects.select_for_update()
+        .filter(
+            day__in={d for d, _, _ in deltas},
+            campaign_id__in={c for _, c, _ in deltas},
+            source__in={s for _, _, s in deltas},
+            step_id=0,
+        )
+        .order_by("pk")
+    )
+    fields: set[str] = set()
+    changed = []
+    for row in rows:
+        counts = deltas.get((row.day, row.campaign_id, row.source))
+        if counts:
+            for name, n in counts.items():
+                setattr(row, name, getattr(row, name) + n)
+            fields.update(counts)
+            changed.append(row)
+    EmailDaily.objects.bulk_update(changed, sorted(fields))
 
 
 def rollups_apply_transitions(*, transitions) -> None:
