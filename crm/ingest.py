@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -145,11 +146,8 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
             fail("contact", "A contact id is an integer.")
             contact_id = None
         email = Contact.normalise_email(str(raw.get("email") or ""))
-        if email:
-            try:
-                validate_email(email)
-            except ValidationError:
-                fail("email", "Enter a valid email address.")
+        if email and not _email_ok(email):
+            fail("email", "Enter a valid email address.")
         if contact_id is None and not email and "contact" not in item_errors:
             fail("contact", "Give the contact's id or email.")
         campaign_id = raw.get("campaign")
@@ -161,11 +159,8 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
             if not external_id or len(external_id) > 200:
                 fail("external_id", "external_id must be 1 to 200 characters.")
         url = str(raw.get("url") or "")
-        if url:
-            try:
-                _url(url)
-            except ValidationError:
-                fail("url", "Enter a valid http(s) URL.")
+        if url and not _url_ok(url):
+            fail("url", "Enter a valid http(s) URL.")
         details = raw.get("details") or {}
         if not isinstance(details, dict):
             fail("details", "details must be a JSON object.")
@@ -400,6 +395,26 @@ def _parse_time(value: Any, fail) -> datetime | None:
         fail("occurred_at", "An activity cannot be in the future.")
         return None
     return parsed
+
+
+# A batch repeats the same few page URLs and addresses; the validators' regexes are the
+# most expensive part of parsing (profiled), so their verdicts are memoised.
+@lru_cache(maxsize=4096)
+def _url_ok(url: str) -> bool:
+    try:
+        _url(url)
+    except ValidationError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=4096)
+def _email_ok(email: str) -> bool:
+    try:
+        validate_email(email)
+    except ValidationError:
+        return False
+    return True
 
 
 def _is_int(value: Any) -> bool:
