@@ -4,29 +4,48 @@
 # bench/runner.py runs every bench/bench_*.py and appends to BENCHMARKS.md.
 #   BENCH_CONTACTS=1000000 make bench
 #   BENCH_ONLY="healthz" make bench      (names of benchmarks or modules)
+# Seeding 1M contacts takes the better part of an hour, so it can be split in two stages
+# that share a cluster kept running in BENCH_WORK (stopped and deleted after `run`):
+#   BENCH_WORK=/tmp/lc-bench BENCH_STAGE=seed BENCH_CONTACTS=1000000 bash bench/run.sh
+#   BENCH_WORK=/tmp/lc-bench BENCH_STAGE=run bash bench/run.sh   (migrates again first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export BENCH_CONTACTS=${BENCH_CONTACTS:-100000}
 export BENCH_SEED=${BENCH_SEED:-42}
+STAGE=${BENCH_STAGE:-all}
 
-WORK=$(mktemp -d -t leadcycle-bench-XXXXXX)
+if [ -n "${BENCH_WORK:-}" ]; then
+    WORK=$BENCH_WORK
+    mkdir -p "$WORK"
+else
+    WORK=$(mktemp -d -t leadcycle-bench-XXXXXX)
+fi
 chmod 755 "$WORK"   # the postgres user must reach its cluster directory below
-trap 'bash tests/services/pg.sh stop "$WORK/pg" || true; rm -rf "$WORK"' EXIT
+if [ "$STAGE" != seed ]; then
+    trap 'bash tests/services/pg.sh stop "$WORK/pg" || true; rm -rf "$WORK"' EXIT
+fi
 trap 'exit 130' INT TERM
 
-DATABASE_URL=$(bash tests/services/pg.sh start "$WORK/pg")
-export DATABASE_URL
 export LEADCYCLE_VAR_DIR="$WORK/var" DEBUG=1 CELERY_TASK_ALWAYS_EAGER=0
 export ALLOWED_HOSTS="testserver,127.0.0.1,localhost"   # django test Client's host
-mkdir -p "$LEADCYCLE_VAR_DIR/broker/out" "$LEADCYCLE_VAR_DIR/broker/processed" "$LEADCYCLE_VAR_DIR/staticfiles"
-echo "bench: PostgreSQL at $DATABASE_URL, $BENCH_CONTACTS contacts"
+if [ "$STAGE" = run ]; then
+    DATABASE_URL="postgres://postgres@127.0.0.1:$(cat "$WORK/pg/port")/leadcycle"
+    export DATABASE_URL
+    $PY manage.py migrate --noinput -v 0   # migrations added since the seed stage
+else
+    DATABASE_URL=$(bash tests/services/pg.sh start "$WORK/pg")
+    export DATABASE_URL
+    mkdir -p "$LEADCYCLE_VAR_DIR/broker/out" "$LEADCYCLE_VAR_DIR/broker/processed" "$LEADCYCLE_VAR_DIR/staticfiles"
+    echo "bench: PostgreSQL at $DATABASE_URL, $BENCH_CONTACTS contacts"
 
-$PY manage.py migrate --noinput -v 0
-$PY manage.py createcachetable
-start=$(date +%s)
-$PY manage.py seed_demo --contacts "$BENCH_CONTACTS" --seed "$BENCH_SEED"
-echo "bench: seeded in $(( $(date +%s) - start )) s"
+    $PY manage.py migrate --noinput -v 0
+    $PY manage.py createcachetable
+    start=$(date +%s)
+    $PY manage.py seed_demo --contacts "$BENCH_CONTACTS" --seed "$BENCH_SEED"
+    echo "bench: seeded in $(( $(date +%s) - start )) s"
+    [ "$STAGE" = seed ] && { echo "bench: seeded; cluster left running in $WORK/pg"; exit 0; }
+fi
 $PY manage.py shell -c "from django.db import connection; connection.cursor().execute('VACUUM ANALYZE')" \
     || true
 # shellcheck disable=SC2086
