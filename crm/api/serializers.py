@@ -42,12 +42,10 @@ class CompanySerializer(serializers.ModelSerializer):
 class ContactSerializer(serializers.ModelSerializer):
     """Read and write a contact; ``stage`` on write is a lifecycle move."""
 
-    company_name = serializers.CharField(
-        source="company.name", read_only=True, default=None, allow_null=True
-    )
-    owner_username = serializers.CharField(
-        source="owner.username", read_only=True, default=None, allow_null=True
-    )
+    # No ``default``: DRF skips read-only fields with a default in partial updates, so a
+    # PATCH answer would lack them; a missing company/owner already reads as None.
+    company_name = serializers.CharField(source="company.name", read_only=True, allow_null=True)
+    owner_username = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
     owner = serializers.PrimaryKeyRelatedField(
         queryset=get_user_model().objects.all(), required=False, allow_null=True

@@ -1,7 +1,7 @@
 """/api/v1/reports/review/: the register rows (GET) and recording a review (POST)."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -45,6 +45,11 @@ class RegisterRowOut(serializers.Serializer):
     last_review = ReviewOut(allow_null=True)
 
 
+class RegisterOut(serializers.Serializer):
+    report = serializers.CharField()
+    rows = RegisterRowOut(many=True)
+
+
 class ReviewIn(serializers.Serializer):
     item = serializers.IntegerField()
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
@@ -54,10 +59,18 @@ class ReviewIn(serializers.Serializer):
 class ReviewRegisterView(APIView):
     access = MARKETING_WRITES
 
-    @extend_schema(responses=RegisterRowOut(many=True))
+    @extend_schema(
+        responses=RegisterOut,
+        parameters=[OpenApiParameter("type", str, enum=ReviewItem.Type.values, required=False)],
+    )
     def get(self, request):
-        rows = register_rows(item_type=request.query_params.get("type") or None)
-        return Response({"report": "review", "rows": RegisterRowOut(rows, many=True).data})
+        item_type = request.query_params.get("type") or None
+        if item_type and item_type not in ReviewItem.Type.values:
+            raise serializers.ValidationError(
+                {"type": f"Use one of {', '.join(ReviewItem.Type.values)}."}
+            )
+        rows = register_rows(item_type=item_type)
+        return Response(RegisterOut({"report": "review", "rows": rows}).data)
 
     @extend_schema(request=ReviewIn, responses={201: ReviewOut})
     def post(self, request):

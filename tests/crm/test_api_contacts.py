@@ -100,3 +100,13 @@ def test_companies_are_written_by_marketing_only(marketing_api, sales_api):
     r = marketing_api.post("/api/v1/companies/", {"name": "X", "country": "DE"}, format="json")
     assert r.status_code == 201
     assert sales_api.get("/api/v1/companies/").json()["count"] == 1
+
+
+def test_a_patch_answers_the_whole_contact(marketing_api):
+    from crm.services import contact_create
+
+    contact = contact_create(email="patch@example.com")
+    response = marketing_api.patch(f"/api/v1/contacts/{contact.pk}/", {"first_name": "Pat"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["first_name"], body["company_name"], body["owner_username"]) == ("Pat", None, None)
