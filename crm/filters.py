@@ -64,7 +64,7 @@ class ContactFilter(filters.FilterSet):
     )
     email_status = filters.ChoiceFilter(choices=EmailStatus.choices)
     campaign = filters.ModelChoiceFilter(
-        queryset=Campaign.objects.order_by("name"), method="in_campaign"
+        queryset=Campaign.objects.order_by("name"), method="in_campaign", label="Campaign"
     )
     sort = filters.ChoiceFilter(
         choices=[(k, k) for k in CONTACT_ORDERINGS], method="order", empty_label="newest"
