@@ -160,7 +160,11 @@ def test_marketing_imports_segments_nurtures_and_reports(page, mail_dir, tmp_pat
 
     # Ada reads her email in a mail client and clicks the link (tracked).
     ada_row = outbox.get_by_role("row").filter(has_text="ada@analytical.example")
-    page.goto(ada_row.get_by_role("link", name="view").get_attribute("href"))
+    page.goto(
+        ada_row.get_by_role("link", name="View the email to ada@analytical.example").get_attribute(
+            "href"
+        )
+    )
     tracked = page.locator("a[href*='/t/c/']").first.get_attribute("href")
     reader = page.context.browser.new_context(
         base_url=page.url.split("/nurture/")[0], user_agent=MAIL_CLIENT_UA

@@ -20,7 +20,8 @@ from tests.nurture.factories import ProgramFactory, StepFactory, TriggerFactory
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_sales_accepts_one_mql_and_recycles_the_other(page):
+def test_sales_accepts_one_mql_and_recycles_the_other(page, settings):
+    settings.MQL_RESPONSE_TARGET_HOURS = 24
     rejection_reasons()
     rep = UserFactory(username="sam-e2e", first_name="Sam", last_name="Reyes", role="sales")
     recycle = ProgramFactory(name="Not ready: budget")
