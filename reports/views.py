@@ -51,7 +51,8 @@ def _cells(q, columns, rows):
     return [
         [
             {
-                "text": fmt(r.get(c.key), c.kind),
+                # The dashboard's rows mix counts, rates and money in one column.
+                "text": fmt(r.get(c.key), _row_kind(c, r)),
                 "href": _drill_href(q, c, r),
                 "flag": c.key == "unsubscribe_rate" and r.get("unsubscribe_flag"),
                 "num": c.kind != "text",
@@ -103,6 +104,12 @@ def _render_report(request, name: str, template: str = "reports/report.html"):
         "export_qs": export_qs,
     }
     return render(request, template, context)
+
+
+def _row_kind(col: Column, row: dict) -> str:
+    if col.kind == "number" and "metric" in row:
+        return _kind(row["metric"])
+    return col.kind
 
 
 def _kind(key: str) -> str:
