@@ -50,3 +50,8 @@ $PY manage.py shell -c "from django.db import connection; connection.cursor().ex
     || true
 # shellcheck disable=SC2086
 $PY bench/runner.py ${BENCH_ONLY:+--only $BENCH_ONLY}
+# The bounded load test (gunicorn + 16 clients, its own database on this cluster); skipped
+# when BENCH_ONLY picks other benchmarks. Standalone: .venv/bin/python bench/load_test.py
+if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" load_test "* ]]; then
+    $PY bench/load_test.py
+fi
