@@ -358,3 +358,18 @@ def _healthy(port: int) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def test_a_database_error_in_a_view_becomes_a_json_503_with_retry_after(rf):
+    from django.db import InterfaceError, OperationalError
+
+    from crm.middleware import DatabaseUnavailableMiddleware
+
+    middleware = DatabaseUnavailableMiddleware(lambda request: None)
+    request = rf.post("/api/v1/activities/")
+    for exc in (OperationalError("server closed the connection"), InterfaceError("closed")):
+        response = middleware.process_exception(request, exc)
+        assert response.status_code == 503
+        assert response["Retry-After"] == "5"
+        assert "retry" in json.loads(response.content)["detail"]
+    assert middleware.process_exception(request, ValueError("a bug")) is None  # still a 500
