@@ -92,7 +92,7 @@ def seed(ctx) -> None:
                     AssignmentRule(order=3, name="Fintech", industry="Fintech", user=sales2),
                 ]
             )
-    run = services.scores_rescore_all(by=admin)
+    run = services.scores_rescore_all(by=admin, hand_off=False)
     conf = ScoringSettings.load()
     ctx.log(
         f"scoring: {Rule.objects.count()} rules, MQL at {conf.mql_threshold}, "

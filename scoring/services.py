@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from crm.models import Contact
 
-from . import engine
+from . import engine, handoff
 from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
 from .rules import rule_errors
 
@@ -117,8 +117,14 @@ def _enqueue(run_id: int) -> None:
     RescoreRun.objects.filter(pk=run_id, task_id="").update(task_id=result.id or "")
 
 
-def rescore_execute(*, run_id: int, chunk: int = RESCORE_CHUNK) -> RescoreRun:
+def rescore_execute(
+    *, run_id: int, chunk: int = RESCORE_CHUNK, hand_off: bool = True
+) -> RescoreRun:
     """Recompute every contact's score, chunk by chunk of contact ids.
+
+    Contacts the new rules lift over the threshold are handed off to sales (dated at the
+    rescore), as when an activity pushes them over; ``hand_off=False`` is for loading
+    history (the demo), whose stage history is already recorded.
 
     Each chunk is its own transaction and locks its contacts, so ingestion (which locks
     the contacts of its batch in the scoring handler) waits for at most one chunk and then
@@ -153,6 +159,8 @@ def rescore_execute(*, run_id: int, chunk: int = RESCORE_CHUNK) -> RescoreRun:
                     )
                     changed += len(outcome.contacts)
                     created += len(outcome.entries)
+                    if hand_off:
+                        handoff.mqls_hand_off(entries=outcome.entries)
             processed += len(locked)
             lo += chunk
             RescoreRun.objects.filter(pk=run_id).update(
@@ -170,10 +178,10 @@ def rescore_execute(*, run_id: int, chunk: int = RESCORE_CHUNK) -> RescoreRun:
     return RescoreRun.objects.get(pk=run_id)
 
 
-def scores_rescore_all(*, by=None) -> RescoreRun:
+def scores_rescore_all(*, by=None, hand_off: bool = True) -> RescoreRun:
     """Rescore now, in this process (demo seeder, management use, tests)."""
     run = RescoreRun.objects.create(requested_by=by, total=Contact.objects.count())
-    return rescore_execute(run_id=run.pk)
+    return rescore_execute(run_id=run.pk, hand_off=hand_off)
 
 
 def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:

@@ -112,12 +112,6 @@ def test_admin_changes_a_rule_backtests_saves_and_watches_the_rescore(page):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scoring.services.rescore_execute never runs the MQL hand-off: a rescore that lifts "
-    "leads over the threshold leaves them in 'lead' (the back-test counted them as MQLs) "
-    "until their next activity",
-)
 def test_a_rescore_that_lifts_leads_over_the_threshold_puts_them_in_the_queue(page):
     from scoring import services
     from scoring.tasks import rescore
