@@ -8,6 +8,7 @@ from django import forms
 
 from .filters import _staff_users
 from .models import Campaign, CampaignCost, Company, Contact, Stage
+from .services.campaigns import CAMPAIGN_FIELDS
 from .services.contacts import EDITABLE_FIELDS
 
 DATE = forms.DateInput(attrs={"type": "date"})
@@ -89,17 +90,7 @@ class CompanyForm(forms.ModelForm):
 class CampaignForm(forms.ModelForm):
     class Meta:
         model = Campaign
-        fields = [
-            "name",
-            "channel",
-            "type",
-            "status",
-            "start_date",
-            "end_date",
-            "budget",
-            "owner",
-            "goal_action",
-        ]
+        fields = list(CAMPAIGN_FIELDS)
         widgets = {"start_date": DATE, "end_date": DATE}
 
     def __init__(self, *args, **kwargs):

@@ -136,36 +136,23 @@ def rescore_execute(
     )
     try:
         rules = engine.rules_enabled()
-        bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
-        processed = changed = created = 0
-        lo = bounds["lo"] or 0
-        hi = (bounds["hi"] or -1) + 1
         now = timezone.now()
-        while lo < hi:
-            with transaction.atomic():
-                locked = list(
-                    Contact.objects.select_for_update()
-                    .filter(pk__gte=lo, pk__lt=lo + chunk)
-                    .order_by("pk")
-                    .values_list("pk", flat=True)
+        totals = {"processed": 0, "contacts_changed": 0, "entries_created": 0}
+
+        def work(id_range, locked):
+            if locked:
+                outcome = engine.reconcile(
+                    id_range=id_range, rules=rules, now=now, mode="rescore", all_rules=True
                 )
-                if locked:
-                    outcome = engine.reconcile(
-                        id_range=(lo, lo + chunk),
-                        rules=rules,
-                        now=now,
-                        mode="rescore",
-                        all_rules=True,
-                    )
-                    changed += len(outcome.contacts)
-                    created += len(outcome.entries)
-                    if hand_off:
-                        handoff.mqls_hand_off(entries=outcome.entries)
-            processed += len(locked)
-            lo += chunk
-            RescoreRun.objects.filter(pk=run_id).update(
-                processed=processed, contacts_changed=changed, entries_created=created
-            )
+                totals["contacts_changed"] += len(outcome.contacts)
+                totals["entries_created"] += len(outcome.entries)
+                if hand_off:
+                    handoff.mqls_hand_off(entries=outcome.entries)
+            totals["processed"] += len(locked)
+            RescoreRun.objects.filter(pk=run_id).update(**totals)
+
+        _each_locked_chunk(chunk, work)
+        processed = totals["processed"]
         RescoreRun.objects.filter(pk=run_id).update(
             status=RescoreRun.Status.DONE, finished_at=timezone.now(), total=processed
         )
@@ -194,9 +181,25 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
     rules = engine.time_dependent(engine.rules_enabled())
     if not rules:
         return 0
+    created = []
+
+    def work(id_range, locked):
+        if locked:
+            outcome = engine.reconcile(id_range=id_range, rules=rules, now=now, mode="decay")
+            created.append(len(outcome.entries))
+
+    _each_locked_chunk(chunk, work)
+    return sum(created)
+
+
+def _each_locked_chunk(chunk: int, work) -> None:
+    """Call ``work((lo, hi), locked_ids)`` for every chunk of contact ids, in id order.
+
+    Each call runs in its own transaction with the chunk's contacts locked, so ingestion
+    (which locks its batch's contacts in the scoring handler) waits for one chunk at most.
+    """
     bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
     lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
-    created = 0
     while lo < hi:
         with transaction.atomic():
             locked = list(
@@ -205,13 +208,8 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
-            if locked:
-                outcome = engine.reconcile(
-                    id_range=(lo, lo + chunk), rules=rules, now=now, mode="decay"
-                )
-                created += len(outcome.entries)
+            work((lo, lo + chunk), locked)
         lo += chunk
-    return created
 
 
 def recycle_apply(*, transitions) -> int:

@@ -16,6 +16,7 @@ from crm.models import (
     LifecycleTransition,
     Stage,
 )
+from crm.services.campaigns import CAMPAIGN_FIELDS
 
 
 class CompanySerializer(serializers.ModelSerializer):
@@ -170,20 +171,7 @@ class CampaignSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Campaign
-        fields = [
-            "id",
-            "name",
-            "channel",
-            "type",
-            "status",
-            "start_date",
-            "end_date",
-            "budget",
-            "owner",
-            "goal_action",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", *CAMPAIGN_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def validate(self, attrs):
