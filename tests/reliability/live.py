@@ -262,7 +262,7 @@ def django_script(env: dict, code: str, *, timeout: float = 300):
     raise AssertionError(f"no result from the script:\n{out}")
 
 
-def live_call(env: dict, name: str, **kwargs):
+def live_call(env: dict, name: str, /, **kwargs):
     """Call ``tests.reliability.live_setup.<name>(**kwargs)`` inside the deployment."""
     return django_script(
         env, f"from tests.reliability.live_setup import {name}\nresult = {name}(**{kwargs!r})"
