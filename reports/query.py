@@ -202,7 +202,10 @@ PERIOD_PRESETS = {
 }
 
 
-def parse_query(params, *, default_preset: str = "last_90") -> ReportQuery:
+DEFAULT_PRESET = "last_90"
+
+
+def parse_query(params, *, default_preset: str = DEFAULT_PRESET) -> ReportQuery:
     """Build a ReportQuery from request parameters or raise ReportParamError."""
     today = timezone.localdate(timezone=site_tz())
     start = _date(params.get("start"), "start")

@@ -14,7 +14,7 @@ from crm.roles import EVERYONE, allow
 from .drilldown import contacts_for, narrow
 from .export import csv_response, export_response
 from .forms import ReportFilterForm
-from .query import ReportParamError, parse_query
+from .query import DEFAULT_PRESET, ReportParamError, parse_query
 from .registry import REPORTS, Column, report_body
 
 
@@ -65,7 +65,7 @@ def _cells(q, columns, rows):
 
 def _render_report(request, name: str, template: str = "reports/report.html"):
     report = REPORTS[name]
-    form = ReportFilterForm(request.GET or None)
+    form = ReportFilterForm(request.GET or None, initial={"period": DEFAULT_PRESET})
     try:
         q = parse_query(request.GET)
     except ReportParamError as exc:

@@ -11,3 +11,47 @@ def pct(value) -> str:
     if value is None or value == "":
         return "—"
     return f"{float(value) * 100:.1f}%"
+
+
+# Dashboard figures: label, the report that explains each, and whether a rise is good.
+DASHBOARD_KPIS = {
+    "new_leads": ("New leads", "report-leads", True),
+    "mqls": ("MQLs", "report-leads", True),
+    "mql_entries": ("MQL entries", "report-leads", True),
+    "sqls": ("SQLs", "report-funnel", True),
+    "mql_acceptance_rate": ("MQL acceptance rate", "report-leads", True),
+    "program_cost": ("Program cost", "report-cost-per-mql", False),
+    "cost_per_mql": ("Cost per MQL", "report-cost-per-mql", False),
+    "click_through_rate": ("Click-through rate", "report-email", True),
+    "unsubscribe_rate": ("Unsubscribe rate", "report-email", False),
+    "won_revenue": ("Won revenue", "report-revenue", True),
+}
+
+
+@register.simple_tag
+def kpi(row: dict) -> dict:
+    """One dashboard card: label, formatted value/previous/change and its direction."""
+    from ..views import _kind, fmt
+
+    key = row["metric"]
+    label, url_name, rise_is_good = DASHBOARD_KPIS.get(key, (key.replace("_", " "), "", True))
+    kind = _kind(key)
+    absolute = row.get("change")
+    direction = ""
+    if absolute not in (None, 0):
+        direction = "up" if (absolute > 0) == rise_is_good else "down"
+    if kind == "rate" and absolute is not None:
+        change_text = f"{float(absolute) * 100:+.1f} pp"
+    elif absolute is not None:
+        change_text = f"{absolute:+,}" if kind != "money" else f"{absolute:+,.2f}"
+    else:
+        change_text = "—"
+    return {
+        "label": label,
+        "url_name": url_name,
+        "value": fmt(row.get("value"), kind),
+        "previous": fmt(row.get("previous"), kind),
+        "change": change_text,
+        "relative": pct(row.get("relative_change")),
+        "direction": direction,
+    }
