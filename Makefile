@@ -37,6 +37,7 @@ run: install
 	@echo "    marketing  — marketing staff: contacts, segments, programs, reports"
 	@echo "    sales      — sales rep: the MQL queue, accept/reject, deals"
 	@echo "    admin      — admin: everything, scoring rules, users"
+	@echo "    sales2     — a second sales rep (round-robin, team queue)"
 	@echo "  Sent email lands in var/mail/ and on the Outbox page. Ctrl-C stops everything."
 	@echo
 	@trap 'kill 0' INT TERM EXIT; \
