@@ -72,11 +72,15 @@ def _row(node: Any, path: str) -> Row:
         return Row(
             path, "profile", {"field": node.get("field"), "op": node.get("op"), "value": text}
         )
-    if isinstance(node, dict) and ("did" in node or "did_not" in node) and "between" not in node:
+    if isinstance(node, dict) and ("did" in node or "did_not" in node):
+        between = node.get("between")
+        if between is not None and not (isinstance(between, list) and len(between) == 2):
+            return Row(path, "json", {"json": json.dumps(node)})
         values = {"mode": "did" if "did" in node else "did_not"}
         values["kind"] = node.get("did") or node.get("did_not")
         for key in (*BEHAVIOUR_TEXT, *BEHAVIOUR_INTS):
             values[key] = "" if node.get(key) is None else str(node[key])
+        values["between_from"], values["between_to"] = (str(d) for d in between or ("", ""))
         return Row(path, "behaviour", values)
     if (
         isinstance(node, dict)
@@ -113,6 +117,9 @@ def from_tree(row: Row) -> Any:
         for key in BEHAVIOUR_INTS:
             if v.get(key, "") != "":
                 cond[key] = _number(v[key])
+        if v.get("between_from") or v.get("between_to"):
+            # Validation names a missing or malformed end ("between" needs two dates).
+            cond["between"] = [v.get("between_from", ""), v.get("between_to", "")]
         return cond
     if row.type == "segment":
         mode = v.get("mode") if v.get("mode") in ("in_segment", "not_in_segment") else "in_segment"

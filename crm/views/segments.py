@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from crm.models import ActivityKind, Contact, EmailStatus, Segment, SegmentChange, Stage
+from crm.models import ActivityKind, Campaign, Contact, EmailStatus, Segment, SegmentChange, Stage
 from crm.roles import MARKETING_ONLY, MARKETING_WRITES, allow
 from crm.segments import (
     FIELDS,
@@ -52,6 +52,7 @@ def _builder_context(definition, errors=None) -> dict:
         "ops": ALL_OPS,
         "kinds": ActivityKind.choices,
         "segments": Segment.objects.only("pk", "name").order_by("name"),
+        "campaigns": Campaign.objects.only("pk", "name").order_by("name"),
         "errors": errors or [],
     }
 

@@ -252,3 +252,23 @@ def test_api_adds_static_members_by_email(marketing_api, berlin):
     )
     assert response.json() == {"changed": 1, "unknown_emails": ["ghost@example.com"]}
     assert berlin.memberships.filter(contact=c).exists()
+
+
+def test_the_builder_round_trips_behaviour_with_dates_form_and_content_type():
+    from crm.segments.builder import from_tree, to_tree
+
+    definition = {
+        "all": [
+            {
+                "did": "content_download",
+                "between": ["2026-01-01", "2026-03-31"],
+                "form": "Fintech report",
+                "content_type": "white paper",
+                "min_count": 1,
+            }
+        ]
+    }
+    row = to_tree(definition).children[0]
+    assert row.type == "behaviour"
+    assert (row.values["between_from"], row.values["between_to"]) == ("2026-01-01", "2026-03-31")
+    assert from_tree(to_tree(definition)) == definition
