@@ -1,19 +1,20 @@
 """Replaying overlapping batches concurrently (16 clients, shuffled, three times) must
 store each ``external_id`` once and never fail a request.
 
-Found by bench/load_test.py: ``crm.ingest.activities_record`` retries a racing duplicate
-(IntegrityError on ``crm_activity_external_id_key``) only three times; under heavy overlap
-a batch can lose the race three times in a row and the API answers 500 (nothing is lost
-or duplicated, but the client is told its batch failed). Marked xfail until crm/ingest.py
-inserts with ON CONFLICT DO NOTHING (or otherwise cannot exhaust its retries).
+Found by bench/load_test.py: ``crm.ingest.activities_record`` used to retry a racing
+duplicate (IntegrityError on ``crm_activity_external_id_key``) only three times, so under
+heavy overlap a batch could lose the race three times in a row and the API answered 500.
+It now inserts with ``ON CONFLICT (external_id) DO NOTHING`` in external_id order (no
+deadlock between overlapping batches) and counts the skipped rows as duplicates.
 """
 
 import random
 import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm.ingest import activities_record
@@ -23,10 +24,6 @@ from tests.factories import ContactFactory
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.mark.xfail(
-    reason="crm/ingest.py gives up after 3 IntegrityError retries under heavy overlap (500)",
-    strict=False,
-)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_shuffled_replays_store_each_external_id_once_without_errors():
     contacts = [c.pk for c in ContactFactory.create_batch(50)]
@@ -72,3 +69,55 @@ def test_concurrent_shuffled_replays_store_each_external_id_once_without_errors(
 
     assert Activity.objects.filter(external_id__startswith="race-").count() == 3000
     assert not errors, f"{len(errors)} failed batches, e.g. {errors[0]!r}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_committed_while_a_batch_is_in_flight_counts_as_a_duplicate(settings):
+    """The second batch does not see the first one's row when it checks, then its insert
+    waits for the first commit and skips that row; handlers only get the new activity."""
+    settings.ACTIVITIES_RECORDED_HANDLERS = ["tests.reliability.test_concurrent_ingest.record"]
+    _RECORDED.clear()
+    contact = ContactFactory().pk
+    now = timezone.now()
+
+    def item(ext):
+        return {"kind": "page_visit", "contact": contact, "occurred_at": now, "external_id": ext}
+
+    inserted = threading.Event()
+    results = []
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                activities_record(items=[item("x")])
+                inserted.set()
+                time.sleep(0.5)  # the second batch checks and then waits on our row
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            inserted.wait(10)
+            results.append(activities_record(items=[item("x"), item("y")]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    seen = [[a.external_id for a in batch] for batch in _RECORDED]
+    (result,) = results
+    assert (result.created, result.duplicates) == (1, 1)
+    assert [a.external_id for a in result.activities] == ["y"]
+    assert result.activities[0].pk == Activity.objects.get(external_id="y").pk
+    assert sorted(seen) == [["x"], ["y"]]
+    assert Activity.objects.filter(external_id__in=["x", "y"]).count() == 2
+
+
+_RECORDED: list = []
+
+
+def record(event) -> None:
+    _RECORDED.append(list(event.activities))
