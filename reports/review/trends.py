@@ -86,3 +86,47 @@ def long_term(item: ReviewItem, *, now: datetime | None = None, quarters: int = 
             }
         )
     return out
+
+
+DASHBOARD_TREND_METRICS = {
+    "new_leads": "New leads",
+    "mqls": "MQLs",
+    "sqls": "SQLs",
+    "mql_acceptance_rate": "MQL acceptance rate",
+    "cost_per_mql": "Cost per MQL",
+    "click_through_rate": "CTR",
+    "unsubscribe_rate": "Unsubscribe rate",
+    "won_revenue": "Won revenue",
+}
+
+
+def dashboard_long_term(*, now: datetime | None = None, quarters: int = 8) -> dict:
+    """The dashboard metrics per calendar quarter over the last eight quarters (METRICS.md).
+
+    Each quarter is a report period of its own, computed with the reports' definitions
+    (``reports.registry.dashboard_totals``); the current quarter runs up to today.
+    """
+    from ..query import ReportQuery
+    from ..registry import dashboard_totals
+
+    now = now or timezone.now()
+    starts = [quarter_start(now)]
+    for _ in range(quarters - 1):
+        starts.insert(0, quarter_start(starts[0] - timedelta(days=1)))
+    labels, series = [], {key: [] for key in DASHBOARD_TREND_METRICS}
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else None
+        first = start.date()
+        last = end.date() if end else timezone.localdate(now) + timedelta(days=1)
+        totals = dashboard_totals(ReportQuery(start=first, end=last))
+        labels.append(f"{start.year} Q{(start.month - 1) // 3 + 1}")
+        for key in DASHBOARD_TREND_METRICS:
+            value = totals.get(key)
+            series[key].append(None if value is None else float(value))
+    return {
+        "labels": labels,
+        "rows": [
+            {"key": key, "label": label, "values": series[key]}
+            for key, label in DASHBOARD_TREND_METRICS.items()
+        ],
+    }

@@ -16,4 +16,5 @@ urlpatterns = [
         name="review-content-group",
     ),
     path("review/export.<str:fmt>", views.export, name="review-export"),
+    path("trends/", views.long_term, name="long-term-trend"),
 ]

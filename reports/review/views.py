@@ -5,7 +5,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from crm.roles import MARKETING_WRITES, allow
+from crm.roles import EVERYONE, MARKETING_WRITES, allow
 
 from . import services, trends
 from .export import register_csv, register_xlsx
@@ -123,6 +123,14 @@ def baseline_edit(request, pk: int):
     else:
         messages.error(request, "Enter at least one figure (numbers; rates as fractions).")
     return redirect("review-item", pk=item.pk)
+
+
+@allow(EVERYONE)
+def long_term(request):
+    """The dashboard metrics per quarter over eight quarters (loaded into the dashboard)."""
+    return render(
+        request, "reports/review/_long_term.html", {"trend": trends.dashboard_long_term()}
+    )
 
 
 @allow(MARKETING_WRITES)

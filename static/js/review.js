@@ -24,3 +24,35 @@ document.addEventListener("DOMContentLoaded", () => {
     },
   });
 });
+
+// Dashboard long-term trend: counts on the left axis, rates on the right; drawn whenever
+// htmx swaps the block in.
+function drawLongTerm(root) {
+  const canvas = root.querySelector ? root.querySelector("[data-trend-source]") : null;
+  if (!canvas || typeof Chart === "undefined" || canvas.dataset.drawn) return;
+  const trend = JSON.parse(document.getElementById(canvas.dataset.trendSource).textContent);
+  canvas.dataset.drawn = "1";
+  new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: trend.labels,
+      datasets: trend.rows
+        .filter((row) => !row.key.startsWith("cost") && !row.key.endsWith("revenue"))
+        .map((row) => ({
+          label: row.label,
+          data: row.values,
+          yAxisID: row.key.endsWith("rate") ? "rate" : "count",
+          spanGaps: true,
+        })),
+    },
+    options: {
+      maintainAspectRatio: false,
+      scales: {
+        count: { type: "linear", position: "left", beginAtZero: true },
+        rate: { type: "linear", position: "right", beginAtZero: true, grid: { drawOnChartArea: false } },
+      },
+    },
+  });
+}
+document.addEventListener("htmx:afterSwap", () => drawLongTerm(document));
+document.addEventListener("DOMContentLoaded", () => drawLongTerm(document));

@@ -312,3 +312,22 @@ def test_the_register_follows_what_exists():
     asset.delete()
     services.register_sync()
     assert not ReviewItem.objects.get(type=T.CONTENT).active
+
+
+def test_the_dashboard_metrics_trend_per_quarter_over_eight_quarters(sales_client):
+    from reports.review.trends import dashboard_long_term, quarter_start
+
+    created = quarter_start(timezone.now()) + timedelta(hours=1)
+    if created > timezone.now():  # the first hour of a quarter: use the previous one
+        created = quarter_start(created - timedelta(days=1)) + timedelta(hours=1)
+    contact_create(email="q@example.com", created_at=created)
+    trend = dashboard_long_term()
+    assert len(trend["labels"]) == 8
+    new_leads = next(r for r in trend["rows"] if r["key"] == "new_leads")["values"]
+    assert new_leads[:-2] == [0.0] * 6
+    assert sum(new_leads) == 1.0
+    acceptance = next(r for r in trend["rows"] if r["key"] == "mql_acceptance_rate")["values"]
+    assert acceptance == [None] * 8  # nothing decided: no rate, not 0
+    page = sales_client.get(reverse("long-term-trend"))
+    assert page.status_code == 200
+    assert b"Long-term trend" in page.content

@@ -84,6 +84,7 @@ ACCESS_TABLE: dict[str, Row] = {
     "review-baseline": Row(EVERY, MKT, obj="review_item"),
     "review-content-group": Row(EVERY, MKT, kwargs={"content_type": "=ebook"}),
     "review-export": Row(EVERY, kwargs={"fmt": "=csv"}),
+    "long-term-trend": Row(EVERY),
     # --- CRM pages -----------------------------------------------------------------------
     "crm:contact-list": Row(EVERY),
     "crm:contact-create": Row(EVERY, EVERY),
