@@ -7,6 +7,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from crm.models.choices import ActivityKind
 
@@ -162,6 +163,8 @@ class Step(models.Model):
     template = models.ForeignKey(
         EmailTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="steps"
     )
+    # The review register lists steps added between two reviews next to the trend.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["program", "position", "id"]

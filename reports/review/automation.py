@@ -81,7 +81,12 @@ def changes(item, *, start: datetime, end: datetime) -> list[Edit]:
         program = Program.objects.filter(pk=program_id).first()
         if program is not None:
             if start <= program.updated_at < end:
-                edits.append(Edit(program.updated_at, "Program settings or steps changed"))
+                edits.append(Edit(program.updated_at, "Program settings changed"))
+            steps = program.steps.filter(created_at__gte=start, created_at__lt=end)
+            edits.extend(
+                Edit(st.created_at, f"Step {st.position} added ({st.get_kind_display().lower()})")
+                for st in steps
+            )
             templates = EmailTemplate.objects.filter(
                 steps__program=program, updated_at__gte=start, updated_at__lt=end
             ).distinct()

@@ -331,3 +331,19 @@ def test_the_dashboard_metrics_trend_per_quarter_over_eight_quarters(sales_clien
     page = sales_client.get(reverse("long-term-trend"))
     assert page.status_code == 200
     assert b"Long-term trend" in page.content
+
+
+def test_the_short_term_trend_lists_steps_added_in_between():
+    from tests.nurture.factories import ProgramFactory, StepFactory
+
+    program = ProgramFactory()
+    item = make_item(T.PROGRAM, object_id=program.pk, days_ago=40, name=program.name)
+    StepFactory(program=program, kind="wait", position=3)
+    edits = [e.text for e in trends_short(item)["edits"]]
+    assert "Step 3 added (wait)" in edits
+
+
+def trends_short(item):
+    from reports.review.trends import short_term
+
+    return short_term(item)
