@@ -24,6 +24,7 @@ from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import connection as db_connection
 from django.db import transaction
@@ -40,7 +41,10 @@ from . import steps as step_logic
 from .enrollment import EXIT_SUPPRESSED, contacts_enroll
 
 log = logging.getLogger(__name__)
-BATCH_SIZE = 500  # ≤ ACTIVITY_BATCH_LIMIT: one activities_record call per batch
+User = get_user_model()
+# = ACTIVITY_BATCH_LIMIT: one activities_record call (one run of every "activities
+# recorded" handler) per batch; bigger batches amortise those per-call costs.
+BATCH_SIZE = 1000
 MAX_ATTEMPTS = 4
 BACKOFF = [timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
 MAX_STEPS_PER_PASS = 20
@@ -75,6 +79,12 @@ class _Batch:
     moves: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
     retried: list[EmailSend] = field(default_factory=list)
     result: AdvanceResult = field(default_factory=AdvanceResult)
+    owners: dict[int | None, dict] = field(default_factory=dict)  # user id → merge fields
+    # What does not vary per email, computed once per batch.
+    host: str = ""
+    from_email: str = ""
+    mailto: str = ""
+    unsubscribe_prefix: str = ""
 
     def next_step(self, step: Step) -> Step | None:
         siblings = self.steps[step.program_id]
@@ -133,19 +143,17 @@ def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
         ids = _lock_due(now, batch_size)
         if not ids:
             return AdvanceResult()
-        enrollments = list(
-            Enrollment.objects.filter(pk__in=ids).select_related(
-                "program__campaign__owner",
-                "contact__company",
-                "contact__owner__profile",
-            )
-        )
+        enrollments = _load(ids)
         program_ids = {e.program_id for e in enrollments}
         all_steps = Step.objects.filter(program_id__in=program_ids).select_related("template")
         by_program: dict[int, list[Step]] = defaultdict(list)
         for s in all_steps.order_by("program_id", "position", "id"):
             by_program[s.program_id].append(s)
         batch = _Batch(now=now, steps=by_program)
+        batch.host = urlsplit(settings.SITE_URL).hostname or "leadcycle.local"
+        batch.from_email = settings.DEFAULT_FROM_EMAIL
+        batch.mailto = _mailto()
+        batch.unsubscribe_prefix = tokens.unsubscribe_url("x").split("/u/")[0] + "/u/"
         for siblings in by_program.values():
             for i, s in enumerate(siblings):
                 batch.index[s.pk] = i
@@ -159,6 +167,41 @@ def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
         _store(batch, changes)
         batch.result.processed = len(enrollments)
         return batch.result
+
+
+# The contact columns the sender reads (suppression, window, merge fields, branches,
+# owner notifications); the rest of a wide contact row is not loaded 1,000 times a batch.
+CONTACT_FIELDS = (
+    "id", "first_name", "last_name", "email", "job_title", "country", "company_id",
+    "owner_id", "email_status", "consent_basis", "timezone", "score",
+)  # fmt: skip
+
+
+def _load(ids: list[int]) -> list[Enrollment]:
+    """The locked enrollments with their contacts; programs and owners loaded once each."""
+    enrollments = list(
+        Enrollment.objects.filter(pk__in=ids)
+        .select_related("contact__company")
+        .only(
+            *(f.attname for f in Enrollment._meta.concrete_fields),
+            *(f"contact__{f}" for f in CONTACT_FIELDS),
+            "contact__company__name",
+        )
+    )
+    programs = Program.objects.select_related("campaign").in_bulk(
+        {e.program_id for e in enrollments}
+    )
+    user_ids = {e.contact.owner_id for e in enrollments} | {
+        p.campaign.owner_id for p in programs.values()
+    }
+    user_ids.discard(None)
+    users = User.objects.select_related("profile").in_bulk(user_ids) if user_ids else {}
+    for p in programs.values():
+        p.campaign.owner = users.get(p.campaign.owner_id)
+    for e in enrollments:
+        e.program = programs[e.program_id]
+        e.contact.owner = users.get(e.contact.owner_id)
+    return enrollments
 
 
 def _prefetch(batch: _Batch, enrollments: list[Enrollment]) -> None:
@@ -256,9 +299,7 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
         return advance  # already handled (sent, skipped or failed for good)
     reason = _suppression_reason(batch, contact)
     if reason or step.template_id is None:
-        send = existing or EmailSend(
-            enrollment=e, step=step, contact=contact, program=program, message_id=_message_id()
-        )
+        send = existing or _new_send(batch, e, step)
         send.status = EmailSend.Status.SKIPPED
         send.skip_reason = reason or "no_template"
         send.template_id = step.template_id
@@ -275,28 +316,46 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
             tomorrow = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
             return (Enrollment.State.ACTIVE, step.pk, tomorrow + timedelta(days=1), "")
         batch.cap_left[program.pk] -= 1
-    send = existing or EmailSend(
-        enrollment=e, step=step, contact=contact, program=program, message_id=_message_id()
-    )
+    send = existing or _new_send(batch, e, step)
     send.template_id = step.template_id
     send.status = EmailSend.Status.SENT
     send.sent_at = now
     send.attempts += 1
-    message = _build_message(send, step.template, e)
+    message = _build_message(batch, send, step.template, e)
     batch.new_sends.append(send)
     batch.outgoing.append((e, step, send, message))
     return advance
 
 
-def _message_id() -> str:
-    host = urlsplit(settings.SITE_URL).hostname or "leadcycle.local"
+def _message_id(host: str | None = None) -> str:
+    """Random (uuid4) and unique; no ``make_msgid()`` (it resolves the host name)."""
+    host = host or urlsplit(settings.SITE_URL).hostname or "leadcycle.local"
     return f"{uuid.uuid4().hex}@{host}"
 
 
-def _owner(e: Enrollment) -> dict:
+def _new_send(batch: _Batch, e: Enrollment, step: Step) -> EmailSend:
+    send = EmailSend(
+        enrollment_id=e.pk,
+        step_id=step.pk,
+        contact_id=e.contact_id,
+        program_id=e.program_id,
+        message_id=_message_id(batch.host),
+    )
+    return send
+
+
+def _owner(e: Enrollment, cache: dict | None = None) -> dict:
     owner = e.contact.owner or e.program.campaign.owner
     if owner is None:
         return {}
+    if cache is not None:
+        if owner.pk not in cache:
+            cache[owner.pk] = _owner_fields(owner)
+        return cache[owner.pk]
+    return _owner_fields(owner)
+
+
+def _owner_fields(owner) -> dict:
     profile = getattr(owner, "profile", None)
     return {
         "name": owner.get_full_name() or owner.get_username(),
@@ -317,45 +376,61 @@ def contact_merge_fields(contact) -> dict:
     }
 
 
-def _build_message(send: EmailSend, template, e: Enrollment) -> EmailMultiAlternatives:
-    unsubscribe = tokens.unsubscribe_url(send.message_id)
+def _build_message(
+    batch: _Batch, send: EmailSend, template, e: Enrollment
+) -> EmailMultiAlternatives:
+    message_id = send.message_id
+    unsubscribe = tokens.unsubscribe_url(message_id)
     context = rendering.merge_context(
-        contact=contact_merge_fields(e.contact), owner=_owner(e), unsubscribe_url=unsubscribe
+        contact=contact_merge_fields(e.contact),
+        owner=_owner(e, batch.owners),
+        unsubscribe_url=unsubscribe,
     )
     rendered = rendering.render_email(template, context)
     send.subject = rendered.subject
-    message = build_email(
+    if rendered.html:
+        html, send.links = rendering.rewrite_links(
+            rendered.html,
+            click_url=lambda i: tokens.click_url(message_id, i),
+            skip_prefix=batch.unsubscribe_prefix,
+        )
+        rendered.html = rendering.add_open_pixel(html, tokens.open_url(message_id))
+    return build_email(
         to=e.contact.email,
         rendered=rendered,
-        message_id=send.message_id,
+        message_id=message_id,
         unsubscribe_url=unsubscribe,
+        from_email=batch.from_email,
+        mailto=batch.mailto,
     )
-    if rendered.html:
-        html, links = rendering.rewrite_links(
-            rendered.html,
-            click_url=lambda i: tokens.click_url(send.message_id, i),
-            skip_prefix=unsubscribe.split("/u/")[0] + "/u/",
-        )
-        send.links = links
-        message.alternatives = []
-        message.attach_alternative(
-            rendering.add_open_pixel(html, tokens.open_url(send.message_id)), "text/html"
-        )
-    return message
 
 
-def build_email(
-    *, to: str, rendered, message_id: str, unsubscribe_url: str
-) -> EmailMultiAlternatives:
-    """A message with its Message-ID and RFC 8058 one-click unsubscribe headers."""
-    mailto = (
+def _mailto() -> str:
+    return (
         getattr(settings, "NURTURE_UNSUBSCRIBE_MAILTO", "")
         or parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
     )
+
+
+def build_email(
+    *,
+    to: str,
+    rendered,
+    message_id: str,
+    unsubscribe_url: str,
+    from_email: str | None = None,
+    mailto: str | None = None,
+) -> EmailMultiAlternatives:
+    """A message with its Message-ID and RFC 8058 one-click unsubscribe headers.
+
+    ``from_email`` and ``mailto`` default to the settings; the sender passes them in,
+    computed once per batch (parsing the From address costs more than the rest).
+    """
+    mailto = mailto if mailto is not None else _mailto()
     message = EmailMultiAlternatives(
         subject=rendered.subject,
         body=rendered.text,
-        from_email=settings.DEFAULT_FROM_EMAIL,
+        from_email=from_email or settings.DEFAULT_FROM_EMAIL,
         to=[to],
         headers={
             "Message-ID": f"<{message_id}>",
@@ -437,7 +512,7 @@ def _store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
             exit_reason=reason,
             exited_at=now if done else None,
         )
-    sent = [s for _, _, s, _ in batch.outgoing if s.status == EmailSend.Status.SENT]
+    sent = [(e, s) for e, _, s, _ in batch.outgoing if s.status == EmailSend.Status.SENT]
     occurred_at = min(now, timezone.now())  # ingest refuses future times (tests pass `now`)
     if sent:
         activities_record(
@@ -446,12 +521,12 @@ def _store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
                     "kind": ActivityKind.EMAIL_SENT,
                     "occurred_at": occurred_at,
                     "contact": s.contact_id,
-                    "campaign": s.program.campaign_id,
+                    "campaign": e.program.campaign_id,
                     "message_id": s.message_id,
                     "external_id": f"send:{s.message_id}",
                     "details": {"program": s.program_id, "step": s.step_id},
                 }
-                for s in sent
+                for e, s in sent
             ],
             source=Source.OTHER,
         )
