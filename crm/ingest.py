@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -123,50 +124,48 @@ def validate_items(items: Sequence[dict[str, Any]]) -> dict[int, dict[str, list[
 def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict[str, list[str]]]]:
     errors: dict[int, dict[str, list[str]]] = {}
     parsed: list[_Item] = []
+    latest = timezone.now() + timedelta(minutes=5)
     for index, raw in enumerate(items):
-        item_errors: dict[str, list[str]] = {}
-
-        def fail(name: str, message: str, _errs=item_errors) -> None:
-            _errs.setdefault(name, []).append(message)
-
         if not isinstance(raw, dict):
             errors[index] = {"non_field_errors": ["Each activity must be a JSON object."]}
             continue
-        kind = raw.get("kind")
+        item_errors: dict[str, list[str]] = {}
+        get = raw.get
+        kind = get("kind")
         if kind not in KINDS:
-            fail("kind", f"Unknown activity kind {str(kind)[:40]!r}.")
-        occurred_at = _parse_time(raw.get("occurred_at"), fail)
-        contact_id = raw.get("contact")
-        if contact_id is not None and (isinstance(contact_id, bool) or not _is_int(contact_id)):
-            fail("contact", "A contact id is an integer.")
+            _fail(item_errors, "kind", f"Unknown activity kind {str(kind)[:40]!r}.")
+        occurred_at = _parse_time(get("occurred_at"), latest, item_errors)
+        contact_id = get("contact")
+        if contact_id is not None and not _is_int(contact_id):
+            _fail(item_errors, "contact", "A contact id is an integer.")
             contact_id = None
-        email = Contact.normalise_email(str(raw.get("email") or ""))
+        email = get("email")
+        email = Contact.normalise_email(str(email)) if email else ""
         if email and not _email_ok(email):
-            fail("email", "Enter a valid email address.")
+            _fail(item_errors, "email", "Enter a valid email address.")
         if contact_id is None and not email and "contact" not in item_errors:
-            fail("contact", "Give the contact's id or email.")
-        campaign_id = raw.get("campaign")
+            _fail(item_errors, "contact", "Give the contact's id or email.")
+        campaign_id = get("campaign")
         if campaign_id is not None and not _is_int(campaign_id):
-            fail("campaign", "A campaign id is an integer.")
-        external_id = raw.get("external_id")
+            _fail(item_errors, "campaign", "A campaign id is an integer.")
+        external_id = get("external_id")
         if external_id is not None:
             external_id = str(external_id)
             if not external_id or len(external_id) > 200:
-                fail("external_id", "external_id must be 1 to 200 characters.")
-        url = str(raw.get("url") or "")
+                _fail(item_errors, "external_id", "external_id must be 1 to 200 characters.")
+        url = get("url")
+        url = str(url) if url else ""
         if url and not _url_ok(url):
-            fail("url", "Enter a valid http(s) URL.")
-        details = raw.get("details") or {}
+            _fail(item_errors, "url", "Enter a valid http(s) URL.")
+        details = get("details") or {}
         if not isinstance(details, dict):
-            fail("details", "details must be a JSON object.")
-        elif len(repr(details)) > MAX_DETAILS_BYTES:
-            fail("details", f"details must be under {MAX_DETAILS_BYTES} bytes.")
-        contact_fields = {
-            name: str(raw[name])[:100] for name in CONTACT_FIELDS if raw.get(name) not in (None, "")
-        }
+            _fail(item_errors, "details", "details must be a JSON object.")
+        elif details and len(repr(details)) > MAX_DETAILS_BYTES:
+            _fail(item_errors, "details", f"details must be under {MAX_DETAILS_BYTES} bytes.")
         if item_errors:
             errors[index] = item_errors
             continue
+        message_id = get("message_id")
         parsed.append(
             _Item(
                 index=index,
@@ -174,12 +173,19 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
                 occurred_at=occurred_at,
                 contact_id=int(contact_id) if contact_id is not None else None,
                 email=email,
-                contact_fields=contact_fields,
+                # Only a self-identifying activity by email can create a contact.
+                contact_fields={
+                    name: str(raw[name])[:100]
+                    for name in CONTACT_FIELDS
+                    if get(name) not in (None, "")
+                }
+                if contact_id is None
+                else {},
                 campaign_id=int(campaign_id) if campaign_id is not None else None,
                 external_id=external_id,
-                message_id=str(raw.get("message_id") or "")[:200],
+                message_id=str(message_id)[:200] if message_id else "",
                 url=url,
-                is_machine=bool(raw.get("is_machine", False)),
+                is_machine=bool(get("is_machine", False)),
                 details=details,
             )
         )
@@ -188,24 +194,19 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
     return parsed, errors
 
 
+def _fail(item_errors: dict[str, list[str]], name: str, message: str) -> None:
+    item_errors.setdefault(name, []).append(message)
+
+
 def _check_references(parsed: list[_Item], errors: dict) -> None:
-    """Unknown contacts, unknown campaigns and email events for unknown addresses."""
+    """Unknown contacts, unknown campaigns and email events for unknown addresses
+    (one query each, only for what the batch references)."""
     ids = {i.contact_id for i in parsed if i.contact_id is not None}
-    known_ids = (
-        set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
-    )
+    known_ids = _existing(Contact, "id", ids, int) if ids else set()
     campaign_ids = {i.campaign_id for i in parsed if i.campaign_id is not None}
-    known_campaigns = (
-        set(Campaign.objects.filter(pk__in=campaign_ids).values_list("pk", flat=True))
-        if campaign_ids
-        else set()
-    )
+    known_campaigns = _existing(Campaign, "id", campaign_ids, int) if campaign_ids else set()
     emails = {i.email for i in parsed if i.contact_id is None}
-    known_emails = (
-        set(Contact.objects.filter(email__in=emails).values_list("email", flat=True))
-        if emails
-        else set()
-    )
+    known_emails = _existing(Contact, "email", emails, str) if emails else set()
     for item in parsed:
         if item.contact_id is not None and item.contact_id not in known_ids:
             errors.setdefault(item.index, {}).setdefault("contact", []).append(
@@ -225,13 +226,51 @@ def _check_references(parsed: list[_Item], errors: dict) -> None:
             )
 
 
+_PG_ARRAY_TYPES = {int: "bigint[]", str: "text[]"}
+
+
+def _existing(model, column: str, values: set, type_: type) -> set:
+    """Which of ``values`` occur in ``model.column``.
+
+    PostgreSQL gets the set as one binary array parameter bound server-side (``= ANY``):
+    Django's ``__in`` with 1,000 values builds, quotes and parses 1,000 placeholders
+    client-side, which profiled at ~15 ms per query. Elsewhere the ORM's ``__in``.
+    """
+    if connection.vendor != "postgresql":
+        return set(model.objects.filter(**{f"{column}__in": values}).values_list(column, flat=True))
+    table = model._meta.db_table
+    sql = f"SELECT {column} FROM {table} WHERE {column} = ANY(%b::{_PG_ARRAY_TYPES[type_]})"  # noqa: S608
+    with _pg_cursor() as cursor:
+        cursor.execute(sql, [list(values)])
+        return {row[0] for row in cursor.fetchall()}
+
+
+@contextmanager
+def _pg_cursor():
+    """A Django cursor (query logging and counting intact) over a psycopg cursor that
+    binds parameters server-side: the project's connections use client-side binding,
+    which quotes every array element in Python."""
+    import psycopg  # only on PostgreSQL
+
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    cursor = connection._prepare_cursor(raw)
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
 def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
     result = IngestResult()
     with transaction.atomic():
-        ext_ids = {i.external_id for i in parsed if i.external_id}
         # Known duplicates are dropped before contacts are resolved, so a replayed
         # self-identifying activity never creates a contact; a concurrent batch may still
         # insert the same external_id after this read, which the insert below absorbs.
+        # On PostgreSQL that insert also drops every other duplicate, so only the items
+        # that may create a contact (given by email) need the check.
+        pg = connection.vendor == "postgresql"
+        ext_ids = {i.external_id for i in parsed if i.external_id and not (pg and i.contact_id)}
         seen = (
             set(
                 Activity.objects.filter(external_id__in=ext_ids).values_list(
@@ -280,13 +319,14 @@ _COLUMNS = (
     "details",
 )
 # One statement for the whole batch: the arrays arrive as 9 parameters (no per-row
-# placeholders to build or parse), and ON CONFLICT makes a racing duplicate a skipped
-# row instead of an IntegrityError. Identifiers are constants of this module.
+# placeholders to build or parse; %b sends them in binary, which psycopg dumps several
+# times faster than text for timestamps and JSON), and ON CONFLICT makes a racing
+# duplicate a skipped row instead of an IntegrityError. Identifiers are module constants.
 _PG_INSERT = (
     f"INSERT INTO {Activity._meta.db_table} ({', '.join(_COLUMNS)}) "  # noqa: S608
     "SELECT c, k, o, %s, cp, e, m, u, im, d FROM unnest("
-    "%s::bigint[], %s::varchar[], %s::timestamptz[], %s::bigint[], %s::varchar[], "
-    "%s::varchar[], %s::varchar[], %s::boolean[], %s::jsonb[]"
+    "%b::bigint[], %b::varchar[], %b::timestamptz[], %b::bigint[], %b::varchar[], "
+    "%b::varchar[], %b::varchar[], %b::boolean[], %b::jsonb[]"
     ") AS t(c, k, o, cp, e, m, u, im, d) "
     "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id"
 )
@@ -335,12 +375,13 @@ def _insert(items: list[_Item]) -> list[Activity]:
         [i.is_machine for i in ordered],
         [dumps(i.details) for i in ordered],
     ]
-    with connection.cursor() as cursor:
+    with _pg_cursor() as cursor:
         cursor.execute(_PG_INSERT, params)
         returned = cursor.fetchall()
     by_external = {ext: pk for pk, ext in returned if ext is not None}
     # Rows without an external_id cannot conflict: they come back in insertion order.
     anonymous = iter([pk for pk, ext in returned if ext is None])
+    alias = connection.alias
     activities = []
     for i in items:
         if i.external_id:
@@ -349,18 +390,18 @@ def _insert(items: list[_Item]) -> list[Activity]:
                 continue  # a concurrent batch stored it first
         else:
             pk = next(anonymous)
-        activities.append(_stored_activity(i, pk, now))
+        activities.append(_stored_activity(i, pk, now, alias))
     return activities
 
 
-def _stored_activity(item: _Item, pk: int, recorded_at: datetime) -> Activity:
+def _stored_activity(item: _Item, pk: int, recorded_at: datetime, alias: str) -> Activity:
     """An ``Activity`` for a row just inserted, built like ``Model.from_db`` but without
     ``__init__``'s per-field signal and default handling (profiled: the costliest part of
     handing 1,000 rows to the handlers). Every concrete field is set."""
     obj = Activity.__new__(Activity)
     obj._state = ModelState()
     obj._state.adding = False
-    obj._state.db = connection.alias
+    obj._state.db = alias
     obj.__dict__.update(
         id=pk,
         contact_id=item.contact_id,
@@ -425,12 +466,24 @@ def _mark_reopened(activities: list[Activity]) -> None:
     engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}
     if not engaged:
         return
-    recycled = {
-        c["pk"]: c
-        for c in Contact.objects.filter(pk__in=engaged, stage=Stage.RECYCLED).values(
-            "pk", "recycle_round", "stage_changed_at"
-        )
-    }
+    if connection.vendor == "postgresql":  # one array parameter, see _existing
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, recycle_round, stage_changed_at FROM {Contact._meta.db_table} "  # noqa: S608
+                "WHERE stage = %s AND id = ANY(%b::bigint[])",
+                [Stage.RECYCLED.value, list(engaged)],
+            )
+            recycled = {
+                pk: {"pk": pk, "recycle_round": rnd, "stage_changed_at": at}
+                for pk, rnd, at in cursor.fetchall()
+            }
+    else:
+        recycled = {
+            c["pk"]: c
+            for c in Contact.objects.filter(pk__in=engaged, stage=Stage.RECYCLED).values(
+                "pk", "recycle_round", "stage_changed_at"
+            )
+        }
     if not recycled:
         return
     first: dict[int, Activity] = {}
@@ -470,25 +523,39 @@ def _set_first_touch(activities: list[Activity], created_ids: set[int]) -> None:
         ).update(acquired_by_id=campaign_id)
 
 
-def _parse_time(value: Any, fail) -> datetime | None:
+def _parse_time(value: Any, latest: datetime, item_errors: dict) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
         try:
-            parsed = parse_datetime(value.strip())
+            # What parse_datetime tries first; its regex fallback only for other shapes.
+            parsed = datetime.fromisoformat(value.strip())
         except ValueError:
-            parsed = None
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
         if parsed is None:
-            fail("occurred_at", "Use an ISO 8601 date-time, e.g. 2026-05-01T14:30:00Z.")
+            _fail(
+                item_errors, "occurred_at", "Use an ISO 8601 date-time, e.g. 2026-05-01T14:30:00Z."
+            )
             return None
     else:
-        fail("occurred_at", "This field is required (ISO 8601 date-time with a time zone).")
+        _fail(
+            item_errors,
+            "occurred_at",
+            "This field is required (ISO 8601 date-time with a time zone).",
+        )
         return None
-    if timezone.is_naive(parsed):
-        fail("occurred_at", "Give the time zone (e.g. Z or +02:00); a naive time is ambiguous.")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        _fail(
+            item_errors,
+            "occurred_at",
+            "Give the time zone (e.g. Z or +02:00); a naive time is ambiguous.",
+        )
         return None
-    if parsed > timezone.now() + timedelta(minutes=5):
-        fail("occurred_at", "An activity cannot be in the future.")
+    if parsed > latest:
+        _fail(item_errors, "occurred_at", "An activity cannot be in the future.")
         return None
     return parsed
 
