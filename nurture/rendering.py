@@ -75,7 +75,13 @@ def merge_context(*, contact: dict, owner: dict, unsubscribe_url: str) -> dict:
 
 def render_string(source: str, context: dict, *, autoescape: bool = True) -> str:
     template = _compiled(source or "")
-    return template.render(Context(context, autoescape=autoescape))
+    # What Template.render() does, minus its two context managers that only restore state
+    # on a Context we throw away (a fourth of the cost of a short template, sent 1,000s of
+    # times a batch): bind the template, then render the node list.
+    ctx = Context(context, autoescape=autoescape)
+    ctx.template = ctx.render_context.template = template
+    ctx.template_name = template.name
+    return template.nodelist.render(ctx)
 
 
 @dataclass
