@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from .facts import facts_rebuild
 from .query import site_tz
 from .rollups import rollups_rebuild
 
@@ -11,4 +12,5 @@ def seed(ctx) -> None:
     start = ctx.start.astimezone(site_tz()).date() - timedelta(days=1)
     end = ctx.now.astimezone(site_tz()).date() + timedelta(days=2)
     rollups_rebuild(start_day=start, end_day=end, chunk_days=31)
+    facts_rebuild(start_day=start, end_day=end, chunk_days=31)
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

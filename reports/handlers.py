@@ -2,6 +2,7 @@
 
 from crm.events import handler
 
+from .facts import facts_apply_activities
 from .rollups import rollups_apply_activities, rollups_apply_transitions
 
 
@@ -9,6 +10,7 @@ from .rollups import rollups_apply_activities, rollups_apply_transitions
 def on_activities_recorded(event) -> None:
     """Keep the email rollup current for the batch (set-based, idempotent)."""
     rollups_apply_activities(activities=event.activities)
+    facts_apply_activities(activities=event.activities)
 
 
 @handler("in_transaction")

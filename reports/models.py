@@ -92,5 +92,44 @@ class StageDaily(models.Model):
         return f"{self.day} {self.from_stage}→{self.to_stage}: {self.entries}"
 
 
+class EmailStepDaily(models.Model):
+    """Per nurture step email facts: the ``EmailDaily`` counts of the emails that belong to a
+    ``nurture.EmailSend`` (by message id), keyed day × campaign × source × step.
+
+    Same per-email first-event rule as ``EmailDaily``, so rows sum over any period. Kept by
+    ``reports.facts`` (separate from the campaign rollup's upkeep in ``reports.rollups``).
+    """
+
+    day = models.DateField()
+    campaign_id = models.IntegerField(default=0)
+    channel = models.CharField(max_length=20, blank=True)
+    source = models.CharField(max_length=20, blank=True)
+    step_id = models.IntegerField()
+    sent = models.IntegerField(default=0)
+    bounced = models.IntegerField(default=0)
+    hard_bounced = models.IntegerField(default=0)
+    unique_opens = models.IntegerField(default=0)
+    machine_opens = models.IntegerField(default=0)
+    unique_clicks = models.IntegerField(default=0)
+    unsubscribed = models.IntegerField(default=0)
+    complaints = models.IntegerField(default=0)
+    conversions = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the facts upkeep and rebuilds.
+            models.UniqueConstraint(
+                fields=["day", "campaign_id", "source", "step_id"], name="email_step_daily_key"
+            )
+        ]
+        indexes = [
+            # Email report per-step table: a campaign's step rows in a period.
+            models.Index(fields=["campaign_id", "day"], name="email_step_daily_campaign"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} campaign {self.campaign_id} step {self.step_id}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

@@ -5,6 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
+from .facts import facts_reconcile
 from .query import site_tz
 from .rollups import rollups_reconcile
 
@@ -19,8 +20,8 @@ def reconcile_rollups(day: str | None = None) -> dict:
         if day
         else timezone.localdate(timezone=site_tz()) - timedelta(days=1)
     )
-    diff = rollups_reconcile(day=target)
-    return {"day": target.isoformat(), "email": len(diff["email"]), "stage": len(diff["stage"])}
+    diff = {**rollups_reconcile(day=target), **facts_reconcile(day=target)}
+    return {"day": target.isoformat(), **{k: len(v) for k, v in diff.items()}}
 
 
 @shared_task(name="reports.tasks.review_digest")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Sum
 
 from crm.models import Activity, ActivityKind, Campaign
 
-from ..models import EmailDaily
+from ..facts import STEP_FIELDS, step_activities, step_aggregates
+from ..models import EmailDaily, EmailStepDaily
 from ..query import ReportQuery, ratio
 from ..rollups import EMAIL_COUNT_FIELDS, email_activities, email_fact_aggregates
 
@@ -101,48 +102,64 @@ def email_by_campaign(q: ReportQuery) -> tuple[list[dict], dict]:
     return rows, totals
 
 
-def email_by_step(q: ReportQuery) -> list[dict]:
-    """Per nurture step figures: events joined to ``nurture.EmailSend`` by message id.
+def step_counts(q: ReportQuery) -> dict[tuple[int, int], dict]:
+    """Counts per (step id, campaign id) for the period, from ``EmailStepDaily`` when the
+    filters are rollup dimensions, else from the raw activities (segment/owner filters)."""
+    if not _uses_rollup(q):
+        return step_counts_raw(q)
+    qs = EmailStepDaily.objects.filter(day__gte=q.start, day__lt=q.end)
+    if q.campaign:
+        qs = qs.filter(campaign_id=q.campaign)
+    if q.channel:
+        qs = qs.filter(channel=q.channel)
+    if q.source:
+        qs = qs.filter(source=q.source)
+    rows = qs.values("step_id", "campaign_id").annotate(**{f: Sum(f) for f in STEP_FIELDS})
+    return {
+        (r["step_id"], r["campaign_id"]): {f: r[f] or 0 for f in STEP_FIELDS}
+        for r in rows.order_by()
+    }
 
-    Served from the raw activities (the message-id index), restricted to the period.
-    """
-    try:
-        from nurture.models import EmailSend
-    except ImportError:  # pragma: no cover - nurture not installed
-        return []
-    from django.db.models import Subquery
 
-    send = EmailSend.objects.filter(message_id=OuterRef("message_id"))
-    qs = (
-        email_activities(
-            q.start_dt,
-            q.end_dt,
-            campaign_ids=[q.campaign] if q.campaign else None,
-            contact_q=q.contact_filters_only().contact_q("contact__"),
-        )
-        .exclude(message_id="")
-        .annotate(step=Subquery(send.values("step_id")[:1]))
-        .filter(step__isnull=False)
+def step_counts_raw(q: ReportQuery) -> dict[tuple[int, int], dict]:
+    """Per-step counts straight from the activities joined to ``nurture.EmailSend``."""
+    qs = step_activities(
+        q.start_dt,
+        q.end_dt,
+        campaign_ids=[q.campaign] if q.campaign else None,
+        contact_q=q.contact_filters_only().contact_q("contact__"),
     )
     if q.channel:
         qs = qs.filter(campaign__channel=q.channel)
-    agg = {k: v for k, v in email_fact_aggregates().items() if k in EMAIL_COUNTS}
-    rows = list(qs.values("step", "camp0").annotate(**agg).order_by())
-    from nurture.models import Step
+    rows = qs.values("step", "camp0").annotate(**step_aggregates()).order_by()
+    return {(r["step"], r["camp0"]): {f: r[f] for f in STEP_FIELDS} for r in rows}
 
-    steps = {s.id: s for s in Step.objects.filter(id__in=[r["step"] for r in rows])}
-    campaigns = _names({r["camp0"] for r in rows})
+
+def email_by_step(q: ReportQuery) -> list[dict]:
+    """Per nurture step figures (METRICS.md lines 19–31) of the emails sent by a step.
+
+    Served from ``EmailStepDaily`` (see reports.facts). Choice: a (step, campaign) with no
+    email figure at all (e.g. only social reactions carrying a send's message id) is not
+    listed.
+    """
+    try:
+        from nurture.models import Step
+    except ImportError:  # pragma: no cover - nurture not installed
+        return []
+    counts = {k: v for k, v in step_counts(q).items() if any(v.values())}
+    steps = {s.id: s for s in Step.objects.filter(id__in=[k[0] for k in counts])}
+    campaigns = _names({k[1] for k in counts})
     out = []
-    for r in rows:
-        step = steps.get(r["step"])
-        camp = campaigns.get(r["camp0"])
+    for (step_id, cid), c in counts.items():
+        step = steps.get(step_id)
+        camp = campaigns.get(cid)
         out.append(
             {
-                "campaign_id": r["camp0"] or None,
+                "campaign_id": cid or None,
                 "campaign": camp.name if camp else NO_CAMPAIGN,
-                "step_id": r["step"],
+                "step_id": step_id,
                 "step": str(step) if step else "",
-                **derive({f: r[f] for f in EMAIL_COUNTS}),
+                **derive(c),
             }
         )
     out.sort(key=lambda r: (r["campaign"].lower(), r["step_id"]))
@@ -155,36 +172,45 @@ def landing_pages(q: ReportQuery, *, limit: int = 50) -> list[dict]:
     Choice: a page is the activity ``url``; its visitors are unique contacts with a
     ``page_visit`` of it in the period; converted visitors also submitted a form
     (``form_submitted`` or ``landing_page_conversion``) carrying the same url in the period.
+
+    Two set-based reads instead of a per-visit EXISTS: visitors per url (one pass over the
+    period's visits), and — starting from the far fewer submissions of the period — the
+    distinct (url, contact) pairs whose contact also visited that url in the period.
     """
     start, end = q.start_dt, q.end_dt
-    converted = Activity.objects.filter(
-        contact_id=OuterRef("contact_id"),
-        url=OuterRef("url"),
-        kind__in=[K.FORM_SUBMITTED, K.LANDING_PAGE_CONVERSION],
-        occurred_at__gte=start,
-        occurred_at__lt=end,
-    )
-    qs = Activity.objects.filter(
+    visits = Activity.objects.filter(
         kind=K.PAGE_VISIT, occurred_at__gte=start, occurred_at__lt=end
     ).exclude(url="")
-    qs = qs.filter(q.contact_filters_only().contact_q("contact__"))
+    visits = visits.filter(q.contact_filters_only().contact_q("contact__"))
     if q.campaign:
-        qs = qs.filter(campaign_id=q.campaign)
+        visits = visits.filter(campaign_id=q.campaign)
     if q.channel:
-        qs = qs.filter(campaign__channel=q.channel)
-    rows = (
-        qs.annotate(conv=Exists(converted))
-        .values("url")
-        .annotate(
-            unique_visitors=Count("contact_id", distinct=True),
-            converted_visitors=Count("contact_id", distinct=True, filter=Q(conv=True)),
-        )
+        visits = visits.filter(campaign__channel=q.channel)
+    rows = list(
+        visits.values("url")
+        .annotate(unique_visitors=Count("contact_id", distinct=True))
         .order_by("-unique_visitors", "url")[:limit]
+    )
+    if not rows:
+        return []
+    visited = visits.filter(contact_id=OuterRef("contact_id"), url=OuterRef("url"))
+    converted = dict(
+        Activity.objects.filter(
+            kind__in=[K.FORM_SUBMITTED, K.LANDING_PAGE_CONVERSION],
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+            url__in=[r["url"] for r in rows],
+        )
+        .filter(Exists(visited))
+        .values("url")
+        .annotate(n=Count("contact_id", distinct=True))
+        .values_list("url", "n")
     )
     return [
         {
             **r,
-            "landing_page_conversion_rate": ratio(r["converted_visitors"], r["unique_visitors"]),
+            "converted_visitors": converted.get(r["url"], 0),
+            "landing_page_conversion_rate": ratio(converted.get(r["url"], 0), r["unique_visitors"]),
         }
         for r in rows
     ]
