@@ -159,3 +159,44 @@ def test_a_batch_over_the_limit_is_refused(settings):
     settings.ACTIVITY_BATCH_LIMIT = 2
     with pytest.raises(ingest.BatchTooLarge):
         ingest.activities_record(items=[{}] * 3)
+
+
+_SEEN: list = []
+
+
+def _record(event) -> None:
+    _SEEN.append(event)
+
+
+def test_handlers_get_the_stored_activities_with_their_ids_and_fields(settings):
+    settings.ACTIVITIES_RECORDED_HANDLERS = ["tests.crm.test_ingest._record"]
+    _SEEN.clear()
+    contact = contact_create(email="a@example.com")
+    at = timezone.now() - timedelta(hours=1)
+    items = [
+        {
+            "contact": contact.pk,
+            "kind": "page_visit",
+            "occurred_at": at.isoformat(),
+            "external_id": f"h{n}",
+            "url": "https://example.com/pricing",
+            "details": {"n": n},
+        }
+        for n in range(3)
+    ] + [{"contact": contact.pk, "kind": "email_opened", "occurred_at": at, "is_machine": True}]
+    ingest.activities_record(items=items)
+    ingest.activities_record(items=items[:1])  # a replay reaches no handler
+    (event,) = _SEEN
+    stored = {a.pk: a for a in Activity.objects.all()}
+    assert [a.pk for a in event.activities] == sorted(stored)
+    for a in event.activities:
+        row = stored[a.pk]
+        for name in ("contact_id", "kind", "occurred_at", "campaign_id", "url", "details"):
+            assert getattr(a, name) == getattr(row, name), name
+        assert (a.is_machine, a.message_id, a.external_id) == (
+            row.is_machine,
+            row.message_id,
+            row.external_id,
+        )
+        assert a.contact == contact  # usable like any loaded instance
+    assert event.created_contact_ids == frozenset()
