@@ -232,6 +232,7 @@ def expected_values(
 class Outcome:
     entries: list[LedgerEntry] = field(default_factory=list)
     contacts: set[int] = field(default_factory=set)
+    scores: dict[int, int] | None = None  # new cached scores of changed contacts, if known
 
     @property
     def delta_by_contact(self) -> dict[int, int]:
@@ -350,28 +351,127 @@ def _why(rule, delta, mode, now, first_match, contact_id):
     return R.RESCORE, now, None
 
 
+def batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
+    """Public name of :func:`_batch_matches` (the handler decides what to lock with it)."""
+    return _batch_matches(batch, rules, now)
+
+
+def batch_reconcile(
+    *,
+    matches: dict[tuple[int, int], Activity],
+    rules: Sequence[Rule],
+    now: datetime,
+    scores: dict[int, int],
+    batch: Sequence[Activity] = (),
+) -> Outcome:
+    """Score a batch: reconcile only the (contact, rule) pairs the batch's activities hit.
+
+    ``matches`` comes from :func:`batch_matches`; ``scores`` are the locked contacts'
+    cached scores. A pair the batch does not touch keeps its value until the decay tick
+    or a rescore (a batch adds activities, so only matched rules can change, apart from
+    the clock, which :func:`decay_run` owns). Per pair the target is the rule's full worth
+    for the contact (caps, once-per-day/week, once-ever, expiry, half-life need the
+    contact's prior matches), computed by one aggregate restricted to the batch's contacts
+    and the kinds of the matched rules; an inactivity penalty that a recent engagement of
+    the batch ends is known to be 0 without a query. At most three queries: the aggregate,
+    the ledger sums of the matched pairs, and the bulk insert, plus one UPDATE of scores.
+    The new scores are returned in ``Outcome.scores`` so the hand-off can skip its query
+    when nobody reaches the threshold.
+    """
+    by_id = {r.pk: r for r in rules}
+    known: dict[tuple[int, int], int] = {}
+    latest_engagement: dict[int, datetime] = {}
+    for a in batch:
+        if a.kind in ENGAGEMENT_KINDS and not a.is_machine:
+            seen = latest_engagement.get(a.contact_id)
+            if seen is None or a.occurred_at > seen:
+                latest_engagement[a.contact_id] = a.occurred_at
+    need: dict[int, set[int]] = defaultdict(set)  # rule id → contacts needing the aggregate
+    for contact_id, rule_id in matches:
+        rule = by_id[rule_id]
+        if rule.kind == Rule.Kind.NEGATIVE:
+            cutoff = now - timedelta(days=rule.inactive_days or 0)
+            last = latest_engagement.get(contact_id)
+            if last is not None and last >= cutoff:
+                known[(contact_id, rule_id)] = 0
+                continue
+        need[rule_id].add(contact_id)
+    expected: dict[int, dict[int, int]] = {}
+    agg_rules = [by_id[rid] for rid in sorted(need)]
+    if agg_rules:
+        agg_contacts = sorted(set().union(*need.values()))
+        expected = expected_values(
+            Q(pk__in=agg_contacts),
+            RuleSet(agg_rules),
+            now=now,
+            activity_scope=Q(contact_id__in=agg_contacts),
+        )
+    positions = {r.pk: i for i, r in enumerate(agg_rules)}
+    contact_ids = sorted({c for c, _ in matches})
+    owned: dict[tuple[int, int], int] = {
+        (c, r): s or 0
+        for c, r, s in LedgerEntry.objects.filter(
+            contact_id__in=contact_ids, rule_id__in=sorted({r for _, r in matches})
+        )
+        .order_by()
+        .values_list("contact_id", "rule_id")
+        .annotate(s=Sum("points", filter=~Q(reason=R.RECYCLE_RESET)))
+    }
+    outcome = Outcome()
+    for key in sorted(matches):
+        contact_id, rule_id = key
+        if key in known:
+            target = known[key]
+        else:
+            target = expected.get(contact_id, {}).get(positions[rule_id], 0)
+        delta = target - owned.get(key, 0)
+        if not delta:
+            continue
+        reason, at, activity_id = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
+        outcome.entries.append(
+            LedgerEntry(
+                contact_id=contact_id,
+                rule_id=rule_id,
+                activity_id=activity_id,
+                points=delta,
+                at=at,
+                reason=reason,
+            )
+        )
+        outcome.contacts.add(contact_id)
+    if outcome.entries:
+        LedgerEntry.objects.bulk_create(outcome.entries, batch_size=2000)
+        deltas = outcome.delta_by_contact
+        _scores_add(deltas)
+        outcome.scores = {c: scores.get(c, 0) + d for c, d in deltas.items()}
+    return outcome
+
+
 def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
     """Earliest batch activity per (contact, rule) that the rule counts (or, for an
     inactivity rule, the engagement that ended the inactivity). Python over ≤ 1,000 rows."""
     from .rules import activity_matches
 
+    # Rules indexed by the activity kind they read, so each activity is checked only
+    # against rules that can count it (most kinds of a batch, e.g. sends, match none).
+    by_kind: dict[str, list[tuple[int, Rule]]] = defaultdict(list)
+    inactive: list[int] = []
+    for r in rules:
+        if r.kind == Rule.Kind.ENGAGEMENT:
+            by_kind[r.activity_kind].append((r.pk, r))
+        elif r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
+            inactive.append(r.pk)
     found: dict[tuple[int, int], Activity] = {}
     for a in sorted(batch, key=lambda a: (a.occurred_at, a.pk or 0)):
-        for r in rules:
-            key = (a.contact_id, r.pk)
-            if key in found:
-                continue
-            if (
-                r.kind == Rule.Kind.ENGAGEMENT
-                and activity_matches(r, a, now=now)
-                or (
-                    r.kind == Rule.Kind.NEGATIVE
-                    and r.negative == Rule.Negative.INACTIVE
-                    and a.kind in ENGAGEMENT_KINDS
-                    and not a.is_machine
-                )
-            ):
+        if a.is_machine:
+            continue
+        for pk, r in by_kind.get(a.kind, ()):
+            key = (a.contact_id, pk)
+            if key not in found and activity_matches(r, a, now=now):
                 found[key] = a
+        if inactive and a.kind in ENGAGEMENT_KINDS:
+            for pk in inactive:
+                found.setdefault((a.contact_id, pk), a)
     return found
 
 

@@ -20,6 +20,16 @@ def _lock(contact_ids) -> list[int]:
     )
 
 
+def _lock_scores(contact_ids) -> dict[int, int]:
+    """Lock like :func:`_lock` and return the locked contacts' cached scores."""
+    return dict(
+        Contact.objects.select_for_update()
+        .filter(pk__in=sorted(contact_ids))
+        .order_by("pk")
+        .values_list("pk", "score")
+    )
+
+
 @handler("in_transaction")
 def on_activities_recorded(event) -> None:
     """Score the batch set-based, then hand off contacts that crossed the threshold."""
@@ -27,11 +37,17 @@ def on_activities_recorded(event) -> None:
     rules = [r for r in rules if r.kind == Rule.Kind.ENGAGEMENT or not engine.is_flag(r)]
     if not rules:
         return
-    ids = _lock(event.contact_ids)
-    outcome = engine.reconcile(
-        contact_ids=ids, rules=rules, now=timezone.now(), mode="activity", batch=event.activities
+    now = timezone.now()
+    # Only contacts with an activity some rule counts can change: a batch of sends that no
+    # rule reads costs no query beyond loading the rules.
+    matches = engine.batch_matches(event.activities, rules, now)
+    if not matches:
+        return
+    scores = _lock_scores({c for c, _ in matches})
+    outcome = engine.batch_reconcile(
+        matches=matches, rules=rules, now=now, scores=scores, batch=event.activities
     )
-    handoff.mqls_hand_off(entries=outcome.entries)
+    handoff.mqls_hand_off(entries=outcome.entries, scores=outcome.scores)
 
 
 @handler("in_transaction")

@@ -20,18 +20,26 @@ from .models import AssignmentRule, LedgerEntry, Rule, ScoringSettings
 MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never pulled back
 
 
-def mqls_hand_off(*, entries: Iterable[LedgerEntry]) -> list[int]:
+def mqls_hand_off(
+    *, entries: Iterable[LedgerEntry], scores: dict[int, int] | None = None
+) -> list[int]:
     """Move contacts that these new entries pushed over the threshold to ``mql``.
 
     Dated at the entry (activity) that pushed each contact over; one query for the
     candidates, one for fit totals when a minimum fit is set, then lifecycle's bulk move,
-    owner assignment and notices. Returns the ids of the new MQLs.
+    owner assignment and notices. ``scores`` (new scores known by the caller) lets it skip
+    the candidate query when no contact reaches the threshold — the common batch.
+    Returns the ids of the new MQLs.
     """
     entries = list(entries)
     gained = {e.contact_id for e in entries if e.points > 0}
     if not gained:
         return []
     conf = ScoringSettings.load()
+    if scores is not None:
+        gained = {c for c in gained if scores.get(c, conf.mql_threshold) >= conf.mql_threshold}
+        if not gained:
+            return []
     candidates = dict(
         Contact.objects.filter(
             pk__in=gained, stage__in=MQL_FROM, score__gte=conf.mql_threshold
