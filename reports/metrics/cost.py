@@ -11,11 +11,12 @@ from django.db.models import Count, Q
 from crm.models import Campaign, CampaignCost, Deal, Stage
 
 from ..query import ReportQuery, money
-from .attribution import NO_CAMPAIGN, attribute, attribute_transitions, touches_for
+from .attribution import NO_CAMPAIGN, attribute, touches_for
 from .email import email_counts_by_campaign
 from .lifecycle import entries, new_leads_qs
 
 VARIABLE = set(CampaignCost.VARIABLE_CATEGORIES)
+CREDIT_STAGES = (Stage.MQL, Stage.SQL, Stage.CUSTOMER)
 
 
 def to_money(value: Fraction | Decimal | int) -> Decimal:
@@ -104,10 +105,7 @@ def cost_per_mql(q: ReportQuery) -> tuple[list[dict], dict]:
     """
     cq = q.contact_filters_only()
     costs = program_costs(q)
-    credit = {
-        stage: attribute_transitions(entries(cq, stage), q.attribution)
-        for stage in (Stage.MQL, Stage.SQL, Stage.CUSTOMER)
-    }
+    credit = stage_credits(cq, q.attribution)
     revenue = attributed_revenue(cq)
     new = dict(
         new_leads_qs(cq)
@@ -189,10 +187,39 @@ def _row(cid, camp, cost, new_leads, credit, revenue) -> dict:
     }
 
 
+def stage_credits(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str, dict]:
+    """Attributed credits per stage and campaign of the entries in the period: one read of
+    the entries and one of their contacts' touches for all stages (not one per stage)."""
+    transitions = entries(cq, *stages)
+    events = list(transitions.values_list("contact_id", "at", "to_stage"))
+    out: dict[str, dict] = {stage: {} for stage in stages}
+    if not events:
+        return out
+    touches = touches_for(transitions.values("contact_id"), max(e[1] for e in events))
+    for stage in stages:
+        out[stage] = attribute([(c, at, 1) for c, at, s in events if s == stage], touches, model)
+    return out
+
+
 def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
-    """Total cost per MQL for each calendar month of the period (the chart)."""
+    """Total cost per MQL for each calendar month of the period (the chart).
+
+    Each month's figure is the cost-per-MQL report's total line for that month: program
+    cost of the shown campaigns ÷ their MQL credits (plus the "(no campaign)" credit when
+    no campaign/channel filter applies). The MQL entries and their touches are read once
+    for the whole period and credited per month (a change's credit depends only on the
+    touches before it).
+    """
     from .lifecycle import months
 
+    cq = q.contact_filters_only()
+    transitions = entries(cq, Stage.MQL)
+    events = list(transitions.values_list("contact_id", "at"))
+    touches = (
+        touches_for(transitions.values("contact_id"), max(e[1] for e in events)) if events else {}
+    )
+    shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
+    show_none = not (q.campaign or q.channel)
     out = []
     for first, s, e in months(q):
         mq = q.__class__(
@@ -205,6 +232,12 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
             owner=q.owner,
             attribution=q.attribution,
         )
-        _, totals = cost_per_mql(mq)
-        out.append({"month": first.strftime("%Y-%m"), "cost_per_mql": totals["cost_per_mql"]})
+        credit = attribute([(c, at, 1) for c, at in events if s <= at < e], touches, q.attribution)
+        mqls = sum((v for k, v in credit.items() if k in shown), Fraction(0))
+        if show_none:
+            mqls += credit.get(NO_CAMPAIGN, Fraction(0))
+        cost = sum(
+            (v["program_cost"] for k, v in program_costs(mq).items() if k in shown), Fraction(0)
+        )
+        out.append({"month": first.strftime("%Y-%m"), "cost_per_mql": _per(cost, mqls)})
     return out

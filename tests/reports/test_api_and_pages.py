@@ -21,7 +21,7 @@ QUERIES = {
     "dashboard": 17,
     "funnel": 9,
     "email": 5,
-    "cost-per-mql": 13,
+    "cost-per-mql": 8,
     "leads": 11,
     "revenue": 5,
     "customers": 8,
