@@ -92,7 +92,10 @@ def bench_nurture_send(env=None, n: int = N_ENROLLMENTS):
             result = enrollments_advance(max_seconds=3600)
             seconds = time.perf_counter() - start
             cpu = time.process_time() - cpu_start
-            in_outbox = len(mail.outbox)
+            # A seeded database has demo programs with steps falling due meanwhile: the
+            # tick sends those too (counted in the rate, they are real work), but the
+            # exactly-once check is on the bench's own contacts.
+            in_outbox = sum(1 for m in mail.outbox if m.to[0].startswith("bench-nurture-"))
             mail.outbox = []
         sends = EmailSend.objects.filter(program=program, status="sent").count()
         assert sends == in_outbox == n, (sends, in_outbox, n)  # exactly once each
