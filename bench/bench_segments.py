@@ -6,6 +6,7 @@ segment ≤ 1 s; full refresh ≤ 30 s; incremental refresh for a 1,000-activity
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import timedelta
 
@@ -103,6 +104,124 @@ def bench_segment_incremental(env):
         "median_ms": env.median(samples) * 1000,
         "p95_ms": env.percentile(samples, 95) * 1000,
         "target": "<= 50 ms per 1,000-activity batch",
+    }
+
+
+EMAIL_MIX = [  # what follows a send: weights of a realistic event stream
+    ("email_opened", 50),
+    ("email_clicked", 20),
+    ("email_bounced", 4),
+    ("email_unsubscribed", 2),
+    ("email_complained", 1),
+    ("email_delivered", 23),
+]
+WEB_MIX = [
+    ("page_visit", 70),
+    ("form_submitted", 8),
+    ("content_download", 8),
+    ("webinar_registered", 5),
+    ("webinar_attended", 4),
+    ("demo_requested", 3),
+    ("social_like", 2),
+]
+
+
+def activity_batch(size: int = 1000, *, seed: int = 7) -> list:
+    """A realistic unsaved batch for existing contacts: 60% events of recent sends (same
+    message ids, a few minutes to days later), 40% web activity of recently active contacts."""
+    from crm.models import Activity
+
+    rng = random.Random(seed)
+    now = timezone.now()
+    sends = list(
+        Activity.objects.filter(kind="email_sent", occurred_at__gte=now - timedelta(days=30))
+        .exclude(message_id="")
+        .order_by("-occurred_at")
+        .values("contact_id", "campaign_id", "message_id", "occurred_at")[: size * 3]
+    )
+    web = list(
+        Activity.objects.filter(kind="page_visit", occurred_at__gte=now - timedelta(days=30))
+        .order_by("-occurred_at")
+        .values_list("contact_id", flat=True)[: size * 3]
+    )
+    batch = []
+    for i in range(size):
+        if sends and (i % 5 < 3 or not web):
+            send = rng.choice(sends)
+            (kind,) = rng.choices([k for k, _ in EMAIL_MIX], [w for _, w in EMAIL_MIX])
+            at = min(now, send["occurred_at"] + timedelta(minutes=rng.randint(1, 4000)))
+            batch.append(
+                Activity(
+                    contact_id=send["contact_id"],
+                    campaign_id=send["campaign_id"],
+                    message_id=send["message_id"],
+                    kind=kind,
+                    occurred_at=at,
+                    is_machine=kind == "email_opened" and rng.random() < 0.15,
+                    details={"bounce_type": "hard"} if rng.random() < 0.3 else {},
+                )
+            )
+        else:
+            (kind,) = rng.choices([k for k, _ in WEB_MIX], [w for _, w in WEB_MIX])
+            batch.append(
+                Activity(
+                    contact_id=rng.choice(web),
+                    kind=kind,
+                    occurred_at=now - timedelta(minutes=rng.randint(1, 600)),
+                    url="https://example.com/pricing" if rng.random() < 0.2 else "",
+                )
+            )
+    return batch
+
+
+def _handler_cost(env, handle, *, repeat: int = 7) -> list[float]:
+    """Seconds ``handle(stored_batch)`` takes after a fresh 1,000-activity batch is stored."""
+    from crm.models import Activity
+
+    template = activity_batch()
+    samples = []
+    for i in range(repeat + 1):
+        with transaction.atomic():
+            batch = [
+                Activity(
+                    **{f.attname: getattr(a, f.attname) for f in Activity._meta.concrete_fields}
+                )
+                for a in template
+            ]
+            Activity.objects.bulk_create(batch)
+            start = time.perf_counter()
+            handle(batch)
+            if i:  # the first run warms caches
+                samples.append(time.perf_counter() - start)
+            transaction.set_rollback(True)
+    return samples
+
+
+def bench_activity_handlers_batch(env):
+    """Segments and email-rollup handlers on one realistic 1,000-activity batch, each alone.
+
+    ``segments_all_*``: every dynamic segment for every touched contact (the pre-wave
+    behaviour, still used for profile and stage changes) vs. ``segments_*``: only the
+    segments and contacts the batch's activity kinds can change.
+    """
+    from crm.models import Segment
+    from crm.segments import segments_refresh_for_activities, segments_refresh_for_contacts
+    from reports.rollups import rollups_apply_activities
+
+    seg_all = _handler_cost(
+        env, lambda b: segments_refresh_for_contacts(contact_ids={a.contact_id for a in b})
+    )
+    seg = _handler_cost(env, lambda b: segments_refresh_for_activities(activities=b))
+    rollup = _handler_cost(env, lambda b: rollups_apply_activities(activities=b))
+    ms = 1000
+    return {
+        "dynamic_segments": Segment.objects.filter(kind=Segment.Kind.DYNAMIC).count(),
+        "segments_all_median_ms": env.median(seg_all) * ms,
+        "segments_median_ms": env.median(seg) * ms,
+        "segments_p95_ms": env.percentile(seg, 95) * ms,
+        "rollup_median_ms": env.median(rollup) * ms,
+        "rollup_p95_ms": env.percentile(rollup, 95) * ms,
+        "target": "segments <= 50 ms added per 1,000-activity batch",
     }
 
 

@@ -47,6 +47,7 @@ from .services import (
     segment_refresh,
     segment_save,
     segments_refresh_all,
+    segments_refresh_for_activities,
     segments_refresh_for_contacts,
     why_in_segment,
 )
@@ -54,8 +55,12 @@ from .services import (
 
 @handler("in_transaction")
 def on_activities_recorded(event) -> None:
-    """Re-evaluate dynamic segments for the contacts touched by a batch."""
-    segments_refresh_for_contacts(contact_ids=event.contact_ids, at=timezone.now())
+    """Re-evaluate dynamic segments the batch can change, for the contacts it touched."""
+    segments_refresh_for_activities(
+        activities=event.activities,
+        created_contact_ids=event.created_contact_ids,
+        at=timezone.now(),
+    )
 
 
 @handler("in_transaction")
@@ -93,6 +98,7 @@ __all__ = [
     "segment_refresh",
     "segment_save",
     "segments_refresh_all",
+    "segments_refresh_for_activities",
     "segments_refresh_for_contacts",
     "validate_definition",
     "why_in_segment",

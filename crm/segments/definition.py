@@ -554,3 +554,52 @@ def _behaviour(node: dict, now: datetime, restrict=None) -> Q:
         # contact_id is never NULL, so NOT IN is safe here.
         q &= ~Q(pk__in=grouped.filter(n__gt=mx).values("contact_id"))
     return q
+
+
+# --- Dependencies (what can change a segment's result) --------------------------------------
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What a definition reads, so an event that touches none of it can skip the segment.
+
+    ``kinds``: activity kinds its behaviour conditions count (a new activity of another kind
+    cannot change the result); ``fields``: profile fields; ``refs``: segments read through
+    in_segment/not_in_segment; ``opaque``: an extension condition (unknown inputs — always
+    re-evaluated). Time drift of relative conditions is the periodic refresh's job.
+    """
+
+    kinds: frozenset[str] = frozenset()
+    fields: frozenset[str] = frozenset()
+    refs: frozenset[int] = frozenset()
+    opaque: bool = False
+
+
+def definition_dependencies(definition: Any) -> Dependencies:
+    """Walk a stored definition once; anything unrecognised makes it ``opaque``."""
+    kinds: set[str] = set()
+    fields: set[str] = set()
+    refs: set[int] = set()
+    opaque = False
+    stack = [definition]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif not isinstance(node, dict):
+            opaque = True
+        elif any(k in node for k in GROUP_KEYS):
+            stack.extend(node[k] for k in GROUP_KEYS if k in node)
+        elif "field" in node:
+            fields.add(str(node["field"]))
+        elif "did" in node or "did_not" in node:
+            kinds.add(str(node.get("did") or node.get("did_not")))
+        elif "in_segment" in node or "not_in_segment" in node:
+            ref = node.get("in_segment", node.get("not_in_segment"))
+            if _is_int(ref):
+                refs.add(ref)
+            else:
+                opaque = True
+        else:
+            opaque = True  # an extension condition (or an empty one): inputs unknown here
+    return Dependencies(frozenset(kinds), frozenset(fields), frozenset(refs), opaque)

@@ -8,7 +8,7 @@ nurture triggers and reports read it cheaply; every join and leave is recorded a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import islice
 
@@ -20,9 +20,11 @@ from crm.models import Contact, Segment, SegmentChange, SegmentMembership, Segme
 
 from .definition import (
     DefinitionError,
+    Dependencies,
     _compile,
     compile_definition,
     condition_providers,
+    definition_dependencies,
     segment_refs,
     validate_definition,
 )
@@ -146,22 +148,31 @@ def _dependents(segment_id: int, segments: list[Segment]) -> set[int]:
 
 
 def _record(segment_id: int, *, joins: Iterable[int], leaves: Iterable[int], at) -> None:
-    joins, leaves = list(joins), list(leaves)
+    _record_many({segment_id: (joins, leaves)}, at=at)
+
+
+def _record_many(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, at) -> None:
+    """Write joins and leaves of several segments: one insert each for memberships and the
+    change log (per CHUNK rows), one delete per segment with leaves."""
+    joins = [(s, c) for s, (j, _) in changes.items() for c in j]
+    leaves = {s: list(lv) for s, (_, lv) in changes.items() if lv}
     for chunk in batched(joins, CHUNK):
         SegmentMembership.objects.bulk_create(
-            [SegmentMembership(segment_id=segment_id, contact_id=c, joined_at=at) for c in chunk],
+            [SegmentMembership(segment_id=s, contact_id=c, joined_at=at) for s, c in chunk],
             ignore_conflicts=True,  # a concurrent batch may have added the same member
         )
-    for chunk in batched(leaves, CHUNK):
-        SegmentMembership.objects.filter(segment_id=segment_id, contact_id__in=chunk).delete()
-    changes = [
-        SegmentChange(segment_id=segment_id, contact_id=c, kind=SegmentChange.Kind.JOINED, at=at)
-        for c in joins
+    for segment_id, contact_ids in leaves.items():
+        for chunk in batched(contact_ids, CHUNK):
+            SegmentMembership.objects.filter(segment_id=segment_id, contact_id__in=chunk).delete()
+    log_rows = [
+        SegmentChange(segment_id=s, contact_id=c, kind=SegmentChange.Kind.JOINED, at=at)
+        for s, c in joins
     ] + [
-        SegmentChange(segment_id=segment_id, contact_id=c, kind=SegmentChange.Kind.LEFT, at=at)
-        for c in leaves
+        SegmentChange(segment_id=s, contact_id=c, kind=SegmentChange.Kind.LEFT, at=at)
+        for s, contact_ids in leaves.items()
+        for c in contact_ids
     ]
-    SegmentChange.objects.bulk_create(changes, batch_size=CHUNK)
+    SegmentChange.objects.bulk_create(log_rows, batch_size=CHUNK)
 
 
 def _refresh_one(segment: Segment, *, now: datetime, at: datetime) -> tuple[int, int]:
@@ -224,36 +235,98 @@ def segments_refresh_all(*, at: datetime | None = None) -> dict[int, tuple[int, 
 def segments_refresh_for_contacts(
     *, contact_ids: Iterable[int], at: datetime | None = None
 ) -> None:
-    """Re-evaluate every dynamic segment for just these contacts (called per ingest batch).
+    """Re-evaluate every dynamic segment for just these contacts (profile/stage changes).
 
     One query per segment, restricted to ``pk__in=contact_ids``, diffed against the stored
     membership of those contacts (one query for all segments); writes only on a change.
     """
-    ids = sorted(set(contact_ids))
-    if not ids:
-        return
+    ids = set(contact_ids)
+    if ids:
+        _refresh_subsets(lambda deps: ids, at=at)
+
+
+def segments_refresh_for_activities(
+    *,
+    activities: Iterable,
+    created_contact_ids: Iterable[int] = (),
+    at: datetime | None = None,
+) -> None:
+    """Re-evaluate dynamic segments after an activity batch, only where it can matter.
+
+    A segment is re-evaluated for a contact only if the batch gave that contact an activity
+    of a kind one of its behaviour conditions names, if the contact was just created, if
+    the segment has an extension condition (unknown inputs), or if a segment it reads
+    changed for that contact in this pass. Profile fields an ingest changes (suppression)
+    arrive as their own ContactsChanged event; relative-time drift is the periodic job's.
+    """
+    kinds_by_contact: dict[int, set[str]] = {}
+    for a in activities:
+        kinds_by_contact.setdefault(a.contact_id, set()).add(a.kind)
+    created = set(created_contact_ids)
+    everyone = set(kinds_by_contact) | created
+
+    def ids_for(deps: Dependencies) -> set[int]:
+        if deps.opaque:
+            return everyone
+        if not deps.kinds:
+            return created
+        return created | {c for c, kinds in kinds_by_contact.items() if kinds & deps.kinds}
+
+    if everyone:
+        _refresh_subsets(ids_for, at=at)
+
+
+def _refresh_subsets(ids_for: Callable[[Dependencies], set[int]], *, at) -> None:
+    """Evaluate each dynamic segment for the contacts ``ids_for(its dependencies)`` names.
+
+    Segments run in dependency order; a segment reading another (in_segment) is also
+    re-evaluated for the contacts whose membership of that one just changed. Queries: the
+    segment list, one read of the stored memberships of every affected (segment, contact),
+    one per segment with contacts to evaluate, and writes only where something changed
+    (gathered across segments; flushed early only before a segment that reads them).
+    """
     segments = dynamic_segments_in_order()
     if not segments:
+        return
+    deps = {s.pk: definition_dependencies(s.definition) for s in segments}
+    base = {s.pk: ids_for(deps[s.pk]) for s in segments}
+    reach: dict[int, set[int]] = {}  # upper bound incl. cascades, for the one stored read
+    for s in segments:
+        reach[s.pk] = set(base[s.pk]).union(*(reach.get(r, ()) for r in deps[s.pk].refs))
+    affected = [s for s in segments if reach[s.pk]]
+    if not affected:
         return
     now = timezone.now()
     at = at or now
     providers = condition_providers()
-    for chunk in batched(ids, CHUNK):
-        stored: dict[int, set[int]] = {}
+    stored: dict[int, set[int]] = {}
+    for chunk in batched(sorted(set().union(*(reach[s.pk] for s in affected))), CHUNK):
         for seg_id, contact_id in SegmentMembership.objects.filter(
-            segment_id__in=[s.pk for s in segments], contact_id__in=chunk
+            segment_id__in=[s.pk for s in affected], contact_id__in=chunk
         ).values_list("segment_id", "contact_id"):
             stored.setdefault(seg_id, set()).add(contact_id)
-        for segment in segments:
+    changed: dict[int, set[int]] = {}
+    pending: dict[int, tuple[set[int], set[int]]] = {}  # writes batched across segments
+    for segment in affected:
+        if deps[segment.pk].refs & pending.keys():
+            _record_many(pending, at=at)  # this segment reads those memberships
+            pending = {}
+        ids = set(base[segment.pk]).union(*(changed.get(r, ()) for r in deps[segment.pk].refs))
+        for chunk in batched(sorted(ids), CHUNK):
             try:
                 q = _compile(segment.definition, now, providers, restrict=chunk)
             except (DefinitionError, KeyError, LookupError, ImportError):
                 # Never fail an ingest batch for a stale definition; the periodic job logs it.
-                continue
+                break
             now_in = set(Contact.objects.filter(q, pk__in=chunk).values_list("pk", flat=True))
-            was_in = stored.get(segment.pk, set())
+            was_in = stored.get(segment.pk, set()).intersection(chunk)
             if now_in != was_in:
-                _record(segment.pk, joins=now_in - was_in, leaves=was_in - now_in, at=at)
+                joins, leaves = pending.setdefault(segment.pk, (set(), set()))
+                joins.update(now_in - was_in)
+                leaves.update(was_in - now_in)
+                changed.setdefault(segment.pk, set()).update(now_in ^ was_in)
+    if pending:
+        _record_many(pending, at=at)
 
 
 def _require_static(segment: Segment) -> None:
@@ -350,6 +423,7 @@ __all__ = [
     "segment_refresh",
     "segment_save",
     "segments_refresh_all",
+    "segments_refresh_for_activities",
     "segments_refresh_for_contacts",
     "why_in_segment",
 ]

@@ -13,7 +13,7 @@ from hypothesis.extra.django import TestCase
 
 from crm import events
 from crm.ingest import activities_record
-from crm.models import Contact, Segment, SegmentChange, SegmentMembership, SegmentVersion
+from crm.models import Activity, Contact, Segment, SegmentChange, SegmentMembership, SegmentVersion
 from crm.segments import (
     DefinitionError,
     SegmentInUse,
@@ -24,9 +24,11 @@ from crm.segments import (
     segment_queryset,
     segment_refresh,
     segment_save,
+    segments_refresh_for_activities,
     segments_refresh_for_contacts,
     why_in_segment,
 )
+from crm.segments.definition import definition_dependencies
 from crm.tasks import refresh_segments
 from tests.factories import ContactFactory, UserFactory
 
@@ -213,6 +215,72 @@ def test_incremental_refresh_costs_one_query_per_segment(django_assert_max_num_q
         segments_refresh_for_contacts(contact_ids=[c.pk for c in contacts])
 
 
+def test_it_extracts_what_a_definition_depends_on():
+    deps = definition_dependencies(
+        {
+            "all": [
+                {"field": "job_title", "op": "contains", "value": "x"},
+                {"not": {"did": "email_opened"}},
+                {"any": [{"did_not": "page_visit"}, {"in_segment": 7}]},
+            ]
+        }
+    )
+    assert deps.kinds == {"email_opened", "page_visit"}
+    assert deps.fields == {"job_title"}
+    assert deps.refs == {7}
+    assert not deps.opaque
+    assert definition_dependencies({"program": {"id": 1, "state": "in"}}).opaque
+
+
+@pytest.mark.django_db
+def test_an_activity_batch_skips_segments_it_cannot_change(django_assert_num_queries):
+    contacts = [ContactFactory(country="DE") for _ in range(5)]
+    profile = segment_save(
+        segment=None,
+        name="Germans",
+        kind="dynamic",
+        definition={"field": "country", "op": "equals", "value": "DE"},
+    )
+    webinar = segment_save(
+        segment=None, name="Attendees", kind="dynamic", definition={"did": "webinar_attended"}
+    )
+    batch = [Activity(contact_id=c.pk, kind="page_visit") for c in contacts]
+    with django_assert_num_queries(1):  # the segment list; no segment reads page visits
+        segments_refresh_for_activities(activities=batch)
+    # Only the contact with a webinar in the batch is evaluated, for the webinar segment only.
+    batch.append(Activity(contact_id=contacts[0].pk, kind="webinar_attended"))
+    with django_assert_num_queries(3):  # segments, stored memberships, one evaluation
+        segments_refresh_for_activities(activities=batch)
+    assert stored(profile) == {c.pk for c in contacts}
+    assert stored(webinar) == set()  # the activity objects above were never saved
+
+
+@pytest.mark.django_db
+def test_a_contact_created_by_a_batch_joins_profile_only_segments():
+    segment = segment_save(
+        segment=None,
+        name="From forms",
+        kind="dynamic",
+        definition={"field": "source", "op": "equals", "value": "web_form"},
+    )
+    reader = segment_save(
+        segment=None, name="Reader", kind="dynamic", definition={"in_segment": segment.pk}
+    )
+    activities_record(
+        items=[
+            {
+                "email": "new.person@example.com",
+                "kind": "form_submitted",
+                "occurred_at": timezone.now().isoformat(),
+            }
+        ],
+        source="web_form",
+    )
+    new = Contact.objects.get(email="new.person@example.com")
+    assert stored(segment) == {new.pk} == fresh(segment)
+    assert stored(reader) == {new.pk}
+
+
 @pytest.mark.django_db
 def test_it_explains_why_a_contact_is_in_a_segment():
     ada = ContactFactory(job_title="Director", score=10)
@@ -244,6 +312,7 @@ DEFINITIONS = [
         ]
     },
     {"all": [{"field": "score", "op": "gte", "value": 50}, {"not": {"did": "email_clicked"}}]},
+    {"field": "country", "op": "equals", "value": "DE"},
 ]
 KINDS = ["page_visit", "email_opened", "webinar_attended", "email_clicked"]
 URLS = ["https://x.example/pricing", "https://x.example/blog"]
@@ -279,6 +348,16 @@ class TestIncrementalMembershipProperty(TestCase):
                 kind="dynamic",
                 definition={
                     "any": [{"in_segment": segments[0].pk}, {"in_segment": segments[1].pk}]
+                },
+            )
+        )
+        segments.append(
+            segment_save(
+                segment=None,
+                name="Reader 2",
+                kind="dynamic",
+                definition={
+                    "all": [{"not_in_segment": segments[4].pk}, {"in_segment": segments[2].pk}]
                 },
             )
         )
