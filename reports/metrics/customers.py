@@ -6,7 +6,7 @@ from django.db.models import (
     Avg,
     CharField,
     Count,
-    DecimalField,
+    Exists,
     IntegerField,
     Min,
     OuterRef,
@@ -22,7 +22,7 @@ from crm.models import Activity, ActivityKind, Contact, Deal, LifecycleTransitio
 from crm.models.choices import OPEN_STAGES
 
 from ..query import ReportQuery, money, ratio
-from .lifecycle import entries, month_of, months
+from .lifecycle import entries, months
 
 
 def _stage_at(moment):
@@ -38,6 +38,38 @@ def _stage_at(moment):
     )
 
 
+def _stages_at_start(q: ReportQuery) -> dict:
+    """Open leads and customers at the period start, set-based (was one probe per contact).
+
+    A contact's stage then is its latest transition before the start (ties by id), or
+    ``lead`` without one: latest transitions are those with no later one before the start;
+    contacts without any transition before the start count as open leads.
+    """
+    before = LifecycleTransition.objects.filter(at__lt=q.start_dt)
+    later = before.filter(contact_id=OuterRef("contact_id")).filter(
+        Q(at__gt=OuterRef("at")) | Q(at=OuterRef("at"), id__gt=OuterRef("id"))
+    )
+    latest = (
+        before.filter(contact__created_at__lt=q.start_dt)
+        .filter(q.contact_q("contact__"))
+        .exclude(Exists(later))
+        .aggregate(
+            open_leads=Count("id", filter=Q(to_stage__in=OPEN_STAGES)),
+            customers_at_start=Count("id", filter=Q(to_stage=Stage.CUSTOMER)),
+        )
+    )
+    untouched = (
+        Contact.objects.filter(created_at__lt=q.start_dt)
+        .filter(q.contact_q())
+        .exclude(Exists(before.filter(contact_id=OuterRef("id"))))
+        .count()
+    )
+    return {
+        "open_leads": latest["open_leads"] + untouched,
+        "customers_at_start": latest["customers_at_start"],
+    }
+
+
 def rates(q: ReportQuery) -> dict:
     """Acquisition, churn and retention rate (METRICS.md lines 96–98).
 
@@ -45,15 +77,7 @@ def rates(q: ReportQuery) -> dict:
     transition before the start, in ``lead``/``mql``/``sql``/``opportunity`` (recycled
     contacts are not open leads); numerators are unique contacts.
     """
-    at_start = (
-        Contact.objects.filter(created_at__lt=q.start_dt)
-        .filter(q.contact_q())
-        .annotate(stage_then=_stage_at(q.start_dt))
-        .aggregate(
-            open_leads=Count("id", filter=Q(stage_then__in=OPEN_STAGES)),
-            customers_at_start=Count("id", filter=Q(stage_then=Stage.CUSTOMER)),
-        )
-    )
+    at_start = _stages_at_start(q)
     new_customers = entries(q, Stage.CUSTOMER).aggregate(n=Count("contact_id", distinct=True))["n"]
     churned = entries(q, Stage.CHURNED).aggregate(n=Count("contact_id", distinct=True))["n"]
     churn = ratio(churned, at_start["customers_at_start"])
@@ -72,42 +96,40 @@ def clv_by_cohort(q: ReportQuery) -> list[dict]:
 
     A customer's start is its first entry into ``customer``; cohorts are the months of the
     period; revenue is all won deals of the contact, whenever closed.
+
+    Read from the customer transitions (``transition_stage_time`` index) grouped per
+    contact, not by probing every contact: only contacts that ever became customers count.
     """
-    won = (
-        Deal.objects.filter(contact_id=OuterRef("id"), status=Deal.Status.WON)
+    starts = dict(
+        LifecycleTransition.objects.filter(to_stage=Stage.CUSTOMER)
+        .filter(q.contact_q("contact__"))
         .values("contact_id")
-        .annotate(s=Sum("amount"))
-        .values("s")[:1]
-    )
-    first_customer = (
-        LifecycleTransition.objects.filter(contact_id=OuterRef("id"), to_stage=Stage.CUSTOMER)
-        .values("contact_id")
-        .annotate(m=Min("at"))
-        .values("m")[:1]
-    )
-    rows = (
-        Contact.objects.filter(q.contact_q())
-        .annotate(started=Subquery(first_customer))
+        .annotate(started=Min("at"))
         .filter(started__gte=q.start_dt, started__lt=q.end_dt)
-        .annotate(cohort=month_of("started", q))
-        .values("cohort")
-        .annotate(
-            customers=Count("id"),
-            revenue=Sum(Coalesce(Subquery(won), Value(0), output_field=DecimalField())),
-        )
+        .values_list("contact_id", "started")
+        .order_by()
     )
-    by = {r["cohort"]: r for r in rows}
+    revenue = (
+        dict(
+            Deal.objects.filter(contact_id__in=list(starts), status=Deal.Status.WON)
+            .values("contact_id")
+            .annotate(s=Sum("amount"))
+            .values_list("contact_id", "s")
+            .order_by()
+        )
+        if starts
+        else {}
+    )
     out = []
-    for first, s, _ in months(q):
-        r = by.get(s, {"customers": 0, "revenue": 0})
+    for first, s, e in months(q):
+        ids = [c for c, at in starts.items() if s <= at < e]
+        total = sum((revenue.get(c) or 0 for c in ids), start=0)
         out.append(
             {
                 "cohort": first.strftime("%Y-%m"),
-                "customers": r["customers"],
-                "won_revenue": money(r["revenue"]),
-                "customer_lifetime_value": (
-                    money(r["revenue"] / r["customers"]) if r["customers"] else None
-                ),
+                "customers": len(ids),
+                "won_revenue": money(total),
+                "customer_lifetime_value": money(total / len(ids)) if ids else None,
             }
         )
     return out
