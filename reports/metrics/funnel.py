@@ -18,11 +18,10 @@ DAY = 86400.0
 Z95 = 1.959964
 
 
-def _reached(stage: str, q: ReportQuery) -> Exists:
-    return Exists(
-        LifecycleTransition.objects.filter(
-            contact_id=OuterRef("id"), to_stage=stage, at__lt=q.end_dt
-        )
+def _opportunity_contacts(q: ReportQuery):
+    """Contacts that entered ``opportunity`` before the report end (for IN subqueries)."""
+    return LifecycleTransition.objects.filter(to_stage=Stage.OPPORTUNITY, at__lt=q.end_dt).values(
+        "contact_id"
     )
 
 
@@ -174,7 +173,7 @@ def nurtured_vs_non(q: ReportQuery) -> dict:
     enrolled = Enrollment.objects.filter(contact_id=OuterRef("id"))
     nurtured = Q(Exists(enrolled.exclude(state=Enrollment.State.HELD_OUT)))
     never = ~Q(Exists(enrolled))
-    opp = Q(_reached(Stage.OPPORTUNITY, q))
+    opp = Q(id__in=_opportunity_contacts(q))
     agg = new_leads_qs(q).aggregate(
         nurtured=Count("id", filter=nurtured),
         nurtured_opportunities=Count("id", filter=nurtured & opp),
@@ -204,11 +203,9 @@ def holdout_lift(q: ReportQuery) -> list[dict]:
         from nurture.models import Enrollment
     except ImportError:  # pragma: no cover
         return []
-    opp = Exists(
-        LifecycleTransition.objects.filter(
-            contact_id=OuterRef("contact_id"), to_stage=Stage.OPPORTUNITY, at__lt=q.end_dt
-        )
-    )
+    # IN (uncorrelated subquery): PostgreSQL hashes the opportunity contacts once instead
+    # of probing the transitions per enrollment.
+    opp = Q(contact_id__in=_opportunity_contacts(q))
     held = Q(state=Enrollment.State.HELD_OUT)
     rows = (
         Enrollment.objects.filter(entered_at__gte=q.start_dt, entered_at__lt=q.end_dt)
@@ -216,9 +213,9 @@ def holdout_lift(q: ReportQuery) -> list[dict]:
         .values("program_id", "program__name")
         .annotate(
             treated=Count("contact_id", distinct=True, filter=~held),
-            treated_opp=Count("contact_id", distinct=True, filter=~held & Q(opp)),
+            treated_opp=Count("contact_id", distinct=True, filter=~held & opp),
             held_out=Count("contact_id", distinct=True, filter=held),
-            held_out_opp=Count("contact_id", distinct=True, filter=held & Q(opp)),
+            held_out_opp=Count("contact_id", distinct=True, filter=held & opp),
         )
         .filter(held_out__gt=0)
         .order_by("program__name")
