@@ -573,6 +573,11 @@ class Dependencies:
     fields: frozenset[str] = frozenset()
     refs: frozenset[int] = frozenset()
     opaque: bool = False
+    behaviour: tuple = ()  # the behaviour condition objects, for activity_may_count
+
+    def may_count(self, activity, now: datetime) -> bool:
+        """Whether a new activity can change this definition's result (errs towards yes)."""
+        return any(activity_may_count(node, activity, now) for node in self.behaviour)
 
 
 def definition_dependencies(definition: Any) -> Dependencies:
@@ -580,6 +585,7 @@ def definition_dependencies(definition: Any) -> Dependencies:
     kinds: set[str] = set()
     fields: set[str] = set()
     refs: set[int] = set()
+    behaviour: list[dict] = []
     opaque = False
     stack = [definition]
     while stack:
@@ -594,6 +600,7 @@ def definition_dependencies(definition: Any) -> Dependencies:
             fields.add(str(node["field"]))
         elif "did" in node or "did_not" in node:
             kinds.add(str(node.get("did") or node.get("did_not")))
+            behaviour.append(node)
         elif "in_segment" in node or "not_in_segment" in node:
             ref = node.get("in_segment", node.get("not_in_segment"))
             if _is_int(ref):
@@ -602,4 +609,36 @@ def definition_dependencies(definition: Any) -> Dependencies:
                 opaque = True
         else:
             opaque = True  # an extension condition (or an empty one): inputs unknown here
-    return Dependencies(frozenset(kinds), frozenset(fields), frozenset(refs), opaque)
+    return Dependencies(
+        frozenset(kinds), frozenset(fields), frozenset(refs), opaque, tuple(behaviour)
+    )
+
+
+def activity_may_count(node: dict, activity, now: datetime) -> bool:
+    """Whether :func:`activity_filter` (evaluated at ``now`` or later) could select this
+    activity. A behaviour condition's result is a function of the activities it selects, so
+    a batch none of whose activities it could select cannot change it. Errs towards yes
+    where Python and SQL could disagree (non-ASCII case folding, non-text JSON values)."""
+    if activity.kind != (node.get("did") or node.get("did_not")):
+        return False
+    if node.get("campaign") is not None and activity.campaign_id != node["campaign"]:
+        return False
+    needle, url = node.get("url_contains"), activity.url or ""
+    if needle and needle.isascii() and url.isascii() and needle.lower() not in url.lower():
+        return False
+    details = activity.details if isinstance(activity.details, dict) else {}
+    for key in ("form", "content_type"):
+        want = node.get(key)
+        if want and (
+            key not in details or (isinstance(details[key], str) and details[key] != want)
+        ):
+            return False
+    if node.get("within_last_days") and (
+        activity.occurred_at < now - timedelta(days=node["within_last_days"])
+    ):
+        return False
+    if node.get("between"):
+        start, end = (parse_day(v) for v in node["between"])
+        if not _day_start(start) <= activity.occurred_at < _day_start(end + timedelta(1)):
+            return False
+    return True

@@ -254,23 +254,29 @@ def segments_refresh_for_activities(
     """Re-evaluate dynamic segments after an activity batch, only where it can matter.
 
     A segment is re-evaluated for a contact only if the batch gave that contact an activity
-    of a kind one of its behaviour conditions names, if the contact was just created, if
+    one of its behaviour conditions could count (kind, campaign, URL, form, content type,
+    time window: :func:`~.definition.activity_may_count`), if the contact was just created, if
     the segment has an extension condition (unknown inputs), or if a segment it reads
     changed for that contact in this pass. Profile fields an ingest changes (suppression)
     arrive as their own ContactsChanged event; relative-time drift is the periodic job's.
     """
-    kinds_by_contact: dict[int, set[str]] = {}
-    for a in activities:
-        kinds_by_contact.setdefault(a.contact_id, set()).add(a.kind)
+    activities = list(activities)
     created = set(created_contact_ids)
-    everyone = set(kinds_by_contact) | created
+    everyone = {a.contact_id for a in activities} | created
+    now = timezone.now()  # not after the evaluation's own "now" (relative windows)
+    by_kind: dict[str, list] = {}
+    for a in activities:
+        by_kind.setdefault(a.kind, []).append(a)
 
     def ids_for(deps: Dependencies) -> set[int]:
         if deps.opaque:
             return everyone
-        if not deps.kinds:
-            return created
-        return created | {c for c, kinds in kinds_by_contact.items() if kinds & deps.kinds}
+        return created | {
+            a.contact_id
+            for kind in deps.kinds
+            for a in by_kind.get(kind, ())
+            if deps.may_count(a, now)
+        }
 
     if everyone:
         _refresh_subsets(ids_for, at=at)

@@ -256,6 +256,28 @@ def test_an_activity_batch_skips_segments_it_cannot_change(django_assert_num_que
 
 
 @pytest.mark.django_db
+def test_a_batch_evaluates_a_segment_only_for_activities_its_conditions_can_count(
+    django_assert_num_queries,
+):
+    contact = ContactFactory()
+    segment_save(segment=None, name="Pricing", kind="dynamic", definition=PRICING)
+    now = timezone.now()
+    blog = Activity(contact_id=contact.pk, kind="page_visit", url="https://x.example/blog")
+    old = Activity(
+        contact_id=contact.pk,
+        kind="page_visit",
+        url="https://x.example/PRICING",
+        occurred_at=now - timedelta(days=31),
+    )
+    blog.occurred_at = now
+    with django_assert_num_queries(1):  # neither can be counted by "pricing, last 30 days"
+        segments_refresh_for_activities(activities=[blog, old])
+    old.occurred_at = now - timedelta(days=29)
+    with django_assert_num_queries(3):
+        segments_refresh_for_activities(activities=[blog, old])
+
+
+@pytest.mark.django_db
 def test_a_contact_created_by_a_batch_joins_profile_only_segments():
     segment = segment_save(
         segment=None,
