@@ -251,12 +251,14 @@ def reconcile(
     mode: str,
     batch: Sequence[Activity] = (),
     all_rules: bool = False,
+    cached_scores: dict[int, int] | None = None,
 ) -> Outcome:
     """Append the entries that make the ledger equal the rules' worth, and refresh scores.
 
     ``mode`` picks the reason: ``activity`` (a batch; positive changes carry the batch
     activity that caused them), ``fit``, ``decay`` or ``rescore``. ``all_rules`` (rescore)
-    also takes back points of rules that are disabled or deleted.
+    also takes back points of rules that are disabled or deleted; ``cached_scores`` (the
+    chunk's ``Contact.score`` values, read when it was locked) saves it re-reading them.
     """
     if id_range is not None:
         contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
@@ -323,14 +325,19 @@ def reconcile(
     deltas = outcome.delta_by_contact
     if all_rules:
         # A rescore also repairs a cached score that drifted from its ledger.
-        cached = Contact.objects.filter(contact_q).order_by().values_list("pk", "score")
-        _scores_set(
-            {
-                cid: ledger_total.get(cid, 0) + deltas.get(cid, 0)
-                for cid, score in cached
-                if score != ledger_total.get(cid, 0) + deltas.get(cid, 0)
-            }
+        cached = (
+            cached_scores.items()
+            if cached_scores is not None
+            else Contact.objects.filter(contact_q).order_by().values_list("pk", "score")
         )
+        outcome.scores = {}
+        stale = {}
+        for cid, score in cached:
+            total = ledger_total.get(cid, 0) + deltas.get(cid, 0)
+            outcome.scores[cid] = total
+            if score != total:
+                stale[cid] = total
+        _scores_set(stale)
     elif deltas:
         _scores_add(deltas)
     return outcome
