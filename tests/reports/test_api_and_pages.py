@@ -22,7 +22,7 @@ QUERIES = {
     "funnel": 10,
     "email": 5,
     "cost-per-mql": 8,
-    "leads": 11,
+    "leads": 10,
     "revenue": 5,
     "customers": 9,
 }

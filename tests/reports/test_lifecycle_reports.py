@@ -46,7 +46,7 @@ def history():
 
 
 def test_it_counts_the_leads_report(history, django_assert_num_queries):
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(9):
         rows, totals = leads.leads_by_month(MARCH)
     assert totals == {
         "new_leads": 2,
