@@ -6,9 +6,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+)
 
-from crm.models import LifecycleTransition, Stage
+from crm.models import Contact, LifecycleTransition, Stage
 from crm.models.choices import FUNNEL_STAGES
 
 from ..query import ReportQuery, ratio
@@ -73,6 +82,39 @@ def median(values: list[float]) -> float | None:
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
+def _first_after(stage: str, q: ReportQuery, outer: str) -> Subquery:
+    """The contact's first entry into ``stage`` at or after ``outer`` and before the end."""
+    return Subquery(
+        LifecycleTransition.objects.filter(
+            contact_id=OuterRef("id"), to_stage=stage, at__gte=OuterRef(outer), at__lt=q.end_dt
+        )
+        .order_by("at")
+        .values("at")[:1]
+    )
+
+
+def _step_durations(a: str, b: str, q: ReportQuery) -> list:
+    """Per contact of step a→b's cohort: the time to its first entry into b (None if none)."""
+    if a == Stage.LEAD:
+        cohort_qs = new_leads_qs(q).annotate(a_at=F("created_at"))
+    else:
+        first_a = Subquery(
+            LifecycleTransition.objects.filter(
+                contact_id=OuterRef("id"), to_stage=a, at__gte=q.start_dt, at__lt=q.end_dt
+            )
+            .order_by("at")
+            .values("at")[:1]
+        )
+        cohort_qs = Contact.objects.filter(id__in=entries(q, a).values("contact_id")).annotate(
+            a_at=first_a
+        )
+    return list(
+        cohort_qs.annotate(b_at=_first_after(b, q, "a_at"))
+        .annotate(dur=ExpressionWrapper(F("b_at") - F("a_at"), output_field=DurationField()))
+        .values_list("dur", flat=True)
+    )
+
+
 def conversions(q: ReportQuery) -> list[dict]:
     """Stage conversion and velocity for each forward step (METRICS.md lines 49–50).
 
@@ -80,40 +122,14 @@ def conversions(q: ReportQuery) -> list[dict]:
     the new leads, entering at creation), each at their first entry in the period; it
     converted if it entered B after that, before the report end. Time in stage is from that
     entry into A to the first entry into B after it, in days (median, p90 nearest-rank).
+    Computed in the database per step (first entries as indexed subqueries); only the
+    durations are read.
     """
     out = []
-    firsts: dict[str, dict[int, object]] = {}
-    firsts["lead"] = dict(new_leads_qs(q).values_list("id", "created_at"))
-    stage_entries = defaultdict(dict)
-    for contact_id, stage, at in (
-        entries(q, *FUNNEL_STAGES[1:])
-        .order_by("at", "id")
-        .values_list("contact_id", "to_stage", "at")
-    ):
-        stage_entries[stage].setdefault(contact_id, at)
-    for s in FUNNEL_STAGES[1:]:
-        firsts[str(s)] = stage_entries[str(s)]
-    # Every later entry into B (up to the end) of contacts in any cohort: one query.
-    cohort_ids = set().union(*[set(v) for v in firsts.values()])
-    later: dict[tuple[int, str], list] = defaultdict(list)
-    if cohort_ids:
-        for contact_id, stage, at in (
-            LifecycleTransition.objects.filter(
-                contact_id__in=list(cohort_ids),
-                to_stage__in=FUNNEL_STAGES[1:],
-                at__lt=q.end_dt,
-            )
-            .order_by("at", "id")
-            .values_list("contact_id", "to_stage", "at")
-        ):
-            later[(contact_id, stage)].append(at)
     for a, b in zip(FUNNEL_STAGES, FUNNEL_STAGES[1:], strict=False):
-        times = []
-        for contact_id, a_at in firsts[str(a)].items():
-            b_at = next((t for t in later.get((contact_id, str(b)), []) if t >= a_at), None)
-            if b_at is not None:
-                times.append((b_at - a_at).total_seconds() / DAY)
-        n = len(firsts[str(a)])
+        durations = _step_durations(str(a), str(b), q)
+        times = [d.total_seconds() / DAY for d in durations if d is not None]
+        n = len(durations)
         out.append(
             {
                 "from_stage": str(a),
