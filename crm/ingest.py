@@ -362,7 +362,6 @@ def _insert(items: list[_Item]) -> list[Activity]:
 
     keyed = sorted((i for i in items if i.external_id), key=lambda i: i.external_id)
     ordered = keyed + [i for i in items if not i.external_id]
-    dumps = json.dumps
     params = [
         now,
         [i.contact_id for i in ordered],
@@ -373,7 +372,7 @@ def _insert(items: list[_Item]) -> list[Activity]:
         [i.message_id for i in ordered],
         [i.url for i in ordered],
         [i.is_machine for i in ordered],
-        [dumps(i.details) for i in ordered],
+        _details_json(ordered),
     ]
     with _pg_cursor() as cursor:
         cursor.execute(_PG_INSERT, params)
@@ -392,6 +391,24 @@ def _insert(items: list[_Item]) -> list[Activity]:
             pk = next(anonymous)
         activities.append(_stored_activity(i, pk, now, alias))
     return activities
+
+
+def _details_json(items: list[_Item]) -> list[str]:
+    """JSON text of each item's details. A batch repeats a few small shapes ({},
+    {"form": "contact-us"} …), so flat ones are encoded once per batch."""
+    dumps = json.dumps
+    memo: dict[tuple, str] = {}
+    out = []
+    for i in items:
+        try:
+            key = tuple(i.details.items())
+            text = memo.get(key)
+            if text is None:
+                text = memo[key] = dumps(i.details)
+        except TypeError:  # a nested (unhashable) value: encode it on its own
+            text = dumps(i.details)
+        out.append(text)
+    return out
 
 
 def _stored_activity(item: _Item, pk: int, recorded_at: datetime, alias: str) -> Activity:

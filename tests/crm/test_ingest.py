@@ -200,3 +200,22 @@ def test_handlers_get_the_stored_activities_with_their_ids_and_fields(settings):
         )
         assert a.contact == contact  # usable like any loaded instance
     assert event.created_contact_ids == frozenset()
+
+
+def test_details_are_stored_as_given_flat_nested_or_empty():
+    contact = contact_create(email="a@example.com")
+    shapes = [{}, {"form": "demo"}, {"form": "demo"}, {"utm": {"source": "x"}, "tags": [1, 2]}]
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "form_submitted",
+                "occurred_at": _now_iso(),
+                "external_id": f"d{n}",
+                "details": details,
+            }
+            for n, details in enumerate(shapes)
+        ]
+    )
+    stored = dict(Activity.objects.values_list("external_id", "details"))
+    assert stored == {f"d{n}": details for n, details in enumerate(shapes)}
