@@ -11,9 +11,11 @@ ordered by activity id; a change with no such touch goes to ``NO_CAMPAIGN`` (0).
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from fractions import Fraction
+
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from crm.models import Activity
 
@@ -50,42 +52,66 @@ def split(touches: list[int], model: str) -> dict[int, Fraction]:
     return out
 
 
-def touches_for(contact_ids_qs, until) -> dict[int, tuple[list, list]]:
-    """Campaign touches per contact up to ``until``: (times, campaign ids), ordered. One query."""
+def touches_before(at_field: str) -> Coalesce:
+    """Annotation: how many campaign touches the row's contact had at or before ``at_field``.
+
+    With the touches ordered by (time, id), a change's touches are exactly the first
+    ``touches_before`` of them, so only campaign ids (no timestamps) need to be read.
+    """
+    return Coalesce(
+        Subquery(
+            Activity.objects.filter(
+                contact_id=OuterRef("contact_id"),
+                campaign__isnull=False,
+                occurred_at__lte=OuterRef(at_field),
+            )
+            .values("contact_id")
+            .annotate(n=Count("id"))
+            .values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        0,
+    )
+
+
+def campaign_touches(contact_ids_qs, until) -> dict[int, list[int]]:
+    """Campaign ids of each contact's touches up to ``until``, in (time, id) order. One query."""
     rows = (
         Activity.objects.filter(
             contact_id__in=contact_ids_qs, campaign__isnull=False, occurred_at__lte=until
         )
         .order_by("contact_id", "occurred_at", "id")
-        .values_list("contact_id", "occurred_at", "campaign_id")
+        .values_list("contact_id", "campaign_id")
     )
-    out: dict[int, tuple[list, list]] = {}
-    for contact_id, at, campaign_id in rows:
-        times, camps = out.setdefault(contact_id, ([], []))
-        times.append(at)
-        camps.append(campaign_id)
+    out: dict[int, list[int]] = {}
+    for contact_id, campaign_id in rows:
+        out.setdefault(contact_id, []).append(campaign_id)
     return out
 
 
-def attribute(events: list[tuple[int, object, object]], touches, model: str) -> dict:
-    """Sum credits per campaign over events ``(contact_id, at, weight)``.
+def attribute(events: list[tuple[int, int, object]], touches, model: str) -> dict:
+    """Sum credits per campaign over events ``(contact_id, touches_before, weight)``.
 
     ``weight`` is 1 for a stage change and the amount for revenue; returns Fractions.
+    Equal ``(touches, k)`` shapes give equal credits, so each distinct shape is split once.
     """
     totals: dict[int, Fraction] = defaultdict(Fraction)
-    for contact_id, at, weight in events:
-        times, camps = touches.get(contact_id, ([], []))
-        k = bisect_right(times, at)
-        for campaign_id, credit in split(camps[:k], model).items():
-            totals[campaign_id] += credit * Fraction(weight)
+    shapes: dict[tuple, Fraction] = defaultdict(Fraction)
+    for contact_id, k, weight in events:
+        shapes[tuple(touches.get(contact_id, [])[:k])] += Fraction(weight)
+    for camps, weight in shapes.items():
+        for campaign_id, credit in split(list(camps), model).items():
+            totals[campaign_id] += credit * weight
     return totals
 
 
 def attribute_transitions(transitions_qs, model: str) -> dict[int, Fraction]:
     """Credits per campaign for the stage changes in ``transitions_qs`` (two queries)."""
-    events = list(transitions_qs.values_list("contact_id", "at"))
+    events = list(
+        transitions_qs.annotate(k=touches_before("at")).values_list("contact_id", "at", "k")
+    )
     if not events:
         return {}
-    until = max(at for _, at in events)
-    touches = touches_for(transitions_qs.values("contact_id"), until)
-    return attribute([(c, at, 1) for c, at in events], touches, model)
+    until = max(at for _, at, _ in events)
+    touches = campaign_touches(transitions_qs.values("contact_id"), until)
+    return attribute([(c, k, 1) for c, _, k in events], touches, model)

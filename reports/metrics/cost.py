@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from crm.models import Campaign, CampaignCost, Deal, Stage
 
 from ..query import ReportQuery, money
-from .attribution import NO_CAMPAIGN, attribute, touches_for
+from .attribution import NO_CAMPAIGN, attribute, campaign_touches, touches_before
 from .email import email_counts_by_campaign
 from .lifecycle import entries, new_leads_qs
 
@@ -87,11 +87,15 @@ def attributed_revenue(q: ReportQuery) -> dict[int, Fraction]:
     Choice: a deal's touches are those at or before its ``closed_at``.
     """
     deals_qs = _won_deals(q)
-    deals = list(deals_qs.values_list("contact_id", "closed_at", "amount"))
+    deals = list(
+        deals_qs.annotate(k=touches_before("closed_at")).values_list(
+            "contact_id", "closed_at", "amount", "k"
+        )
+    )
     if not deals:
         return {}
-    touches = touches_for(deals_qs.values("contact_id"), max(d[1] for d in deals))
-    return attribute(deals, touches, q.attribution)
+    touches = campaign_touches(deals_qs.values("contact_id"), max(d[1] for d in deals))
+    return attribute([(c, k, amount) for c, _, amount, k in deals], touches, q.attribution)
 
 
 def cost_per_mql(q: ReportQuery) -> tuple[list[dict], dict]:
@@ -191,13 +195,17 @@ def stage_credits(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str
     """Attributed credits per stage and campaign of the entries in the period: one read of
     the entries and one of their contacts' touches for all stages (not one per stage)."""
     transitions = entries(cq, *stages)
-    events = list(transitions.values_list("contact_id", "at", "to_stage"))
+    events = list(
+        transitions.annotate(k=touches_before("at")).values_list(
+            "contact_id", "at", "to_stage", "k"
+        )
+    )
     out: dict[str, dict] = {stage: {} for stage in stages}
     if not events:
         return out
-    touches = touches_for(transitions.values("contact_id"), max(e[1] for e in events))
+    touches = campaign_touches(transitions.values("contact_id"), max(e[1] for e in events))
     for stage in stages:
-        out[stage] = attribute([(c, at, 1) for c, at, s in events if s == stage], touches, model)
+        out[stage] = attribute([(c, k, 1) for c, _, s, k in events if s == stage], touches, model)
     return out
 
 
@@ -214,9 +222,11 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
 
     cq = q.contact_filters_only()
     transitions = entries(cq, Stage.MQL)
-    events = list(transitions.values_list("contact_id", "at"))
+    events = list(transitions.annotate(k=touches_before("at")).values_list("contact_id", "at", "k"))
     touches = (
-        touches_for(transitions.values("contact_id"), max(e[1] for e in events)) if events else {}
+        campaign_touches(transitions.values("contact_id"), max(e[1] for e in events))
+        if events
+        else {}
     )
     shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
     show_none = not (q.campaign or q.channel)
@@ -232,7 +242,9 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
             owner=q.owner,
             attribution=q.attribution,
         )
-        credit = attribute([(c, at, 1) for c, at in events if s <= at < e], touches, q.attribution)
+        credit = attribute(
+            [(c, k, 1) for c, at, k in events if s <= at < e], touches, q.attribution
+        )
         mqls = sum((v for k, v in credit.items() if k in shown), Fraction(0))
         if show_none:
             mqls += credit.get(NO_CAMPAIGN, Fraction(0))
