@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -492,8 +493,32 @@ def _grouped_case(values: dict[int, int]) -> list[When]:
     return [When(pk__in=ids, then=Value(v)) for v, ids in by_value.items()]
 
 
+# PostgreSQL: one UPDATE joined to two unnest()ed arrays, whatever the number of contacts —
+# two parameters instead of a CASE of thousands of ids, which Django took longer to build
+# than PostgreSQL took to run (rescore at 100k contacts: ~16 s of Python for 57k scores).
+_SET_SQL = (
+    "UPDATE crm_contact SET score = v.s FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) "
+    "WHERE crm_contact.id = v.id"
+)
+_ADD_SQL = (
+    "UPDATE crm_contact SET score = crm_contact.score + v.s "
+    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) WHERE crm_contact.id = v.id"
+)
+
+
+def _scores_unnest(sql: str, values: dict[int, int]) -> None:
+    ids = sorted(values)  # id order: concurrent writers take row locks in the same order
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ids, [values[i] for i in ids]])
+
+
 def _scores_set(values: dict[int, int]) -> None:
-    """Set scores to known values: one UPDATE per 2,000 contacts, a CASE per value."""
+    """Set scores to known values: one UPDATE (PostgreSQL), else one per 2,000 contacts."""
+    if not values:
+        return
+    if connection.vendor == "postgresql":
+        _scores_unnest(_SET_SQL, values)
+        return
     items = list(values.items())
     for i in range(0, len(items), SCORE_UPDATE_BATCH):
         part = dict(items[i : i + SCORE_UPDATE_BATCH])
@@ -505,6 +530,9 @@ def _scores_set(values: dict[int, int]) -> None:
 def _scores_add(deltas: dict[int, int]) -> None:
     """Add aggregated deltas to the cached scores (the contacts are locked by the caller)."""
     items = [(c, d) for c, d in deltas.items() if d]
+    if items and connection.vendor == "postgresql":
+        _scores_unnest(_ADD_SQL, dict(items))
+        return
     for i in range(0, len(items), SCORE_UPDATE_BATCH):
         part = dict(items[i : i + SCORE_UPDATE_BATCH])
         Contact.objects.filter(pk__in=list(part)).update(
