@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import date, timedelta
+from itertools import islice
 
 from django.db import transaction
 from django.db.models import (
+    Case,
     Count,
     DateTimeField,
     Exists,
     ExpressionWrapper,
     F,
     IntegerField,
+    Min,
     OuterRef,
     Q,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, TruncDate
 
@@ -27,6 +31,14 @@ from .models import EmailDaily, StageDaily
 from .query import day_start, site_tz
 
 log = logging.getLogger(__name__)
+
+
+def batched(items, size: int):
+    """``itertools.batched`` (Python 3.12) for 3.11."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
 
 K = ActivityKind
 # METRICS.md "unique opens": a human open, or a click (a click implies an open).
@@ -231,101 +243,184 @@ def _local_day(dt) -> date:
     return dt.astimezone(site_tz()).date()
 
 
+# Per-email first-event facts: the rollup field, the test on a batch's Activity object and
+# the same test as a filter (mirrors email_fact_aggregates; METRICS.md lines 19–31).
+FACTS = {
+    "bounced": (lambda a: a.kind == K.EMAIL_BOUNCED, Q(kind=K.EMAIL_BOUNCED)),
+    "hard_bounced": (
+        lambda a: a.kind == K.EMAIL_BOUNCED and (a.details or {}).get("bounce_type") == "hard",
+        Q(kind=K.EMAIL_BOUNCED, details__bounce_type="hard"),
+    ),
+    "unique_opens": (
+        lambda a: (a.kind == K.EMAIL_OPENED and not a.is_machine) or a.kind == K.EMAIL_CLICKED,
+        OPEN_Q,
+    ),
+    "machine_opens": (
+        lambda a: a.kind == K.EMAIL_OPENED and a.is_machine,
+        Q(kind=K.EMAIL_OPENED, is_machine=True),
+    ),
+    "unique_clicks": (lambda a: a.kind == K.EMAIL_CLICKED, Q(kind=K.EMAIL_CLICKED)),
+    "unsubscribed": (lambda a: a.kind == K.EMAIL_UNSUBSCRIBED, Q(kind=K.EMAIL_UNSUBSCRIBED)),
+    "complaints": (lambda a: a.kind == K.EMAIL_COMPLAINED, Q(kind=K.EMAIL_COMPLAINED)),
+}
+EmailKey = tuple[int, str, int]  # contact, message_id, campaign (0 = none): one email
+
+
 def rollups_apply_activities(*, activities) -> None:
     """Bring the email rollup up to date with a batch of new activities (once per batch).
 
-    First-event kinds (opens, clicks, bounces, unsubscribes, complaints) recompute the
-    rows they can change from raw data: the batch's own day × campaign rows, and the rows
-    of later events of the same contacts (an out-of-order event can change which event of
-    an email is first). Everything else is a count added to its day × campaign × source
-    row — unless that row was just recomputed (which already counted it): sends, social
-    reactions, and conversions of earlier first clicks that a goal action in the batch
-    converts for the first time (METRICS.md "conversion rate", 7-day window).
+    Incremental, never a recomputation: only an email's *first* event of a kind counts
+    (METRICS.md lines 19–31), so for the emails the batch touches one query reads each
+    fact's earliest time *before* the batch. A fact with none before is a new first (+1 on
+    its day); an out-of-order batch event earlier than the old first moves it (−1 on the
+    old day, +1 on the new). Conversions follow the first click: for emails whose first
+    click moved or whose contact did a goal action in the batch (7-day window), the
+    before/after conversion is compared. Sends and social reactions are plain counts.
+    The day × campaign × source rows get the net deltas (see :func:`_add_counts`).
     """
-    relevant = [a for a in activities if a.kind in FIRST_EVENT_KINDS]
-    affected: set[tuple[date, int]] = {
-        (_local_day(a.occurred_at), a.campaign_id or 0) for a in relevant
-    }
-    day_expr = TruncDate("occurred_at", tzinfo=site_tz())
-    if relevant:
-        for row in (
-            Activity.objects.filter(
-                contact_id__in={a.contact_id for a in relevant},
-                kind__in=FIRST_EVENT_KINDS,
-                occurred_at__gte=min(a.occurred_at for a in relevant),
-            )
-            .annotate(day=day_expr, camp0=Coalesce("campaign_id", Value(0)))
-            .values_list("day", "camp0")
-            .distinct()
-        ):
-            affected.add(row)
-    by_day: dict[date, set[int]] = {}
-    for day, campaign_id in affected:
-        by_day.setdefault(day, set()).add(campaign_id)
-    for day, campaign_ids in sorted(by_day.items()):
-        _replace_email(day, day + timedelta(days=1), sorted(campaign_ids))
-
+    activities = list(activities)
     deltas: dict[tuple[date, int, str], Counter] = {}
-    counted = [
-        a
-        for a in activities
-        if a.kind in COUNTED_KINDS
-        and (_local_day(a.occurred_at), a.campaign_id or 0) not in affected
-    ]
-    if counted:
-        sources = dict(
-            Contact.objects.filter(pk__in={a.contact_id for a in counted}).values_list(
-                "pk", "source"
+    by_contact: dict[tuple[date, int, int], Counter] = {}  # keyed by contact until sources
+
+    def add(day: date, campaign_id: int, contact_id: int, name: str, n: int) -> None:
+        by_contact.setdefault((day, campaign_id, contact_id), Counter())[name] += n
+
+    for a in activities:
+        if a.kind in COUNTED_KINDS:
+            add(
+                _local_day(a.occurred_at),
+                a.campaign_id or 0,
+                a.contact_id,
+                COUNTED_KINDS[a.kind],
+                1,
             )
+    _apply_first_events(activities, add)
+    sources = (
+        dict(
+            Contact.objects.filter(pk__in={c for _, _, c in by_contact}).values_list("pk", "source")
         )
-        for a in counted:
-            key = (_local_day(a.occurred_at), a.campaign_id or 0, sources.get(a.contact_id, ""))
-            deltas.setdefault(key, Counter())[COUNTED_KINDS[a.kind]] += 1
-    for key in _new_conversions(activities, day_expr):
-        if key[:2] not in affected:
-            deltas.setdefault(key, Counter())["conversions"] += 1
-    _add_counts(deltas)
+        if by_contact
+        else {}
+    )
+    for (day, campaign_id, contact_id), counts in by_contact.items():
+        key = (day, campaign_id, sources.get(contact_id, ""))
+        deltas.setdefault(key, Counter()).update(counts)  # update() keeps negative counts
+    _add_counts(
+        {
+            key: Counter({f: n for f, n in counts.items() if n})
+            for key, counts in deltas.items()
+            if any(counts.values())
+        }
+    )
 
 
-def _new_conversions(activities, day_expr) -> list[tuple[date, int, str]]:
-    """Row keys of first clicks that the batch's goal actions convert for the first time."""
-    goal_kinds = set(
-        Campaign.objects.exclude(goal_action="").values_list("goal_action", flat=True).distinct()
-    )
-    goals = [a for a in activities if a.kind in goal_kinds]
-    if not goals:
-        return []
-    batch_ids = [a.pk for a in goals]
-    window_end = ExpressionWrapper(
-        OuterRef("occurred_at") + CONVERSION_WINDOW, output_field=DateTimeField()
-    )
-    goal_in_window = Activity.objects.filter(
-        contact_id=OuterRef("contact_id"),
-        kind=OuterRef("campaign__goal_action"),
-        occurred_at__gte=OuterRef("occurred_at"),
-        occurred_at__lte=window_end,
-    )
-    return list(
+def _apply_first_events(activities: list, add) -> None:
+    """Deltas of the first-event facts and conversions the batch changes (see caller)."""
+    batch_first: dict[EmailKey, dict[str, object]] = {}
+    for a in activities:
+        if a.kind in FIRST_EVENT_KINDS:
+            facts = batch_first.setdefault(
+                (a.contact_id, a.message_id or "", a.campaign_id or 0), {}
+            )
+            for name, (test, _) in FACTS.items():
+                if test(a) and (name not in facts or a.occurred_at < facts[name]):
+                    facts[name] = a.occurred_at
+    goal_of = dict(Campaign.objects.exclude(goal_action="").values_list("pk", "goal_action"))
+    goals = [a for a in activities if a.kind in set(goal_of.values())]
+    converting: set[EmailKey] = set()  # emails whose conversion may change
+    converting.update(k for k, facts in batch_first.items() if "unique_clicks" in facts)
+    if goals:
+        goal_kinds = {g.kind for g in goals}
+        converting.update(
+            Activity.objects.filter(
+                contact_id__in={g.contact_id for g in goals},
+                kind=K.EMAIL_CLICKED,
+                campaign_id__in=[c for c, kind in goal_of.items() if kind in goal_kinds],
+                occurred_at__gte=min(g.occurred_at for g in goals) - CONVERSION_WINDOW,
+                occurred_at__lte=max(g.occurred_at for g in goals),
+            )
+            .order_by()
+            .values_list("contact_id", "message_id", "campaign_id")
+            .distinct()
+        )
+    converting = {k for k in converting if k[2] in goal_of}
+    keys = set(batch_first) | converting
+    if not keys:
+        return
+    batch_ids = [a.pk for a in activities]
+    before: dict[EmailKey, dict] = {}
+    # Each fact's earliest time per email, without the batch: one grouped query. Emails with
+    # a message id are found through the partial activity_message index, the others through
+    # their contact; no kind filter (the aggregates filter), which would tempt the planner
+    # into AND-ing the large activity_kind_time bitmap.
+    with_id = {k[1] for k in keys if k[1]}
+    without_id = {k[0] for k in keys if not k[1]}
+    for row in (
         Activity.objects.filter(
-            contact_id__in={a.contact_id for a in goals},
-            kind=K.EMAIL_CLICKED,
-            occurred_at__gte=min(a.occurred_at for a in goals) - CONVERSION_WINDOW,
-            occurred_at__lte=max(a.occurred_at for a in goals),
+            (Q(message_id__in=with_id) & ~Q(message_id=""))
+            | Q(message_id="", contact_id__in=without_id)
         )
+        .exclude(pk__in=batch_ids)
         .annotate(camp0=Coalesce("campaign_id", Value(0)))
-        .filter(_first(Q(kind=K.EMAIL_CLICKED)))
-        .filter(Exists(goal_in_window.filter(pk__in=batch_ids)))
-        .exclude(Exists(goal_in_window.exclude(pk__in=batch_ids)))
-        .annotate(day=day_expr, source0=F("contact__source"))
-        .values_list("day", "camp0", "source0")
-    )
+        .values("contact_id", "message_id", "camp0")
+        .annotate(**{name: Min("occurred_at", filter=q) for name, (_, q) in FACTS.items()})
+        .order_by()
+    ):
+        key = (row["contact_id"], row["message_id"], row["camp0"])
+        if key in keys:
+            before[key] = row
+    for key, facts in batch_first.items():
+        old = before.get(key, {})
+        for name, first in facts.items():
+            was = old.get(name)
+            if was is None or first < was:
+                if was is not None:
+                    add(_local_day(was), key[2], key[0], name, -1)
+                add(_local_day(first), key[2], key[0], name, 1)
+    if converting:
+        _apply_conversions(converting, before, batch_first, goal_of, set(batch_ids), add)
+
+
+def _apply_conversions(keys, before, batch_first, goal_of, batch_ids, add) -> None:
+    """A first click converts if its contact did the campaign's goal action within the
+    window after it (METRICS.md "conversion rate"); compare before and after the batch."""
+    clicks = {}
+    for key in keys:
+        was = before.get(key, {}).get("unique_clicks")
+        new = batch_first.get(key, {}).get("unique_clicks")
+        now_first = min(t for t in (was, new) if t is not None) if (was or new) else None
+        if now_first is not None:
+            clicks[key] = (was, now_first)
+    if not clicks:
+        return
+    times = [t for pair in clicks.values() for t in pair if t is not None]
+    found: dict[tuple[int, str], list[tuple]] = {}
+    for contact_id, kind, occurred_at, pk in Activity.objects.filter(
+        contact_id__in={k[0] for k in clicks},
+        kind__in={goal_of[k[2]] for k in clicks},
+        occurred_at__gte=min(times),
+        occurred_at__lte=max(times) + CONVERSION_WINDOW,
+    ).values_list("contact_id", "kind", "occurred_at", "id"):
+        found.setdefault((contact_id, kind), []).append((occurred_at, pk))
+
+    def converted(key, click_at, *, with_batch: bool) -> bool:
+        return any(
+            click_at <= t <= click_at + CONVERSION_WINDOW and (with_batch or pk not in batch_ids)
+            for t, pk in found.get((key[0], goal_of[key[2]]), ())
+        )
+
+    for key, (was, now_first) in clicks.items():
+        if was is not None and converted(key, was, with_batch=False):
+            add(_local_day(was), key[2], key[0], "conversions", -1)
+        if converted(key, now_first, with_batch=True):
+            add(_local_day(now_first), key[2], key[0], "conversions", 1)
 
 
 def _add_counts(deltas: dict[tuple[date, int, str], Counter]) -> None:
-    """Add counts to their day × campaign × source rows: 4 queries whatever the batch size.
+    """Add (signed) counts to their day × campaign × source rows: 4–5 queries per batch.
 
     The rows are inserted if missing, locked in key order (concurrent batches add to the
-    same rows without losing counts or deadlocking), then written back with the sums.
+    same rows without losing counts or deadlocking), then incremented in one UPDATE.
     """
     if not deltas:
         return
@@ -342,7 +437,7 @@ def _add_counts(deltas: dict[tuple[date, int, str], Counter]) -> None:
         ],
         ignore_conflicts=True,
     )
-    rows = list(
+    rows = (
         EmailDaily.objects.select_for_update()
         .filter(
             day__in={d for d, _, _ in deltas},
@@ -351,17 +446,30 @@ def _add_counts(deltas: dict[tuple[date, int, str], Counter]) -> None:
             step_id=0,
         )
         .order_by("pk")
+        .values_list("pk", "day", "campaign_id", "source")
     )
-    fields: set[str] = set()
-    changed = []
-    for row in rows:
-        counts = deltas.get((row.day, row.campaign_id, row.source))
-        if counts:
+    touched = [(pk, deltas[(d, c, s)]) for pk, d, c, s in rows if (d, c, s) in deltas]
+    for chunk in batched(touched, 500):
+        # One UPDATE per chunk: each field adds its delta through a CASE with one branch
+        # per distinct delta value (not one per row, which is what makes bulk_update slow).
+        by_field: dict[str, dict[int, list[int]]] = {}
+        for pk, counts in chunk:
             for name, n in counts.items():
-                setattr(row, name, getattr(row, name) + n)
-            fields.update(counts)
-            changed.append(row)
-    EmailDaily.objects.bulk_update(changed, sorted(fields))
+                by_field.setdefault(name, {}).setdefault(n, []).append(pk)
+        EmailDaily.objects.filter(pk__in=[pk for pk, _ in chunk]).update(
+            **{
+                name: Case(
+                    *[When(pk__in=pks, then=F(name) + n) for n, pks in sorted(groups.items())],
+                    default=F(name),
+                )
+                for name, groups in by_field.items()
+            }
+        )
+    if any(n < 0 for counts in deltas.values() for n in counts.values()):
+        # A moved first event can empty a row; a rebuild would not have it (reconcile agrees).
+        EmailDaily.objects.filter(
+            pk__in=[pk for pk, _ in touched], **dict.fromkeys(EMAIL_COUNT_FIELDS, 0)
+        ).delete()
 
 
 def rollups_apply_transitions(*, transitions) -> None:

@@ -74,3 +74,49 @@ def test_rollup_equals_raw_for_random_batches(batches):
     for day in range(21):
         diff = rollups_reconcile(day=date(2025, 3, 1) + timedelta(days=day))
         assert diff == {"email": {}, "stage": {}}
+
+
+def _email_event(contact, camp, kind, when, message="m1"):
+    return Activity.objects.create(
+        contact=contact, campaign=camp, kind=kind, occurred_at=at(when), message_id=message
+    )
+
+
+@pytest.mark.django_db
+def test_an_earlier_late_event_moves_the_first_open_to_its_day():
+    camp = Campaign.objects.create(name="C")
+    ada = Contact.objects.create(
+        email="ada@x.example", source="web_form", created_at=at("2025-01-01")
+    )
+    later = _email_event(ada, camp, K.EMAIL_OPENED, "2025-03-05")
+    rollups_apply_activities(activities=[later])
+    earlier = _email_event(ada, camp, K.EMAIL_OPENED, "2025-03-03")
+    rollups_apply_activities(activities=[earlier])
+    opens = dict(EmailDaily.objects.values_list("day", "unique_opens"))
+    assert opens == {date(2025, 3, 3): 1}  # the emptied day-5 row is gone, as in a rebuild
+    assert rollups_reconcile(day=date(2025, 3, 5)) == {"email": {}, "stage": {}}
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_a_fixed_number_of_queries(django_assert_max_num_queries):
+    camp = Campaign.objects.create(name="C", goal_action=K.DEMO_REQUESTED)
+    contacts = [
+        Contact.objects.create(email=f"q{i}@x.example", created_at=at("2025-01-01"))
+        for i in range(6)
+    ]
+    rollups_apply_activities(
+        activities=[_email_event(c, camp, K.EMAIL_OPENED, "2025-03-09") for c in contacts]
+    )
+    kinds = [K.EMAIL_SENT, K.EMAIL_OPENED, K.EMAIL_CLICKED, K.DEMO_REQUESTED, K.SOCIAL_LIKE]
+    batch = [
+        _email_event(c, camp, kind, f"2025-03-{day:02d}")
+        for c in contacts
+        for day in range(1, 11)
+        for kind in kinds
+    ]
+    # goal campaigns, clicks a goal may convert, earlier first events, goals in window,
+    # sources, channels, insert, lock, one update, one delete of emptied rows
+    with django_assert_max_num_queries(10):
+        rollups_apply_activities(activities=batch)
+    for day in range(1, 11):
+        assert rollups_reconcile(day=date(2025, 3, day)) == {"email": {}, "stage": {}}
