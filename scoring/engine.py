@@ -6,7 +6,7 @@ profile changed, or an id range of a rescore) and a set of rules, two aggregate 
 give each contact's *expected* points per rule (fit flags; distinct counted buckets of
 matching activities, with caps, expiry and half-life), one aggregate gives the points the
 ledger already holds per (contact, rule), and the difference is appended with
-``bulk_create``. ``Contact.score`` is then set to the ledger sum in one UPDATE. Because
+``entries_append``. ``Contact.score`` is then set to the ledger sum in one UPDATE. Because
 incremental scoring, fit changes, decay and rescoring all compute the same function, the
 ledger after any sequence of batches equals a full rescore (tests/scoring/test_property.py).
 
@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import connection
 from django.db.models import (
@@ -229,9 +230,40 @@ def expected_values(
     return result
 
 
+class Entry(NamedTuple):
+    """A ledger entry to append: the fields of :class:`LedgerEntry`, without the cost of
+    a model instance (a rescore builds one per changed (contact, rule), ~60k per 100k
+    contacts in the benchmark)."""
+
+    contact_id: int
+    rule_id: int | None
+    activity_id: int | None
+    points: int
+    at: datetime
+    reason: str
+
+
+_INSERT_SQL = (
+    "INSERT INTO scoring_ledgerentry (contact_id, rule_id, activity_id, points, at, reason) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::integer[], "
+    "%s::timestamptz[], %s::varchar[])"
+)
+
+
+def entries_append(entries: Sequence[Entry]) -> None:
+    """Append entries: one ``INSERT … SELECT FROM unnest`` on PostgreSQL, else bulk_create."""
+    if not entries:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_SQL, [list(column) for column in zip(*entries, strict=True)])
+        return
+    LedgerEntry.objects.bulk_create([LedgerEntry(**e._asdict()) for e in entries], batch_size=2000)
+
+
 @dataclass
 class Outcome:
-    entries: list[LedgerEntry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     contacts: set[int] = field(default_factory=set)
     scores: dict[int, int] | None = None  # new cached scores of changed contacts, if known
 
@@ -310,19 +342,10 @@ def reconcile(
                 continue
             rule = pos_rule[1] if pos_rule else None
             reason, at, activity_id = _why(rule, delta, mode, now, first_match, contact_id)
-            outcome.entries.append(
-                LedgerEntry(
-                    contact_id=contact_id,
-                    rule_id=rule_id,
-                    activity_id=activity_id,
-                    points=delta,
-                    at=at,
-                    reason=reason,
-                )
-            )
+            outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
             outcome.contacts.add(contact_id)
     if outcome.entries:
-        LedgerEntry.objects.bulk_create(outcome.entries, batch_size=2000)
+        entries_append(outcome.entries)
     deltas = outcome.delta_by_contact
     if all_rules:
         # A rescore also repairs a cached score that drifted from its ledger.
@@ -436,19 +459,10 @@ def batch_reconcile(
         if not delta:
             continue
         reason, at, activity_id = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
-        outcome.entries.append(
-            LedgerEntry(
-                contact_id=contact_id,
-                rule_id=rule_id,
-                activity_id=activity_id,
-                points=delta,
-                at=at,
-                reason=reason,
-            )
-        )
+        outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
         outcome.contacts.add(contact_id)
     if outcome.entries:
-        LedgerEntry.objects.bulk_create(outcome.entries, batch_size=2000)
+        entries_append(outcome.entries)
         deltas = outcome.delta_by_contact
         _scores_add(deltas)
         outcome.scores = {c: scores.get(c, 0) + d for c, d in deltas.items()}
