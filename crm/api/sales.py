@@ -38,17 +38,40 @@ urlpatterns: list = []
 # --- Serializers ---------------------------------------------------------------------------
 
 
+# Deals and decisions happen in business time; years far outside it are input errors (and
+# near year 1 or 9999 a time-zone shift leaves the range datetime can represent).
+MIN_YEAR, MAX_YEAR = 1900, 2200
+MAX_AMOUNT = 10**12
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """A date-time filter that refuses years outside [MIN_YEAR, MAX_YEAR] with a 400."""
+
+    def filter(self, qs, value):
+        if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise serializers.ValidationError(
+                {self.field_name: f"Give a time between {MIN_YEAR} and {MAX_YEAR}."}
+            )
+        return super().filter(qs, value)
+
+
 class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with a zone: a time without one is ambiguous, so it is refused."""
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well formed but impossible, e.g. month 13
+                parsed = None
             if parsed is not None and timezone.is_naive(parsed):
                 raise serializers.ValidationError(
                     "Give the time with a time zone, e.g. 2025-03-01T09:00:00Z."
                 )
-        return super().to_internal_value(value)
+        result = super().to_internal_value(value)
+        if not MIN_YEAR <= result.year <= MAX_YEAR:
+            raise serializers.ValidationError(f"Give a time between {MIN_YEAR} and {MAX_YEAR}.")
+        return result
 
 
 class UserRefSerializer(serializers.Serializer):
@@ -308,12 +331,16 @@ def _valid(serializer_class, request) -> dict:
 
 
 class DealFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    closed_after = django_filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
-    closed_before = django_filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
-    min_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    max_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    closed_after = BoundedIsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
+    closed_before = BoundedIsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
+    min_amount = django_filters.NumberFilter(
+        field_name="amount", lookup_expr="gte", min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT
+    )
+    max_amount = django_filters.NumberFilter(
+        field_name="amount", lookup_expr="lte", min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT
+    )
 
     class Meta:
         model = Deal

@@ -139,3 +139,27 @@ def test_only_sales_and_admin_write_deals(api_client, persona, read, write):
     assert api_client.post(URL, {"contact": contact.pk, "amount": "1"}).status_code in write
     win = api_client.post(f"{URL}{deal.pk}/win/", {}).status_code
     assert win in ((401, 403) if 201 not in write else (200,))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "closed_before=0098-05-22T21%3A49%3A47%2B17%3A02",
+        "min_amount=-3.7074802069338905e%2B199",
+        "created_after=9999-12-31T23%3A59%3A59-23%3A59",
+    ],
+)
+def test_out_of_range_filters_are_a_400_not_a_500(sales_api, query):
+    response = sales_api.get(f"/api/v1/deals/?{query}")
+    assert response.status_code == 400
+
+
+def test_an_impossible_or_far_away_deal_time_is_refused(sales_api):
+    from crm.services import contact_create
+
+    contact = contact_create(email="far@example.com")
+    for created_at in ("2026-13-45T10:00:00Z", "0001-01-01T00:00:00+17:00"):
+        response = sales_api.post(
+            "/api/v1/deals/", {"contact": contact.pk, "amount": "10", "created_at": created_at}
+        )
+        assert response.status_code == 400, created_at
