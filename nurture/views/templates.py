@@ -17,8 +17,9 @@ from crm.roles import MARKETING_WRITES, allow
 
 from .. import rendering
 from ..forms import EmailTemplateForm, PreviewForm
+from ..mail import build_email
 from ..models import EmailTemplate
-from ..services.sending import build_email, contact_merge_fields
+from ..services.sending import contact_merge_fields
 
 # The rendered email runs in a sandboxed frame: no scripts, no forms, no network but images.
 FRAME_CSP = (
