@@ -7,13 +7,14 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import exports, extensions, lifecycle, services
 from ..filters import ContactFilter
 from ..forms import BulkActionForm, ContactForm
-from ..models import Contact, Deal
+from ..models import Contact, Deal, EmailStatus, Stage
 from ..roles import SALES_AND_MARKETING_WRITE, Role, allow, has_role
 from ..timeline import contact_timeline
 
@@ -40,6 +41,61 @@ class Page:
 
     def __iter__(self):
         return iter(self.object_list)
+
+
+# The columns the list shows: read as plain values, not model instances (50 rows of
+# Contact + Company + User objects cost more to build than the page query itself).
+ROW_FIELDS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "company_id",
+    "company__name",
+    "stage",
+    "score",
+    "owner__username",
+    "email_status",
+    "created_at",
+)
+_PK = 2147483647  # a placeholder id: reverse() once per page, not once per row
+
+
+def _url_pattern(name: str) -> str:
+    return reverse(name, args=[_PK]).replace(str(_PK), "{}")
+
+
+def contact_rows(values) -> list[dict]:
+    """Display-ready rows (links, labels, dates) so the template only prints strings.
+
+    Per-row ``get_absolute_url``/``get_*_display``/``|date`` in the template dominated the
+    page (profiled: ~2/3 of its CPU at 50 rows); the output is the same text.
+    """
+    contact_url = _url_pattern("crm:contact-detail")
+    company_url = _url_pattern("crm:company-detail")
+    stages = dict(Stage.choices)
+    statuses = dict(EmailStatus.choices)
+    zone = timezone.get_current_timezone()
+    rows = []
+    for v in values:
+        name = f"{v['first_name']} {v['last_name']}".strip()
+        rows.append(
+            {
+                "pk": v["id"],
+                "email": v["email"],
+                "name": name or "—",
+                "url": contact_url.format(v["id"]),
+                "company": v["company__name"] if v["company_id"] else None,
+                "company_url": company_url.format(v["company_id"]) if v["company_id"] else "",
+                "stage": stages.get(v["stage"], v["stage"]),
+                "score": v["score"],
+                "owner": v["owner__username"] or "",
+                "email_status": statuses.get(v["email_status"], v["email_status"]),
+                "suppressed": v["email_status"] != EmailStatus.ACTIVE,
+                "created": v["created_at"].astimezone(zone).strftime("%Y-%m-%d"),
+            }
+        )
+    return rows
 
 
 def page_number(request) -> int:
@@ -70,7 +126,10 @@ def contact_list(request):
     fmt = request.GET.get("export")
     if fmt in ("csv", "xlsx") and flt.is_valid():
         return exports.contacts_export(flt.qs, fmt)
-    page = Page(flt.qs, page_number(request)) if flt.is_valid() else Page(Contact.objects.none(), 1)
+    valid = flt.is_valid()
+    queryset = flt.qs if valid else Contact.objects.none()
+    page = Page(queryset.values(*ROW_FIELDS), page_number(request) if valid else 1)
+    page.object_list = contact_rows(page.object_list)
     return render(
         request,
         "crm/contacts/list.html",
