@@ -30,11 +30,12 @@ from django.db.models import Count
 from django.utils import timezone
 
 from crm.ingest import activities_record
-from crm.models import Activity, ActivityKind, Notification, Source
+from crm.models import ActivityKind, Notification, Source
 from crm.models.choices import ConsentBasis, EmailStatus
 
 from .. import mail, rendering, tokens
 from ..models import EmailSend, Enrollment, Program, Step
+from . import bulk
 from . import steps as step_logic
 from .enrollment import EXIT_SUPPRESSED, contacts_enroll
 
@@ -124,24 +125,11 @@ def enrollments_advance(
     return total
 
 
-def _lock_due(now: datetime, batch_size: int) -> list[int]:
-    qs = Enrollment.objects.due(now).order_by("next_run_at", "pk")
-    if db_connection.features.has_select_for_update_of:
-        # Lock the enrollment and its contact, not the program (others share the program).
-        qs = qs.select_related("contact").select_for_update(
-            skip_locked=True, of=("self", "contact")
-        )
-    else:
-        qs = qs.select_for_update(skip_locked=True)
-    return [e.pk for e in qs.only("pk", "contact__id")[:batch_size]]
-
-
 def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
     with transaction.atomic():
-        ids = _lock_due(now, batch_size)
-        if not ids:
+        enrollments = _lock_and_load(now, batch_size)
+        if not enrollments:
             return AdvanceResult()
-        enrollments = _load(ids)
         program_ids = {e.program_id for e in enrollments}
         all_steps = Step.objects.filter(program_id__in=program_ids).select_related("template")
         by_program: dict[int, list[Step]] = defaultdict(list)
@@ -175,10 +163,12 @@ CONTACT_FIELDS = (
 )  # fmt: skip
 
 
-def _load(ids: list[int]) -> list[Enrollment]:
-    """The locked enrollments with their contacts; programs and owners loaded once each."""
-    enrollments = list(
-        Enrollment.objects.filter(pk__in=ids)
+def _lock_and_load(now: datetime, batch_size: int) -> list[Enrollment]:
+    """Lock a batch of due enrollments with their contacts and load them in one query;
+    programs and owners are loaded once each."""
+    qs = (
+        Enrollment.objects.due(now)
+        .order_by("next_run_at", "pk")
         .select_related("contact__company")
         .only(
             *(f.attname for f in Enrollment._meta.concrete_fields),
@@ -186,6 +176,12 @@ def _load(ids: list[int]) -> list[Enrollment]:
             "contact__company__name",
         )
     )
+    if db_connection.features.has_select_for_update_of:
+        # Lock the enrollment and its contact, not the program (others share the program).
+        qs = qs.select_for_update(skip_locked=True, of=("self", "contact"))
+    else:
+        qs = qs.select_for_update(skip_locked=True)
+    enrollments = list(qs[:batch_size])
     programs = Program.objects.select_related("campaign").in_bulk(
         {e.program_id for e in enrollments}
     )
@@ -204,18 +200,10 @@ def _load(ids: list[int]) -> list[Enrollment]:
 
 def _prefetch(batch: _Batch, enrollments: list[Enrollment]) -> None:
     """Everything the per-enrollment pass needs, in a fixed number of queries."""
-    contact_ids = [e.contact_id for e in enrollments]
-    batch.suppressed_soft = set(
-        Activity.objects.filter(
-            contact_id__in=contact_ids,
-            kind=ActivityKind.EMAIL_BOUNCED,
-            details__bounce_type="soft",
-            occurred_at__gte=batch.now - timedelta(days=30),
-        )
-        .values("contact_id")
-        .annotate(n=Count("id"))
-        .filter(n__gte=SOFT_BOUNCE_LIMIT)
-        .values_list("contact_id", flat=True)
+    batch.suppressed_soft = bulk.contacts_soft_bounced(
+        [e.contact_id for e in enrollments],
+        since=batch.now - timedelta(days=30),
+        limit=SOFT_BOUNCE_LIMIT,
     )
     capped = {e.program_id: e.program.daily_cap for e in enrollments if e.program.daily_cap}
     if capped:
@@ -231,7 +219,7 @@ def _prefetch(batch: _Batch, enrollments: list[Enrollment]) -> None:
         batch.cap_left = {pid: cap - sent_today.get(pid, 0) for pid, cap in capped.items()}
     batch.existing = {
         (s.enrollment_id, s.step_id): s
-        for s in EmailSend.objects.filter(enrollment_id__in=[e.pk for e in enrollments])
+        for s in EmailSend.objects.filter(bulk.in_ids("enrollment_id", [e.pk for e in enrollments]))
     }
 
 
@@ -426,7 +414,7 @@ def _insert_sends(batch: _Batch) -> None:
     constraint and rolls its batch back before anything is sent.
     """
     batch.retried = [s for s in batch.new_sends if s.pk is not None]
-    EmailSend.objects.bulk_create([s for s in batch.new_sends if s.pk is None])
+    bulk.sends_insert([s for s in batch.new_sends if s.pk is None], now=timezone.now())
 
 
 def _store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
@@ -456,7 +444,7 @@ def _store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
         if not ids:
             continue
         done = state in (Enrollment.State.COMPLETED, Enrollment.State.EXITED)
-        Enrollment.objects.filter(pk__in=ids).update(
+        Enrollment.objects.filter(bulk.in_ids("pk", ids)).update(
             state=state,
             current_step_id=step_id,
             next_run_at=run_at,
