@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from .facts import facts_rebuild
+from .lifecycle_facts import lifecycle_facts_rebuild
 from .query import site_tz
 from .rollups import rollups_rebuild
 
@@ -13,4 +14,5 @@ def seed(ctx) -> None:
     end = ctx.now.astimezone(site_tz()).date() + timedelta(days=2)
     rollups_rebuild(start_day=start, end_day=end, chunk_days=31)
     facts_rebuild(start_day=start, end_day=end, chunk_days=31)
+    lifecycle_facts_rebuild()
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

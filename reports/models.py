@@ -131,5 +131,85 @@ class EmailStepDaily(models.Model):
         return f"{self.day} campaign {self.campaign_id} step {self.step_id}"
 
 
+class TransitionFact(models.Model):
+    """Per lifecycle transition: the funnel facts a report would otherwise probe per contact.
+
+    Kept by ``reports.lifecycle_facts`` on every stage change (recomputed for the changed
+    contacts), rebuilt by ``lifecycle_facts_rebuild`` and checked by the daily reconciliation.
+
+    * ``prev_same_at``: the contact's previous entry into ``to_stage`` (ordered by time, id);
+      a transition is its contact's first entry into the stage within a period exactly when
+      ``prev_same_at`` is null or before the period start (funnel stage conversion cohort).
+    * ``next_at``: the contact's first entry into the next funnel stage at or after ``at``
+      (METRICS.md "stage conversion" and "time in stage").
+    * ``lead_at``: on ``mql`` entries, the contact's ``created_at`` when it is a new lead
+      (not suppressed at creation) and this is its first ``mql`` entry at or after creation:
+      the lead → MQL step of the new leads created at ``lead_at``.
+    """
+
+    transition = models.OneToOneField(
+        "crm.LifecycleTransition", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # No constraint: the transition's cascade removes the row; this only serves joins for
+    # the contact filters (source, owner, segment, acquiring campaign).
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    to_stage = models.CharField(max_length=20)
+    at = models.DateTimeField()
+    prev_same_at = models.DateTimeField(null=True)
+    next_at = models.DateTimeField(null=True)
+    lead_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            # Funnel stage conversion: entries into a stage in a period.
+            models.Index(fields=["to_stage", "at"], name="transition_fact_stage"),
+            # Funnel lead → MQL step: the first MQL entries of the leads created in a period.
+            models.Index(fields=["lead_at"], name="transition_fact_lead"),
+        ]
+
+    def __str__(self) -> str:
+        return f"transition {self.transition_id} → {self.to_stage}"
+
+
+class TransitionCredit(models.Model):
+    """Attribution inputs per stage change into ``mql``/``sql``/``customer`` and campaign.
+
+    One row per campaign among the change's touches (METRICS.md "attribution": campaign-
+    tagged activities at or before the change, ordered by time and id): ``touches`` of that
+    campaign, ``n`` touches in all, and whether the first / last touch is this campaign's.
+    A change without a touch has one row with ``campaign_id`` 0 and ``n`` 0. Every model's
+    credit follows from these (see ``reports.metrics.attribution.credits_from_facts``), so
+    reports group a few thousand rows instead of reading every contact's touches.
+    """
+
+    transition = models.ForeignKey(
+        "crm.LifecycleTransition", on_delete=models.CASCADE, related_name="+"
+    )
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    to_stage = models.CharField(max_length=20)
+    at = models.DateTimeField()
+    campaign_id = models.IntegerField(default=0)
+    touches = models.IntegerField(default=0)
+    n = models.IntegerField(default=0)
+    first = models.BooleanField(default=False)
+    last = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["transition", "campaign_id"], name="credit_key")
+        ]
+        indexes = [
+            # Cost per MQL, dashboard: credits of the entries into a stage in a period.
+            models.Index(fields=["to_stage", "at"], name="transition_credit_stage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"transition {self.transition_id} campaign {self.campaign_id}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from fractions import Fraction
 
-from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity
@@ -115,3 +115,54 @@ def attribute_transitions(transitions_qs, model: str) -> dict[int, Fraction]:
     until = max(at for _, at, _ in events)
     touches = campaign_touches(transitions_qs.values("contact_id"), until)
     return attribute([(c, k, 1) for c, _, k in events], touches, model)
+
+
+def credits_from_facts(credit_qs, model: str, *group: str) -> dict:
+    """Credits per campaign from ``reports.TransitionCredit`` rows, grouped by ``group``.
+
+    Exact, like :func:`split` summed over the changes: with per change ``n`` touches, the
+    campaign's ``touches`` and whether it holds the first/last touch, a campaign earns
+    first touch 1·[first]; last touch 1·[last]; linear touches/n; U-shaped 1·[first] when
+    n = 1, ([first] + [last])/2 when n = 2, else 2/5·[first] + 2/5·[last] +
+    1/5·(touches − [first] − [last])/(n − 2). A change without a touch (n = 0) gives 1 to
+    ``NO_CAMPAIGN``. Summing per (campaign, n) keeps the fractions exact in a few rows.
+    Returns ``{group values: {campaign_id: Fraction}}`` (key ``()`` without ``group``).
+    """
+    if model not in MODELS:
+        raise ValueError(model)
+    out: dict[tuple, dict[int, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
+    if model in ("first_touch", "last_touch"):
+        flag = "first" if model == "first_touch" else "last"
+        rows = (
+            credit_qs.filter(**{flag: True})
+            .values(*group, "campaign_id")
+            .annotate(c=Count("id"))
+            .order_by()
+        )
+        for r in rows:
+            out[tuple(r[g] for g in group)][r["campaign_id"]] += r["c"]
+        return out
+    rows = (
+        credit_qs.values(*group, "campaign_id", "n")
+        .annotate(
+            t=Sum("touches"),
+            c=Count("id"),
+            f=Count("id", filter=Q(first=True)),
+            lt=Count("id", filter=Q(last=True)),
+        )
+        .order_by()
+    )
+    for r in rows:
+        n, t, f, lt = r["n"], r["t"], r["f"], r["lt"]
+        if n == 0:
+            credit = Fraction(r["c"])
+        elif model == "linear":
+            credit = Fraction(t, n)
+        elif n == 1:
+            credit = Fraction(f)
+        elif n == 2:
+            credit = Fraction(f + lt, 2)
+        else:
+            credit = Fraction(2, 5) * (f + lt) + Fraction(t - f - lt, 5 * (n - 2))
+        out[tuple(r[g] for g in group)][r["campaign_id"]] += credit
+    return out

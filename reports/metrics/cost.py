@@ -10,8 +10,15 @@ from django.db.models import Count, Q
 
 from crm.models import Campaign, CampaignCost, Deal, Stage
 
+from ..models import TransitionCredit
 from ..query import ReportQuery, money
-from .attribution import NO_CAMPAIGN, attribute, campaign_touches, touches_before
+from .attribution import (
+    NO_CAMPAIGN,
+    attribute,
+    campaign_touches,
+    credits_from_facts,
+    touches_before,
+)
 from .email import email_counts_by_campaign
 from .lifecycle import entries, new_leads_qs
 
@@ -191,9 +198,23 @@ def _row(cid, camp, cost, new_leads, credit, revenue) -> dict:
     }
 
 
+def _credit_rows(cq: ReportQuery, *stages: str):
+    """``TransitionCredit`` rows of the entries into ``stages`` in the period (contact filters
+    applied), read through the ``(to_stage, at)`` index."""
+    return TransitionCredit.objects.filter(
+        to_stage__in=stages, at__gte=cq.start_dt, at__lt=cq.end_dt
+    ).filter(cq.contact_q("contact__"))
+
+
 def stage_credits(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str, dict]:
-    """Attributed credits per stage and campaign of the entries in the period: one read of
-    the entries and one of their contacts' touches for all stages (not one per stage)."""
+    """Attributed credits per stage and campaign of the entries in the period (METRICS.md
+    "attribution"), from the per-change credit facts: one grouped query for all stages."""
+    grouped = credits_from_facts(_credit_rows(cq, *stages), model, "to_stage")
+    return {stage: dict(grouped.get((str(stage),), {})) for stage in stages}
+
+
+def stage_credits_raw(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str, dict]:
+    """:func:`stage_credits` from the transitions and touches (property-test reference)."""
     transitions = entries(cq, *stages)
     events = list(
         transitions.annotate(k=touches_before("at")).values_list(
@@ -205,7 +226,9 @@ def stage_credits(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str
         return out
     touches = campaign_touches(transitions.values("contact_id"), max(e[1] for e in events))
     for stage in stages:
-        out[stage] = attribute([(c, k, 1) for c, _, s, k in events if s == stage], touches, model)
+        out[stage] = dict(
+            attribute([(c, k, 1) for c, _, s, k in events if s == stage], touches, model)
+        )
     return out
 
 
@@ -214,19 +237,14 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
 
     Each month's figure is the cost-per-MQL report's total line for that month: program
     cost of the shown campaigns ÷ their MQL credits (plus the "(no campaign)" credit when
-    no campaign/channel filter applies). The MQL entries and their touches are read once
-    for the whole period and credited per month (a change's credit depends only on the
-    touches before it).
+    no campaign/channel filter applies). The MQL credits of all months come from one
+    grouped query of the credit facts (a change's credit depends only on its touches).
     """
-    from .lifecycle import months
+    from .lifecycle import month_of, months
 
     cq = q.contact_filters_only()
-    transitions = entries(cq, Stage.MQL)
-    events = list(transitions.annotate(k=touches_before("at")).values_list("contact_id", "at", "k"))
-    touches = (
-        campaign_touches(transitions.values("contact_id"), max(e[1] for e in events))
-        if events
-        else {}
+    by_month = credits_from_facts(
+        _credit_rows(cq, Stage.MQL).annotate(m=month_of("at", q)), q.attribution, "m"
     )
     shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
     show_none = not (q.campaign or q.channel)
@@ -242,9 +260,7 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
             owner=q.owner,
             attribution=q.attribution,
         )
-        credit = attribute(
-            [(c, k, 1) for c, at, k in events if s <= at < e], touches, q.attribution
-        )
+        credit = by_month.get((s,), {})
         mqls = sum((v for k, v in credit.items() if k in shown), Fraction(0))
         if show_none:
             mqls += credit.get(NO_CAMPAIGN, Fraction(0))

@@ -4,6 +4,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from crm.models import Activity, LifecycleTransition
+from reports.lifecycle_facts import (
+    lifecycle_facts_apply_activities,
+    lifecycle_facts_apply_transitions,
+)
 
 UTC = ZoneInfo("UTC")
 
@@ -15,7 +19,8 @@ def at(s: str, tz=UTC) -> datetime:
 
 
 def act(contact, kind, when, campaign=None, message_id="", **kw) -> Activity:
-    return Activity.objects.create(
+    """An activity, with the lifecycle facts upkeep the ingestion handler would run."""
+    a = Activity.objects.create(
         contact=contact,
         kind=kind,
         occurred_at=at(when) if isinstance(when, str) else when,
@@ -23,12 +28,17 @@ def act(contact, kind, when, campaign=None, message_id="", **kw) -> Activity:
         message_id=message_id,
         **kw,
     )
+    lifecycle_facts_apply_activities(activities=[a])
+    return a
 
 
 def move(contact, from_stage, to_stage, when) -> LifecycleTransition:
-    return LifecycleTransition.objects.create(
+    """A stage change, with the lifecycle facts upkeep the stage-changed handler would run."""
+    t = LifecycleTransition.objects.create(
         contact=contact,
         from_stage=from_stage,
         to_stage=to_stage,
         at=at(when) if isinstance(when, str) else when,
     )
+    lifecycle_facts_apply_transitions(transitions=[t])
+    return t

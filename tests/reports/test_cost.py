@@ -90,7 +90,7 @@ def test_it_prorates_and_splits_costs(dataset):
 
 def test_it_computes_cost_per_mql_under_last_touch(dataset, django_assert_num_queries):
     a, b = dataset
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(7):
         rows, totals = cost_per_mql(q())
     by = {r["campaign"]: r for r in rows}
     assert by["A"]["program_cost"] == Decimal("408.33")

@@ -1,0 +1,266 @@
+"""Keeping the lifecycle facts current: ``TransitionFact`` and ``TransitionCredit``.
+
+Both are pure functions of the raw data (transitions, contacts, campaign touches), so each
+upkeep step recomputes the facts of a small set of contacts or transitions from raw data
+and replaces them (idempotent; safe to run twice or out of order):
+
+* a stage change recomputes the ``TransitionFact`` rows of its contacts (a new entry moves
+  the neighbours' ``prev_same_at``/``next_at``) and the credits of the new transitions;
+* an activity batch with campaign touches recomputes the credits of the transitions at or
+  after a touch of the same contact (normally none, or those the batch just caused:
+  a late or back-dated touch changes the touches of later changes);
+* ``lifecycle_facts_rebuild`` recomputes everything in contact chunks (demo seeding,
+  migrations), ``lifecycle_facts_reconcile`` one day (reports.tasks.reconcile_rollups).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+
+from django.db import transaction
+from django.db.models import Max
+
+from crm.models import Activity, Contact, LifecycleTransition, Stage
+from crm.models.choices import FUNNEL_STAGES
+
+from .models import TransitionCredit, TransitionFact
+from .query import day_start
+
+log = logging.getLogger(__name__)
+
+CREDIT_STAGES = (Stage.MQL, Stage.SQL, Stage.CUSTOMER)
+NEXT_STAGE = {str(a): str(b) for a, b in zip(FUNNEL_STAGES, FUNNEL_STAGES[1:], strict=False)}
+CHUNK = 2000  # contacts or transitions per statement (SQLite's bound-parameter limit)
+
+
+def _chunks(items, size=CHUNK):
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- TransitionFact ----------------------------------------------------------------------
+
+
+def _facts_for_contacts(contact_ids) -> list[TransitionFact]:
+    """The TransitionFact rows of every transition of these contacts, from raw data."""
+    rows = list(
+        LifecycleTransition.objects.filter(contact_id__in=contact_ids)
+        .order_by("contact_id", "at", "id")
+        .values_list("id", "contact_id", "to_stage", "at")
+    )
+    created = {
+        pk: (created_at, suppressed)
+        for pk, created_at, suppressed in Contact.objects.filter(
+            pk__in={r[1] for r in rows}
+        ).values_list("pk", "created_at", "created_suppressed")
+    }
+    by_contact: dict[int, list] = defaultdict(list)
+    for r in rows:
+        by_contact[r[1]].append(r)
+    out = []
+    for contact_id, ts in by_contact.items():
+        created_at, suppressed = created.get(contact_id, (None, True))
+        last_of: dict[str, object] = {}
+        lead_mql_done = False
+        for pk, _, stage, at in ts:
+            nxt = NEXT_STAGE.get(stage)
+            # First entry into the next stage at or after this one: rows are in time order,
+            # and an earlier row (smaller id) may share this time.
+            next_at = None
+            if nxt:
+                later = [t[3] for t in ts if t[2] == nxt and t[3] >= at]
+                next_at = min(later) if later else None
+            lead_at = None
+            if stage == Stage.MQL and created_at is not None and at >= created_at:
+                if not lead_mql_done and not suppressed:
+                    lead_at = created_at
+                lead_mql_done = True
+            out.append(
+                TransitionFact(
+                    transition_id=pk,
+                    contact_id=contact_id,
+                    to_stage=stage,
+                    at=at,
+                    prev_same_at=last_of.get(stage),
+                    next_at=next_at,
+                    lead_at=lead_at,
+                )
+            )
+            last_of[stage] = at
+    return out
+
+
+def transition_facts_refresh(*, contact_ids) -> None:
+    """Recompute the TransitionFact rows of these contacts (2–3 queries per 2,000)."""
+    for chunk in _chunks(set(contact_ids)):
+        TransitionFact.objects.filter(contact_id__in=chunk).delete()
+        TransitionFact.objects.bulk_create(_facts_for_contacts(chunk), batch_size=5000)
+
+
+# --- TransitionCredit --------------------------------------------------------------------
+
+
+def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[TransitionCredit]:
+    """Credit rows of ``(id, contact_id, to_stage, at)`` changes from their contacts' touches.
+
+    One read of the campaign touches of the contacts up to the latest change, in (time, id)
+    order (METRICS.md "attribution": ties in time are ordered by activity id).
+    """
+    if not transitions:
+        return []
+    touches: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for contact_id, campaign_id, occurred_at in (
+        Activity.objects.filter(
+            contact_id__in={t[1] for t in transitions},
+            campaign__isnull=False,
+            occurred_at__lte=max(t[3] for t in transitions),
+        )
+        .order_by("contact_id", "occurred_at", "id")
+        .values_list("contact_id", "campaign_id", "occurred_at")
+    ):
+        times, camps = touches[contact_id]
+        times.append(occurred_at)
+        camps.append(campaign_id)
+    out = []
+    for pk, contact_id, stage, at in transitions:
+        times, camps = touches.get(contact_id, ([], []))
+        seq = camps[: bisect_right(times, at)]
+        common = {"transition_id": pk, "contact_id": contact_id, "to_stage": stage, "at": at}
+        if not seq:
+            out.append(TransitionCredit(**common, campaign_id=0, n=0, first=True, last=True))
+            continue
+        for campaign_id, k in Counter(seq).items():
+            out.append(
+                TransitionCredit(
+                    **common,
+                    campaign_id=campaign_id,
+                    touches=k,
+                    n=len(seq),
+                    first=seq[0] == campaign_id,
+                    last=seq[-1] == campaign_id,
+                )
+            )
+    return out
+
+
+def transition_credits_refresh(*, transitions) -> None:
+    """Recompute the credit rows of these ``(id, contact_id, to_stage, at)`` changes."""
+    transitions = [t for t in transitions if t[2] in CREDIT_STAGES]
+    for chunk in _chunks(transitions):
+        TransitionCredit.objects.filter(transition_id__in=[t[0] for t in chunk]).delete()
+        TransitionCredit.objects.bulk_create(_credits_for(chunk), batch_size=5000)
+
+
+# --- upkeep from the handlers ------------------------------------------------------------
+
+
+def lifecycle_facts_apply_transitions(*, transitions) -> None:
+    """Stage changed: refresh the contacts' transition facts and the new changes' credits."""
+    transitions = list(transitions)
+    if not transitions:
+        return
+    transition_facts_refresh(contact_ids={t.contact_id for t in transitions})
+    transition_credits_refresh(
+        transitions=[(t.pk, t.contact_id, str(t.to_stage), t.at) for t in transitions]
+    )
+
+
+def lifecycle_facts_apply_activities(*, activities) -> None:
+    """Activities recorded: credits of the changes at or after a new touch of their contact.
+
+    One query when the batch touches nothing that has happened already (the usual case).
+    """
+    first_touch: dict[int, object] = {}
+    for a in activities:
+        if a.campaign_id and (
+            a.contact_id not in first_touch or a.occurred_at < first_touch[a.contact_id]
+        ):
+            first_touch[a.contact_id] = a.occurred_at
+    if not first_touch:
+        return
+    later = [
+        t
+        for t in LifecycleTransition.objects.filter(
+            contact_id__in=list(first_touch),
+            to_stage__in=CREDIT_STAGES,
+            at__gte=min(first_touch.values()),
+        ).values_list("id", "contact_id", "to_stage", "at")
+        if t[3] >= first_touch[t[1]]
+    ]
+    if later:
+        transition_credits_refresh(transitions=later)
+
+
+# --- rebuild and reconciliation ----------------------------------------------------------
+
+
+def lifecycle_facts_rebuild(*, contact_ids=None, chunk: int = CHUNK) -> None:
+    """Recompute both fact tables from raw data (all contacts, or these), chunk by chunk."""
+    if contact_ids is None:
+        top = Contact.objects.aggregate(m=Max("pk"))["m"] or 0
+        ranges = [(lo, lo + chunk) for lo in range(0, top + 1, chunk)]
+        for lo, hi in ranges:
+            ids = list(Contact.objects.filter(pk__gte=lo, pk__lt=hi).values_list("pk", flat=True))
+            if ids:
+                _rebuild_contacts(ids)
+        return
+    for ids in _chunks(set(contact_ids), chunk):
+        _rebuild_contacts(ids)
+
+
+def _rebuild_contacts(ids) -> None:
+    with transaction.atomic():
+        transition_facts_refresh(contact_ids=ids)
+        TransitionCredit.objects.filter(contact_id__in=ids).delete()
+        transition_credits_refresh(
+            transitions=LifecycleTransition.objects.filter(
+                contact_id__in=ids, to_stage__in=CREDIT_STAGES
+            ).values_list("id", "contact_id", "to_stage", "at")
+        )
+
+
+def _snapshot(contact_ids) -> tuple[dict, dict]:
+    facts = {
+        r[0]: r[1:]
+        for r in TransitionFact.objects.filter(contact_id__in=contact_ids).values_list(
+            "transition_id", "to_stage", "at", "prev_same_at", "next_at", "lead_at"
+        )
+    }
+    credits = {
+        r[:2]: r[2:]
+        for r in TransitionCredit.objects.filter(contact_id__in=contact_ids).values_list(
+            "transition_id", "campaign_id", "touches", "n", "first", "last"
+        )
+    }
+    return facts, credits
+
+
+def lifecycle_facts_reconcile(*, day: date) -> dict:
+    """Rebuild the facts of the contacts with a transition or touch on ``day``; report diffs."""
+    start, end = day_start(day), day_start(day + timedelta(days=1))
+    ids = set(
+        LifecycleTransition.objects.filter(at__gte=start, at__lt=end).values_list(
+            "contact_id", flat=True
+        )
+    )
+    ids |= set(
+        Activity.objects.filter(
+            occurred_at__gte=start, occurred_at__lt=end, campaign__isnull=False
+        ).values_list("contact_id", flat=True)
+    )
+    diff: dict[str, dict] = {"transition_facts": {}, "transition_credits": {}}
+    for chunk in _chunks(ids):
+        before = _snapshot(chunk)
+        _rebuild_contacts(chunk)
+        after = _snapshot(chunk)
+        for name, b, a in zip(diff, before, after, strict=True):
+            for k in set(b) | set(a):
+                if b.get(k) != a.get(k):
+                    diff[name][str(k)] = {"facts": b.get(k), "raw": a.get(k)}
+    if any(diff.values()):
+        log.warning("Lifecycle facts reconciliation for %s found differences: %s", day, diff)
+    return diff
