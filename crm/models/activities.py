@@ -20,15 +20,26 @@ class ActivityQuerySet(models.QuerySet):
 
 
 class Activity(models.Model):
-    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="activities")
+    # No single-column indexes on the foreign keys: activity_contact_time and
+    # activity_campaign lead with them and serve the same lookups (and cascades), and
+    # each index on this table is paid by every ingested row.
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.CASCADE, related_name="activities", db_index=False
+    )
     kind = models.CharField(max_length=40, choices=ActivityKind.choices)
     occurred_at = models.DateTimeField()
     recorded_at = models.DateTimeField(auto_now_add=True)
     campaign = models.ForeignKey(
-        "crm.Campaign", null=True, blank=True, on_delete=models.SET_NULL, related_name="activities"
+        "crm.Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="activities",
+        db_index=False,
     )
-    # A retried delivery carries the same external_id and is dropped (NULLs never collide).
-    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # A retried delivery carries the same external_id and is dropped (NULLs never collide);
+    # unique through Meta.constraints, see there.
+    external_id = models.CharField(max_length=200, null=True, blank=True)
     # The email message an email event belongs to (nurture's EmailSend.message_id).
     message_id = models.CharField(max_length=200, blank=True, default="")
     url = models.URLField(max_length=2000, blank=True)
@@ -40,12 +51,20 @@ class Activity(models.Model):
     class Meta:
         verbose_name_plural = "activities"
         ordering = ["-occurred_at", "-id"]
+        constraints = [
+            # Idempotent ingestion: crm.ingest's duplicate check and its INSERT … ON
+            # CONFLICT (external_id). A constraint rather than unique=True, which on
+            # PostgreSQL adds a second (LIKE-pattern) index no query needs.
+            models.UniqueConstraint(fields=["external_id"], name="activity_external_id"),
+        ]
         indexes = [
-            # Contact timeline, newest first; scoring and segments per contact.
+            # Contact timeline, newest first; scoring and segments per contact; also the
+            # contact foreign key's lookups and cascades (leading column).
             models.Index(fields=["contact", "-occurred_at"], name="activity_contact_time"),
             # Segments/scoring "did kind X within N days"; report scans by kind and period.
             models.Index(fields=["kind", "occurred_at"], name="activity_kind_time"),
-            # Per-campaign email and attribution reports.
+            # Per-campaign email and attribution reports; the campaign foreign key's
+            # lookups and SET NULL on delete (leading column).
             models.Index(fields=["campaign", "kind", "occurred_at"], name="activity_campaign"),
             # Per-step email report joins events to their send by message id.
             models.Index(
