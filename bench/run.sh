@@ -28,6 +28,10 @@ fi
 trap 'exit 130' INT TERM
 
 export LEADCYCLE_VAR_DIR="$WORK/var" DEBUG=1 CELERY_TASK_ALWAYS_EAGER=0
+# A database server sized for its data, as production would be (PostgreSQL's defaults —
+# 128 MB of shared buffers — fit a laptop, not 20M activities): a quarter of this
+# machine's RAM for buffers, the rest counted as OS cache.
+export PG_EXTRA_OPTS=${PG_EXTRA_OPTS:-"-c shared_buffers=4GB -c effective_cache_size=12GB -c work_mem=32MB -c maintenance_work_mem=1GB -c max_wal_size=8GB"}
 export ALLOWED_HOSTS="testserver,127.0.0.1,localhost"   # django test Client's host
 if [ "$STAGE" = run ]; then
     DATABASE_URL="postgres://postgres@127.0.0.1:$(cat "$WORK/pg/port")/leadcycle"
