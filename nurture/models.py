@@ -189,8 +189,15 @@ class Enrollment(models.Model):
         EXITED = "exited", "Exited"
         HELD_OUT = "held_out", "Held out"
 
-    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="enrollments")
-    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="enrollments")
+    # No single-column indexes on contact and program: enrollment_contact_state and
+    # enrollment_program_contact lead with them and serve those lookups; every index is
+    # rewritten on each step the sender advances (next_run_at changes: no HOT update).
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
+    program = models.ForeignKey(
+        Program, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
     current_step = models.ForeignKey(
         Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -236,14 +243,25 @@ class EmailSend(models.Model):
         RETRYING = "retrying", "Retrying"
         FAILED = "failed", "Failed"
 
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="sends")
+    # No single-column indexes on enrollment, contact and program: one_send_per_step,
+    # send_contact_time and send_program_status lead with them and serve those lookups
+    # (the sender inserts a thousand rows a batch; each index costs every insert).
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="sends", db_index=False
+    )
     step = models.ForeignKey(Step, null=True, on_delete=models.SET_NULL, related_name="sends")
-    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
-    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="sends")
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    program = models.ForeignKey(
+        Program, on_delete=models.CASCADE, related_name="sends", db_index=False
+    )
     template = models.ForeignKey(
         EmailTemplate, null=True, on_delete=models.SET_NULL, related_name="+"
     )
-    message_id = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint (send_message_id), not unique=True: that would add a second,
+    # varchar_pattern_ops index for LIKE queries nobody makes.
+    message_id = models.CharField(max_length=200)
     # The provider's own id (anymail_status.message_id) when sent through django-anymail;
     # tracking webhooks name the message by it.
     esp_message_id = models.CharField(max_length=200, blank=True, default="")
@@ -260,7 +278,9 @@ class EmailSend(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["enrollment", "step"], name="one_send_per_step")
+            models.UniqueConstraint(fields=["enrollment", "step"], name="one_send_per_step"),
+            # Tracking tokens, webhooks and reports resolve a message id to its send.
+            models.UniqueConstraint(fields=["message_id"], name="send_message_id"),
         ]
         indexes = [
             # Webhooks resolve the provider's message id to the send.
