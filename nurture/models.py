@@ -220,9 +220,12 @@ class Enrollment(models.Model):
             )
         ]
         indexes = [
-            # The tick: live enrollments due now (state, next_run_at).
+            # The tick: live enrollments due now, oldest first, in batches
+            # (ORDER BY next_run_at, id LIMIT n FOR UPDATE SKIP LOCKED). The id column
+            # makes the index give that order: with next_run_at alone, a batch sorted
+            # every due row sharing a next_run_at (a whole segment enrolled at once).
             models.Index(
-                fields=["next_run_at"],
+                fields=["next_run_at", "id"],
                 name="enrollment_due",
                 condition=models.Q(state__in=LIVE_STATES),
             ),
