@@ -119,10 +119,16 @@ class Contact(models.Model):
             models.Index(fields=["created_at", "id"], name="contact_created"),
             # Contact list filtered by stage sorted by score; MQL queue by score.
             models.Index(fields=["stage", "-score"], name="contact_stage_score"),
-            # MQL queue "mine" and owner filters.
-            models.Index(fields=["owner", "stage"], name="contact_owner_stage"),
+            # MQL queue "mine" and owner filters; the contact list filtered by owner (or
+            # unassigned) and stage, sorted by score, reads it in order.
+            models.Index(
+                fields=["owner", "stage", "-score", "id"], name="contact_owner_stage_score"
+            ),
             # Contact list sorted by score.
             models.Index(fields=["-score", "id"], name="contact_score"),
+            # Contact list sorted by name (?sort=name, backwards for -name), with its
+            # tiebreaker: page N reads the index in order instead of sorting every contact.
+            models.Index(fields=["last_name", "first_name", "id"], name="contact_name_sort"),
             # Search by last name / company filter.
             models.Index(Lower("last_name"), name="contact_last_name_lower"),
             models.Index(fields=["company"], name="contact_company"),
