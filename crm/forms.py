@@ -6,7 +6,7 @@ import json
 
 from django import forms
 
-from .filters import InlineSelect, _staff_users
+from .filters import FetchedModelChoiceField, InlineSelect, _staff_users
 from .models import Campaign, CampaignCost, Company, Contact, Stage
 from .services.campaigns import CAMPAIGN_FIELDS
 from .services.contacts import EDITABLE_FIELDS
@@ -141,7 +141,7 @@ class BulkActionForm(forms.Form):
     ]
     action = forms.ChoiceField(choices=ACTIONS)
     scope = forms.ChoiceField(choices=[("selected", "Selected rows"), ("filter", "Whole filter")])
-    owner = forms.ModelChoiceField(queryset=None, required=False, widget=InlineSelect)
+    owner = FetchedModelChoiceField(queryset=None, required=False, widget=InlineSelect)
     segment = forms.IntegerField(required=False)
 
     def __init__(self, *args, **kwargs):
