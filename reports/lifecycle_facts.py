@@ -9,6 +9,8 @@ and replaces them (idempotent; safe to run twice or out of order):
 * an activity batch with campaign touches recomputes the credits of the transitions at or
   after a touch of the same contact (normally none, or those the batch just caused:
   a late or back-dated touch changes the touches of later changes);
+* landing-page visits and submissions recompute their url × contact rows of
+  ``LandingVisitFact`` (reports.landing_facts);
 * ``lifecycle_facts_rebuild`` recomputes everything in contact chunks (demo seeding,
   migrations), ``lifecycle_facts_reconcile`` one day (reports.tasks.reconcile_rollups).
 """
@@ -21,11 +23,17 @@ from collections import Counter, defaultdict
 from datetime import date, timedelta
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from crm.models import Activity, Contact, LifecycleTransition, Stage
 from crm.models.choices import FUNNEL_STAGES
 
+from .landing_facts import (
+    LANDING_KINDS,
+    landing_facts_apply_activities,
+    landing_facts_rebuild,
+    landing_facts_snapshot,
+)
 from .models import TransitionCredit, TransitionFact
 from .query import day_start
 
@@ -174,6 +182,8 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
 
     One query when the batch touches nothing that has happened already (the usual case).
     """
+    activities = list(activities)
+    landing_facts_apply_activities(activities=activities)
     first_touch: dict[int, object] = {}
     for a in activities:
         if a.campaign_id and (
@@ -214,6 +224,7 @@ def lifecycle_facts_rebuild(*, contact_ids=None, chunk: int = CHUNK) -> None:
 
 def _rebuild_contacts(ids) -> None:
     with transaction.atomic():
+        landing_facts_rebuild(contact_ids=ids)
         transition_facts_refresh(contact_ids=ids)
         TransitionCredit.objects.filter(contact_id__in=ids).delete()
         transition_credits_refresh(
@@ -223,7 +234,7 @@ def _rebuild_contacts(ids) -> None:
         )
 
 
-def _snapshot(contact_ids) -> tuple[dict, dict]:
+def _snapshot(contact_ids) -> tuple[dict, dict, dict]:
     facts = {
         r[0]: r[1:]
         for r in TransitionFact.objects.filter(contact_id__in=contact_ids).values_list(
@@ -236,7 +247,7 @@ def _snapshot(contact_ids) -> tuple[dict, dict]:
             "transition_id", "campaign_id", "touches", "n", "first", "last"
         )
     }
-    return facts, credits
+    return facts, credits, landing_facts_snapshot(contact_ids)
 
 
 def lifecycle_facts_reconcile(*, day: date) -> dict:
@@ -248,11 +259,11 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
         )
     )
     ids |= set(
-        Activity.objects.filter(
-            occurred_at__gte=start, occurred_at__lt=end, campaign__isnull=False
-        ).values_list("contact_id", flat=True)
+        Activity.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+        .filter(Q(campaign__isnull=False) | Q(kind__in=LANDING_KINDS))
+        .values_list("contact_id", flat=True)
     )
-    diff: dict[str, dict] = {"transition_facts": {}, "transition_credits": {}}
+    diff: dict[str, dict] = {"transition_facts": {}, "transition_credits": {}, "landing": {}}
     for chunk in _chunks(ids):
         before = _snapshot(chunk)
         _rebuild_contacts(chunk)

@@ -211,5 +211,41 @@ class TransitionCredit(models.Model):
         return f"transition {self.transition_id} campaign {self.campaign_id}"
 
 
+class LandingVisitFact(models.Model):
+    """Per landing page, contact, site-time-zone day and event kind (``v`` visit, ``s`` form
+    submission carrying the page's url): what the landing-page report needs to count unique
+    visitors and converted visitors of any period by a plain grouped count (no DISTINCT).
+
+    * ``prev_day``: the contact's previous day with the same kind for the url; a row is its
+      contact's first of that kind in a period exactly when ``prev_day`` is before the
+      period (or null), so "unique visitors" counts such visit rows.
+    * ``other_day``: the contact's latest day with the other kind for the url — at or before
+      ``day`` for a submission, strictly before it for a visit. A first-in-period row whose
+      ``other_day`` is in the period is the moment its contact has both a visit and a
+      submission in the period; exactly one row per converted visitor satisfies it.
+
+    Kept by ``reports.lifecycle_facts`` (recomputed per touched url × contact), rebuilt
+    and reconciled with the other lifecycle facts.
+    """
+
+    url = models.CharField(max_length=2000)
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    kind = models.CharField(max_length=1)  # v | s
+    prev_day = models.DateField(null=True)
+    other_day = models.DateField(null=True)
+
+    class Meta:
+        indexes = [
+            # Landing-page report: the first-in-period rows of a period.
+            models.Index(fields=["day", "prev_day"], name="landing_fact_day"),
+            # Upkeep: a contact's rows (recomputed per touched url × contact).
+            models.Index(fields=["contact", "day"], name="landing_fact_contact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind} contact {self.contact_id}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 
 from crm.models import Activity, ActivityKind, Campaign
 
 from ..facts import STEP_FIELDS, step_activities, step_aggregates
-from ..models import EmailDaily, EmailStepDaily
+from ..models import EmailDaily, EmailStepDaily, LandingVisitFact
 from ..query import ReportQuery, ratio
 from ..rollups import EMAIL_COUNT_FIELDS, email_activities, email_fact_aggregates
 
@@ -172,6 +172,37 @@ def landing_pages(q: ReportQuery, *, limit: int = 50) -> list[dict]:
     Choice: a page is the activity ``url``; its visitors are unique contacts with a
     ``page_visit`` of it in the period; converted visitors also submitted a form
     (``form_submitted`` or ``landing_page_conversion``) carrying the same url in the period.
+
+    Without campaign, channel or contact filters: one grouped count of the
+    ``LandingVisitFact`` rows that are their contact's first of a kind in the period (see
+    the model) — no DISTINCT over the period's visits. With them, the raw activities.
+    """
+    if q.campaign or q.channel or q.has_contact_filters:
+        return landing_pages_raw(q, limit=limit)
+    first_in_period = Q(prev_day__isnull=True) | Q(prev_day__lt=q.start)
+    rows = list(
+        LandingVisitFact.objects.filter(first_in_period, day__gte=q.start, day__lt=q.end)
+        .values("url")
+        .annotate(
+            unique_visitors=Count("id", filter=Q(kind="v")),
+            converted_visitors=Count("id", filter=Q(other_day__gte=q.start)),
+        )
+        .filter(unique_visitors__gt=0)
+        .order_by("-unique_visitors", "url")[:limit]
+    )
+    return [
+        {
+            "url": r["url"],
+            "unique_visitors": r["unique_visitors"],
+            "converted_visitors": r["converted_visitors"],
+            "landing_page_conversion_rate": ratio(r["converted_visitors"], r["unique_visitors"]),
+        }
+        for r in rows
+    ]
+
+
+def landing_pages_raw(q: ReportQuery, *, limit: int = 50) -> list[dict]:
+    """:func:`landing_pages` from the activities (filters, property-test reference).
 
     Two set-based reads instead of a per-visit EXISTS: visitors per url (one pass over the
     period's visits), and — starting from the far fewer submissions of the period — the

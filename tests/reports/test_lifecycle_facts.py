@@ -17,8 +17,9 @@ from reports.lifecycle_facts import (
 )
 from reports.metrics.attribution import MODELS
 from reports.metrics.cost import stage_credits, stage_credits_raw
+from reports.metrics.email import landing_pages, landing_pages_raw
 from reports.metrics.funnel import conversions, conversions_raw
-from reports.models import TransitionCredit, TransitionFact
+from reports.models import LandingVisitFact, TransitionCredit, TransitionFact
 from reports.query import ReportQuery
 
 from .factories import at
@@ -31,6 +32,10 @@ event = st.one_of(
         st.integers(0, 3),  # campaign (3 = none)
         st.integers(0, 60),  # days after Feb 1
         st.integers(0, 3),  # hour (ties on purpose)
+        st.sampled_from(
+            [K.PAGE_VISIT, K.FORM_SUBMITTED, K.LANDING_PAGE_CONVERSION, K.EMAIL_OPENED]
+        ),
+        st.sampled_from(["", "https://x.example/a", "https://x.example/b"]),
     ),
     st.tuples(
         st.just("move"),
@@ -43,12 +48,20 @@ event = st.one_of(
 PERIODS = [
     ReportQuery(start=date(2025, 2, 10), end=date(2025, 3, 10)),
     ReportQuery(start=date(2025, 1, 1), end=date(2025, 4, 1)),
+    ReportQuery(start=date(2025, 2, 20), end=date(2025, 3, 5)),
     ReportQuery(start=date(2025, 3, 1), end=date(2025, 3, 20), source="paid"),
 ]
 
 
 def _world():
-    for model in (TransitionCredit, TransitionFact, Activity, LifecycleTransition, Contact):
+    for model in (
+        LandingVisitFact,
+        TransitionCredit,
+        TransitionFact,
+        Activity,
+        LifecycleTransition,
+        Contact,
+    ):
         model.objects.all().delete()
     Campaign.objects.all().delete()
     camps = [Campaign.objects.create(name=f"C{i}") for i in range(3)]
@@ -68,13 +81,14 @@ def _world():
 
 
 def _store(ev, camps, contacts):
-    kind, c, what, day, hour = ev
+    kind, c, what, day, hour, *rest = ev
     when = at("2025-02-01") + timedelta(days=day, hours=hour)
     if kind == "act":
         return Activity.objects.create(
             contact=contacts[c],
             campaign=camps[what] if what < 3 else None,
-            kind=K.PAGE_VISIT,
+            kind=rest[0],
+            url=rest[1],
             occurred_at=when,
         )
     return LifecycleTransition.objects.create(
@@ -85,6 +99,11 @@ def _store(ev, camps, contacts):
 def _snapshot():
     return (
         sorted(TransitionFact.objects.values_list()),
+        sorted(
+            LandingVisitFact.objects.values_list(
+                "url", "contact_id", "day", "kind", "prev_day", "other_day"
+            )
+        ),
         sorted(
             TransitionCredit.objects.values_list(
                 *["transition_id", "campaign_id", "touches", "n", "first", "last", "to_stage", "at"]
@@ -108,6 +127,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
             lifecycle_facts_apply_activities(activities=acts)
     for q in PERIODS:
         assert conversions(q) == conversions_raw(q)
+        assert landing_pages(q) == landing_pages_raw(q)
         for model in MODELS:
             assert stage_credits(q, model) == stage_credits_raw(q, model), model
     incremental = _snapshot()
@@ -116,6 +136,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
     assert lifecycle_facts_reconcile(day=date(2025, 2, 3)) == {
         "transition_facts": {},
         "transition_credits": {},
+        "landing": {},
     }
 
 
