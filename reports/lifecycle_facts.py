@@ -11,6 +11,8 @@ and replaces them (idempotent; safe to run twice or out of order):
   a late or back-dated touch changes the touches of later changes);
 * landing-page visits and submissions recompute their url × contact rows of
   ``LandingVisitFact`` (reports.landing_facts);
+* engagement and stage changes of ever-recycled contacts recompute their
+  ``ReopenedDayFact`` rows (reports.reopened_facts);
 * ``lifecycle_facts_rebuild`` recomputes everything in contact chunks (demo seeding,
   migrations), ``lifecycle_facts_reconcile`` one day (reports.tasks.reconcile_rollups).
 """
@@ -26,7 +28,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 
 from crm.models import Activity, Contact, LifecycleTransition, Stage
-from crm.models.choices import FUNNEL_STAGES
+from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
 from .landing_facts import (
     LANDING_KINDS,
@@ -36,6 +38,12 @@ from .landing_facts import (
 )
 from .models import TransitionCredit, TransitionFact
 from .query import day_start
+from .reopened_facts import (
+    reopened_facts_apply_activities,
+    reopened_facts_apply_transitions,
+    reopened_facts_rebuild,
+    reopened_facts_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +180,7 @@ def lifecycle_facts_apply_transitions(*, transitions) -> None:
     if not transitions:
         return
     transition_facts_refresh(contact_ids={t.contact_id for t in transitions})
+    reopened_facts_apply_transitions(transitions=transitions)
     transition_credits_refresh(
         transitions=[(t.pk, t.contact_id, str(t.to_stage), t.at) for t in transitions]
     )
@@ -184,6 +193,7 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
     """
     activities = list(activities)
     landing_facts_apply_activities(activities=activities)
+    reopened_facts_apply_activities(activities=activities)
     first_touch: dict[int, object] = {}
     for a in activities:
         if a.campaign_id and (
@@ -225,6 +235,7 @@ def lifecycle_facts_rebuild(*, contact_ids=None, chunk: int = CHUNK) -> None:
 def _rebuild_contacts(ids) -> None:
     with transaction.atomic():
         landing_facts_rebuild(contact_ids=ids)
+        reopened_facts_rebuild(contact_ids=ids)
         transition_facts_refresh(contact_ids=ids)
         TransitionCredit.objects.filter(contact_id__in=ids).delete()
         transition_credits_refresh(
@@ -234,7 +245,7 @@ def _rebuild_contacts(ids) -> None:
         )
 
 
-def _snapshot(contact_ids) -> tuple[dict, dict, dict]:
+def _snapshot(contact_ids) -> tuple[dict, dict, dict, dict]:
     facts = {
         r[0]: r[1:]
         for r in TransitionFact.objects.filter(contact_id__in=contact_ids).values_list(
@@ -247,7 +258,7 @@ def _snapshot(contact_ids) -> tuple[dict, dict, dict]:
             "transition_id", "campaign_id", "touches", "n", "first", "last"
         )
     }
-    return facts, credits, landing_facts_snapshot(contact_ids)
+    return facts, credits, landing_facts_snapshot(contact_ids), reopened_facts_snapshot(contact_ids)
 
 
 def lifecycle_facts_reconcile(*, day: date) -> dict:
@@ -260,10 +271,15 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
     )
     ids |= set(
         Activity.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .filter(Q(campaign__isnull=False) | Q(kind__in=LANDING_KINDS))
+        .filter(Q(campaign__isnull=False) | Q(kind__in=LANDING_KINDS | ENGAGEMENT_KINDS))
         .values_list("contact_id", flat=True)
     )
-    diff: dict[str, dict] = {"transition_facts": {}, "transition_credits": {}, "landing": {}}
+    diff: dict[str, dict] = {
+        "transition_facts": {},
+        "transition_credits": {},
+        "landing": {},
+        "reopened": {},
+    }
     for chunk in _chunks(ids):
         before = _snapshot(chunk)
         _rebuild_contacts(chunk)

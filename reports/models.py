@@ -247,5 +247,32 @@ class LandingVisitFact(models.Model):
         return f"{self.day} {self.kind} contact {self.contact_id}"
 
 
+class ReopenedDayFact(models.Model):
+    """Per contact and site-time-zone day on which it recorded an engagement activity while
+    in ``recycled`` (METRICS.md "re-opened leads"), with ``prev_day``, its previous such
+    day: the contact's first such day within a period is the row whose ``prev_day`` is
+    before the period (or null), so re-opened leads of any period or month are a plain
+    count. Kept by ``reports.reopened_facts`` (recomputed per contact that was ever
+    recycled, when it engages or changes stage).
+    """
+
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    prev_day = models.DateField(null=True)
+
+    class Meta:
+        constraints = [
+            # Upkeep replaces a contact's rows; one row per contact and day.
+            models.UniqueConstraint(fields=["contact", "day"], name="reopened_day_key")
+        ]
+        indexes = [
+            # Leads report and dashboard: the first-in-period rows of a period.
+            models.Index(fields=["day", "prev_day"], name="reopened_day_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} contact {self.contact_id}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
+from ..models import ReopenedDayFact
 from ..query import ReportQuery, day_start, ratio
 from .lifecycle import entries, month_of, months, new_leads_qs
 
@@ -116,7 +117,44 @@ def reopened_qs(q: ReportQuery):
 
 def reopened_leads(q: ReportQuery) -> int:
     """METRICS.md line 40: once per contact per period."""
-    return reopened_qs(q).aggregate(n=Count("contact_id", distinct=True))["n"]
+    return reopened_counts(q)[1]
+
+
+def reopened_counts(q: ReportQuery) -> tuple[dict, int]:
+    """Re-opened leads per month (keyed by the clipped month start) and over the period.
+
+    Served by ``ReopenedDayFact``: a contact's first re-opening day within a window is the
+    row whose ``prev_day`` is before the window, so each window is one filtered count
+    (one query for all months and the total) instead of a DISTINCT over the period's
+    engagement activities with the stage at each.
+    """
+
+    def first_in(start, end) -> Q:
+        return Q(day__gte=start, day__lt=end) & (Q(prev_day__isnull=True) | Q(prev_day__lt=start))
+
+    ms = months(q)
+    aggs = {
+        f"m{i}": Count("id", filter=first_in(s.date(), e.date())) for i, (_, s, e) in enumerate(ms)
+    }
+    agg = (
+        ReopenedDayFact.objects.filter(day__gte=q.start, day__lt=q.end)
+        .filter(q.contact_q("contact__"))
+        .aggregate(total=Count("id", filter=first_in(q.start, q.end)), **aggs)
+    )
+    return {s: agg[f"m{i}"] for i, (_, s, _) in enumerate(ms)}, agg["total"]
+
+
+def reopened_counts_raw(q: ReportQuery) -> tuple[dict, int]:
+    """:func:`reopened_counts` from the activities (property-test reference)."""
+    pairs = list(
+        reopened_qs(q)
+        .annotate(m=month_of("occurred_at", q))
+        .values_list("m", "contact_id")
+        .distinct()
+        .order_by()
+    )
+    per_month = Counter(m for m, _ in pairs)
+    return {s: per_month.get(s, 0) for _, s, _ in months(q)}, len({c for _, c in pairs})
 
 
 def score_profile(q: ReportQuery) -> dict[date, dict]:
@@ -213,16 +251,7 @@ def leads_by_month(q: ReportQuery) -> tuple[list[dict], dict]:
         .values("m")
         .annotate(d=Count("id"), a=Count("id", filter=Q(to_stage=Stage.SQL)))
     }
-    # One read of the distinct (month, contact) pairs serves both the monthly counts and
-    # the period total (unique contacts over the whole period), instead of two scans.
-    reo_pairs = list(
-        reopened_qs(q)
-        .annotate(m=month_of("occurred_at", q))
-        .values_list("m", "contact_id")
-        .distinct()
-        .order_by()
-    )
-    reo = Counter(m for m, _ in reo_pairs)
+    reo, reo_total = reopened_counts(q)
     profile = score_profile(q)
     rows = []
     for first, s, _ in months(q):
@@ -246,7 +275,7 @@ def leads_by_month(q: ReportQuery) -> tuple[list[dict], dict]:
     acc = acceptance(q)
     totals = {
         "new_leads": sum(r["new_leads"] for r in rows),
-        "reopened_leads": len({c for _, c in reo_pairs}),
+        "reopened_leads": reo_total,
         **mqls(q),
         "sqls": sqls(q),
         "mqls_decided": acc["decided"],

@@ -19,7 +19,13 @@ from reports.metrics.attribution import MODELS
 from reports.metrics.cost import stage_credits, stage_credits_raw
 from reports.metrics.email import landing_pages, landing_pages_raw
 from reports.metrics.funnel import conversions, conversions_raw
-from reports.models import LandingVisitFact, TransitionCredit, TransitionFact
+from reports.metrics.leads import reopened_counts, reopened_counts_raw
+from reports.models import (
+    LandingVisitFact,
+    ReopenedDayFact,
+    TransitionCredit,
+    TransitionFact,
+)
 from reports.query import ReportQuery
 
 from .factories import at
@@ -55,6 +61,7 @@ PERIODS = [
 
 def _world():
     for model in (
+        ReopenedDayFact,
         LandingVisitFact,
         TransitionCredit,
         TransitionFact,
@@ -99,6 +106,7 @@ def _store(ev, camps, contacts):
 def _snapshot():
     return (
         sorted(TransitionFact.objects.values_list()),
+        sorted(ReopenedDayFact.objects.values_list("contact_id", "day", "prev_day")),
         sorted(
             LandingVisitFact.objects.values_list(
                 "url", "contact_id", "day", "kind", "prev_day", "other_day"
@@ -128,6 +136,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
     for q in PERIODS:
         assert conversions(q) == conversions_raw(q)
         assert landing_pages(q) == landing_pages_raw(q)
+        assert reopened_counts(q) == reopened_counts_raw(q)
         for model in MODELS:
             assert stage_credits(q, model) == stage_credits_raw(q, model), model
     incremental = _snapshot()
@@ -137,6 +146,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         "transition_facts": {},
         "transition_credits": {},
         "landing": {},
+        "reopened": {},
     }
 
 
