@@ -9,7 +9,6 @@ from collections import defaultdict
 from django.db.models import (
     Count,
     DurationField,
-    Exists,
     ExpressionWrapper,
     F,
     OuterRef,
@@ -224,7 +223,7 @@ def diff_interval(x1: int, n1: int, x2: int, n2: int) -> dict:
     return {"difference": diff, "ci95_low": diff - Z95 * se, "ci95_high": diff + Z95 * se}
 
 
-def nurtured_vs_non(q: ReportQuery) -> dict:
+def nurtured_vs_non(q: ReportQuery, coh: dict | None = None) -> dict:
     """METRICS.md line 54: opportunity rate of nurtured vs never-enrolled new leads.
 
     Cohort: the period's new leads. Nurtured = ≥1 enrollment not held out (a held-out
@@ -236,16 +235,25 @@ def nurtured_vs_non(q: ReportQuery) -> dict:
         from nurture.models import Enrollment
     except ImportError:  # pragma: no cover
         return {}
-    enrolled = Enrollment.objects.filter(contact_id=OuterRef("id"))
-    nurtured = Q(Exists(enrolled.exclude(state=Enrollment.State.HELD_OUT)))
-    never = ~Q(Exists(enrolled))
-    opp = Q(id__in=_opportunity_contacts(q))
-    agg = new_leads_qs(q).aggregate(
-        nurtured=Count("id", filter=nurtured),
-        nurtured_opportunities=Count("id", filter=nurtured & opp),
-        non_nurtured=Count("id", filter=never),
-        non_nurtured_opportunities=Count("id", filter=never & opp),
+    if coh is None:
+        coh = cohort(q)
+    # One pass over the enrollments of the cohort (distinct contacts) instead of two
+    # EXISTS probes per new lead: "never enrolled" = the cohort minus the enrolled ones,
+    # and the cohort's opportunities are cohort mode's ``opportunity`` count (same set).
+    held = Q(state=Enrollment.State.HELD_OUT)
+    opp = Q(contact_id__in=_opportunity_contacts(q))
+    enr = Enrollment.objects.filter(contact_id__in=new_leads_qs(q).values("id")).aggregate(
+        nurtured=Count("contact_id", distinct=True, filter=~held),
+        nurtured_opportunities=Count("contact_id", distinct=True, filter=~held & opp),
+        enrolled=Count("contact_id", distinct=True),
+        enrolled_opportunities=Count("contact_id", distinct=True, filter=opp),
     )
+    agg = {
+        "nurtured": enr["nurtured"],
+        "nurtured_opportunities": enr["nurtured_opportunities"],
+        "non_nurtured": coh["lead"] - enr["enrolled"],
+        "non_nurtured_opportunities": coh[str(Stage.OPPORTUNITY)] - enr["enrolled_opportunities"],
+    }
     return {
         **agg,
         "nurtured_opportunity_rate": ratio(agg["nurtured_opportunities"], agg["nurtured"]),
@@ -332,7 +340,7 @@ def funnel_report(q: ReportQuery) -> dict:
         )
     return {
         "stages": stages,
-        "nurtured_vs_non_nurtured": nurtured_vs_non(q),
+        "nurtured_vs_non_nurtured": nurtured_vs_non(q, coh),
         "holdouts": holdout_lift(q),
         "totals": {
             "new_leads": coh["lead"],

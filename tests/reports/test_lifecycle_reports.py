@@ -144,3 +144,31 @@ def test_an_empty_period():
     assert totals["new_leads"] == 0
     assert totals["mql_acceptance_rate"] is None
     assert funnel.funnel_report(MARCH)["stages"][0]["stage_conversion"] is None
+
+
+def test_nurtured_vs_non_nurtured_counts_enrolled_held_out_and_never():
+    from nurture.models import Enrollment
+    from tests.nurture.factories import ProgramFactory
+
+    program = ProgramFactory()
+    nurtured, held, never_opp, never = (
+        ContactFactory(created_at=at(f"2025-03-0{i + 1}")) for i in range(4)
+    )
+    before = ContactFactory(created_at=at("2025-02-01"))  # enrolled, not in the cohort
+    for contact, state in [
+        (nurtured, Enrollment.State.ACTIVE),
+        (nurtured, Enrollment.State.HELD_OUT),  # nurtured by another enrollment
+        (held, Enrollment.State.HELD_OUT),  # neither group
+        (before, Enrollment.State.ACTIVE),
+    ]:
+        Enrollment.objects.create(
+            contact=contact, program=program, state=state, entered_at=at("2025-03-10")
+        )
+    for contact in (nurtured, held, never_opp):
+        move(contact, "sql", "opportunity", "2025-03-20")
+    move(never, "sql", "opportunity", "2025-04-01")  # at the end: not reached
+    nn = funnel.funnel_report(MARCH)["nurtured_vs_non_nurtured"]
+    assert (nn["nurtured"], nn["nurtured_opportunities"]) == (1, 1)
+    assert (nn["non_nurtured"], nn["non_nurtured_opportunities"]) == (2, 1)
+    assert nn["nurtured_opportunity_rate"] == 1.0
+    assert nn["non_nurtured_opportunity_rate"] == 0.5
