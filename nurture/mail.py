@@ -87,17 +87,27 @@ def _text_part(text: str, subtype: str) -> SafeMIMEText:
 class _Message(EmailMultiAlternatives):
     """A message whose deep copy copies only its containers and whose MIME build is lean.
 
-    Everything in it besides the containers is an immutable string, so the deep copy
-    is a real one (the locmem test backend deep-copies each message into the outbox),
-    at a fifth of the cost of ``copy.deepcopy`` walking every attribute.
+    Everything in it besides the containers is an immutable string (or a tuple of
+    them), so copying the containers is a real deep copy (the locmem test backend
+    deep-copies each message into the outbox), at a fraction of the cost of
+    ``copy.deepcopy`` walking every attribute and element.
     """
 
     def __deepcopy__(self, memo):
         clone = copy.copy(self)
-        for name in ("to", "cc", "bcc", "reply_to", "attachments", "alternatives"):
-            setattr(clone, name, copy.deepcopy(getattr(self, name), memo))
+        # Address lists hold strings; alternatives are (content, mimetype) tuples of
+        # strings: copying the lists copies everything mutable in them.
+        for name in ("to", "cc", "bcc", "reply_to", "alternatives"):
+            setattr(clone, name, list(getattr(self, name)))
+        if self.attachments:  # may hold MIMEBase objects: copy them for real
+            clone.attachments = copy.deepcopy(self.attachments, memo)
+        else:
+            clone.attachments = []
         clone.extra_headers = dict(self.extra_headers)
-        clone.metadata = copy.deepcopy(getattr(self, "metadata", None), memo)
+        metadata = getattr(self, "metadata", None)
+        if metadata is not None:
+            flat = all(isinstance(v, str) for v in metadata.values())
+            clone.metadata = dict(metadata) if flat else copy.deepcopy(metadata, memo)
         return clone
 
     def _lean(self) -> bool:

@@ -84,6 +84,7 @@ class _Batch:
     from_email: str = ""
     mailto: str = ""
     unsubscribe_prefix: str = ""
+    urls: tokens.Urls | None = None
 
     def next_step(self, step: Step) -> Step | None:
         siblings = self.steps[step.program_id]
@@ -140,6 +141,7 @@ def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
         batch.from_email = settings.DEFAULT_FROM_EMAIL
         batch.mailto = mail.unsubscribe_mailto()
         batch.unsubscribe_prefix = tokens.unsubscribe_url("x").split("/u/")[0] + "/u/"
+        batch.urls = tokens.Urls()
         for siblings in by_program.values():
             for i, s in enumerate(siblings):
                 batch.index[s.pk] = i
@@ -314,14 +316,22 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
 
 
 def _new_send(batch: _Batch, e: Enrollment, step: Step) -> EmailSend:
-    send = EmailSend(
+    # Positional arguments in field order, as Model.from_db does: Django's keyword path
+    # walks every field's descriptor and default (a third of a send's bookkeeping).
+    row = dict(
+        _SEND_DEFAULTS,
         enrollment_id=e.pk,
         step_id=step.pk,
         contact_id=e.contact_id,
         program_id=e.program_id,
         message_id=mail.message_id(batch.host),
+        links=[],
     )
-    return send
+    return EmailSend(*[row[name] for name in _SEND_ATTNAMES])
+
+
+_SEND_ATTNAMES = [f.attname for f in EmailSend._meta.concrete_fields]
+_SEND_DEFAULTS = {f.attname: f.get_default() for f in EmailSend._meta.concrete_fields}
 
 
 def _owner(e: Enrollment, cache: dict | None = None) -> dict:
@@ -360,7 +370,8 @@ def _build_message(
     batch: _Batch, send: EmailSend, template, e: Enrollment
 ) -> EmailMultiAlternatives:
     message_id = send.message_id
-    unsubscribe = tokens.unsubscribe_url(message_id)
+    urls = batch.urls
+    unsubscribe = urls.unsubscribe(message_id)
     context = rendering.merge_context(
         contact=contact_merge_fields(e.contact),
         owner=_owner(e, batch.owners),
@@ -371,10 +382,10 @@ def _build_message(
     if rendered.html:
         html, send.links = rendering.rewrite_links(
             rendered.html,
-            click_url=lambda i: tokens.click_url(message_id, i),
+            click_url=lambda i: urls.click(message_id, i),
             skip_prefix=batch.unsubscribe_prefix,
         )
-        rendered.html = rendering.add_open_pixel(html, tokens.open_url(message_id))
+        rendered.html = rendering.add_open_pixel(html, urls.open(message_id))
     return mail.build_email(
         to=e.contact.email,
         rendered=rendered,

@@ -103,3 +103,25 @@ def test_header_injection_is_still_refused(field):
         _django_build(message)
     with pytest.raises((BadHeaderError, ValueError)):
         message.message()
+
+
+def test_a_deep_copy_shares_nothing_mutable():
+    import copy
+
+    message = build_email(
+        to="ann@example.com",
+        rendered=Rendered(subject="s", text="t", html="<p>h</p>"),
+        message_id="m@leadcycle.example",
+        unsubscribe_url="https://leadcycle.example/u/t",
+    )
+    clone = copy.deepcopy(message)
+    for name in ("to", "cc", "bcc", "reply_to", "alternatives", "attachments", "extra_headers"):
+        assert getattr(clone, name) == getattr(message, name)
+        assert getattr(clone, name) is not getattr(message, name)
+    assert clone.metadata == message.metadata
+    assert clone.metadata is not message.metadata
+    clone.to.append("x@example.com")
+    clone.extra_headers["X"] = "1"
+    assert message.to == ["ann@example.com"]
+    assert "X" not in message.extra_headers
+    assert clone.message().as_bytes() != b""

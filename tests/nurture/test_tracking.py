@@ -145,3 +145,13 @@ def test_its_fast_signer_signs_exactly_like_djangos_timestamp_signer():
         django_signer.timestamp = lambda stamp=stamp: stamp
         assert ours == django_signer.sign(value)
         assert tokens.read(purpose, ours) == {"m": "abc@leadcycle.local", "l": 3}
+
+
+def test_the_batch_url_builder_makes_the_same_urls_as_the_functions(monkeypatch):
+    monkeypatch.setattr(tokens.time, "time", lambda: 1_800_000_000.5)  # one timestamp
+    urls = tokens.Urls()
+    assert urls.open("m@h") == tokens.open_url("m@h")
+    assert urls.click("m@h", 2) == tokens.click_url("m@h", 2)
+    assert urls.unsubscribe("m@h") == tokens.unsubscribe_url("m@h")
+    token = urls.click("m@h", 2).rsplit("/", 1)[1]
+    assert tokens.read(tokens.CLICK, token) == {"m": "m@h", "l": 2}
