@@ -31,6 +31,8 @@ from crm.models import (
     Stage,
 )
 
+from .params import SYMBOLIC_NOW, AgoValue, Ids, InIds
+
 MAX_DEPTH = 8
 MAX_CONDITIONS = 50
 MAX_IN_VALUES = 500
@@ -428,6 +430,13 @@ def _find_cycle(start: int, first_refs: set[int]) -> list[int] | None:
 # --- Compilation ---------------------------------------------------------------------------
 
 
+def _ago(now, days: int):
+    """``now - days``; a parameter marker when compiling ahead of time (``SYMBOLIC_NOW``)."""
+    if now is SYMBOLIC_NOW:
+        return AgoValue(days)
+    return now - timedelta(days=days)
+
+
 def _day_start(day: date) -> datetime:
     """Midnight of a day in the site time zone (periods are half-open, site-local)."""
     return timezone.make_aware(datetime.combine(day, time.min))
@@ -440,7 +449,9 @@ def compile_definition(definition: Any, *, now: datetime | None = None) -> Q:
 
 
 def _compile(node: dict, now: datetime, providers: dict, restrict=None) -> Q:
-    """``restrict``: contact ids the caller will filter to (lets count subqueries shrink)."""
+    """``restrict``: contact ids the caller will filter to (lets count subqueries shrink),
+    or an :class:`~.params.Ids` marker; ``now`` may be ``SYMBOLIC_NOW`` (see :mod:`.params`).
+    """
     if "all" in node:
         q = Q()
         for child in node["all"]:
@@ -501,7 +512,7 @@ def _profile(node: dict, now: datetime) -> Q:
             q |= Q(**{lk: ""})
         return q if op == "is_empty" else ~q
     if op == "within_last_days":
-        return Q(**{f"{lk}__gte": now - timedelta(days=value)})
+        return Q(**{f"{lk}__gte": _ago(now, value)})
     if fld.type == "datetime":
         if op == "before":
             return Q(**{f"{lk}__lt": _day_start(parse_day(value))})
@@ -526,7 +537,7 @@ def activity_filter(node: dict, now: datetime) -> Q:
     if node.get("content_type"):
         q &= Q(details__content_type=node["content_type"])
     if node.get("within_last_days"):
-        q &= Q(occurred_at__gte=now - timedelta(days=node["within_last_days"]))
+        q &= Q(occurred_at__gte=_ago(now, node["within_last_days"]))
     if node.get("between"):
         start, end = (parse_day(v) for v in node["between"])
         q &= Q(occurred_at__gte=_day_start(start), occurred_at__lt=_day_start(end + timedelta(1)))
@@ -546,7 +557,9 @@ def _behaviour(node: dict, now: datetime, restrict=None) -> Q:
     # Count thresholds: a grouped subquery (contact_id … GROUP BY … HAVING), not correlated,
     # so a full evaluation aggregates once; an incremental one restricts it to its contacts.
     acts = Activity.objects.filter(activity_filter(node, now))
-    if restrict is not None:
+    if isinstance(restrict, Ids):
+        acts = acts.filter(InIds("contact_id", restrict))
+    elif restrict is not None:
         acts = acts.filter(contact_id__in=restrict)
     grouped = acts.order_by().values("contact_id").annotate(n=Count("pk"))
     q = Q(pk__in=grouped.filter(n__gte=mn).values("contact_id")) if mn > 0 else Q()
@@ -554,91 +567,3 @@ def _behaviour(node: dict, now: datetime, restrict=None) -> Q:
         # contact_id is never NULL, so NOT IN is safe here.
         q &= ~Q(pk__in=grouped.filter(n__gt=mx).values("contact_id"))
     return q
-
-
-# --- Dependencies (what can change a segment's result) --------------------------------------
-
-
-@dataclass(frozen=True)
-class Dependencies:
-    """What a definition reads, so an event that touches none of it can skip the segment.
-
-    ``kinds``: activity kinds its behaviour conditions count (a new activity of another kind
-    cannot change the result); ``fields``: profile fields; ``refs``: segments read through
-    in_segment/not_in_segment; ``opaque``: an extension condition (unknown inputs — always
-    re-evaluated). Time drift of relative conditions is the periodic refresh's job.
-    """
-
-    kinds: frozenset[str] = frozenset()
-    fields: frozenset[str] = frozenset()
-    refs: frozenset[int] = frozenset()
-    opaque: bool = False
-    behaviour: tuple = ()  # the behaviour condition objects, for activity_may_count
-
-    def may_count(self, activity, now: datetime) -> bool:
-        """Whether a new activity can change this definition's result (errs towards yes)."""
-        return any(activity_may_count(node, activity, now) for node in self.behaviour)
-
-
-def definition_dependencies(definition: Any) -> Dependencies:
-    """Walk a stored definition once; anything unrecognised makes it ``opaque``."""
-    kinds: set[str] = set()
-    fields: set[str] = set()
-    refs: set[int] = set()
-    behaviour: list[dict] = []
-    opaque = False
-    stack = [definition]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif not isinstance(node, dict):
-            opaque = True
-        elif any(k in node for k in GROUP_KEYS):
-            stack.extend(node[k] for k in GROUP_KEYS if k in node)
-        elif "field" in node:
-            fields.add(str(node["field"]))
-        elif "did" in node or "did_not" in node:
-            kinds.add(str(node.get("did") or node.get("did_not")))
-            behaviour.append(node)
-        elif "in_segment" in node or "not_in_segment" in node:
-            ref = node.get("in_segment", node.get("not_in_segment"))
-            if _is_int(ref):
-                refs.add(ref)
-            else:
-                opaque = True
-        else:
-            opaque = True  # an extension condition (or an empty one): inputs unknown here
-    return Dependencies(
-        frozenset(kinds), frozenset(fields), frozenset(refs), opaque, tuple(behaviour)
-    )
-
-
-def activity_may_count(node: dict, activity, now: datetime) -> bool:
-    """Whether :func:`activity_filter` (evaluated at ``now`` or later) could select this
-    activity. A behaviour condition's result is a function of the activities it selects, so
-    a batch none of whose activities it could select cannot change it. Errs towards yes
-    where Python and SQL could disagree (non-ASCII case folding, non-text JSON values)."""
-    if activity.kind != (node.get("did") or node.get("did_not")):
-        return False
-    if node.get("campaign") is not None and activity.campaign_id != node["campaign"]:
-        return False
-    needle, url = node.get("url_contains"), activity.url or ""
-    if needle and needle.isascii() and url.isascii() and needle.lower() not in url.lower():
-        return False
-    details = activity.details if isinstance(activity.details, dict) else {}
-    for key in ("form", "content_type"):
-        want = node.get(key)
-        if want and (
-            key not in details or (isinstance(details[key], str) and details[key] != want)
-        ):
-            return False
-    if node.get("within_last_days") and (
-        activity.occurred_at < now - timedelta(days=node["within_last_days"])
-    ):
-        return False
-    if node.get("between"):
-        start, end = (parse_day(v) for v in node["between"])
-        if not _day_start(start) <= activity.occurred_at < _day_start(end + timedelta(1)):
-            return False
-    return True

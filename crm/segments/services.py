@@ -8,36 +8,33 @@ nurture triggers and reports read it cheaply; every join and leave is recorded a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
-from itertools import islice
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from crm.models import Contact, Segment, SegmentChange, SegmentMembership, SegmentVersion
+from crm.models import Contact, Segment, SegmentMembership, SegmentVersion
 
 from .definition import (
     DefinitionError,
-    Dependencies,
     _compile,
     compile_definition,
     condition_providers,
-    definition_dependencies,
     segment_refs,
     validate_definition,
 )
+from .membership import (
+    CHUNK,
+    batched,
+    dynamic_segments_in_order,
+    record_changes,
+    segments_refresh_for_activities,
+    segments_refresh_for_contacts,
+)
 
 log = logging.getLogger(__name__)
-CHUNK = 2000  # ids per statement: well under every backend's parameter limit
-
-
-def batched(items: Iterable, size: int):
-    """``itertools.batched`` (Python 3.12) for 3.11."""
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 class SegmentInUse(ValueError):
@@ -113,30 +110,6 @@ def segment_delete(*, segment: Segment) -> None:
     segment.delete()
 
 
-def dynamic_segments_in_order(segments: Iterable[Segment] | None = None) -> list[Segment]:
-    """Dynamic segments, each after every segment it reads through in_segment (Kahn)."""
-    if segments is None:
-        segments = Segment.objects.filter(kind=Segment.Kind.DYNAMIC).only(
-            "pk", "kind", "definition", "name"
-        )
-    by_id = {s.pk: s for s in segments}
-    deps = {pk: segment_refs(s.definition) & set(by_id) for pk, s in by_id.items()}
-    ordered: list[Segment] = []
-    ready = sorted(pk for pk, d in deps.items() if not d)
-    done: set[int] = set()
-    while ready:
-        pk = ready.pop(0)
-        done.add(pk)
-        ordered.append(by_id[pk])
-        for other, d in deps.items():
-            if other not in done and other not in ready and d <= done:
-                ready.append(other)
-        ready.sort()
-    # A cycle cannot be saved; if one was written around the service, still refresh it.
-    ordered.extend(by_id[pk] for pk in sorted(set(by_id) - done))
-    return ordered
-
-
 def _dependents(segment_id: int, segments: list[Segment]) -> set[int]:
     found, frontier = set(), {segment_id}
     while frontier:
@@ -148,31 +121,7 @@ def _dependents(segment_id: int, segments: list[Segment]) -> set[int]:
 
 
 def _record(segment_id: int, *, joins: Iterable[int], leaves: Iterable[int], at) -> None:
-    _record_many({segment_id: (joins, leaves)}, at=at)
-
-
-def _record_many(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, at) -> None:
-    """Write joins and leaves of several segments: one insert each for memberships and the
-    change log (per CHUNK rows), one delete per segment with leaves."""
-    joins = [(s, c) for s, (j, _) in changes.items() for c in j]
-    leaves = {s: list(lv) for s, (_, lv) in changes.items() if lv}
-    for chunk in batched(joins, CHUNK):
-        SegmentMembership.objects.bulk_create(
-            [SegmentMembership(segment_id=s, contact_id=c, joined_at=at) for s, c in chunk],
-            ignore_conflicts=True,  # a concurrent batch may have added the same member
-        )
-    for segment_id, contact_ids in leaves.items():
-        for chunk in batched(contact_ids, CHUNK):
-            SegmentMembership.objects.filter(segment_id=segment_id, contact_id__in=chunk).delete()
-    log_rows = [
-        SegmentChange(segment_id=s, contact_id=c, kind=SegmentChange.Kind.JOINED, at=at)
-        for s, c in joins
-    ] + [
-        SegmentChange(segment_id=s, contact_id=c, kind=SegmentChange.Kind.LEFT, at=at)
-        for s, contact_ids in leaves.items()
-        for c in contact_ids
-    ]
-    SegmentChange.objects.bulk_create(log_rows, batch_size=CHUNK)
+    record_changes({segment_id: (joins, leaves)}, at=at)
 
 
 def _refresh_one(segment: Segment, *, now: datetime, at: datetime) -> tuple[int, int]:
@@ -230,109 +179,6 @@ def segments_refresh_all(*, at: datetime | None = None) -> dict[int, tuple[int, 
         except (DefinitionError, KeyError, LookupError, ImportError):
             log.exception("segment %s has a definition that no longer compiles", segment.pk)
     return results
-
-
-def segments_refresh_for_contacts(
-    *, contact_ids: Iterable[int], at: datetime | None = None
-) -> None:
-    """Re-evaluate every dynamic segment for just these contacts (profile/stage changes).
-
-    One query per segment, restricted to ``pk__in=contact_ids``, diffed against the stored
-    membership of those contacts (one query for all segments); writes only on a change.
-    """
-    ids = set(contact_ids)
-    if ids:
-        _refresh_subsets(lambda deps: ids, at=at)
-
-
-def segments_refresh_for_activities(
-    *,
-    activities: Iterable,
-    created_contact_ids: Iterable[int] = (),
-    at: datetime | None = None,
-) -> None:
-    """Re-evaluate dynamic segments after an activity batch, only where it can matter.
-
-    A segment is re-evaluated for a contact only if the batch gave that contact an activity
-    one of its behaviour conditions could count (kind, campaign, URL, form, content type,
-    time window: :func:`~.definition.activity_may_count`), if the contact was just created, if
-    the segment has an extension condition (unknown inputs), or if a segment it reads
-    changed for that contact in this pass. Profile fields an ingest changes (suppression)
-    arrive as their own ContactsChanged event; relative-time drift is the periodic job's.
-    """
-    activities = list(activities)
-    created = set(created_contact_ids)
-    everyone = {a.contact_id for a in activities} | created
-    now = timezone.now()  # not after the evaluation's own "now" (relative windows)
-    by_kind: dict[str, list] = {}
-    for a in activities:
-        by_kind.setdefault(a.kind, []).append(a)
-
-    def ids_for(deps: Dependencies) -> set[int]:
-        if deps.opaque:
-            return everyone
-        return created | {
-            a.contact_id
-            for kind in deps.kinds
-            for a in by_kind.get(kind, ())
-            if deps.may_count(a, now)
-        }
-
-    if everyone:
-        _refresh_subsets(ids_for, at=at)
-
-
-def _refresh_subsets(ids_for: Callable[[Dependencies], set[int]], *, at) -> None:
-    """Evaluate each dynamic segment for the contacts ``ids_for(its dependencies)`` names.
-
-    Segments run in dependency order; a segment reading another (in_segment) is also
-    re-evaluated for the contacts whose membership of that one just changed. Queries: the
-    segment list, one read of the stored memberships of every affected (segment, contact),
-    one per segment with contacts to evaluate, and writes only where something changed
-    (gathered across segments; flushed early only before a segment that reads them).
-    """
-    segments = dynamic_segments_in_order()
-    if not segments:
-        return
-    deps = {s.pk: definition_dependencies(s.definition) for s in segments}
-    base = {s.pk: ids_for(deps[s.pk]) for s in segments}
-    reach: dict[int, set[int]] = {}  # upper bound incl. cascades, for the one stored read
-    for s in segments:
-        reach[s.pk] = set(base[s.pk]).union(*(reach.get(r, ()) for r in deps[s.pk].refs))
-    affected = [s for s in segments if reach[s.pk]]
-    if not affected:
-        return
-    now = timezone.now()
-    at = at or now
-    providers = condition_providers()
-    stored: dict[int, set[int]] = {}
-    for chunk in batched(sorted(set().union(*(reach[s.pk] for s in affected))), CHUNK):
-        for seg_id, contact_id in SegmentMembership.objects.filter(
-            segment_id__in=[s.pk for s in affected], contact_id__in=chunk
-        ).values_list("segment_id", "contact_id"):
-            stored.setdefault(seg_id, set()).add(contact_id)
-    changed: dict[int, set[int]] = {}
-    pending: dict[int, tuple[set[int], set[int]]] = {}  # writes batched across segments
-    for segment in affected:
-        if deps[segment.pk].refs & pending.keys():
-            _record_many(pending, at=at)  # this segment reads those memberships
-            pending = {}
-        ids = set(base[segment.pk]).union(*(changed.get(r, ()) for r in deps[segment.pk].refs))
-        for chunk in batched(sorted(ids), CHUNK):
-            try:
-                q = _compile(segment.definition, now, providers, restrict=chunk)
-            except (DefinitionError, KeyError, LookupError, ImportError):
-                # Never fail an ingest batch for a stale definition; the periodic job logs it.
-                break
-            now_in = set(Contact.objects.filter(q, pk__in=chunk).values_list("pk", flat=True))
-            was_in = stored.get(segment.pk, set()).intersection(chunk)
-            if now_in != was_in:
-                joins, leaves = pending.setdefault(segment.pk, (set(), set()))
-                joins.update(now_in - was_in)
-                leaves.update(was_in - now_in)
-                changed.setdefault(segment.pk, set()).update(now_in ^ was_in)
-    if pending:
-        _record_many(pending, at=at)
 
 
 def _require_static(segment: Segment) -> None:

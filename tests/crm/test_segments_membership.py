@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given
@@ -28,7 +28,7 @@ from crm.segments import (
     segments_refresh_for_contacts,
     why_in_segment,
 )
-from crm.segments.definition import definition_dependencies
+from crm.segments.dependencies import definition_dependencies
 from crm.tasks import refresh_segments
 from tests.factories import ContactFactory, UserFactory
 
@@ -202,7 +202,7 @@ def test_it_reevaluates_on_profile_and_stage_changes(admin_user):
 
 
 @pytest.mark.django_db
-def test_incremental_refresh_costs_one_query_per_segment(django_assert_max_num_queries):
+def test_incremental_refresh_costs_one_query_per_segment(django_assert_num_queries):
     contacts = [ContactFactory() for _ in range(20)]
     for i in range(5):
         segment_save(
@@ -211,7 +211,7 @@ def test_incremental_refresh_costs_one_query_per_segment(django_assert_max_num_q
             kind="dynamic",
             definition={"all": [PRICING, {"field": "score", "op": "gte", "value": i}]},
         )
-    with django_assert_max_num_queries(1 + 1 + 5):  # segments, memberships, one per segment
+    with django_assert_num_queries(1 + 5):  # segments, one per segment (matches + stored)
         segments_refresh_for_contacts(contact_ids=[c.pk for c in contacts])
 
 
@@ -249,7 +249,7 @@ def test_an_activity_batch_skips_segments_it_cannot_change(django_assert_num_que
         segments_refresh_for_activities(activities=batch)
     # Only the contact with a webinar in the batch is evaluated, for the webinar segment only.
     batch.append(Activity(contact_id=contacts[0].pk, kind="webinar_attended"))
-    with django_assert_num_queries(3):  # segments, stored memberships, one evaluation
+    with django_assert_num_queries(2):  # segments, one evaluation (matches + stored members)
         segments_refresh_for_activities(activities=batch)
     assert stored(profile) == {c.pk for c in contacts}
     assert stored(webinar) == set()  # the activity objects above were never saved
@@ -273,7 +273,7 @@ def test_a_batch_evaluates_a_segment_only_for_activities_its_conditions_can_coun
     with django_assert_num_queries(1):  # neither can be counted by "pricing, last 30 days"
         segments_refresh_for_activities(activities=[blog, old])
     old.occurred_at = now - timedelta(days=29)
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(2):
         segments_refresh_for_activities(activities=[blog, old])
 
 
@@ -315,6 +315,109 @@ def test_it_explains_why_a_contact_is_in_a_segment():
     }
     seg = segment_save(segment=None, name="W", kind="dynamic", definition=definition)
     assert [ok for _, ok in why_in_segment(seg, ada)] == [True, False, True]
+
+
+# --- Cached plans: compiled once, bound per run, replaced on every edit ----------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days_ago", [0, 10, 29, 31, 45, 61, 100])
+def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
+    from crm.segments.membership import _evaluate, _evaluation_sql, plans_in_order
+
+    contacts = [ContactFactory(job_title=t) for t in ("Director", "IT Director", "Analyst")]
+    for i, contact in enumerate(contacts):
+        for days in (5 + i, 35 + i, 70 + i):
+            visit(contact, days_ago=days)
+            visit(contact, kind="email_opened", days_ago=days + 20)
+    definition = {
+        "all": [
+            {"field": "job_title", "op": "contains", "value": "director"},
+            {**PRICING, "min_count": 1, "max_count": 2},
+            {"did_not": "email_opened", "within_last_days": 60},
+        ]
+    }
+    seg = segment_save(segment=None, name="Cached", kind="dynamic", definition=definition)
+    (plan,) = [p for p in plans_in_order() if p.pk == seg.pk]
+    sql = _evaluation_sql(plan)
+    assert _evaluation_sql(plan) is sql  # compiled once
+    at = timezone.now() + timedelta(days=days_ago)
+    ids = [c.pk for c in contacts]
+    matching, members = _evaluate(sql, ids, at)
+    assert matching == set(segment_queryset(seg, now=at).values_list("pk", flat=True))
+    assert members == stored(seg)
+
+
+@pytest.mark.django_db
+def test_an_edited_definition_replaces_the_cached_plan():
+    from crm.segments.membership import plans_in_order
+
+    ada = ContactFactory(country="DE")
+    seg = segment_save(
+        segment=None,
+        name="Webinar",
+        kind="dynamic",
+        definition={"did": "webinar_attended"},
+    )
+    visit(ada, kind="webinar_attended")
+    assert stored(seg) == {ada.pk}
+    seg = segment_save(
+        segment=seg,
+        name="Webinar, not DE",
+        kind="dynamic",
+        definition={
+            "all": [
+                {"did": "webinar_attended"},
+                {"not": {"field": "country", "op": "equals", "value": "DE"}},
+            ]
+        },
+    )
+    assert stored(seg) == set()
+    visit(ada, kind="webinar_attended")
+    assert stored(seg) == set() == fresh(seg)
+    # A write around segment_save (same version) is seen too.
+    Segment.objects.filter(pk=seg.pk).update(definition={"did": "webinar_attended"})
+    visit(ada, kind="webinar_attended")
+    seg.refresh_from_db()
+    assert stored(seg) == {ada.pk} == fresh(seg)
+    # Deleted segments leave the cache.
+    seg.delete()
+    assert seg.pk not in {p.pk for p in plans_in_order()}
+
+
+@pytest.mark.django_db
+def test_joins_and_leaves_of_several_segments_are_written_together(django_assert_num_queries):
+    ada, bob = ContactFactory(country="DE"), ContactFactory(country="FR")
+    germans = segment_save(
+        segment=None,
+        name="DE",
+        kind="dynamic",
+        definition={"field": "country", "op": "equals", "value": "DE"},
+    )
+    french = segment_save(
+        segment=None,
+        name="FR",
+        kind="dynamic",
+        definition={"field": "country", "op": "equals", "value": "FR"},
+    )
+    Contact.objects.filter(pk=ada.pk).update(country="FR")
+    Contact.objects.filter(pk=bob.pk).update(country="DE")
+    # PostgreSQL: one statement for all writes; elsewhere two inserts and a delete per segment.
+    writes = 1 if connection.vendor == "postgresql" else 2 + 2
+    with django_assert_num_queries(1 + 2 + writes):  # segments, one evaluation each, writes
+        segments_refresh_for_contacts(contact_ids=[ada.pk, bob.pk])
+    assert (stored(germans), stored(french)) == ({bob.pk}, {ada.pk})
+    log = set(
+        SegmentChange.objects.filter(segment__in=[germans, french]).values_list(
+            "segment_id", "contact_id", "kind"
+        )
+    )
+    assert {
+        (germans.pk, bob.pk, "joined"),
+        (germans.pk, ada.pk, "left"),
+        (french.pk, ada.pk, "joined"),
+        (french.pk, bob.pk, "left"),
+    } <= log
 
 
 # --- Property: incremental membership equals a fresh evaluation -----------------------------
