@@ -85,6 +85,7 @@ class _Batch:
     mailto: str = ""
     unsubscribe_prefix: str = ""
     urls: tokens.Urls | None = None
+    windows: dict[tuple, datetime | None] = field(default_factory=dict)
 
     def next_step(self, step: Step) -> Step | None:
         siblings = self.steps[step.program_id]
@@ -296,7 +297,11 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
         if reason:
             return (Enrollment.State.EXITED, None, None, EXIT_SUPPRESSED)
         return advance
-    opening = step_logic.next_window_opening(program, contact.timezone, now)
+    # One answer per program and time zone: the batch has one "now".
+    window = (program.pk, contact.timezone)
+    if window not in batch.windows:
+        batch.windows[window] = step_logic.next_window_opening(program, contact.timezone, now)
+    opening = batch.windows[window]
     if opening is not None:
         return (Enrollment.State.ACTIVE, step.pk, opening, "")
     if program.pk in batch.cap_left:
