@@ -63,6 +63,8 @@ def _list_variants() -> dict[str, dict]:
         "unsubscribed_oldest": {"email_status": "unsubscribed", "sort": "-created"},
         "created_range": {"created_after": "2026-03-01", "created_before": "2026-06-01"},
         "search": {"q": prefix[:3]},
+        # A term nothing matches: the search reads every contact (no prefix index, see README).
+        "search_no_match": {"q": "zqx"},
     }
     if owner_id:
         variants["owner_sql_score"] = {"owner": owner_id, "stage": "sql", "sort": "score"}

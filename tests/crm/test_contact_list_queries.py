@@ -146,3 +146,20 @@ def test_filtered_sorted_api_pages_are_one_query(
         with django_assert_num_queries(1):
             r = marketing_api.get("/api/v1/contacts/", query)
         assert r.status_code == 200
+
+
+@pytest.mark.parametrize("term", ["kow", "KOWAL", "acme", "Ann Lee", "lee", "zzz", "Bo"])
+def test_search_finds_what_the_company_join_found(contacts, term):
+    from django.db.models import Q
+
+    got = set(ContactFilter(QueryDict(f"q={term}"), queryset=Contact.objects.all()).qs)
+    condition = (
+        Q(email__startswith=term.lower())
+        | Q(last_name__istartswith=term)
+        | Q(first_name__istartswith=term)
+        | Q(company__name__istartswith=term)
+    )
+    parts = term.split()
+    if len(parts) == 2:
+        condition |= Q(first_name__istartswith=parts[0], last_name__istartswith=parts[1])
+    assert got == set(Contact.objects.filter(condition))
