@@ -25,9 +25,12 @@ from crm.models import Contact, Segment, SegmentChange, SegmentMembership
 
 from .definition import DefinitionError, _compile, condition_providers, segment_refs
 from .dependencies import Dependencies, activity_matcher, definition_dependencies
-from .params import CONTACTS, SYMBOLIC_NOW, InIds, bind
+from .params import CONTACTS, SYMBOLIC_NOW, InIds, bind, int_array
 
 CHUNK = 2000  # ids per statement: well under every backend's parameter limit
+# Evaluation statements chain segments with UNION ALL: SQLite allows 500 compound terms
+# (two per branch); the id bound keeps one statement's work (and lock time) modest.
+MAX_BRANCHES, STATEMENT_IDS = 100, 20_000
 COMPILE_ERRORS = (DefinitionError, KeyError, LookupError, ImportError)
 
 
@@ -103,10 +106,10 @@ def record_changes(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, a
             cursor.execute(
                 _RECORD_SQL,
                 {
-                    "join_segments": [s for s, _ in joins],
-                    "join_contacts": [c for _, c in joins],
-                    "leave_segments": [s for s, _ in leaves],
-                    "leave_contacts": [c for _, c in leaves],
+                    "join_segments": int_array(s for s, _ in joins),
+                    "join_contacts": int_array(c for _, c in joins),
+                    "leave_segments": int_array(s for s, _ in leaves),
+                    "leave_contacts": int_array(c for _, c in leaves),
                     "at": at,
                     "joined": SegmentChange.Kind.JOINED.value,
                     "left": SegmentChange.Kind.LEFT.value,
@@ -177,8 +180,9 @@ def plans_in_order() -> list[Plan]:
 
 
 def _evaluation_sql(plan: Plan) -> tuple[str, list] | None:
-    """One statement for one segment over the bound contact ids: ``(contact, 1)`` for each
-    that matches the definition now, ``(contact, 0)`` for each stored member.
+    """A statement for one segment over the bound contact ids: ``(contact, segment, 1)``
+    for each that matches the definition now, ``(contact, segment, 0)`` for each stored
+    member. Statements of segments evaluated together are chained with ``UNION ALL``.
 
     Compiled once per plan and vendor; a plan with an extension condition (inputs unknown
     here, its SQL may change between runs) is compiled each time."""
@@ -190,28 +194,53 @@ def _evaluation_sql(plan: Plan) -> tuple[str, list] | None:
     except COMPILE_ERRORS:
         plan.sql[vendor] = None  # never fail an ingest batch; the periodic job logs it
         return None
-    matching = Contact.objects.filter(InIds("pk"), q).order_by().values_list("pk", Value(1))
-    stored = (
-        SegmentMembership.objects.filter(InIds("contact_id"), segment_id=plan.pk)
-        .order_by()
-        .values_list("contact_id", Value(0))
+    segment = Value(plan.pk)
+    matching = Contact.objects.filter(InIds("pk"), q).order_by()
+    stored = SegmentMembership.objects.filter(InIds("contact_id"), segment_id=plan.pk).order_by()
+    both = matching.values_list("pk", segment, Value(1)).union(
+        stored.values_list("contact_id", segment, Value(0)), all=True
     )
-    compiled = matching.union(stored, all=True).query.get_compiler(connection=connection)
-    plan.sql[vendor] = compiled.as_sql()
+    plan.sql[vendor] = both.query.get_compiler(connection=connection).as_sql()
     return plan.sql[vendor]
 
 
-def _evaluate(sql_params: tuple[str, list], ids: list[int], now: datetime):
-    """(matching now, stored) among ``ids`` for one segment."""
-    sql, params = sql_params
-    with connection.cursor() as cursor:
-        cursor.execute(sql, bind(params, connection=connection, now=now, ids={"contacts": ids}))
-        rows = cursor.fetchall()
-    now_in = {c for c, matches in rows if matches}
-    return now_in, {c for c, matches in rows if not matches}
+def evaluate(
+    work: list[tuple[tuple[str, list], list[int]]], now: datetime
+) -> dict[int, tuple[set[int], set[int]]]:
+    """Run ``(evaluation SQL, contact ids)`` pairs and return ``{segment: (matching now,
+    stored members)}`` among those ids. The pairs are chained into as few statements as
+    the limits allow (one for an ingest batch): one round trip instead of one per segment.
+    """
+    branches = [(sql, chunk) for sql, ids in work for chunk in batched(ids, CHUNK)]
+    result: dict[int, tuple[set[int], set[int]]] = {}
+    while branches:
+        statement, params, size = [], [], 0
+        while branches and len(statement) < MAX_BRANCHES and size < STATEMENT_IDS:
+            (sql, branch_params), chunk = branches.pop()
+            statement.append(sql)
+            params += bind(branch_params, connection=connection, now=now, ids={"contacts": chunk})
+            size += len(chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(statement), params)
+            rows = cursor.fetchall()
+        for contact, segment, matches in rows:
+            now_in, was_in = result.setdefault(segment, (set(), set()))
+            (now_in if matches else was_in).add(contact)
+    return result
 
 
 # --- The incremental refresh ---------------------------------------------------------------
+
+
+def _levels(plans: list[Plan]) -> list[list[Plan]]:
+    """Plans (in dependency order) grouped so that none reads another of its group."""
+    level: dict[int, int] = {}
+    for plan in plans:
+        level[plan.pk] = 1 + max((level[r] for r in plan.deps.refs if r in level), default=-1)
+    groups: list[list[Plan]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for plan in plans:
+        groups[level[plan.pk]].append(plan)
+    return groups
 
 
 def refresh_subsets(ids_for: Callable[[Plan], set[int]], *, at: datetime | None) -> None:
@@ -219,35 +248,37 @@ def refresh_subsets(ids_for: Callable[[Plan], set[int]], *, at: datetime | None)
 
     Segments run in dependency order; a segment reading another (in_segment) is also
     re-evaluated for the contacts whose membership of that one just changed. Queries: the
-    segment list, one per segment with contacts to evaluate (matches and stored members
-    together), and writes only where something changed (gathered across segments; flushed
-    early only before a segment that reads them).
+    segment list, one statement per dependency level (every segment of the level with
+    contacts to evaluate, matches and stored members together), and writes only where
+    something changed (gathered across segments; flushed early only before a level that
+    reads them).
     """
     plans = plans_in_order()
     now = timezone.now()
     at = at or now
     changed: dict[int, set[int]] = {}
     pending: dict[int, tuple[set[int], set[int]]] = {}  # writes batched across segments
-    for plan in plans:
-        refs = plan.deps.refs
-        ids = ids_for(plan)
-        if refs & changed.keys():
-            ids = ids.union(*(changed.get(r, ()) for r in refs))
-        if not ids:
+    for group in _levels(plans):
+        work, reads = [], set()
+        for plan in group:
+            refs = plan.deps.refs
+            ids = ids_for(plan)
+            if refs & changed.keys():
+                ids = ids.union(*(changed.get(r, ()) for r in refs))
+            if ids and (sql := _evaluation_sql(plan)) is not None:
+                work.append((sql, sorted(ids)))
+                reads |= refs
+        if not work:
             continue
-        sql = _evaluation_sql(plan)
-        if sql is None:
-            continue
-        if refs & pending.keys():
-            record_changes(pending, at=at)  # this segment reads those memberships
+        if reads & pending.keys():
+            record_changes(pending, at=at)  # this level reads those memberships
             pending = {}
-        for chunk in batched(sorted(ids), CHUNK):
-            now_in, was_in = _evaluate(sql, chunk, now)
+        for segment, (now_in, was_in) in evaluate(work, now).items():
             if now_in != was_in:
-                joins, leaves = pending.setdefault(plan.pk, (set(), set()))
+                joins, leaves = pending.setdefault(segment, (set(), set()))
                 joins.update(now_in - was_in)
                 leaves.update(was_in - now_in)
-                changed.setdefault(plan.pk, set()).update(now_in ^ was_in)
+                changed.setdefault(segment, set()).update(now_in ^ was_in)
     if pending:
         record_changes(pending, at=at)
 
@@ -280,27 +311,24 @@ def segments_refresh_for_activities(
     changed for that contact in this pass. Profile fields an ingest changes (suppression)
     arrive as their own ContactsChanged event; relative-time drift is the periodic job's.
     """
-    activities = list(activities)
     created = set(created_contact_ids)
-    everyone = {a.contact_id for a in activities} | created
+    by_kind: dict[str, list[tuple[int, Any]]] = {}  # kind -> (contact id, activity)
+    for a in activities:
+        by_kind.setdefault(a.kind, []).append((a.contact_id, a))
+    everyone = {c for pairs in by_kind.values() for c, _ in pairs} | created
     if not everyone:
         return
     now = timezone.now()  # not after the evaluation's own "now" (relative windows)
-    by_kind: dict[str, list] = {}
-    for a in activities:
-        by_kind.setdefault(a.kind, []).append(a)
 
     def ids_for(plan: Plan) -> set[int]:
         if plan.deps.opaque:
             return everyone
         ids = set(created)
         for node in plan.deps.behaviour:
-            batch = by_kind.get(node.get("did") or node.get("did_not"))
-            if batch:
+            pairs = by_kind.get(node.get("did") or node.get("did_not"))
+            if pairs:
                 may_count = activity_matcher(node, now)
-                ids.update(
-                    [a.contact_id for a in batch if a.contact_id not in ids and may_count(a)]
-                )
+                ids.update([c for c, a in pairs if c not in ids and may_count(a)])
         return ids
 
     refresh_subsets(ids_for, at=at)

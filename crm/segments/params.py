@@ -82,6 +82,14 @@ class InIds(Lookup):
         raise NotSupportedError("id-list parameters need PostgreSQL or SQLite")
 
 
+def int_array(values) -> str:
+    """A PostgreSQL array literal of whole numbers, for a ``%s::bigint[]`` parameter.
+
+    psycopg's generic list dumper inspects every element (a regex each, to decide on
+    quoting); ids are ints, so one ``join`` does it."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
+
+
 def bind(params, *, connection, now: datetime, ids: dict[str, list[int]]) -> list:
     """Replace the markers in compiled parameters with this run's values."""
     out = []
@@ -89,8 +97,11 @@ def bind(params, *, connection, now: datetime, ids: dict[str, list[int]]) -> lis
         if isinstance(p, Ago):
             out.append(connection.ops.adapt_datetimefield_value(now - timedelta(days=p.days)))
         elif isinstance(p, Ids):
-            values = list(ids[p.name])
-            out.append(values if connection.vendor == "postgresql" else json.dumps(values))
+            values = ids[p.name]
+            if connection.vendor == "postgresql":
+                out.append(int_array(values))
+            else:
+                out.append(json.dumps(list(values)))
         else:
             out.append(p)
     return out

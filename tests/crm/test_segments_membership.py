@@ -202,17 +202,24 @@ def test_it_reevaluates_on_profile_and_stage_changes(admin_user):
 
 
 @pytest.mark.django_db
-def test_incremental_refresh_costs_one_query_per_segment(django_assert_num_queries):
+def test_incremental_refresh_costs_one_query_per_dependency_level(django_assert_num_queries):
     contacts = [ContactFactory() for _ in range(20)]
     for i in range(5):
-        segment_save(
+        reader_of = segment_save(
             segment=None,
             name=f"S{i}",
             kind="dynamic",
             definition={"all": [PRICING, {"field": "score", "op": "gte", "value": i}]},
-        )
-    with django_assert_num_queries(1 + 5):  # segments, one per segment (matches + stored)
+        ).pk
+    with django_assert_num_queries(1 + 1):  # segments, all five (matches + stored) at once
         segments_refresh_for_contacts(contact_ids=[c.pk for c in contacts])
+    reader = segment_save(
+        segment=None, name="Reader", kind="dynamic", definition={"in_segment": reader_of}
+    )
+    # Nobody joined or left: nothing to write before the reader's level.
+    with django_assert_num_queries(1 + 1 + 1):  # segments, level 0, level 1
+        segments_refresh_for_contacts(contact_ids=[c.pk for c in contacts])
+    assert stored(reader) == fresh(reader)
 
 
 def test_it_extracts_what_a_definition_depends_on():
@@ -323,7 +330,7 @@ def test_it_explains_why_a_contact_is_in_a_segment():
 @pytest.mark.django_db
 @pytest.mark.parametrize("days_ago", [0, 10, 29, 31, 45, 61, 100])
 def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
-    from crm.segments.membership import _evaluate, _evaluation_sql, plans_in_order
+    from crm.segments.membership import _evaluation_sql, evaluate, plans_in_order
 
     contacts = [ContactFactory(job_title=t) for t in ("Director", "IT Director", "Analyst")]
     for i, contact in enumerate(contacts):
@@ -343,7 +350,7 @@ def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
     assert _evaluation_sql(plan) is sql  # compiled once
     at = timezone.now() + timedelta(days=days_ago)
     ids = [c.pk for c in contacts]
-    matching, members = _evaluate(sql, ids, at)
+    matching, members = evaluate([(sql, ids)], at).get(seg.pk, (set(), set()))
     assert matching == set(segment_queryset(seg, now=at).values_list("pk", flat=True))
     assert members == stored(seg)
 
@@ -404,7 +411,7 @@ def test_joins_and_leaves_of_several_segments_are_written_together(django_assert
     Contact.objects.filter(pk=bob.pk).update(country="DE")
     # PostgreSQL: one statement for all writes; elsewhere two inserts and a delete per segment.
     writes = 1 if connection.vendor == "postgresql" else 2 + 2
-    with django_assert_num_queries(1 + 2 + writes):  # segments, one evaluation each, writes
+    with django_assert_num_queries(1 + 1 + writes):  # segments, both evaluated at once, writes
         segments_refresh_for_contacts(contact_ids=[ada.pk, bob.pk])
     assert (stored(germans), stored(french)) == ({bob.pk}, {ada.pk})
     log = set(
