@@ -20,15 +20,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
-from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Case,
     Count,
-    F,
-    IntegerField,
     Max,
     OuterRef,
     Q,
@@ -44,6 +40,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from .models import LedgerEntry, Rule
 from .rules import activity_q, fit_q
+from .writes import Entry, entries_append, scores_add, scores_set
 
 R = LedgerEntry.Reason
 MASK_BITS = 60
@@ -87,7 +84,10 @@ def time_dependent(rules: Sequence[Rule]) -> list[Rule]:
     ]
 
 
-def _bucket_count(rule: Rule, q: Q) -> Count:
+def _column(name: str, rule: Rule | None, q: Q):
+    """``c<pos>``: the rule's counted buckets; ``l<pos>``/``last_engaged``: latest match."""
+    if not name.startswith("c"):
+        return Max("occurred_at", filter=q)
     if rule.frequency == Rule.Frequency.ONCE_PER_DAY:
         return Count(TruncDate("occurred_at"), filter=q, distinct=True)
     if rule.frequency == Rule.Frequency.ONCE_PER_WEEK:
@@ -163,20 +163,19 @@ def expected_values(
                         values[positions[id(r)]] = r.points
     if not count_rules:
         return result
-    annotations: dict = {}
+    columns: list[tuple[str, Rule | None, Q]] = []  # (name, rule, activity condition)
     for r in engagement:
         pos = positions[id(r)]
         q = activity_q(r, now=now)
         if since is not None:  # back-test: replay only the window's activities
             q &= Q(occurred_at__gte=since, occurred_at__lt=now)
-        annotations[f"c{pos}"] = _bucket_count(r, q)
+        columns.append((f"c{pos}", r, q))
         if r.half_life_days:
-            annotations[f"l{pos}"] = Max("occurred_at", filter=q)
+            columns.append((f"l{pos}", r, q))
     if inactive:
-        annotations["last_engaged"] = Max(
-            "occurred_at", filter=Q(kind__in=list(ENGAGEMENT_KINDS), is_machine=False)
-        )
-    names = list(annotations)
+        engaged = Q(kind__in=list(ENGAGEMENT_KINDS), is_machine=False)
+        columns.append(("last_engaged", None, engaged))
+    names = [name for name, _, _ in columns]
     scope = (
         activity_scope
         if activity_scope is not None
@@ -189,7 +188,9 @@ def expected_values(
         Activity.objects.filter(scope, kind__in=sorted(kinds))
         .order_by()
         .values("contact_id")
-        .annotate(**annotations)
+        .annotate(
+            **{n: _column(n, r, q) for n, r, q in columns},
+        )
         .values_list("contact_id", *names)
     )
     # Column index, position, points and cap per rule, resolved once (this loop runs for
@@ -228,37 +229,6 @@ def expected_values(
             if (last < cutoff) if last is not None else (pos in created_early[contact_id]):
                 values[pos] = r.points
     return result
-
-
-class Entry(NamedTuple):
-    """A ledger entry to append: the fields of :class:`LedgerEntry`, without the cost of
-    a model instance (a rescore builds one per changed (contact, rule), ~60k per 100k
-    contacts in the benchmark)."""
-
-    contact_id: int
-    rule_id: int | None
-    activity_id: int | None
-    points: int
-    at: datetime
-    reason: str
-
-
-_INSERT_SQL = (
-    "INSERT INTO scoring_ledgerentry (contact_id, rule_id, activity_id, points, at, reason) "
-    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::integer[], "
-    "%s::timestamptz[], %s::varchar[])"
-)
-
-
-def entries_append(entries: Sequence[Entry]) -> None:
-    """Append entries: one ``INSERT … SELECT FROM unnest`` on PostgreSQL, else bulk_create."""
-    if not entries:
-        return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_INSERT_SQL, [list(column) for column in zip(*entries, strict=True)])
-        return
-    LedgerEntry.objects.bulk_create([LedgerEntry(**e._asdict()) for e in entries], batch_size=2000)
 
 
 @dataclass
@@ -361,9 +331,9 @@ def reconcile(
             outcome.scores[cid] = total
             if score != total:
                 stale[cid] = total
-        _scores_set(stale)
+        scores_set(stale)
     elif deltas:
-        _scores_add(deltas)
+        scores_add(deltas)
     return outcome
 
 
@@ -464,7 +434,7 @@ def batch_reconcile(
     if outcome.entries:
         entries_append(outcome.entries)
         deltas = outcome.delta_by_contact
-        _scores_add(deltas)
+        scores_add(deltas)
         outcome.scores = {c: scores.get(c, 0) + d for c, d in deltas.items()}
     return outcome
 
@@ -495,63 +465,6 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
             for pk in inactive:
                 found.setdefault((a.contact_id, pk), a)
     return found
-
-
-SCORE_UPDATE_BATCH = 2000
-
-
-def _grouped_case(values: dict[int, int]) -> list[When]:
-    by_value: dict[int, list[int]] = defaultdict(list)
-    for cid, v in values.items():
-        by_value[v].append(cid)
-    return [When(pk__in=ids, then=Value(v)) for v, ids in by_value.items()]
-
-
-# PostgreSQL: one UPDATE joined to two unnest()ed arrays, whatever the number of contacts —
-# two parameters instead of a CASE of thousands of ids, which Django took longer to build
-# than PostgreSQL took to run (rescore at 100k contacts: ~16 s of Python for 57k scores).
-_SET_SQL = (
-    "UPDATE crm_contact SET score = v.s FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) "
-    "WHERE crm_contact.id = v.id"
-)
-_ADD_SQL = (
-    "UPDATE crm_contact SET score = crm_contact.score + v.s "
-    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) WHERE crm_contact.id = v.id"
-)
-
-
-def _scores_unnest(sql: str, values: dict[int, int]) -> None:
-    ids = sorted(values)  # id order: concurrent writers take row locks in the same order
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ids, [values[i] for i in ids]])
-
-
-def _scores_set(values: dict[int, int]) -> None:
-    """Set scores to known values: one UPDATE (PostgreSQL), else one per 2,000 contacts."""
-    if not values:
-        return
-    if connection.vendor == "postgresql":
-        _scores_unnest(_SET_SQL, values)
-        return
-    items = list(values.items())
-    for i in range(0, len(items), SCORE_UPDATE_BATCH):
-        part = dict(items[i : i + SCORE_UPDATE_BATCH])
-        Contact.objects.filter(pk__in=list(part)).update(
-            score=Case(*_grouped_case(part), output_field=IntegerField())
-        )
-
-
-def _scores_add(deltas: dict[int, int]) -> None:
-    """Add aggregated deltas to the cached scores (the contacts are locked by the caller)."""
-    items = [(c, d) for c, d in deltas.items() if d]
-    if items and connection.vendor == "postgresql":
-        _scores_unnest(_ADD_SQL, dict(items))
-        return
-    for i in range(0, len(items), SCORE_UPDATE_BATCH):
-        part = dict(items[i : i + SCORE_UPDATE_BATCH])
-        Contact.objects.filter(pk__in=list(part)).update(
-            score=F("score") + Case(*_grouped_case(part), output_field=IntegerField())
-        )
 
 
 def scores_refresh(*, contact_ids: Iterable[int]) -> None:

@@ -8,14 +8,16 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mass_mail
-from django.db import transaction
-from django.db.models import Case, Sum, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, OuterRef, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
 
 from crm import lifecycle
 from crm.models import Contact, Notification, Stage
 from crm.roles import Role
 
 from .models import AssignmentRule, LedgerEntry, Rule, ScoringSettings
+from .writes import int_array
 
 MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never pulled back
 
@@ -25,10 +27,11 @@ def mqls_hand_off(
 ) -> list[int]:
     """Move contacts that these new entries pushed over the threshold to ``mql``.
 
-    Dated at the entry (activity) that pushed each contact over; one query for the
-    candidates, one for fit totals when a minimum fit is set, then lifecycle's bulk move,
-    owner assignment and notices. ``scores`` (new scores known by the caller) lets it skip
-    the candidate query when no contact reaches the threshold — the common batch.
+    Dated at the entry (activity) that pushed each contact over. One query reads the
+    candidates (stage, score and, when a minimum fit is set, their fit total), then
+    lifecycle's bulk move, and one read of the new MQLs serves both owner assignment and
+    the notices. ``scores`` (new scores known by the caller) lets it skip everything when
+    no contact reaches the threshold — the common batch — and narrows the read otherwise.
     Returns the ids of the new MQLs.
     """
     entries = list(entries)
@@ -40,21 +43,28 @@ def mqls_hand_off(
         gained = {c for c in gained if scores.get(c, conf.mql_threshold) >= conf.mql_threshold}
         if not gained:
             return []
-    candidates = dict(
-        Contact.objects.filter(
-            pk__in=gained, stage__in=MQL_FROM, score__gte=conf.mql_threshold
-        ).values_list("pk", "score")
-    )
+    qs = Contact.objects.filter(
+        pk__in=sorted(gained), stage__in=MQL_FROM, score__gte=conf.mql_threshold
+    ).order_by()
+    if conf.min_fit is None:
+        candidates = dict(qs.values_list("pk", "score"))
+    else:
+        fit = (
+            LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
+            .order_by()
+            .values("contact_id")
+            .annotate(s=Sum("points"))
+            .values("s")
+        )
+        candidates = {
+            pk: score
+            for pk, score, fit_total in qs.annotate(
+                fit=Coalesce(Subquery(fit), Value(0))
+            ).values_list("pk", "score", "fit")
+            if fit_total >= conf.min_fit
+        }
     if not candidates:
         return []
-    if conf.min_fit is not None:
-        fit = dict(
-            LedgerEntry.objects.filter(contact_id__in=list(candidates), rule__kind=Rule.Kind.FIT)
-            .order_by()
-            .values_list("contact_id")
-            .annotate(s=Sum("points"))
-        )
-        candidates = {c: s for c, s in candidates.items() if fit.get(c, 0) >= conf.min_fit}
     by_contact: dict[int, list[LedgerEntry]] = defaultdict(list)
     for e in entries:
         if e.contact_id in candidates:
@@ -80,9 +90,32 @@ def mqls_hand_off(
         activity_by_contact=activity_by_contact,
     )
     new_mqls = [t.contact_id for t in transitions]
-    owners_assign(contact_ids=new_mqls)
-    owners_notify(contact_ids=new_mqls)
+    rows = _rows(new_mqls)
+    chosen = _assign(rows, conf=conf)
+    _notify(rows, chosen)
     return new_mqls
+
+
+_ROW_FIELDS = (
+    "pk",
+    "country",
+    "company__country",
+    "company__industry",
+    "company__size_band",
+    "owner_id",
+    "email",
+    "first_name",
+    "last_name",
+    "score",
+)
+
+
+def _rows(contact_ids: Iterable[int]) -> list[dict]:
+    """What assignment and the notices read about the new MQLs, in one query."""
+    ids = sorted(contact_ids)
+    if not ids:
+        return []
+    return list(Contact.objects.filter(pk__in=ids).order_by("pk").values(*_ROW_FIELDS))
 
 
 def _sales_pool() -> list[tuple[int, str]]:
@@ -104,18 +137,23 @@ def owners_assign(*, contact_ids: Iterable[int]) -> dict[int, int]:
     The round-robin cursor lives in the settings row, locked for the assignment so
     concurrent workers never hand two leads to the same turn. One UPDATE for all.
     """
-    rows = list(
-        Contact.objects.filter(pk__in=list(contact_ids), owner__isnull=True)
-        .order_by("pk")
-        .values("pk", "country", "company__country", "company__industry", "company__size_band")
-    )
+    return _assign(_rows(contact_ids), conf=ScoringSettings.load())
+
+
+def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
+    """Assign owners to the unowned ``rows`` (id order); returns ``{contact: owner}``."""
+    rows = [r for r in rows if r["owner_id"] is None]
     if not rows:
         return {}
     rules = list(AssignmentRule.objects.filter(enabled=True, user__is_active=True))
     pool = _sales_pool()
     with transaction.atomic():
-        conf = ScoringSettings.objects.select_for_update().get(pk=ScoringSettings.load().pk)
-        cursor = conf.rr_position
+        cursor = (
+            ScoringSettings.objects.select_for_update()
+            .values_list("rr_position", flat=True)
+            .get(pk=conf.pk)
+        )
+        start = cursor
         chosen: dict[int, int] = {}
         for row in rows:
             country = (row["country"] or row["company__country"] or "").upper()
@@ -127,17 +165,33 @@ def owners_assign(*, contact_ids: Iterable[int]) -> dict[int, int]:
                 cursor += 1
             if owner is not None:
                 chosen[row["pk"]] = owner
-        ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
-        by_owner: dict[int, list[int]] = defaultdict(list)
-        for contact_id, owner in chosen.items():
-            by_owner[owner].append(contact_id)
-        if chosen:
-            Contact.objects.filter(pk__in=list(chosen)).update(
-                owner_id=Case(
-                    *[When(pk__in=ids, then=Value(owner)) for owner, ids in by_owner.items()]
-                )
-            )
+        if cursor != start:
+            ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
+        _owners_set(chosen)
     return chosen
+
+
+# PostgreSQL: one UPDATE joined to unnest()ed ids and owners (no CASE per owner of id lists).
+_OWNERS_SQL = (
+    "UPDATE crm_contact SET owner_id = v.o FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, o) "
+    "WHERE crm_contact.id = v.id"
+)
+
+
+def _owners_set(chosen: dict[int, int]) -> None:
+    if not chosen:
+        return
+    ids = sorted(chosen)  # id order: concurrent writers lock rows in the same order
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_OWNERS_SQL, [int_array(ids), int_array(chosen[i] for i in ids)])
+        return
+    by_owner: dict[int, list[int]] = defaultdict(list)
+    for contact_id in ids:
+        by_owner[chosen[contact_id]].append(contact_id)
+    Contact.objects.filter(pk__in=ids).update(
+        owner_id=Case(*[When(pk__in=part, then=Value(owner)) for owner, part in by_owner.items()])
+    )
 
 
 def _codes(territory: str | None) -> set[str]:
@@ -154,23 +208,46 @@ def _rule_matches(rule: AssignmentRule, row: dict, country: str) -> bool:
 
 
 def owners_notify(*, contact_ids: Iterable[int]) -> None:
-    """An in-app notice per new MQL, and one email per owner after the commit."""
-    rows = list(
-        Contact.objects.filter(pk__in=list(contact_ids), owner__isnull=False).values(
-            "pk", "email", "first_name", "last_name", "score", "owner_id", "owner__email"
-        )
-    )
-    if not rows:
+    """An in-app notice per new MQL (one bulk insert) and, once the hand-off commits, ONE
+    task for the whole batch that emails each owner the list of their new leads."""
+    _notify(_rows(contact_ids), {})
+
+
+def _notify(rows: list[dict], chosen: dict[int, int]) -> None:
+    owned = [(r, chosen.get(r["pk"], r["owner_id"])) for r in rows]
+    owned = [(r, owner) for r, owner in owned if owner is not None]
+    if not owned:
         return
     Notification.objects.bulk_create(
         [
             Notification(
-                user_id=r["owner_id"],
+                user_id=owner,
                 text=f"New MQL: {_name(r)} (score {r['score']})"[:300],
                 url=f"/crm/contacts/{r['pk']}/",
             )
-            for r in rows
+            for r, owner in owned
         ]
+    )
+    ids = [r["pk"] for r, _ in owned]
+    # Mail leaves only once the hand-off is committed: a rolled-back batch sends nothing.
+    transaction.on_commit(lambda: _enqueue_owner_emails(ids))
+
+
+def _enqueue_owner_emails(contact_ids: list[int]) -> None:
+    from .tasks import mql_owners_email
+
+    mql_owners_email.delay(contact_ids)
+
+
+def owner_emails_send(*, contact_ids: Iterable[int]) -> int:
+    """Email each owner one message listing their new MQLs among ``contact_ids``.
+
+    One SMTP connection for the whole batch (``send_mass_mail``); returns messages sent.
+    """
+    rows = list(
+        Contact.objects.filter(pk__in=list(contact_ids), owner__isnull=False)
+        .order_by("pk")
+        .values("pk", "email", "first_name", "last_name", "score", "owner__email")
     )
     per_owner: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -189,8 +266,7 @@ def owners_notify(*, contact_ids: Iterable[int]) -> None:
         )
         for email, leads in per_owner.items()
     ]
-    # Mail leaves only once the hand-off is committed: a rolled-back batch sends nothing.
-    transaction.on_commit(lambda: send_mass_mail(messages, fail_silently=True))
+    return send_mass_mail(messages, fail_silently=True) if messages else 0
 
 
 def _name(row: dict) -> str:

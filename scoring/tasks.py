@@ -15,3 +15,11 @@ def decay_tick() -> int:
 def rescore(run_id: int) -> None:
     """Recompute every contact's score for the queued run ``run_id``."""
     services.rescore_execute(run_id=run_id)
+
+
+@shared_task(name="scoring.tasks.mql_owners_email")
+def mql_owners_email(contact_ids: list[int]) -> int:
+    """Email the owners of a hand-off batch's new MQLs: one task per batch."""
+    from . import handoff
+
+    return handoff.owner_emails_send(contact_ids=contact_ids)

@@ -121,15 +121,47 @@ def test_crossing_the_threshold_makes_an_mql_dated_at_the_activity_and_assigns_a
     assert Notification.objects.filter(user=seller).count() == 1
 
 
-def test_it_emails_the_owner_after_commit(django_capture_on_commit_callbacks):
+@pytest.fixture
+def eager_tasks():
+    from crm.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def test_it_emails_the_owner_after_commit(django_capture_on_commit_callbacks, eager_tasks):
     ScoringSettings.objects.create(pk=1, mql_threshold=30)
     UserFactory(username="seller", role="sales")
     EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
     c = ContactFactory()
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         record(c, kind=K.DEMO_REQUESTED)
+    assert len(mail.outbox) == 0  # nothing leaves before the commit
+    for callback in callbacks:
+        callback()
     assert len(mail.outbox) == 1
     assert "new MQL" in mail.outbox[0].subject
+
+
+def test_one_email_task_per_batch_whatever_the_number_of_new_mqls(
+    django_capture_on_commit_callbacks, eager_tasks
+):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    UserFactory(username="seller", role="sales")
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    contacts = ContactFactory.create_batch(3)
+    with django_capture_on_commit_callbacks(execute=True):
+        activities_record(
+            items=[
+                {"kind": K.DEMO_REQUESTED, "contact": c.pk, "occurred_at": timezone.now()}
+                for c in contacts
+            ]
+        )
+    assert Notification.objects.count() == 3
+    assert len(mail.outbox) == 1  # one owner: one message listing the three leads
+    assert mail.outbox[0].subject.startswith("3 new MQL")
 
 
 def test_a_contact_past_mql_is_not_pulled_back():

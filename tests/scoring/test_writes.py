@@ -1,0 +1,83 @@
+"""The engine's set-based writes and the hand-off's reads: what they write, how often."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test.utils import override_settings
+from django.utils import timezone
+
+from crm.models import Contact, LifecycleTransition, Notification, Stage
+from scoring import handoff
+from scoring.models import LedgerEntry, ScoringSettings
+from scoring.writes import (
+    Entry,
+    entries_append,
+    int_array,
+    scores_add,
+    scores_set,
+    time_array,
+    word_array,
+)
+from tests.factories import ContactFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_array_literals_spell_ints_nulls_times_and_words():
+    assert int_array([1, None, -3]) == "{1,NULL,-3}"
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert time_array([at]) == '{"2026-01-02T03:04:05.000006+00:00"}'
+    assert word_array(["activity", "recycle_reset"]) == '{"activity","recycle_reset"}'
+    with pytest.raises(ValueError):
+        word_array(['x"}'])
+
+
+def test_entries_are_appended_with_their_fields():
+    c = ContactFactory()
+    at = timezone.now() - timedelta(days=1)
+    entries_append(
+        [Entry(c.pk, None, None, 7, at, "rescore"), Entry(c.pk, None, None, -2, at, "fit")]
+    )
+    rows = sorted(LedgerEntry.objects.filter(contact=c).values_list("points", "at", "reason"))
+    assert rows == [(-2, at, "fit"), (7, at, "rescore")]
+
+
+def test_scores_are_set_and_added_and_unchanged_contacts_are_not_written(
+    django_assert_num_queries,
+):
+    a, b = ContactFactory(score=5), ContactFactory(score=9)
+    scores_set({a.pk: 20, b.pk: 30})
+    scores_add({a.pk: 3, b.pk: 0})
+    assert dict(Contact.objects.values_list("pk", "score")) == {a.pk: 23, b.pk: 30}
+    with django_assert_num_queries(0):
+        scores_add({a.pk: 0})
+        scores_set({})
+
+
+@override_settings(STAGE_CHANGED_HANDLERS=["scoring.handlers.on_stage_changed"])
+def test_the_hand_off_reads_candidates_once_and_new_mqls_once(django_assert_num_queries):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30, min_fit=0)
+    seller = UserFactory(username="seller", role="sales")
+    contacts = ContactFactory.create_batch(3, score=40)
+    at = timezone.now() - timedelta(minutes=5)
+    entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
+    # Settings, candidates with their fit, lifecycle's bulk move (savepoint, lock, insert,
+    # update), one read of the new MQLs, assignment rules, sales pool, cursor lock and
+    # move (in a savepoint), owners, notices: whatever the number of contacts.
+    with django_assert_num_queries(16):
+        new = handoff.mqls_hand_off(entries=entries, scores={c.pk: 40 for c in contacts})
+    assert sorted(new) == sorted(c.pk for c in contacts)
+    assert set(Contact.objects.values_list("stage", "owner_id")) == {(Stage.MQL, seller.pk)}
+    assert LifecycleTransition.objects.filter(to_stage=Stage.MQL, by_system="scoring").count() == 3
+    assert Notification.objects.filter(user=seller).count() == 3
+
+
+def test_the_hand_off_skips_every_query_when_nobody_reaches_the_threshold(
+    django_assert_num_queries,
+):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    c = ContactFactory(score=10)
+    entry = Entry(c.pk, None, None, 5, timezone.now(), "activity")
+    ScoringSettings.load()
+    with django_assert_num_queries(1):  # the settings row
+        assert handoff.mqls_hand_off(entries=[entry], scores={c.pk: 15}) == []
