@@ -209,3 +209,26 @@ def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
     recipients = sorted(m.to[0] for m in mail.outbox)
     # Each contact got its email; the one the backend had accepted before the kill got it twice.
     assert recipients == sorted([c.email for c in contacts] + accepted)
+
+
+def _queries_to_send(n: int) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    contacts = [ContactFactory() for _ in range(n)]
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="manual")
+    mail.outbox = []
+    with CaptureQueriesContext(connection) as queries:
+        result = enrollments_advance(now=timezone.now() + timedelta(seconds=1))
+    assert result.sent == n
+    assert len(mail.outbox) == n
+    Enrollment.objects.filter(program=program).update(state=Enrollment.State.COMPLETED)
+    return len(queries)
+
+
+def test_a_batch_costs_the_same_queries_for_3_or_30_emails():
+    # Set-based: lock+load, steps, programs, users, suppression, existing sends, one
+    # insert, one update per outcome, one ingest call — none of them per email.
+    assert _queries_to_send(3) == _queries_to_send(30)
