@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from django.db import transaction
 from django.db.models import Max, Q
 
-from crm.models import Activity, Contact, LifecycleTransition, Stage
+from crm.models import Activity, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
 from .landing_facts import (
@@ -120,20 +120,21 @@ def transition_facts_refresh(*, contact_ids) -> None:
 # --- TransitionCredit --------------------------------------------------------------------
 
 
-def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[TransitionCredit]:
-    """Credit rows of ``(id, contact_id, to_stage, at)`` changes from their contacts' touches.
+def touch_shapes(items: list[tuple[int, object]]) -> list[list[tuple[int, int, int, bool, bool]]]:
+    """Per ``(contact_id, at)`` item: ``(campaign_id, touches, n, first, last)`` of its
+    contact's campaign touches at or before ``at`` (``[(0, 0, 0, True, True)]`` if none).
 
-    One read of the campaign touches of the contacts up to the latest change, in (time, id)
-    order (METRICS.md "attribution": ties in time are ordered by activity id).
+    One read of the contacts' campaign touches up to the latest item, in (time, id) order
+    (METRICS.md "attribution": ties in time are ordered by activity id).
     """
-    if not transitions:
+    if not items:
         return []
     touches: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
     for contact_id, campaign_id, occurred_at in (
         Activity.objects.filter(
-            contact_id__in={t[1] for t in transitions},
+            contact_id__in={c for c, _ in items},
             campaign__isnull=False,
-            occurred_at__lte=max(t[3] for t in transitions),
+            occurred_at__lte=max(at for _, at in items),
         )
         .order_by("contact_id", "occurred_at", "id")
         .values_list("contact_id", "campaign_id", "occurred_at")
@@ -142,25 +143,38 @@ def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[Transi
         times.append(occurred_at)
         camps.append(campaign_id)
     out = []
-    for pk, contact_id, stage, at in transitions:
+    for contact_id, at in items:
         times, camps = touches.get(contact_id, ([], []))
         seq = camps[: bisect_right(times, at)]
-        common = {"transition_id": pk, "contact_id": contact_id, "to_stage": stage, "at": at}
         if not seq:
-            out.append(TransitionCredit(**common, campaign_id=0, n=0, first=True, last=True))
+            out.append([(0, 0, 0, True, True)])
             continue
-        for campaign_id, k in Counter(seq).items():
-            out.append(
-                TransitionCredit(
-                    **common,
-                    campaign_id=campaign_id,
-                    touches=k,
-                    n=len(seq),
-                    first=seq[0] == campaign_id,
-                    last=seq[-1] == campaign_id,
-                )
-            )
+        out.append(
+            [
+                (campaign_id, k, len(seq), seq[0] == campaign_id, seq[-1] == campaign_id)
+                for campaign_id, k in Counter(seq).items()
+            ]
+        )
     return out
+
+
+SHAPE_FIELDS = ("campaign_id", "touches", "n", "first", "last")
+
+
+def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[TransitionCredit]:
+    """Credit rows of ``(id, contact_id, to_stage, at)`` changes from their contacts' touches."""
+    shapes = touch_shapes([(c, at) for _, c, _, at in transitions])
+    return [
+        TransitionCredit(
+            transition_id=pk,
+            contact_id=contact_id,
+            to_stage=stage,
+            at=at,
+            **dict(zip(SHAPE_FIELDS, shape, strict=True)),
+        )
+        for (pk, contact_id, stage, at), rows in zip(transitions, shapes, strict=True)
+        for shape in rows
+    ]
 
 
 def transition_credits_refresh(*, transitions) -> None:
@@ -184,6 +198,11 @@ def lifecycle_facts_apply_transitions(*, transitions) -> None:
     transition_credits_refresh(
         transitions=[(t.pk, t.contact_id, str(t.to_stage), t.at) for t in transitions]
     )
+    won = {t.contact_id for t in transitions if t.to_stage == Stage.CUSTOMER}
+    if won:  # crm.sales.deal_win moves the contact to customer with the won deal
+        from .deal_facts import deal_credits_refresh
+
+        deal_credits_refresh(contact_ids=won)
 
 
 def lifecycle_facts_apply_activities(*, activities) -> None:
@@ -202,6 +221,9 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
             first_touch[a.contact_id] = a.occurred_at
     if not first_touch:
         return
+    from .deal_facts import deal_credits_refresh
+
+    deal_credits_refresh(contact_ids=list(first_touch), since=min(first_touch.values()))
     later = [
         t
         for t in LifecycleTransition.objects.filter(
@@ -236,6 +258,9 @@ def _rebuild_contacts(ids) -> None:
     with transaction.atomic():
         landing_facts_rebuild(contact_ids=ids)
         reopened_facts_rebuild(contact_ids=ids)
+        from .deal_facts import deal_credits_refresh
+
+        deal_credits_refresh(contact_ids=ids)
         transition_facts_refresh(contact_ids=ids)
         TransitionCredit.objects.filter(contact_id__in=ids).delete()
         transition_credits_refresh(
@@ -245,7 +270,9 @@ def _rebuild_contacts(ids) -> None:
         )
 
 
-def _snapshot(contact_ids) -> tuple[dict, dict, dict, dict]:
+def _snapshot(contact_ids) -> tuple[dict, dict, dict, dict, dict]:
+    from .deal_facts import deal_credits_snapshot
+
     facts = {
         r[0]: r[1:]
         for r in TransitionFact.objects.filter(contact_id__in=contact_ids).values_list(
@@ -258,7 +285,13 @@ def _snapshot(contact_ids) -> tuple[dict, dict, dict, dict]:
             "transition_id", "campaign_id", "touches", "n", "first", "last"
         )
     }
-    return facts, credits, landing_facts_snapshot(contact_ids), reopened_facts_snapshot(contact_ids)
+    return (
+        facts,
+        credits,
+        landing_facts_snapshot(contact_ids),
+        reopened_facts_snapshot(contact_ids),
+        deal_credits_snapshot(contact_ids),
+    )
 
 
 def lifecycle_facts_reconcile(*, day: date) -> dict:
@@ -274,11 +307,17 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
         .filter(Q(campaign__isnull=False) | Q(kind__in=LANDING_KINDS | ENGAGEMENT_KINDS))
         .values_list("contact_id", flat=True)
     )
+    ids |= set(  # deals won that day (a deal won by an existing customer has no other hook)
+        Deal.objects.filter(closed_at__gte=start, closed_at__lt=end).values_list(
+            "contact_id", flat=True
+        )
+    )
     diff: dict[str, dict] = {
         "transition_facts": {},
         "transition_credits": {},
         "landing": {},
         "reopened": {},
+        "deals": {},
     }
     for chunk in _chunks(ids):
         before = _snapshot(chunk)

@@ -274,5 +274,39 @@ class ReopenedDayFact(models.Model):
         return f"{self.day} contact {self.contact_id}"
 
 
+class DealCredit(models.Model):
+    """Attribution inputs per won deal and campaign (METRICS.md "attributed revenue"): as
+    ``TransitionCredit``, over the contact's campaign touches at or before ``closed_at``,
+    with the deal's ``amount`` (a won deal can no longer change: crm.sales). Kept by
+    ``reports.deal_facts``; a won deal without rows yet (won while its contact already
+    was a customer: no stage change to hook) is credited from raw data until the
+    reconciliation adds them.
+    """
+
+    deal = models.ForeignKey("crm.Deal", on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    closed_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    campaign_id = models.IntegerField(default=0)
+    touches = models.IntegerField(default=0)
+    n = models.IntegerField(default=0)
+    first = models.BooleanField(default=False)
+    last = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["deal", "campaign_id"], name="deal_credit_key")
+        ]
+        indexes = [
+            # Revenue and cost reports: credits of the deals won in a period.
+            models.Index(fields=["closed_at"], name="deal_credit_closed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"deal {self.deal_id} campaign {self.campaign_id}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

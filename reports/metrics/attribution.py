@@ -153,16 +153,36 @@ def credits_from_facts(credit_qs, model: str, *group: str) -> dict:
         .order_by()
     )
     for r in rows:
-        n, t, f, lt = r["n"], r["t"], r["f"], r["lt"]
-        if n == 0:
-            credit = Fraction(r["c"])
-        elif model == "linear":
-            credit = Fraction(t, n)
-        elif n == 1:
-            credit = Fraction(f)
-        elif n == 2:
-            credit = Fraction(f + lt, 2)
-        else:
-            credit = Fraction(2, 5) * (f + lt) + Fraction(t - f - lt, 5 * (n - 2))
+        credit = shape_credit(model, r["n"], r["t"], r["f"], r["lt"], r["c"])
         out[tuple(r[g] for g in group)][r["campaign_id"]] += credit
+    return out
+
+
+def shape_credit(model: str, n: int, t, f, lt, c) -> Fraction:
+    """A campaign's credit from summed shape figures (see :func:`credits_from_facts`):
+    ``t`` its touches, ``f``/``lt`` first/last flags, ``c`` the changes (or weights)."""
+    t, f, lt, c = (Fraction(v) for v in (t, f, lt, c))
+    if model == "first_touch":
+        return f
+    if model == "last_touch":
+        return lt
+    if n == 0:
+        return c
+    if model == "linear":
+        return t / n
+    if n == 1:
+        return f
+    if n == 2:
+        return (f + lt) / 2
+    return Fraction(2, 5) * (f + lt) + (t - f - lt) / (5 * (n - 2))
+
+
+def weighted_credits(rows, model: str) -> dict[int, Fraction]:
+    """Credits per campaign of ``(campaign_id, touches, n, first, last, weight)`` shape rows
+    (e.g. won deals' amounts): each row's weighted figures through :func:`shape_credit`."""
+    out: dict[int, Fraction] = defaultdict(Fraction)
+    for campaign_id, touches, n, first, last, weight in rows:
+        share = shape_credit(model, n, touches, int(first), int(last), 1)
+        if share:  # as split(): a campaign without a share gets no entry
+            out[campaign_id] += share * Fraction(weight)
     return out

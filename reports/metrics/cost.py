@@ -6,11 +6,11 @@ from collections import defaultdict
 from decimal import Decimal
 from fractions import Fraction
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from crm.models import Campaign, CampaignCost, Deal, Stage
 
-from ..models import TransitionCredit
+from ..models import DealCredit, TransitionCredit
 from ..query import ReportQuery, money
 from .attribution import (
     NO_CAMPAIGN,
@@ -18,6 +18,7 @@ from .attribution import (
     campaign_touches,
     credits_from_facts,
     touches_before,
+    weighted_credits,
 )
 from .email import email_counts_by_campaign
 from .lifecycle import entries, new_leads_qs
@@ -32,22 +33,29 @@ def to_money(value: Fraction | Decimal | int) -> Decimal:
     return money(value)
 
 
-def program_costs(q: ReportQuery) -> dict[int, dict[str, Fraction]]:
+def cost_entries(q: ReportQuery) -> list:
+    """Cost entries overlapping the period, with their sharing campaigns (two queries)."""
+    return list(
+        CampaignCost.objects.filter(period_start__lt=q.end, period_end__gte=q.start)
+        .prefetch_related("shared_with")
+        .order_by("id")
+    )
+
+
+def program_costs(q: ReportQuery, entries: list | None = None) -> dict[int, dict[str, Fraction]]:
     """METRICS.md line 62 "program cost": overlapping entries prorated by days, shared split.
 
     Each entry counts ``amount × overlap days ÷ entry days`` (inclusive entry dates, see
     ``CampaignCost.overlap_days``). A shared entry is split over its campaign and its
     ``shared_with`` campaigns equally, or by emails sent. Choice: "emails sent" are each
     sharing campaign's sends in the report period (from the rollup); if none of them sent
-    anything the split falls back to equal. Returns exact fractions per campaign id:
+    anything the split falls back to equal. ``entries`` may hold the entries of a longer
+    period (read once for all months of a chart). Returns exact fractions per campaign id:
     ``{"program_cost", "variable_cost"}`` (variable = media and content).
     """
-    entries_qs = (
-        CampaignCost.objects.filter(period_start__lt=q.end, period_end__gte=q.start)
-        .prefetch_related("shared_with")
-        .order_by("id")
-    )
-    entries_list = list(entries_qs)
+    if entries is None:
+        entries = cost_entries(q)
+    entries_list = [e for e in entries if e.period_start < q.end and e.period_end >= q.start]
     needs_sent = any(e.shared and e.split == CampaignCost.Split.EMAILS_SENT for e in entries_list)
     sent = {}
     if needs_sent:
@@ -91,8 +99,28 @@ def _won_deals(q: ReportQuery):
 def attributed_revenue(q: ReportQuery) -> dict[int, Fraction]:
     """METRICS.md line 68: won deal amounts closed in the period credited under the model.
 
-    Choice: a deal's touches are those at or before its ``closed_at``.
+    Choice: a deal's touches are those at or before its ``closed_at``. Served by the
+    ``DealCredit`` shape rows of the period's won deals; a won deal without rows yet (see
+    the model) is shaped from raw data here, so the figure never depends on the upkeep.
     """
+    from ..deal_facts import deal_credits_rows, won_deals
+
+    facts = DealCredit.objects.filter(closed_at__gte=q.start_dt, closed_at__lt=q.end_dt).filter(
+        q.contact_q("contact__")
+    )
+    rows = list(facts.values_list("campaign_id", "touches", "n", "first", "last", "amount"))
+    missing = won_deals(
+        _won_deals(q).exclude(Exists(DealCredit.objects.filter(deal_id=OuterRef("pk"))))
+    )
+    rows += [
+        (r.campaign_id, r.touches, r.n, r.first, r.last, r.amount)
+        for r in deal_credits_rows(missing)
+    ]
+    return dict(weighted_credits(rows, q.attribution)) if rows else {}
+
+
+def attributed_revenue_raw(q: ReportQuery) -> dict[int, Fraction]:
+    """:func:`attributed_revenue` from deals and touches (property-test reference)."""
     deals_qs = _won_deals(q)
     deals = list(
         deals_qs.annotate(k=touches_before("closed_at")).values_list(
@@ -248,6 +276,7 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
     )
     shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
     show_none = not (q.campaign or q.channel)
+    entries = cost_entries(q)  # once for all months, not two queries per month
     out = []
     for first, s, e in months(q):
         mq = q.__class__(
@@ -265,7 +294,8 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
         if show_none:
             mqls += credit.get(NO_CAMPAIGN, Fraction(0))
         cost = sum(
-            (v["program_cost"] for k, v in program_costs(mq).items() if k in shown), Fraction(0)
+            (v["program_cost"] for k, v in program_costs(mq, entries).items() if k in shown),
+            Fraction(0),
         )
         out.append({"month": first.strftime("%Y-%m"), "cost_per_mql": _per(cost, mqls)})
     return out

@@ -21,9 +21,9 @@ QUERIES = {
     "dashboard": 17,
     "funnel": 9,
     "email": 5,
-    "cost-per-mql": 8,
+    "cost-per-mql": 9,
     "leads": 10,
-    "revenue": 5,
+    "revenue": 6,
     "customers": 9,
 }
 

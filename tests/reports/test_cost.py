@@ -90,7 +90,7 @@ def test_it_prorates_and_splits_costs(dataset):
 
 def test_it_computes_cost_per_mql_under_last_touch(dataset, django_assert_num_queries):
     a, b = dataset
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         rows, totals = cost_per_mql(q())
     by = {r["campaign"]: r for r in rows}
     assert by["A"]["program_cost"] == Decimal("408.33")
@@ -169,3 +169,13 @@ def test_empty_period_costs_nothing():
     assert totals["program_cost"] == Decimal("0.00")
     assert totals["cost_per_mql"] is None
     assert totals["roi"] is None
+
+
+def test_the_monthly_chart_costs_a_fixed_number_of_queries(dataset, django_assert_num_queries):
+    from reports.metrics.cost import cost_per_mql_by_month
+
+    year = ReportQuery(start=date(2024, 4, 1), end=date(2025, 4, 1))
+    with django_assert_num_queries(4):  # credits, campaigns, cost entries + their sharing
+        months = cost_per_mql_by_month(year)
+    assert len(months) == 12
+    assert months[-1]["cost_per_mql"] == cost_per_mql_by_month(q())[0]["cost_per_mql"]

@@ -1,13 +1,15 @@
 """Property: funnel velocity and attribution credits served by the lifecycle facts
 (``TransitionFact``, ``TransitionCredit``) equal the figures computed from raw data."""
 
+import dataclasses
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm.models import Activity, Campaign, Contact, LifecycleTransition
+from crm.models import Activity, Campaign, Contact, Deal, LifecycleTransition
 from crm.models import ActivityKind as K
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
@@ -16,11 +18,17 @@ from reports.lifecycle_facts import (
     lifecycle_facts_reconcile,
 )
 from reports.metrics.attribution import MODELS
-from reports.metrics.cost import stage_credits, stage_credits_raw
+from reports.metrics.cost import (
+    attributed_revenue,
+    attributed_revenue_raw,
+    stage_credits,
+    stage_credits_raw,
+)
 from reports.metrics.email import landing_pages, landing_pages_raw
 from reports.metrics.funnel import conversions, conversions_raw
 from reports.metrics.leads import reopened_counts, reopened_counts_raw
 from reports.models import (
+    DealCredit,
     LandingVisitFact,
     ReopenedDayFact,
     TransitionCredit,
@@ -44,6 +52,14 @@ event = st.one_of(
         st.sampled_from(["", "https://x.example/a", "https://x.example/b"]),
     ),
     st.tuples(
+        st.just("deal"),
+        st.integers(0, 2),
+        st.sampled_from(["0", "100.50", "1200"]),
+        st.integers(0, 60),
+        st.integers(0, 3),
+        st.booleans(),  # won with the move to customer (else: an existing customer's deal)
+    ),
+    st.tuples(
         st.just("move"),
         st.integers(0, 2),
         st.sampled_from(STAGES),
@@ -61,6 +77,8 @@ PERIODS = [
 
 def _world():
     for model in (
+        DealCredit,
+        Deal,
         ReopenedDayFact,
         LandingVisitFact,
         TransitionCredit,
@@ -98,14 +116,34 @@ def _store(ev, camps, contacts):
             url=rest[1],
             occurred_at=when,
         )
+    if kind == "deal":
+        deal = Deal.objects.create(
+            contact=contacts[c],
+            amount=Decimal(what),
+            status=Deal.Status.WON,
+            created_at=when - timedelta(days=1),
+            closed_at=when,
+        )
+        if rest[0]:
+            return LifecycleTransition.objects.create(
+                contact=contacts[c], from_stage="", to_stage="customer", at=when
+            )
+        return deal
     return LifecycleTransition.objects.create(
         contact=contacts[c], from_stage="", to_stage=what, at=when
     )
 
 
-def _snapshot():
+SNAP_DEAL = ["deal_id", "campaign_id", "closed_at", "amount", "touches", "n", "first", "last"]
+
+
+def _snapshot(deal_ids=None):
+    deals = DealCredit.objects.all()
+    if deal_ids is not None:  # deals won without a stage change wait for reconciliation
+        deals = deals.filter(deal_id__in=deal_ids)
     return (
         sorted(TransitionFact.objects.values_list()),
+        sorted(deals.values_list(*SNAP_DEAL)),
         sorted(ReopenedDayFact.objects.values_list("contact_id", "day", "prev_day")),
         sorted(
             LandingVisitFact.objects.values_list(
@@ -127,7 +165,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
     camps, contacts = _world()
     for batch in batches:  # out of order in time, like late webhooks and history imports
         stored = [_store(ev, camps, contacts) for ev in batch]
-        moves = [s for s in stored if isinstance(s, LifecycleTransition)]
+        moves = [s for s in stored if isinstance(s, LifecycleTransition)]  # deals: no hook
         acts = [s for s in stored if isinstance(s, Activity)]
         if moves:
             lifecycle_facts_apply_transitions(transitions=moves)
@@ -139,14 +177,17 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         assert reopened_counts(q) == reopened_counts_raw(q)
         for model in MODELS:
             assert stage_credits(q, model) == stage_credits_raw(q, model), model
+            rq = dataclasses.replace(q, attribution=model)
+            assert attributed_revenue(rq) == attributed_revenue_raw(rq), model
     incremental = _snapshot()
     lifecycle_facts_rebuild()
-    assert _snapshot() == incremental
+    assert _snapshot({row[0] for row in incremental[1]}) == incremental
     assert lifecycle_facts_reconcile(day=date(2025, 2, 3)) == {
         "transition_facts": {},
         "transition_credits": {},
         "landing": {},
         "reopened": {},
+        "deals": {},
     }
 
 
