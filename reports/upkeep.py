@@ -327,7 +327,7 @@ def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> 
     keys = set(batch_first) | converting
     if not keys:
         return
-    batch_ids = {a.pk for a in activities}
+    batch_ids = {a.pk for a in activities if a.pk is not None}
     before = _firsts_before(keys, batch_ids)
     for key, facts in batch_first.items():
         old = before.get(key, {})

@@ -277,3 +277,21 @@ def test_message_ids_with_quotes_backslashes_and_commas_reach_their_step():
         (send.step_id, 0, 1),
     ]
     assert _state() == _rebuilt()
+
+
+@pytest.mark.django_db
+def test_a_batch_touching_many_rows_is_written_in_chunks():
+    camps, contacts = _world()
+    # 3 contacts × 2 emails × 30 days: more rows than one SQLite statement may carry
+    items = [
+        (c, 0, kind, d * 24 - 48, m, d % 2 == 0, False)
+        for c in range(3)
+        for m in ("m1", "m3")
+        for d in range(30)
+        for kind in (K.EMAIL_SENT, K.EMAIL_OPENED)
+    ]
+    on_activities_recorded(ActivitiesRecorded(_store(items, camps, contacts)))
+    state = _state()
+    assert len(state["email"]) >= 60  # SQLite: 55 rows of 18 values per statement
+    assert sum(v[0] for v in state["email"].values()) == len(items) // 2  # sends
+    assert state == _rebuilt()
