@@ -205,3 +205,16 @@ def test_reconcile_reports_and_repairs_a_drifted_fact():
     diff = lifecycle_facts_reconcile(day=date(2025, 2, 3))
     assert len(diff["transition_credits"]) == 2
     assert list(TransitionCredit.objects.values_list("campaign_id", flat=True)) == [camps[0].id]
+
+
+@pytest.mark.django_db
+def test_the_daily_reconciliation_task_checks_the_lifecycle_facts():
+    from reports.tasks import reconcile_rollups
+
+    _camps, contacts = _world()
+    t = LifecycleTransition.objects.create(
+        contact=contacts[0], from_stage="lead", to_stage="mql", at=at("2025-02-03")
+    )
+    lifecycle_facts_apply_transitions(transitions=[t])
+    out = reconcile_rollups(day="2025-02-03")
+    assert out["transition_facts"] == out["transition_credits"] == out["deals"] == 0
