@@ -30,6 +30,9 @@ class Dependencies:
     refs: frozenset[int] = frozenset()
     opaque: bool = False
     behaviour: tuple = ()  # the behaviour condition objects, for activity_may_count
+    # Per behaviour condition: +1 if one more activity it counts can only make a contact
+    # join (never leave), -1 if only leave, 0 if either (see definition_dependencies).
+    polarity: tuple = ()
 
     def may_count(self, activity, now: datetime) -> bool:
         """Whether a new activity can change this definition's result (errs towards yes)."""
@@ -37,26 +40,37 @@ class Dependencies:
 
 
 def definition_dependencies(definition: Any) -> Dependencies:
-    """Walk a stored definition once; anything unrecognised makes it ``opaque``."""
+    """Walk a stored definition once; anything unrecognised makes it ``opaque``.
+
+    Polarity: an activity a ``did`` condition counts can only turn it from false to true
+    (its count grows) unless it has a ``max_count``; for ``did_not``, true to false. Under
+    an even number of ``not``s the definition follows the condition (``all``/``any`` are
+    monotone), under an odd number it goes the other way.
+    """
     kinds: set[str] = set()
     fields: set[str] = set()
     refs: set[int] = set()
     behaviour: list[dict] = []
+    polarity: list[int] = []
     opaque = False
-    stack = [definition]
+    stack: list[tuple[Any, int]] = [(definition, 1)]
     while stack:
-        node = stack.pop()
+        node, sign = stack.pop()
         if isinstance(node, list):
-            stack.extend(node)
+            stack.extend((child, sign) for child in node)
         elif not isinstance(node, dict):
             opaque = True
         elif any(k in node for k in GROUP_KEYS):
-            stack.extend(node[k] for k in GROUP_KEYS if k in node)
+            stack.extend((node[k], -sign if k == "not" else sign) for k in GROUP_KEYS if k in node)
         elif "field" in node:
             fields.add(str(node["field"]))
         elif "did" in node or "did_not" in node:
             kinds.add(str(node.get("did") or node.get("did_not")))
             behaviour.append(node)
+            if "did_not" in node:
+                polarity.append(-sign)
+            else:
+                polarity.append(0 if node.get("max_count") is not None else sign)
         elif "in_segment" in node or "not_in_segment" in node:
             ref = node.get("in_segment", node.get("not_in_segment"))
             if _is_int(ref):
@@ -66,7 +80,12 @@ def definition_dependencies(definition: Any) -> Dependencies:
         else:
             opaque = True  # an extension condition (or an empty one): inputs unknown here
     return Dependencies(
-        frozenset(kinds), frozenset(fields), frozenset(refs), opaque, tuple(behaviour)
+        frozenset(kinds),
+        frozenset(fields),
+        frozenset(refs),
+        opaque,
+        tuple(behaviour),
+        tuple(polarity),
     )
 
 

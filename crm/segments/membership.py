@@ -25,7 +25,7 @@ from crm.models import Contact, Segment, SegmentChange, SegmentMembership
 
 from .definition import DefinitionError, _compile, condition_providers, segment_refs
 from .dependencies import Dependencies, activity_matcher, definition_dependencies
-from .params import CONTACTS, SYMBOLIC_NOW, InIds, bind, int_array
+from .params import EVERYONE, SYMBOLIC_NOW, InIds, InIdsOrLeavingMembers, bind, int_array
 
 CHUNK = 2000  # ids per statement: well under every backend's parameter limit
 # Evaluation statements chain segments with UNION ALL: SQLite allows 500 compound terms
@@ -180,9 +180,12 @@ def plans_in_order() -> list[Plan]:
 
 
 def _evaluation_sql(plan: Plan) -> tuple[str, list] | None:
-    """A statement for one segment over the bound contact ids: ``(contact, segment, 1)``
-    for each that matches the definition now, ``(contact, segment, 0)`` for each stored
-    member. Statements of segments evaluated together are chained with ``UNION ALL``.
+    """A statement for one segment over the bound contacts: ``(contact, segment, 1)`` for
+    each that matches the definition now, ``(contact, segment, 0)`` for each stored member.
+    Statements of segments evaluated together are chained with ``UNION ALL``.
+
+    Contacts bound as *leavers* (the event can only make them leave) are looked at only if
+    they are members; the others either way.
 
     Compiled once per plan and vendor; a plan with an extension condition (inputs unknown
     here, its SQL may change between runs) is compiled each time."""
@@ -190,13 +193,15 @@ def _evaluation_sql(plan: Plan) -> tuple[str, list] | None:
     if vendor in plan.sql and not plan.deps.opaque:
         return plan.sql[vendor]
     try:
-        q = _compile(plan.definition, SYMBOLIC_NOW, condition_providers(), restrict=CONTACTS)
+        q = _compile(plan.definition, SYMBOLIC_NOW, condition_providers(), restrict=EVERYONE)
     except COMPILE_ERRORS:
         plan.sql[vendor] = None  # never fail an ingest batch; the periodic job logs it
         return None
     segment = Value(plan.pk)
-    matching = Contact.objects.filter(InIds("pk"), q).order_by()
-    stored = SegmentMembership.objects.filter(InIds("contact_id"), segment_id=plan.pk).order_by()
+    matching = Contact.objects.filter(InIdsOrLeavingMembers("pk", plan.pk), q).order_by()
+    stored = SegmentMembership.objects.filter(
+        InIds("contact_id", EVERYONE), segment_id=plan.pk
+    ).order_by()
     both = matching.values_list("pk", segment, Value(1)).union(
         stored.values_list("contact_id", segment, Value(0)), all=True
     )
@@ -204,22 +209,38 @@ def _evaluation_sql(plan: Plan) -> tuple[str, list] | None:
     return plan.sql[vendor]
 
 
+@dataclass
+class Candidates:
+    """Contacts to evaluate one segment for: ``either`` way, or only if they are members
+    (``leavers``: the event can only make them leave)."""
+
+    either: set[int] = field(default_factory=set)
+    leavers: set[int] = field(default_factory=set)
+
+
 def evaluate(
-    work: list[tuple[tuple[str, list], list[int]]], now: datetime
+    work: list[tuple[tuple[str, list], Candidates]], now: datetime
 ) -> dict[int, tuple[set[int], set[int]]]:
-    """Run ``(evaluation SQL, contact ids)`` pairs and return ``{segment: (matching now,
-    stored members)}`` among those ids. The pairs are chained into as few statements as
-    the limits allow (one for an ingest batch): one round trip instead of one per segment.
+    """Run ``(evaluation SQL, candidates)`` pairs and return ``{segment: (matching now,
+    stored members)}`` among those looked at. The pairs are chained into as few statements
+    as the limits allow (one for an ingest batch): one round trip instead of one per
+    segment.
     """
-    branches = [(sql, chunk) for sql, ids in work for chunk in batched(ids, CHUNK)]
+    branches = []
+    for sql, who in work:
+        for chunk in batched(sorted(who.either | who.leavers), CHUNK):
+            either = [c for c in chunk if c in who.either]
+            leavers = [c for c in chunk if c not in who.either]
+            ids = {"contacts": either, "leavers": leavers, "everyone": chunk}
+            branches.append((sql, ids))
     result: dict[int, tuple[set[int], set[int]]] = {}
     while branches:
         statement, params, size = [], [], 0
         while branches and len(statement) < MAX_BRANCHES and size < STATEMENT_IDS:
-            (sql, branch_params), chunk = branches.pop()
+            (sql, branch_params), ids = branches.pop()
             statement.append(sql)
-            params += bind(branch_params, connection=connection, now=now, ids={"contacts": chunk})
-            size += len(chunk)
+            params += bind(branch_params, connection=connection, now=now, ids=ids)
+            size += len(ids["everyone"])
         with connection.cursor() as cursor:
             cursor.execute(" UNION ALL ".join(statement), params)
             rows = cursor.fetchall()
@@ -243,8 +264,8 @@ def _levels(plans: list[Plan]) -> list[list[Plan]]:
     return groups
 
 
-def refresh_subsets(ids_for: Callable[[Plan], set[int]], *, at: datetime | None) -> None:
-    """Evaluate each dynamic segment for the contacts ``ids_for(its plan)`` names.
+def refresh_subsets(candidates_for: Callable[[Plan], Candidates], *, at: datetime | None) -> None:
+    """Evaluate each dynamic segment for the contacts ``candidates_for(its plan)`` names.
 
     Segments run in dependency order; a segment reading another (in_segment) is also
     re-evaluated for the contacts whose membership of that one just changed. Queries: the
@@ -262,11 +283,11 @@ def refresh_subsets(ids_for: Callable[[Plan], set[int]], *, at: datetime | None)
         work, reads = [], set()
         for plan in group:
             refs = plan.deps.refs
-            ids = ids_for(plan)
-            if refs & changed.keys():
-                ids = ids.union(*(changed.get(r, ()) for r in refs))
-            if ids and (sql := _evaluation_sql(plan)) is not None:
-                work.append((sql, sorted(ids)))
+            who = candidates_for(plan)
+            if refs & changed.keys():  # a segment it reads changed: either way for those
+                who.either = who.either.union(*(changed.get(r, ()) for r in refs))
+            if (who.either or who.leavers) and (sql := _evaluation_sql(plan)) is not None:
+                work.append((sql, who))
                 reads |= refs
         if not work:
             continue
@@ -293,7 +314,7 @@ def segments_refresh_for_contacts(
     """
     ids = set(contact_ids)
     if ids:
-        refresh_subsets(lambda plan: ids, at=at)
+        refresh_subsets(lambda plan: Candidates(either=set(ids)), at=at)
 
 
 def segments_refresh_for_activities(
@@ -320,15 +341,15 @@ def segments_refresh_for_activities(
         return
     now = timezone.now()  # not after the evaluation's own "now" (relative windows)
 
-    def ids_for(plan: Plan) -> set[int]:
+    def candidates_for(plan: Plan) -> Candidates:
         if plan.deps.opaque:
-            return everyone
-        ids = set(created)
-        for node in plan.deps.behaviour:
+            return Candidates(either=set(everyone))
+        either, leavers = set(created), set()
+        for node, sign in zip(plan.deps.behaviour, plan.deps.polarity, strict=True):
             pairs = by_kind.get(node.get("did") or node.get("did_not"))
             if pairs:
-                may_count = activity_matcher(node, now)
-                ids.update([c for c, a in pairs if c not in ids and may_count(a)])
-        return ids
+                may_count, found = activity_matcher(node, now), leavers if sign < 0 else either
+                found.update([c for c, a in pairs if c not in found and may_count(a)])
+        return Candidates(either=either, leavers=leavers - either)
 
-    refresh_subsets(ids_for, at=at)
+    refresh_subsets(candidates_for, at=at)

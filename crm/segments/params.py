@@ -47,7 +47,9 @@ class Ids:
     name: str
 
 
-CONTACTS = Ids("contacts")
+CONTACTS = Ids("contacts")  # contacts to look at either way
+LEAVERS = Ids("leavers")  # contacts to look at only if members (the event can only remove)
+EVERYONE = Ids("everyone")  # both of the above
 
 
 class AgoValue(Expression):
@@ -80,6 +82,28 @@ class InIds(Lookup):
         if connection.vendor == "sqlite":
             return f"{lhs} IN (SELECT value FROM json_each(%s))", [*params, self.rhs]  # noqa: S608
         raise NotSupportedError("id-list parameters need PostgreSQL or SQLite")
+
+
+class InIdsOrLeavingMembers(InIds):
+    """``column`` is one of CONTACTS, or one of LEAVERS that is a stored member of the
+    segment: the contacts an incremental evaluation looks at, as one set to join (a leaver
+    that is not a member cannot change, so it is not even probed)."""
+
+    def __init__(self, column: str, segment_id: int):
+        super().__init__(column, CONTACTS)
+        self.segment_id = segment_id
+
+    def as_sql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)  # a compiled column reference
+        if connection.vendor == "postgresql":
+            ids = "SELECT unnest(%s::bigint[])"
+        elif connection.vendor == "sqlite":
+            ids = "SELECT value FROM json_each(%s)"
+        else:
+            raise NotSupportedError("id-list parameters need PostgreSQL or SQLite")
+        members = f"SELECT contact_id FROM crm_segmentmembership WHERE segment_id = %s AND contact_id IN ({ids})"  # noqa: E501, S608
+        sql = f"{lhs} IN ({ids} UNION ALL {members})"
+        return sql, [*params, CONTACTS, self.segment_id, LEAVERS]
 
 
 def int_array(values) -> str:

@@ -239,6 +239,48 @@ def test_it_extracts_what_a_definition_depends_on():
     assert definition_dependencies({"program": {"id": 1, "state": "in"}}).opaque
 
 
+def test_it_knows_which_way_an_activity_can_move_a_contact():
+    def polarity(definition):
+        deps = definition_dependencies(definition)
+        return [p for _, p in zip(deps.behaviour, deps.polarity, strict=True)]
+
+    assert polarity({"did": "page_visit", "min_count": 2}) == [1]
+    assert polarity({"did_not": "email_opened"}) == [-1]
+    assert polarity({"did": "webinar_attended", "max_count": 1}) == [0]
+    assert polarity({"not": {"any": [{"did": "email_clicked"}]}}) == [-1]
+    assert polarity({"not": {"not": {"did_not": "form_submitted"}}}) == [-1]
+    assert polarity({"not": {"did_not": "demo_requested"}}) == [1]
+
+
+@pytest.mark.django_db
+def test_an_activity_that_can_only_make_contacts_leave_looks_at_members_only():
+    from crm.segments.membership import Candidates, _evaluation_sql, evaluate, plans_in_order
+
+    ada, bob = ContactFactory(country="FR"), ContactFactory()
+    quiet = segment_save(
+        segment=None,
+        name="Quiet",
+        kind="dynamic",
+        definition={
+            "all": [
+                {"did_not": "email_opened"},
+                {"field": "country", "op": "equals", "value": "FR"},
+            ]
+        },
+    )
+    assert stored(quiet) == {ada.pk}
+    (plan,) = [p for p in plans_in_order() if p.pk == quiet.pk]
+    sql = _evaluation_sql(plan)
+    Contact.objects.filter(pk=bob.pk).update(country="FR")  # no event: bob's row is stale
+    # As leavers, only the member (ada) is looked at; either way, both are.
+    leavers = Candidates(leavers={ada.pk, bob.pk})
+    assert evaluate([(sql, leavers)], timezone.now()) == {quiet.pk: ({ada.pk}, {ada.pk})}
+    either = Candidates(either={ada.pk, bob.pk})
+    assert evaluate([(sql, either)], timezone.now()) == {quiet.pk: ({ada.pk, bob.pk}, {ada.pk})}
+    visit(ada, kind="email_opened")  # a leaver that is a member: leaves
+    assert stored(quiet) == set()
+
+
 @pytest.mark.django_db
 def test_an_activity_batch_skips_segments_it_cannot_change(django_assert_num_queries):
     contacts = [ContactFactory(country="DE") for _ in range(5)]
@@ -330,7 +372,7 @@ def test_it_explains_why_a_contact_is_in_a_segment():
 @pytest.mark.django_db
 @pytest.mark.parametrize("days_ago", [0, 10, 29, 31, 45, 61, 100])
 def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
-    from crm.segments.membership import _evaluation_sql, evaluate, plans_in_order
+    from crm.segments.membership import Candidates, _evaluation_sql, evaluate, plans_in_order
 
     contacts = [ContactFactory(job_title=t) for t in ("Director", "IT Director", "Analyst")]
     for i, contact in enumerate(contacts):
@@ -350,7 +392,8 @@ def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
     assert _evaluation_sql(plan) is sql  # compiled once
     at = timezone.now() + timedelta(days=days_ago)
     ids = [c.pk for c in contacts]
-    matching, members = evaluate([(sql, ids)], at).get(seg.pk, (set(), set()))
+    result = evaluate([(sql, Candidates(either=set(ids)))], at)
+    matching, members = result.get(seg.pk, (set(), set()))
     assert matching == set(segment_queryset(seg, now=at).values_list("pk", flat=True))
     assert members == stored(seg)
 
@@ -445,6 +488,21 @@ DEFINITIONS = [
     },
     {"all": [{"field": "score", "op": "gte", "value": 50}, {"not": {"did": "email_clicked"}}]},
     {"field": "country", "op": "equals", "value": "DE"},
+    # Double negation (page visits can only make a contact join) and one kind both ways.
+    {
+        "not": {
+            "all": [
+                {"did_not": "page_visit", "within_last_days": 30},
+                {"field": "country", "op": "equals", "value": "DE"},
+            ]
+        }
+    },
+    {
+        "any": [
+            {"did": "email_opened", "min_count": 2},
+            {"not": {"did": "email_opened", "within_last_days": 10}},
+        ]
+    },
 ]
 KINDS = ["page_visit", "email_opened", "webinar_attended", "email_clicked"]
 URLS = ["https://x.example/pricing", "https://x.example/blog"]
