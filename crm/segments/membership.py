@@ -309,8 +309,8 @@ def segments_refresh_for_contacts(
 ) -> None:
     """Re-evaluate every dynamic segment for just these contacts (profile/stage changes).
 
-    One query per segment, restricted to these contacts and reading their stored
-    membership of it; writes only on a change.
+    One statement per dependency level (every segment, restricted to these contacts, with
+    their stored membership of it); writes only on a change.
     """
     ids = set(contact_ids)
     if ids:
