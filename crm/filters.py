@@ -7,7 +7,8 @@ from datetime import date, datetime, time
 import django_filters as filters
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.lookups import In
 from django.forms.models import ModelChoiceIterator
 from django.utils import timezone
 from django.utils.html import conditional_escape
@@ -127,6 +128,22 @@ def _staff_users(request=None):
     )
 
 
+class InIdArray(In):
+    """``lhs IN (SELECT id ...)``, written ``lhs = ANY(ARRAY(SELECT id ...))`` on PostgreSQL.
+
+    Same rows (NULL and an empty set behave alike). Inside an OR, PostgreSQL keeps ``IN
+    (subquery)`` as a hashed SubPlan tested against every row, so the whole OR becomes a
+    sequential scan; the ARRAY form is run once (an InitPlan) and ``= ANY($array)`` is an
+    index condition, so the branch joins the others in a BitmapOr. Used as a filter
+    expression: ``Q(InIdArray(F("company_id"), Company.objects.filter(...).values("id")))``.
+    """
+
+    def as_postgresql(self, compiler, connection):
+        lhs_sql, lhs_params = self.process_lhs(compiler, connection)
+        rhs_sql, rhs_params = self.process_rhs(compiler, connection)  # "(SELECT ...)"
+        return f"{lhs_sql} = ANY(ARRAY{rhs_sql})", (*lhs_params, *rhs_params)
+
+
 class ContactFilter(filters.FilterSet):
     q = filters.CharFilter(method="search", label="Search")
     # distinct=False: a filter on the contact's own column cannot repeat a row, and
@@ -179,19 +196,26 @@ class ContactFilter(filters.FilterSet):
         fields: list[str] = []
 
     def search(self, queryset, name, value):
-        """Prefix search: index-friendly on big tables, and what people type anyway."""
+        """Prefix search: index-friendly on big tables, and what people type anyway.
+
+        On PostgreSQL every branch of the OR is an index scan (a BitmapOr): email by its
+        ``varchar_pattern_ops`` index, names and company names by the ``UPPER(...)
+        text_pattern_ops`` indexes of migration 0009 (what ``istartswith`` compiles to), the
+        company branch by ``company_id = ANY(ARRAY(...))`` (see ``InIdArray``). A term that
+        matches nothing then reads a few index pages instead of every contact.
+        """
         value = value.strip()
         if not value:
             return queryset
         if "@" in value:
             return queryset.filter(email__startswith=Contact.normalise_email(value))
+        companies = Company.objects.filter(name__istartswith=value)
         condition = (
             Q(email__startswith=value.lower())
             | Q(last_name__istartswith=value)
             | Q(first_name__istartswith=value)
-            # The company as an id list, not a join: PostgreSQL then tests each contact
-            # against a hashed set instead of looking its company up (3-5x less per row).
-            | Q(company_id__in=Company.objects.filter(name__istartswith=value).values("id"))
+            # The company as an id list, not a join: an OR across a join reads every contact.
+            | Q(InIdArray(F("company_id"), companies.order_by().values("id")))
         )
         parts = value.split()
         if len(parts) == 2:

@@ -33,6 +33,8 @@ class Company(models.Model):
         indexes = [
             # Company list sorted/searched by name.
             models.Index(Lower("name"), name="company_name_lower"),
+            # Search by name prefix (contact and company lists): UPPER(name)
+            # text_pattern_ops, PostgreSQL only, migration 0009_contacts_search_prefix.
         ]
 
     def __str__(self) -> str:
@@ -129,6 +131,8 @@ class Contact(models.Model):
             # Contact list sorted by name (?sort=name, backwards for -name), with its
             # tiebreaker: page N reads the index in order instead of sorting every contact.
             models.Index(fields=["last_name", "first_name", "id"], name="contact_name_sort"),
+            # The contact list search (?q=) is served by UPPER(first/last name)
+            # text_pattern_ops indexes on PostgreSQL only: migration 0009_contacts_search_prefix.
             # Search by last name / company filter.
             models.Index(Lower("last_name"), name="contact_last_name_lower"),
             models.Index(fields=["company"], name="contact_company"),

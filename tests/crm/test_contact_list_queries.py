@@ -163,3 +163,46 @@ def test_search_finds_what_the_company_join_found(contacts, term):
     if len(parts) == 2:
         condition |= Q(first_name__istartswith=parts[0], last_name__istartswith=parts[1])
     assert got == set(Contact.objects.filter(condition))
+
+
+def test_search_ignores_the_case_of_the_term_in_every_branch(db):
+    """Names, company names and emails match a term in any case (on PostgreSQL through
+    the UPPER(...) prefix indexes and the ARRAY form of the company branch)."""
+    acme = CompanyFactory(name="ACME Widgets")
+    mc = ContactFactory(first_name="Dana", last_name="McDonald", email="dana@example.com")
+    worker = ContactFactory(first_name="Éva", last_name="Zed", email="eva@x.example", company=acme)
+    mail = ContactFactory(first_name="", last_name="", email="mcdermott@example.org")
+    both = ContactFactory(first_name="dana", last_name="mcdowell", email="dm@example.net")
+    ContactFactory(first_name="Other", last_name="Person", email="op@example.com", company=None)
+
+    def found(term):
+        return set(ContactFilter(QueryDict(f"q={term}"), queryset=Contact.objects.all()).qs)
+
+    for terms, expected in (
+        (["mcd", "MCD", "Mcd", "mCd"], {mc, mail, both}),
+        (["acme", "ACME", "Acme w"], {worker}),
+        (["dana mcd", "DANA MCD", "Dana Mc"], {mc, both}),
+        (["DANA@EXAMPLE", "Dana@Example.com"], {mc}),
+        (["zqx", "ZQX"], set()),
+    ):
+        results = [found(term) for term in terms]
+        assert all(result == expected for result in results), (terms, results)
+
+
+def test_every_branch_of_the_search_is_an_index_scan_on_postgresql(contacts):
+    """Migration 0009's prefix indexes serve the search: no branch reads every contact."""
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the UPPER(...) text_pattern_ops indexes exist on PostgreSQL only")
+    qs = ContactFilter(QueryDict("q=Ann Lee"), queryset=Contact.objects.all()).qs
+    sql, params = qs.values("id").query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A few dozen rows: make the planner show whether an index could serve each branch.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
+    assert "BitmapOr" in plan, plan
+    for index in ("contact_last_name_prefix", "contact_first_name_prefix", "company_name_prefix"):
+        assert index in plan, plan
