@@ -25,7 +25,8 @@ from collections import Counter, defaultdict
 from datetime import date, timedelta
 
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Count, Max, Q
+from django.db.models.functions import TruncDate
 
 from crm.models import Activity, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
@@ -36,8 +37,8 @@ from .landing_facts import (
     landing_facts_rebuild,
     landing_facts_snapshot,
 )
-from .models import TransitionCredit, TransitionFact
-from .query import day_start
+from .models import NewLeadDaily, TransitionCredit, TransitionFact
+from .query import day_start, site_tz
 from .reopened_facts import (
     reopened_facts_apply_activities,
     reopened_facts_apply_transitions,
@@ -194,6 +195,14 @@ def lifecycle_facts_apply_transitions(*, transitions) -> None:
     if not transitions:
         return
     transition_facts_refresh(contact_ids={t.contact_id for t in transitions})
+    created = [t.contact_id for t in transitions if not t.from_stage]
+    if created:  # crm.lifecycle.stages_initial: contacts were just created
+        new_leads_refresh(
+            days={
+                d.astimezone(site_tz()).date()
+                for d in Contact.objects.filter(pk__in=created).values_list("created_at", flat=True)
+            }
+        )
     reopened_facts_apply_transitions(transitions=transitions)
     transition_credits_refresh(
         transitions=[(t.pk, t.contact_id, str(t.to_stage), t.at) for t in transitions]
@@ -237,30 +246,75 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
         transition_credits_refresh(transitions=later)
 
 
+# --- NewLeadDaily ------------------------------------------------------------------------
+
+
+def new_leads_refresh(*, days) -> None:
+    """Recount the new leads of these days from the contacts (one indexed count per day)."""
+    for day in sorted(days):
+        n = Contact.objects.filter(
+            created_at__gte=day_start(day),
+            created_at__lt=day_start(day + timedelta(days=1)),
+            created_suppressed=False,
+        ).count()
+        NewLeadDaily.objects.update_or_create(day=day, defaults={"new_leads": n})
+
+
+def new_leads_rebuild() -> None:
+    """Recount every day from the contacts (rebuilds, migrations, demo seeding)."""
+    rows = (
+        Contact.objects.filter(created_suppressed=False)
+        .annotate(day=TruncDate("created_at", tzinfo=site_tz()))
+        .values("day")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    with transaction.atomic():
+        NewLeadDaily.objects.all().delete()
+        NewLeadDaily.objects.bulk_create(
+            [NewLeadDaily(day=r["day"], new_leads=r["n"]) for r in rows], batch_size=5000
+        )
+
+
 # --- rebuild and reconciliation ----------------------------------------------------------
 
 
-def lifecycle_facts_rebuild(*, contact_ids=None, chunk: int = CHUNK) -> None:
-    """Recompute both fact tables from raw data (all contacts, or these), chunk by chunk."""
+def lifecycle_facts_rebuild(
+    *, contact_ids=None, chunk: int = CHUNK, transitions_only: bool = False
+) -> None:
+    """Recompute the fact tables from raw data (all contacts, or these), chunk by chunk.
+
+    ``transitions_only``: only ``TransitionFact``/``TransitionCredit`` (the migration that
+    creates them runs before the other fact tables exist).
+    """
     if contact_ids is None:
+        if not transitions_only:
+            new_leads_rebuild()
         top = Contact.objects.aggregate(m=Max("pk"))["m"] or 0
-        ranges = [(lo, lo + chunk) for lo in range(0, top + 1, chunk)]
-        for lo, hi in ranges:
-            ids = list(Contact.objects.filter(pk__gte=lo, pk__lt=hi).values_list("pk", flat=True))
-            if ids:
-                _rebuild_contacts(ids)
-        return
-    for ids in _chunks(set(contact_ids), chunk):
-        _rebuild_contacts(ids)
+        contact_ids = []
+        for lo in range(0, top + 1, chunk):
+            contact_ids.append(
+                list(
+                    Contact.objects.filter(pk__gte=lo, pk__lt=lo + chunk).values_list(
+                        "pk", flat=True
+                    )
+                )
+            )
+        chunks = [ids for ids in contact_ids if ids]
+    else:
+        chunks = list(_chunks(set(contact_ids), chunk))
+    for ids in chunks:
+        _rebuild_contacts(ids, transitions_only=transitions_only)
 
 
-def _rebuild_contacts(ids) -> None:
+def _rebuild_contacts(ids, *, transitions_only: bool = False) -> None:
     with transaction.atomic():
-        landing_facts_rebuild(contact_ids=ids)
-        reopened_facts_rebuild(contact_ids=ids)
-        from .deal_facts import deal_credits_refresh
+        if not transitions_only:
+            landing_facts_rebuild(contact_ids=ids)
+            reopened_facts_rebuild(contact_ids=ids)
+            from .deal_facts import deal_credits_refresh
 
-        deal_credits_refresh(contact_ids=ids)
+            deal_credits_refresh(contact_ids=ids)
         transition_facts_refresh(contact_ids=ids)
         TransitionCredit.objects.filter(contact_id__in=ids).delete()
         transition_credits_refresh(
@@ -312,7 +366,11 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
             "contact_id", flat=True
         )
     )
+    was = NewLeadDaily.objects.filter(day=day).values_list("new_leads", flat=True).first()
+    new_leads_refresh(days=[day])
+    now = NewLeadDaily.objects.get(day=day).new_leads
     diff: dict[str, dict] = {
+        "new_leads": {} if (was or 0) == now else {str(day): {"facts": was, "raw": now}},
         "transition_facts": {},
         "transition_credits": {},
         "landing": {},
@@ -323,7 +381,7 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
         before = _snapshot(chunk)
         _rebuild_contacts(chunk)
         after = _snapshot(chunk)
-        for name, b, a in zip(diff, before, after, strict=True):
+        for name, b, a in zip(list(diff)[1:], before, after, strict=True):
             for k in set(b) | set(a):
                 if b.get(k) != a.get(k):
                     diff[name][str(k)] = {"facts": b.get(k), "raw": a.get(k)}

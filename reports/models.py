@@ -308,5 +308,20 @@ class DealCredit(models.Model):
         return f"deal {self.deal_id} campaign {self.campaign_id}"
 
 
+class NewLeadDaily(models.Model):
+    """New leads per site-time-zone day (METRICS.md "new leads": contacts created that day,
+    except those suppressed when created — both facts frozen at creation). Serves the
+    unfiltered dashboard and leads figures; any contact filter reads the contacts. Kept by
+    ``reports.lifecycle_facts`` from the creation transitions (``'' → stage``, recorded by
+    every path that creates contacts), rebuilt and reconciled per day.
+    """
+
+    day = models.DateField(unique=True)  # upsert key; period sums read it as a range
+    new_leads = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.new_leads}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401

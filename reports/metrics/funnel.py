@@ -22,6 +22,7 @@ from crm.models.choices import FUNNEL_STAGES
 
 from ..models import TransitionFact
 from ..query import ReportQuery, ratio
+from .leads import new_leads
 from .lifecycle import entries, new_leads_qs
 
 DAY = 86400.0
@@ -51,7 +52,7 @@ def cohort(q: ReportQuery) -> dict[str, int]:
         .values_list("to_stage", "n")
         .order_by()
     )
-    out = {"lead": leads.count()}
+    out = {"lead": new_leads(q)}
     for stage in FUNNEL_STAGES[1:]:
         out[str(stage)] = reached.get(str(stage), 0)
     return out

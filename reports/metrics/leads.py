@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
-from ..models import ReopenedDayFact
+from ..models import NewLeadDaily, ReopenedDayFact
 from ..query import ReportQuery, day_start, ratio
 from .lifecycle import entries, month_of, months, new_leads_qs
 
@@ -40,9 +40,39 @@ def bucket_label(lo, hi) -> str:
     return f"{lo}–{hi - 1}"
 
 
+def _unfiltered(q: ReportQuery) -> bool:
+    return not (q.has_contact_filters or q.campaign or q.channel)
+
+
 def new_leads(q: ReportQuery) -> int:
-    """METRICS.md line 39: contacts created in the period, not suppressed when created."""
+    """METRICS.md line 39: contacts created in the period, not suppressed when created.
+
+    Without filters, the sum of the period's ``NewLeadDaily`` rows (days are whole site
+    days, as the period); with any, a count of the contacts.
+    """
+    if _unfiltered(q):
+        agg = NewLeadDaily.objects.filter(day__gte=q.start, day__lt=q.end).aggregate(
+            n=Sum("new_leads")
+        )
+        return agg["n"] or 0
     return new_leads_qs(q).count()
+
+
+def new_leads_by_month(q: ReportQuery) -> dict:
+    """New leads per (clipped) month start of the period; ``NewLeadDaily`` when unfiltered."""
+    if _unfiltered(q):
+        ms = months(q)
+        agg = NewLeadDaily.objects.filter(day__gte=q.start, day__lt=q.end).aggregate(
+            **{
+                f"m{i}": Sum("new_leads", filter=Q(day__gte=s.date(), day__lt=e.date()))
+                for i, (_, s, e) in enumerate(ms)
+            }
+        )
+        return {s: agg[f"m{i}"] or 0 for i, (_, s, _) in enumerate(ms)}
+    month = month_of("created_at", q)
+    return dict(
+        new_leads_qs(q).annotate(m=month).values("m").annotate(n=Count("id")).values_list("m", "n")
+    )
 
 
 def mqls(q: ReportQuery) -> dict:
@@ -225,10 +255,7 @@ def score_profile(q: ReportQuery) -> dict[date, dict]:
 
 def leads_by_month(q: ReportQuery) -> tuple[list[dict], dict]:
     """The leads report: one row per calendar month touching the period, and totals."""
-    month = month_of("created_at", q)
-    new = dict(
-        new_leads_qs(q).annotate(m=month).values("m").annotate(n=Count("id")).values_list("m", "n")
-    )
+    new = new_leads_by_month(q)
     tmonth = month_of("at", q)
     mql_rows = {
         r["m"]: r

@@ -7,12 +7,12 @@ from django.db import migrations, models
 def rebuild(apps, schema_editor):
     """Fill the new fact tables from the existing history (set-based, in contact chunks).
 
-    Uses the live upkeep code: the facts are a pure function of transitions, contacts and
-    activities, whose columns this reads exist since crm's first migration.
+    Uses the live upkeep code (only the two tables created here): the facts are a pure
+    function of transitions, contacts and activities.
     """
     from reports.lifecycle_facts import lifecycle_facts_rebuild
 
-    lifecycle_facts_rebuild()
+    lifecycle_facts_rebuild(transitions_only=True)
 
 
 class Migration(migrations.Migration):

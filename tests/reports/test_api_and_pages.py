@@ -9,6 +9,7 @@ from openpyxl import load_workbook
 
 from crm.models import ActivityKind as K
 from reports.export import neutralise
+from reports.lifecycle_facts import new_leads_rebuild
 from tests.factories import CampaignFactory, ContactFactory
 
 from .factories import act
@@ -37,6 +38,7 @@ def data():
     from reports.rollups import rollups_rebuild
 
     rollups_rebuild(start_day=date(2025, 3, 1), end_day=date(2025, 4, 1))
+    new_leads_rebuild()  # the factory skips crm.lifecycle.stages_initial (the daily upkeep)
     return camp
 
 

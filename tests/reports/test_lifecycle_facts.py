@@ -183,6 +183,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
     lifecycle_facts_rebuild()
     assert _snapshot({row[0] for row in incremental[1]}) == incremental
     assert lifecycle_facts_reconcile(day=date(2025, 2, 3)) == {
+        "new_leads": {},
         "transition_facts": {},
         "transition_credits": {},
         "landing": {},
@@ -218,3 +219,29 @@ def test_the_daily_reconciliation_task_checks_the_lifecycle_facts():
     lifecycle_facts_apply_transitions(transitions=[t])
     out = reconcile_rollups(day="2025-02-03")
     assert out["transition_facts"] == out["transition_credits"] == out["deals"] == 0
+
+
+@pytest.mark.django_db
+def test_new_leads_per_day_follow_contact_creation_and_equal_the_contacts(settings):
+    from crm.lifecycle import stages_initial
+    from reports.lifecycle_facts import new_leads_rebuild
+    from reports.metrics.leads import new_leads, new_leads_by_month, new_leads_qs
+    from reports.models import NewLeadDaily
+
+    settings.TIME_ZONE = "America/New_York"
+    _world()  # three contacts without creation transitions (a bulk load): rebuilt below
+    new_leads_rebuild()
+    made = [
+        Contact.objects.create(email=f"n{i}@x.example", created_at=at(when), created_suppressed=s)
+        for i, (when, s) in enumerate(
+            [("2025-03-01 03:00", False), ("2025-03-01 06:00", False), ("2025-03-02", True)]
+        )
+    ]
+    stages_initial(contacts=made)  # publishes the creation transitions to the handlers
+    incremental = sorted(NewLeadDaily.objects.exclude(new_leads=0).values_list("day", "new_leads"))
+    new_leads_rebuild()
+    assert sorted(NewLeadDaily.objects.values_list("day", "new_leads")) == incremental
+    for q in [*PERIODS, ReportQuery(start=date(2025, 2, 28), end=date(2025, 3, 2))]:
+        raw = dataclasses.replace(q, source="")
+        assert new_leads(raw) == new_leads_qs(raw).count()
+        assert sum(new_leads_by_month(raw).values()) == new_leads_qs(raw).count()
