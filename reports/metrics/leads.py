@@ -11,6 +11,7 @@ from django.db.models import (
     Count,
     DateTimeField,
     Exists,
+    F,
     IntegerField,
     OuterRef,
     Q,
@@ -19,7 +20,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
 
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
@@ -187,7 +187,7 @@ def reopened_counts_raw(q: ReportQuery) -> tuple[dict, int]:
     return {s: per_month.get(s, 0) for _, s, _ in months(q)}, len({c for _, c in pairs})
 
 
-def score_profile(q: ReportQuery) -> dict[date, dict]:
+def score_profile(q: ReportQuery, new_leads: dict | None = None) -> dict[date, dict]:
     """METRICS.md line 41 and "Scores over time": month-end ledger scores of new leads.
 
     For each calendar month touching the period, the new leads created in it (clipped to
@@ -200,11 +200,14 @@ def score_profile(q: ReportQuery) -> dict[date, dict]:
     except ImportError:  # pragma: no cover
         return {}
     ms = months(q)
+    # Only the new leads with ledger entries before their month end are read (one grouped
+    # join of the ledger to the period's contacts instead of a ledger sum per new lead);
+    # every other new lead of the month stood at 0.
+    created = "contact__created_at"
     month_end = Case(
         *[
             When(
-                created_at__gte=s,
-                created_at__lt=e,
+                **{f"{created}__gte": s, f"{created}__lt": e},
                 then=Value(
                     day_start(date(first.year + (first.month == 12), first.month % 12 + 1, 1))
                 ),
@@ -213,31 +216,33 @@ def score_profile(q: ReportQuery) -> dict[date, dict]:
         ],
         output_field=DateTimeField(),
     )
-    score = Subquery(
-        LedgerEntry.objects.filter(contact_id=OuterRef("id"), at__lt=OuterRef("month_end"))
-        .values("contact_id")
-        .annotate(s=Sum("points"))
-        .values("s")[:1],
-        output_field=IntegerField(),
-    )
-    # The month as its index (an integer, not a timestamp): one row per new lead is read,
-    # and parsing a year of timestamps cost more than the query.
     month_index = Case(
         *[
-            When(created_at__gte=s, created_at__lt=e, then=Value(i))
+            When(**{f"{created}__gte": s, f"{created}__lt": e}, then=Value(i))
             for i, (_, s, e) in enumerate(ms)
         ],
         output_field=IntegerField(),
     )
     rows = (
-        new_leads_qs(q)
-        .annotate(month=month_index, month_end=month_end)
-        .annotate(month_score=Coalesce(score, 0))
+        LedgerEntry.objects.filter(
+            contact__created_at__gte=q.start_dt,
+            contact__created_at__lt=q.end_dt,
+            contact__created_suppressed=False,
+        )
+        .filter(q.contact_q("contact__"))
+        .alias(month_end=month_end)
+        .filter(at__lt=F("month_end"))
+        .values("contact_id")
+        .annotate(month=month_index, month_score=Sum("points"))
         .values_list("month", "month_score")
+        .order_by()
     )
     by_month: dict = {}
     for month, value in rows:
         by_month.setdefault(month, []).append(value)
+    new = new_leads if new_leads is not None else new_leads_by_month(q)
+    for i, (_, s, _) in enumerate(ms):
+        by_month.setdefault(i, []).extend([0] * (new.get(s, 0) - len(by_month.get(i, []))))
     out = {}
     for i, (first, _, _) in enumerate(ms):
         scores = by_month.get(i, [])
@@ -279,7 +284,7 @@ def leads_by_month(q: ReportQuery) -> tuple[list[dict], dict]:
         .annotate(d=Count("id"), a=Count("id", filter=Q(to_stage=Stage.SQL)))
     }
     reo, reo_total = reopened_counts(q)
-    profile = score_profile(q)
+    profile = score_profile(q, new)
     rows = []
     for first, s, _ in months(q):
         dec = dec_rows.get(s, {"d": 0, "a": 0})

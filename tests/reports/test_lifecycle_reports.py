@@ -177,3 +177,29 @@ def test_nurtured_vs_non_nurtured_counts_enrolled_held_out_and_never():
     assert (nn["non_nurtured"], nn["non_nurtured_opportunities"]) == (2, 1)
     assert nn["nurtured_opportunity_rate"] == 1.0
     assert nn["non_nurtured_opportunity_rate"] == 0.5
+
+
+def test_score_profile_sums_the_ledger_up_to_each_month_end():
+    from scoring.models import LedgerEntry
+
+    year = ReportQuery(start=date(2025, 2, 15), end=date(2025, 4, 1))
+    scored, negative, unscored = (ContactFactory(created_at=at("2025-03-05")) for _ in range(3))
+    feb = ContactFactory(created_at=at("2025-02-20"))
+    ContactFactory(created_at=at("2025-03-06"), created_suppressed=True)  # not a new lead
+    for contact, points, when in [
+        (scored, 30, "2025-03-10"),
+        (scored, 50, "2025-04-01 00:00"),  # at the month end: after it
+        (negative, -5, "2025-03-31 23:59"),
+        (feb, 25, "2025-02-28 23:00"),
+        (feb, 40, "2025-03-02"),  # after February's end
+    ]:
+        LedgerEntry.objects.create(contact=contact, points=points, at=at(when), reason="fit")
+    new_leads_rebuild()
+    profile = leads.score_profile(year)
+    march = profile[date(2025, 3, 1)]
+    assert march["score_histogram"]["< 0"] == 1
+    assert march["score_histogram"]["0–19"] == 1
+    assert march["score_histogram"]["20–39"] == 1
+    assert march["score_median"] == 0
+    assert profile[date(2025, 2, 1)]["score_median"] == 25
+    assert profile[date(2025, 2, 1)]["score_histogram"]["20–39"] == 1
