@@ -82,12 +82,14 @@ class Contact(models.Model):
         related_name="acquired_contacts",
         help_text="The campaign that first acquired this contact (first touch).",
     )
+    # No single-column index: contact_owner_stage leads with owner and serves its lookups.
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="owned_contacts",
+        db_index=False,
     )
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.LEAD)
     stage_changed_at = models.DateTimeField(null=True, blank=True)
@@ -133,9 +135,7 @@ class Contact(models.Model):
             models.Index(fields=["last_name", "first_name", "id"], name="contact_name_sort"),
             # The contact list search (?q=) is served by UPPER(first/last name)
             # text_pattern_ops indexes on PostgreSQL only: migration 0009_contacts_search_prefix.
-            # Search by last name / company filter.
-            models.Index(Lower("last_name"), name="contact_last_name_lower"),
-            models.Index(fields=["company"], name="contact_company"),
+            # (The company filter reads the company foreign key's own index.)
             # Email-status filter and suppression checks.
             models.Index(fields=["email_status"], name="contact_email_status"),
         ]
