@@ -158,9 +158,10 @@ def contact_erase(*, contact: Contact, by=None) -> Contact:
         contact = Contact.objects.select_for_update().get(pk=contact.pk)
         old = _identifiers(contact)
         now = timezone.now()
+        _activities_scrub(contact)
+        # After the scrub: a provider may rebuild what it derives from activities.
         for _path, provider in _providers():
             provider.erase(contact)
-        _activities_scrub(contact)
         LifecycleTransition.objects.filter(contact=contact).exclude(note="").update(note="")
         Deal.objects.filter(contact=contact).update(name="Deal of an erased contact")
         _notifications_scrub(contact, old)

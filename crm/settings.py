@@ -303,7 +303,7 @@ CONTACT_SUMMARY_PROVIDERS: list[str] = [
 ]
 # Modules with export(contact) -> dict and erase(contact) -> None: what each app holds about
 # a contact, for the personal-data export and erasure (crm.privacy).
-CONTACT_DATA_PROVIDERS: list[str] = ["nurture.privacy", "scoring.privacy"]
+CONTACT_DATA_PROVIDERS: list[str] = ["nurture.privacy", "scoring.privacy", "reports.privacy"]
 # Extra segment condition types contributed by other apps (crm.segments), e.g. nurture's
 # "in / not in a program".
 SEGMENT_CONDITION_PROVIDERS: list[str] = ["nurture.segment_conditions.CONDITIONS"]
