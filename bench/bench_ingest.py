@@ -214,6 +214,7 @@ def bench_activity_ingestion_served(env):
     created = []
     errors = []
     latencies = []
+    server_log = None
     lock = threading.Lock()
     try:
         processes.gunicorn(server_env, port, workers=workers)
@@ -248,6 +249,11 @@ def bench_activity_ingestion_served(env):
         wall = time.perf_counter() - started
     finally:
         processes.stop_all()
+        log = processes.log("gunicorn")
+        if errors or "Traceback" in log:  # keep the server's tracebacks
+            kept = Path(tempfile.gettempdir()) / f"{run}-gunicorn.log"
+            kept.write_text(log)
+            server_log = str(kept)
         shutil.rmtree(work, ignore_errors=True)
         deleted, _ = Activity.objects.filter(external_id__startswith=run).delete()
     rate = sum(created) / wall if wall else 0
@@ -257,6 +263,8 @@ def bench_activity_ingestion_served(env):
         "clients": clients,
         "activities_posted": sum(created),
         "errors": len(errors),
+        "error_samples": errors[:3],
+        "server_log": server_log,
         "activities_per_s": round(rate),
         "batch_p50_ms": round(env.percentile(latencies, 50) * 1000, 1) if latencies else None,
         "batch_p95_ms": round(env.percentile(latencies, 95) * 1000, 1) if latencies else None,

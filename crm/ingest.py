@@ -293,6 +293,7 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
 
         created_ids = _resolve_contacts(fresh, source=source, by_user=by_user)
         result.contacts_created = len(created_ids)
+        _contacts_lock({i.contact_id for i in fresh})
         activities = _insert(fresh)
         result.duplicates += len(fresh) - len(activities)
         result.created = len(activities)
@@ -304,6 +305,27 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
         _set_first_touch(activities, created_ids)
         events.activities_recorded(activities, created_ids)
     return result
+
+
+def _contacts_lock(contact_ids: set[int]) -> None:
+    """Lock the batch's contacts up front, in id order (PostgreSQL; SQLite serialises
+    writers anyway).
+
+    The handlers write rows keyed by these contacts in several places — scores, stages,
+    segment memberships, report facts — each in its own order. Two overlapping batches
+    that took those locks piecemeal could each hold what the other waits for (seen as
+    "deadlock detected" under concurrent ingestion); taking them all first, in one order,
+    makes the second batch wait before it holds anything. FOR NO KEY UPDATE: nothing here
+    changes a key, and it does not block other transactions' foreign-key checks.
+    """
+    if connection.vendor != "postgresql" or not contact_ids:
+        return
+    with _pg_cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Contact._meta.db_table} WHERE id = ANY(%b::bigint[]) "  # noqa: S608
+            "ORDER BY id FOR NO KEY UPDATE",
+            [sorted(contact_ids)],
+        )
 
 
 _COLUMNS = (

@@ -65,7 +65,7 @@ def stage_change(
     """
     contact_id = contact.pk if isinstance(contact, Contact) else contact
     with transaction.atomic():
-        locked = Contact.objects.select_for_update().get(pk=contact_id)
+        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact_id)
         if expected_from is not None and locked.stage not in set(expected_from):
             raise StageChangeError(
                 f"The contact is no longer {'/'.join(sorted(expected_from))}: "
@@ -122,9 +122,14 @@ def stages_change_bulk(
     allowed_from = [s for s, moves in ALLOWED_MOVES.items() if to_stage in moves]
     with transaction.atomic():
         locked = list(
-            Contact.objects.select_for_update()
+            # FOR NO KEY UPDATE (here and for every contact lock taken to change a stage or
+            # score): those writes never touch a key, and the weaker lock does not block
+            # the FOR KEY SHARE that each concurrently ingested activity's foreign-key check
+            # takes on its contact at commit — FOR UPDATE deadlocked concurrent batches.
+            Contact.objects.select_for_update(no_key=True)
             .filter(pk__in=list(at_by_contact), stage__in=allowed_from)
             .only("id", "stage", "stage_changed_at", "recycle_round")
+            .order_by("pk")
         )
         transitions = []
         for contact in locked:
@@ -196,7 +201,7 @@ def stage_import(
             "A past stage change cannot be in the future.", current_stage=contact.stage
         )
     with transaction.atomic():
-        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
         before = (
             LifecycleTransition.objects.filter(contact=locked, at__lte=at)
             .order_by("-at", "-id")

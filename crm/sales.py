@@ -202,7 +202,7 @@ def mql_reject(*, contact_id: int, by, reason_code: str, note: str = "") -> Deci
 def mql_claim(*, contact_id: int, by) -> Contact:
     """Assign an unassigned MQL to ``by``; refuse if another rep owns it already."""
     with transaction.atomic():
-        contact = Contact.objects.select_for_update().get(pk=contact_id)
+        contact = Contact.objects.select_for_update(no_key=True).get(pk=contact_id)
         if contact.stage != Stage.MQL:
             raise StageChangeError(
                 f"This contact is not an MQL: it is {contact.get_stage_display()} now.",

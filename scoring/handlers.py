@@ -13,7 +13,7 @@ def _lock(contact_ids) -> list[int]:
     """Lock the contacts being scored, in id order, so a concurrent rescore chunk and this
     batch take turns instead of both appending the same adjustment."""
     return list(
-        Contact.objects.select_for_update()
+        Contact.objects.select_for_update(no_key=True)
         .filter(pk__in=list(contact_ids))
         .order_by("pk")
         .values_list("pk", flat=True)
@@ -23,7 +23,7 @@ def _lock(contact_ids) -> list[int]:
 def _lock_scores(contact_ids) -> dict[int, int]:
     """Lock like :func:`_lock` and return the locked contacts' cached scores."""
     return dict(
-        Contact.objects.select_for_update()
+        Contact.objects.select_for_update(no_key=True)
         .filter(pk__in=sorted(contact_ids))
         .order_by("pk")
         .values_list("pk", "score")

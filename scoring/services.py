@@ -211,7 +211,7 @@ def _each_locked_chunk(chunk: int, work) -> None:
     while lo < hi:
         with transaction.atomic():
             locked = dict(
-                Contact.objects.select_for_update()
+                Contact.objects.select_for_update(no_key=True)
                 .filter(pk__gte=lo, pk__lt=lo + chunk)
                 .order_by("pk")
                 .values_list("pk", "score")

@@ -121,3 +121,65 @@ _RECORDED: list = []
 
 def record(event) -> None:
     _RECORDED.append(list(event.activities))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_that_score_and_hand_off_the_same_contacts_never_deadlock():
+    """Found by bench_activity_ingestion_served: scoring and crm.lifecycle locked contacts
+    FOR UPDATE, which conflicts with the FOR KEY SHARE each inserted activity's foreign-key
+    check takes on its contact at commit; two batches over the same contacts deadlocked
+    (503 to the client), and so did batches whose segment-membership inserts waited on each
+    other while each held contacts the other needed. crm.ingest now locks a batch's
+    contacts up front in id order (FOR NO KEY UPDATE), before anything else."""
+    from crm.segments import segment_save
+    from scoring.models import ScoringSettings
+    from tests.scoring.factories import EngagementRuleFactory
+
+    ScoringSettings.objects.create(pk=1, mql_threshold=25)
+    EngagementRuleFactory(points=10)  # every visit scores; a third one hands the lead off
+    for name, condition in [
+        ("MQLs", {"field": "stage", "op": "equals", "value": "mql"}),
+        ("Visitors", {"did": "page_visit", "within_last_days": 1}),
+    ]:  # memberships are contact-keyed rows the batches also write
+        segment_save(segment=None, name=name, kind="dynamic", definition={"all": [condition]})
+    contacts = [c.pk for c in ContactFactory.create_batch(60)]
+    rng = random.Random(11)
+    now = timezone.now()
+    batches = [
+        [
+            {
+                "kind": "page_visit",
+                "contact": rng.choice(contacts),
+                "occurred_at": now - timedelta(seconds=rng.randrange(1, 3600)),
+                "external_id": f"lock-{b}-{i}",
+            }
+            for i in range(80)
+        ]
+        for b in range(24)
+    ]
+    errors: list[Exception] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        try:
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    batch = batches.pop()
+                try:
+                    activities_record(items=batch, source="api")
+                except Exception as exc:  # noqa: BLE001 — every failure is the finding
+                    with lock:
+                        errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+
+    assert not errors, f"{len(errors)} failed batches, e.g. {errors[0]!r}"
+    assert Activity.objects.filter(external_id__startswith="lock-").count() == 24 * 80
