@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from crm.models import Deal
 
+from .fact_writes import facts_insert
 from .lifecycle_facts import SHAPE_FIELDS, touch_shapes
 from .models import DealCredit
 
@@ -52,7 +53,7 @@ def deal_credits_refresh(*, contact_ids, since=None) -> None:
         DealCredit.objects.filter(deal_id__in=[d[0] for d in deals]).delete()
         if since is None:  # also drop rows of deals that are no longer won
             DealCredit.objects.filter(contact_id__in=chunk).delete()
-        DealCredit.objects.bulk_create(_rows(deals), batch_size=5000)
+        facts_insert(DealCredit, _rows(deals))
 
 
 def deal_credits_snapshot(contact_ids) -> dict:

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from crm.models import Activity, ActivityKind
 
+from .fact_writes import facts_insert
 from .models import LandingVisitFact
 from .query import site_tz
 
@@ -69,14 +70,14 @@ def landing_facts_apply_activities(*, activities) -> None:
     for i in range(0, len(contacts), CHUNK):
         chunk = contacts[i : i + CHUNK]
         _landing(chunk, urls).delete()
-        LandingVisitFact.objects.bulk_create(_rows(chunk, urls), batch_size=5000)
+        facts_insert(LandingVisitFact, _rows(chunk, urls))
 
 
 def landing_facts_rebuild(*, contact_ids) -> None:
     """Recompute every landing row of these contacts from raw data."""
     contact_ids = list(contact_ids)
     _landing(contact_ids).delete()
-    LandingVisitFact.objects.bulk_create(_rows(contact_ids), batch_size=5000)
+    facts_insert(LandingVisitFact, _rows(contact_ids))
 
 
 def landing_facts_snapshot(contact_ids) -> dict:

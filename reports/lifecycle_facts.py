@@ -31,6 +31,7 @@ from django.db.models.functions import TruncDate
 from crm.models import Activity, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
+from .fact_writes import facts_insert
 from .landing_facts import (
     LANDING_KINDS,
     landing_facts_apply_activities,
@@ -115,7 +116,7 @@ def transition_facts_refresh(*, contact_ids) -> None:
     """Recompute the TransitionFact rows of these contacts (2–3 queries per 2,000)."""
     for chunk in _chunks(set(contact_ids)):
         TransitionFact.objects.filter(contact_id__in=chunk).delete()
-        TransitionFact.objects.bulk_create(_facts_for_contacts(chunk), batch_size=5000)
+        facts_insert(TransitionFact, _facts_for_contacts(chunk))
 
 
 # --- TransitionCredit --------------------------------------------------------------------
@@ -183,7 +184,7 @@ def transition_credits_refresh(*, transitions) -> None:
     transitions = [t for t in transitions if t[2] in CREDIT_STAGES]
     for chunk in _chunks(transitions):
         TransitionCredit.objects.filter(transition_id__in=[t[0] for t in chunk]).delete()
-        TransitionCredit.objects.bulk_create(_credits_for(chunk), batch_size=5000)
+        facts_insert(TransitionCredit, _credits_for(chunk))
 
 
 # --- upkeep from the handlers ------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections import defaultdict
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
+from .fact_writes import facts_insert
 from .models import ReopenedDayFact
 from .query import site_tz
 
@@ -60,7 +61,7 @@ def reopened_facts_rebuild(*, contact_ids) -> None:
     for i in range(0, len(contact_ids), CHUNK):
         chunk = contact_ids[i : i + CHUNK]
         ReopenedDayFact.objects.filter(contact_id__in=chunk).delete()
-        ReopenedDayFact.objects.bulk_create(_rows(chunk), batch_size=5000)
+        facts_insert(ReopenedDayFact, _rows(chunk))
 
 
 def _ever_recycled(contact_ids) -> list[int]:
