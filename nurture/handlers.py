@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections import defaultdict
 
+from django.db.models import Q
 from django.utils import timezone
 
 from crm.events import handler
@@ -60,13 +61,19 @@ def on_activities_recorded(event) -> None:
     by_kind: dict[str, set[int]] = defaultdict(set)
     for a in activities:
         by_kind[a.kind].add(a.contact_id)
-    for kind, contact_ids in by_kind.items():
+    # Only kinds that are some exit-on-goal program's goal can end an enrollment: one read
+    # of the (few) programs, then one UPDATE for all of them instead of one per kind.
+    goals = set(
+        Program.objects.filter(exit_on_goal=True, campaign__goal_action__in=list(by_kind))
+        .values_list("campaign__goal_action", flat=True)
+        .distinct()
+    )
+    if goals:
+        reached = Q()
+        for kind in sorted(goals):
+            reached |= Q(contact_id__in=by_kind[kind], program__campaign__goal_action=kind)
         enrollments_exit(
-            queryset=Enrollment.objects.filter(
-                contact_id__in=contact_ids,
-                program__exit_on_goal=True,
-                program__campaign__goal_action=kind,
-            ),
+            queryset=Enrollment.objects.filter(reached, program__exit_on_goal=True),
             reason=EXIT_GOAL,
             now=now,
         )

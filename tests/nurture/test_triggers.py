@@ -2,6 +2,8 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm import lifecycle
@@ -127,6 +129,44 @@ def test_the_goal_action_exits_and_suppression_exits():
     assert reasons == {goal.pk: "goal", unsub.pk: "suppressed"}
     enrollments_advance()
     assert mail.outbox == []
+
+
+def test_goal_exits_match_each_program_to_its_own_goal_in_one_update():
+    demo = ProgramFactory(campaign=CampaignFactory(goal_action="demo_requested"))
+    buy = ProgramFactory(campaign=CampaignFactory(goal_action="purchase"))
+    for program in (demo, buy):
+        StepFactory(program=program)
+    a, b = ContactFactory(), ContactFactory()
+    for program in (demo, buy):
+        contacts_enroll(program=program, contact_ids=[a.pk, b.pk], source="m")
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as ctx:
+        activities_record(
+            items=[
+                {"kind": "demo_requested", "occurred_at": now, "contact": a.pk},
+                {"kind": "purchase", "occurred_at": now, "contact": b.pk},
+                {"kind": "page_visit", "occurred_at": now, "contact": a.pk},
+            ]
+        )
+    assert _live(demo) == {b.pk}
+    assert _live(buy) == {a.pk}
+    updates = [
+        q for q in ctx.captured_queries if q["sql"].startswith('UPDATE "nurture_enrollment"')
+    ]
+    assert len(updates) == 1
+
+
+def test_activities_no_program_has_as_goal_cost_no_exit_update():
+    program = ProgramFactory(campaign=CampaignFactory(goal_action="demo_requested"))
+    StepFactory(program=program)
+    c = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[c.pk], source="m")
+    with CaptureQueriesContext(connection) as ctx:
+        activities_record(
+            items=[{"kind": "page_visit", "occurred_at": timezone.now(), "contact": c.pk}]
+        )
+    assert _live(program) == {c.pk}
+    assert not [q for q in ctx.captured_queries if 'UPDATE "nurture_enrollment"' in q["sql"]]
 
 
 def test_reentry_policies():
