@@ -275,17 +275,23 @@ def holdout_lift(q: ReportQuery) -> list[dict]:
     """Per program with held-out enrollments entered in the period: opportunity rate of
     treated vs held-out contacts, lift = difference, with its 95% interval (as above)."""
     try:
-        from nurture.models import Enrollment
+        from nurture.models import Enrollment, Program
     except ImportError:  # pragma: no cover
         return []
     # IN (uncorrelated subquery): PostgreSQL hashes the opportunity contacts once instead
     # of probing the transitions per enrollment.
     opp = Q(contact_id__in=_opportunity_contacts(q))
     held = Q(state=Enrollment.State.HELD_OUT)
+    in_period = Enrollment.objects.filter(
+        entered_at__gte=q.start_dt, entered_at__lt=q.end_dt
+    ).filter(q.contact_q("contact__"))
+    # Only the programs with a held-out enrollment in the period (the HAVING below) are
+    # grouped: their distinct counts sort just those programs' enrollments, not every
+    # enrollment of the period.
+    with_holdouts = in_period.filter(held).values("program_id")
     rows = (
-        Enrollment.objects.filter(entered_at__gte=q.start_dt, entered_at__lt=q.end_dt)
-        .filter(q.contact_q("contact__"))
-        .values("program_id", "program__name")
+        in_period.filter(program_id__in=with_holdouts)
+        .values("program_id")
         .annotate(
             treated=Count("contact_id", distinct=True, filter=~held),
             treated_opp=Count("contact_id", distinct=True, filter=~held & opp),
@@ -293,6 +299,11 @@ def holdout_lift(q: ReportQuery) -> list[dict]:
             held_out_opp=Count("contact_id", distinct=True, filter=held & opp),
         )
         .filter(held_out__gt=0)
+        .annotate(
+            program__name=Subquery(
+                Program.objects.filter(pk=OuterRef("program_id")).values("name")[:1]
+            )
+        )
         .order_by("program__name")
     )
     out = []
