@@ -48,7 +48,7 @@ def history():
 
 
 def test_it_counts_the_leads_report(history, django_assert_num_queries):
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(5):  # new leads, 2 lifecycle counts, re-opened, scores
         rows, totals = leads.leads_by_month(MARCH)
     assert totals == {
         "new_leads": 2,
@@ -203,3 +203,70 @@ def test_score_profile_sums_the_ledger_up_to_each_month_end():
     assert march["score_median"] == 0
     assert profile[date(2025, 2, 1)]["score_median"] == 25
     assert profile[date(2025, 2, 1)]["score_histogram"]["20–39"] == 1
+
+
+def test_holdout_lift_counts_only_programs_with_held_out_enrollments(django_assert_num_queries):
+    from nurture.models import Enrollment
+    from tests.nurture.factories import ProgramFactory
+
+    with_holdout, without = ProgramFactory(name="B with"), ProgramFactory(name="A without")
+    treated_opp, treated, held_opp, held, held_twice = (
+        ContactFactory(created_at=at("2025-02-01")) for _ in range(5)
+    )
+    for contact, program, state, when in [
+        (treated_opp, with_holdout, Enrollment.State.ACTIVE, "2025-03-02"),
+        (treated, with_holdout, Enrollment.State.COMPLETED, "2025-03-03"),
+        (treated, with_holdout, Enrollment.State.EXITED, "2025-03-04"),  # same contact
+        (held_opp, with_holdout, Enrollment.State.HELD_OUT, "2025-03-05"),
+        (held, with_holdout, Enrollment.State.HELD_OUT, "2025-03-06"),
+        (held_twice, with_holdout, Enrollment.State.HELD_OUT, "2025-02-20"),  # before
+        (treated_opp, without, Enrollment.State.ACTIVE, "2025-03-07"),  # no holdout: no row
+        (held, without, Enrollment.State.HELD_OUT, "2025-04-01"),  # at the end: out
+    ]:
+        Enrollment.objects.create(
+            contact=contact, program=program, state=state, entered_at=at(when)
+        )
+    move(treated_opp, "sql", "opportunity", "2025-03-20")
+    move(held_opp, "sql", "opportunity", "2025-03-31 23:59")
+    with django_assert_num_queries(1):
+        (row,) = funnel.holdout_lift(MARCH)
+    assert (row["program_id"], row["program"]) == (with_holdout.pk, "B with")
+    assert (row["treated"], row["treated_opportunity_rate"]) == (2, 0.5)
+    assert (row["held_out"], row["held_out_opportunity_rate"]) == (2, 0.5)
+    assert row["lift"] == 0.0
+
+
+def test_leads_months_and_period_totals_count_unique_contacts_separately():
+    two_months = ReportQuery(start=date(2025, 3, 15), end=date(2025, 5, 1))
+    a, b = (ContactFactory(created_at=at("2025-03-01")) for _ in range(2))
+    move(a, "lead", "mql", "2025-03-14")  # before the period
+    move(a, "mql", "sql", "2025-03-15 00:00")  # decided, accepted (March)
+    move(a, "sql", "recycled", "2025-03-20")
+    move(a, "recycled", "mql", "2025-03-25")  # March MQL
+    move(a, "mql", "recycled", "2025-04-02")  # decided (April)
+    move(a, "recycled", "mql", "2025-04-10")  # April MQL: same contact
+    move(b, "lead", "mql", "2025-04-30 23:59")  # April MQL
+    move(b, "mql", "sql", "2025-05-01 00:00")  # at the end: out
+    new_leads_rebuild()
+    rows, totals = leads.leads_by_month(two_months)
+    march, april = rows
+    assert (march["mql_entries"], march["mqls"], march["sqls"]) == (1, 1, 1)
+    assert (march["mqls_decided"], march["mqls_accepted"]) == (1, 1)
+    assert march["mql_acceptance_rate"] == 1.0
+    assert not march["acceptance_alert"]
+    assert (april["mql_entries"], april["mqls"], april["sqls"]) == (2, 2, 0)
+    assert (april["mqls_decided"], april["mqls_accepted"], april["mql_acceptance_rate"]) == (
+        1,
+        0,
+        0.0,
+    )
+    assert april["acceptance_alert"]
+    assert (totals["mql_entries"], totals["mqls"], totals["sqls"]) == (3, 2, 1)
+    assert (totals["mqls_decided"], totals["mqls_accepted"]) == (2, 1)
+    assert totals["mql_acceptance_rate"] == 0.5
+    assert not totals["acceptance_alert"]
+    # the same figures as the period functions the dashboard uses
+    acc = leads.acceptance(two_months)
+    assert (acc["decided"], acc["accepted"]) == (2, 1)
+    assert leads.mqls(two_months) == {"mql_entries": 3, "mqls": 2}
+    assert leads.sqls(two_months) == 1
