@@ -63,8 +63,12 @@ def _chunks(items, size=CHUNK):
 # --- TransitionFact ----------------------------------------------------------------------
 
 
-def _facts_for_contacts(contact_ids) -> list[TransitionFact]:
-    """The TransitionFact rows of every transition of these contacts, from raw data."""
+FACT_FIELDS = ("transition", "contact", "to_stage", "at", "prev_same_at", "next_at", "lead_at")
+
+
+def _facts_for_contacts(contact_ids) -> list[tuple]:
+    """The TransitionFact rows (:data:`FACT_FIELDS`) of every transition of these contacts,
+    from raw data."""
     rows = list(
         LifecycleTransition.objects.filter(contact_id__in=contact_ids)
         .order_by("contact_id", "at", "id")
@@ -97,17 +101,7 @@ def _facts_for_contacts(contact_ids) -> list[TransitionFact]:
                 if not lead_mql_done and not suppressed:
                     lead_at = created_at
                 lead_mql_done = True
-            out.append(
-                TransitionFact(
-                    transition_id=pk,
-                    contact_id=contact_id,
-                    to_stage=stage,
-                    at=at,
-                    prev_same_at=last_of.get(stage),
-                    next_at=next_at,
-                    lead_at=lead_at,
-                )
-            )
+            out.append((pk, contact_id, stage, at, last_of.get(stage), next_at, lead_at))
             last_of[stage] = at
     return out
 
@@ -116,7 +110,7 @@ def transition_facts_refresh(*, contact_ids) -> None:
     """Recompute the TransitionFact rows of these contacts (2–3 queries per 2,000)."""
     for chunk in _chunks(set(contact_ids)):
         TransitionFact.objects.filter(contact_id__in=chunk).delete()
-        facts_insert(TransitionFact, _facts_for_contacts(chunk))
+        facts_insert(TransitionFact, _facts_for_contacts(chunk), fields=FACT_FIELDS)
 
 
 # --- TransitionCredit --------------------------------------------------------------------
@@ -163,18 +157,16 @@ def touch_shapes(items: list[tuple[int, object]]) -> list[list[tuple[int, int, i
 SHAPE_FIELDS = ("campaign_id", "touches", "n", "first", "last")
 
 
-def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[TransitionCredit]:
-    """Credit rows of ``(id, contact_id, to_stage, at)`` changes from their contacts' touches."""
+CREDIT_FIELDS = ("transition", "contact", "to_stage", "at", *SHAPE_FIELDS)
+
+
+def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[tuple]:
+    """Credit rows (:data:`CREDIT_FIELDS`) of ``(id, contact_id, to_stage, at)`` changes
+    from their contacts' touches; tuples, not instances (a batch makes thousands)."""
     shapes = touch_shapes([(c, at) for _, c, _, at in transitions])
     return [
-        TransitionCredit(
-            transition_id=pk,
-            contact_id=contact_id,
-            to_stage=stage,
-            at=at,
-            **dict(zip(SHAPE_FIELDS, shape, strict=True)),
-        )
-        for (pk, contact_id, stage, at), rows in zip(transitions, shapes, strict=True)
+        (*transition, *shape)
+        for transition, rows in zip(transitions, shapes, strict=True)
         for shape in rows
     ]
 
@@ -184,7 +176,7 @@ def transition_credits_refresh(*, transitions) -> None:
     transitions = [t for t in transitions if t[2] in CREDIT_STAGES]
     for chunk in _chunks(transitions):
         TransitionCredit.objects.filter(transition_id__in=[t[0] for t in chunk]).delete()
-        facts_insert(TransitionCredit, _credits_for(chunk))
+        facts_insert(TransitionCredit, _credits_for(chunk), fields=CREDIT_FIELDS)
 
 
 # --- upkeep from the handlers ------------------------------------------------------------
