@@ -28,10 +28,10 @@ def mqls_hand_off(
     """Move contacts that these new entries pushed over the threshold to ``mql``.
 
     Dated at the entry (activity) that pushed each contact over. One query reads the
-    candidates (stage, score and, when a minimum fit is set, their fit total), then
-    lifecycle's bulk move, and one read of the new MQLs serves both owner assignment and
-    the notices. ``scores`` (new scores known by the caller) lets it skip everything when
-    no contact reaches the threshold — the common batch — and narrows the read otherwise.
+    candidates (stage, score, when a minimum fit is set their fit total, and what owner
+    assignment and the notices need), then lifecycle's bulk move. ``scores`` (new scores
+    known by the caller) lets it skip everything when no contact reaches the threshold —
+    the common batch — and narrows the read otherwise.
     Returns the ids of the new MQLs.
     """
     entries = list(entries)
@@ -45,9 +45,11 @@ def mqls_hand_off(
             return []
     qs = Contact.objects.filter(
         pk__in=sorted(gained), stage__in=MQL_FROM, score__gte=conf.mql_threshold
-    ).order_by()
+    ).order_by("pk")
+    # The candidates' rows also serve assignment and the notices: the callers hold the
+    # contacts' locks, and the stage-changed handlers change none of these fields.
     if conf.min_fit is None:
-        candidates = dict(qs.values_list("pk", "score"))
+        found = list(qs.values(*_ROW_FIELDS))
     else:
         fit = (
             LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
@@ -56,13 +58,14 @@ def mqls_hand_off(
             .annotate(s=Sum("points"))
             .values("s")
         )
-        candidates = {
-            pk: score
-            for pk, score, fit_total in qs.annotate(
-                fit=Coalesce(Subquery(fit), Value(0))
-            ).values_list("pk", "score", "fit")
-            if fit_total >= conf.min_fit
-        }
+        found = [
+            row
+            for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(
+                *_ROW_FIELDS, "fit"
+            )
+            if row.pop("fit") >= conf.min_fit
+        ]
+    candidates = {row["pk"]: row["score"] for row in found}
     if not candidates:
         return []
     by_contact: dict[int, list[LedgerEntry]] = defaultdict(list)
@@ -90,7 +93,8 @@ def mqls_hand_off(
         activity_by_contact=activity_by_contact,
     )
     new_mqls = [t.contact_id for t in transitions]
-    rows = _rows(new_mqls)
+    moved = set(new_mqls)
+    rows = [row for row in found if row["pk"] in moved]  # id order, as _rows reads them
     chosen = _assign(rows, conf=conf)
     _notify(rows, chosen)
     return new_mqls

@@ -55,16 +55,19 @@ def test_scores_are_set_and_added_and_unchanged_contacts_are_not_written(
 
 
 @override_settings(STAGE_CHANGED_HANDLERS=["scoring.handlers.on_stage_changed"])
-def test_the_hand_off_reads_candidates_once_and_new_mqls_once(django_assert_num_queries):
+def test_the_hand_off_reads_the_contacts_once_for_the_move_owners_and_notices(
+    django_assert_num_queries,
+):
     ScoringSettings.objects.create(pk=1, mql_threshold=30, min_fit=0)
     seller = UserFactory(username="seller", role="sales")
     contacts = ContactFactory.create_batch(3, score=40)
     at = timezone.now() - timedelta(minutes=5)
     entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
-    # Settings, candidates with their fit, lifecycle's bulk move (savepoint, lock, insert,
-    # update), one read of the new MQLs, assignment rules, sales pool, cursor lock and
-    # move (in a savepoint), owners, notices: whatever the number of contacts.
-    with django_assert_num_queries(16):
+    # Settings, candidates with their fit and the fields assignment and the notices read,
+    # lifecycle's bulk move (savepoint, lock, insert, update), assignment rules, sales
+    # pool, cursor lock and move (in a savepoint), owners, notices: whatever the number of
+    # contacts (no second read of the new MQLs).
+    with django_assert_num_queries(15):
         new = handoff.mqls_hand_off(entries=entries, scores={c.pk: 40 for c in contacts})
     assert sorted(new) == sorted(c.pk for c in contacts)
     assert set(Contact.objects.values_list("stage", "owner_id")) == {(Stage.MQL, seller.pk)}
