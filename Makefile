@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 # Web (gunicorn, static files through whitenoise), a Celery worker and Celery beat on the
 # embedded filesystem broker. Ctrl-C stops all three; the database in var/ is kept.
 run: install
-	mkdir -p var/mail var/broker/out var/broker/processed
+	mkdir -p var/mail var/broker/out var/broker/processed var/broker/control
 	$(MANAGE) migrate --noinput
 	$(MANAGE) createcachetable
 	$(MANAGE) collectstatic --noinput -v 0
