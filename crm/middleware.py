@@ -88,16 +88,25 @@ class DatabaseUnavailableMiddleware:
     def __call__(self, request):
         return self.get_response(request)
 
+    # PostgreSQL's "retry the transaction" classes: deadlock detected, serialization failure.
+    CONFLICT_SQLSTATES = {"40P01", "40001"}
+
     def process_exception(self, request, exception):
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
-        log.warning("database unavailable: %s", exception)
-        response = JsonResponse(
-            {
-                "detail": "The database is temporarily unavailable; retry shortly "
+        if getattr(exception.__cause__, "sqlstate", None) in self.CONFLICT_SQLSTATES:
+            # The database is fine: this request lost a lock conflict and was rolled back.
+            log.warning("transaction conflict, rolled back: %s", exception)
+            detail = (
+                "The request conflicted with a concurrent one and was rolled back; retry "
+                "shortly (retrying with the same external_id is safe)."
+            )
+        else:
+            log.warning("database unavailable: %s", exception)
+            detail = (
+                "The database is temporarily unavailable; retry shortly "
                 "(retrying with the same external_id is safe)."
-            },
-            status=503,
-        )
+            )
+        response = JsonResponse({"detail": detail}, status=503)
         response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
         return response
