@@ -33,6 +33,18 @@ class UserFactory(factory.django.DjangoModelFactory):
                 self.save(update_fields=["is_staff"])
 
 
+def rejection_reasons() -> None:
+    """The reasons the data migration creates, again: a transactional test (live server,
+    threads) starts from a flushed database, which keeps no data-migration rows."""
+    from importlib import import_module
+
+    migration = import_module("crm.migrations.0004_sales_rejection_reasons")
+    for position, (code, label, outcome) in enumerate(migration.REASONS, start=1):
+        models.RejectionReason.objects.get_or_create(
+            code=code, defaults={"label": label, "outcome": outcome, "position": position}
+        )
+
+
 class CompanyFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.Company

@@ -22,19 +22,6 @@ def shoot_pages(page, role: str, paths: dict[str, str]) -> None:
         page.screenshot(path=str(PAGES / f"{role}-{name}.png"), full_page=True)
 
 
-def rejection_reasons() -> None:
-    """The reasons the data migration creates (a live-server test starts from an empty database)."""
-    from importlib import import_module
-
-    from crm.models import RejectionReason
-
-    migration = import_module("crm.migrations.0004_sales_rejection_reasons")
-    for position, (code, label, outcome) in enumerate(migration.REASONS, start=1):
-        RejectionReason.objects.get_or_create(
-            code=code, defaults={"label": label, "outcome": outcome, "position": position}
-        )
-
-
 def path_of(url: str) -> str:
     """The path and query of an absolute URL (emails link to SITE_URL)."""
     return re.sub(r"^https?://[^/]+", "", url)

@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from tests.crm.sales_factories import make_mql
 from tests.e2e.conftest import login
-from tests.e2e.helpers import rejection_reasons, shoot_pages
-from tests.factories import UserFactory
+from tests.e2e.helpers import shoot_pages
+from tests.factories import UserFactory, rejection_reasons
 from tests.nurture.factories import ProgramFactory, StepFactory, TriggerFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
