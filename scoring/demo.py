@@ -1,15 +1,17 @@
 """Demo data for scoring, called by `manage.py seed_demo` (settings.DEMO_SEEDERS).
 
 Rules a B2B marketing team would plausibly run, a threshold, assignment rules, then a full
-rescore so every contact has a ledger and a score. Stages are left alone: the CRM demo
-already wrote a year of MQL history.
+rescore so every contact has a ledger and a score. The rescore hands nobody off (the CRM
+demo already wrote a year of MQL history); the leads the rules put over the threshold are
+then handed off as live scoring would have, each dated at the activity that pushed it over
+(``backfill.mqls_catch_up``), so that no lead sits over the threshold.
 """
 
 from __future__ import annotations
 
 from crm.models.choices import ActivityKind as K
 
-from . import services
+from . import backfill, services
 from .models import AssignmentRule, Rule, ScoringSettings
 
 E, F, N = Rule.Kind.ENGAGEMENT, Rule.Kind.FIT, Rule.Kind.NEGATIVE
@@ -93,8 +95,11 @@ def seed(ctx) -> None:
                 ]
             )
     run = services.scores_rescore_all(by=admin, hand_off=False)
+    # Owners are assigned, but no "new MQL" notices: these hand-offs are dated in the past.
+    handed = backfill.mqls_catch_up(now=ctx.now, notify=False)
     conf = ScoringSettings.load()
     ctx.log(
         f"scoring: {Rule.objects.count()} rules, MQL at {conf.mql_threshold}, "
-        f"rescored {run.processed} contacts ({run.entries_created} ledger entries)"
+        f"rescored {run.processed} contacts ({run.entries_created} ledger entries), "
+        f"{handed} leads over the threshold handed off"
     )

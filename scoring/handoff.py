@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mass_mail
 from django.db import connection, transaction
-from django.db.models import Case, OuterRef, Subquery, Sum, Value, When
+from django.db.models import Case, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from crm import lifecycle
@@ -43,28 +43,7 @@ def mqls_hand_off(
         gained = {c for c in gained if scores.get(c, conf.mql_threshold) >= conf.mql_threshold}
         if not gained:
             return []
-    qs = Contact.objects.filter(
-        pk__in=sorted(gained), stage__in=MQL_FROM, score__gte=conf.mql_threshold
-    ).order_by("pk")
-    # The candidates' rows also serve assignment and the notices: the callers hold the
-    # contacts' locks, and the stage-changed handlers change none of these fields.
-    if conf.min_fit is None:
-        found = list(qs.values(*_ROW_FIELDS))
-    else:
-        fit = (
-            LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
-            .order_by()
-            .values("contact_id")
-            .annotate(s=Sum("points"))
-            .values("s")
-        )
-        found = [
-            row
-            for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(
-                *_ROW_FIELDS, "fit"
-            )
-            if row.pop("fit") >= conf.min_fit
-        ]
+    found = _candidates(Q(pk__in=sorted(gained)), conf=conf)
     candidates = {row["pk"]: row["score"] for row in found}
     if not candidates:
         return []
@@ -85,6 +64,45 @@ def mqls_hand_off(
         at_by_contact[contact_id] = crossing.at
         if crossing.activity_id:
             activity_by_contact[contact_id] = crossing.activity_id
+    return _move(found, at_by_contact, activity_by_contact, conf=conf)
+
+
+def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
+    """Contacts of ``contact_q`` that may become MQLs now (stage, threshold, minimum fit),
+    in id order, with what owner assignment and the notices read (``_ROW_FIELDS``).
+
+    The callers hold the contacts' locks, and the stage-changed handlers change none of
+    these fields, so the rows stay valid through the move.
+    """
+    qs = Contact.objects.filter(
+        contact_q, stage__in=MQL_FROM, score__gte=conf.mql_threshold
+    ).order_by("pk")
+    if conf.min_fit is None:
+        return list(qs.values(*_ROW_FIELDS))
+    fit = (
+        LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
+        .order_by()
+        .values("contact_id")
+        .annotate(s=Sum("points"))
+        .values("s")
+    )
+    return [
+        row
+        for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(*_ROW_FIELDS, "fit")
+        if row.pop("fit") >= conf.min_fit
+    ]
+
+
+def _move(
+    found: list[dict],
+    at_by_contact: dict,
+    activity_by_contact: dict,
+    *,
+    conf: ScoringSettings,
+    notify: bool = True,
+) -> list[int]:
+    """Move the candidate rows to ``mql`` through crm.lifecycle (one bulk move), assign
+    owners to the unowned and notify the owners; returns the new MQLs' ids."""
     transitions = lifecycle.stages_change_bulk(
         to_stage=Stage.MQL,
         at_by_contact=at_by_contact,
@@ -96,7 +114,8 @@ def mqls_hand_off(
     moved = set(new_mqls)
     rows = [row for row in found if row["pk"] in moved]  # id order, as _rows reads them
     chosen = _assign(rows, conf=conf)
-    _notify(rows, chosen)
+    if notify:
+        _notify(rows, chosen)
     return new_mqls
 
 
