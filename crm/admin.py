@@ -1,8 +1,9 @@
 """Django admin for the CRM core (open to the admin role: staff users only)."""
 
 from django.contrib import admin
+from django.db import transaction
 
-from . import models
+from . import campaign_members, models
 
 admin.site.site_header = "Leadcycle administration"
 
@@ -104,6 +105,26 @@ class ActivityAdmin(admin.ModelAdmin):
     list_select_related = ["contact", "campaign"]
     raw_id_fields = ["contact", "campaign"]
     show_full_result_count = False
+
+    # An edit or delete here bypasses crm.ingest: the touched contacts' campaign members
+    # are rebuilt from their activities in the same transaction (crm.campaign_members).
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            before = models.Activity.objects.filter(pk=obj.pk).values_list("contact_id")
+            contact_ids = {row[0] for row in before} if change else set()
+            super().save_model(request, obj, form, change)
+            campaign_members.members_rebuild(contact_ids=contact_ids | {obj.contact_id})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            campaign_members.members_rebuild(contact_ids=[obj.contact_id])
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            contact_ids = set(queryset.values_list("contact_id", flat=True))
+            super().delete_queryset(request, queryset)
+            campaign_members.members_rebuild(contact_ids=contact_ids)
 
 
 @admin.register(models.LifecycleTransition)

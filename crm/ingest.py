@@ -26,7 +26,7 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import events, services
+from . import campaign_members, events, services
 from .models import (
     Activity,
     ActivityKind,
@@ -300,6 +300,7 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
         result.activities = activities
         if not activities:
             return result
+        campaign_members.members_touch(activities)
         _apply_suppression(activities)
         _mark_reopened(activities)
         _set_first_touch(activities, created_ids)

@@ -317,6 +317,8 @@ DEMO_SEEDERS = [
     "scoring.demo.seed",
     "reports.demo.seed",
     "reports.review.demo.seed",
+    # Last: campaign members from the activities the seeders above bulk-loaded.
+    "crm.campaign_members.demo_seed",
 ]
 
 # --- Product settings -----------------------------------------------------------------------

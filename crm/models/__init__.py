@@ -1,7 +1,7 @@
 """CRM core models, one module per subdomain."""
 
 from .activities import Activity, LifecycleTransition, Reopening
-from .campaigns import Campaign, CampaignCost
+from .campaigns import Campaign, CampaignCost, CampaignMember
 from .choices import (
     ActivityKind,
     Channel,
@@ -19,6 +19,7 @@ __all__ = [
     "ActivityKind",
     "Campaign",
     "CampaignCost",
+    "CampaignMember",
     "Channel",
     "Company",
     "ConsentBasis",

@@ -124,3 +124,38 @@ class CampaignCost(models.Model):
         first = max(self.period_start, start)
         last = min(self.period_end, end.fromordinal(end.toordinal() - 1))
         return max(0, (last - first).days + 1)
+
+
+class CampaignMember(models.Model):
+    """A contact that has at least one activity in a campaign, with its first and last touch
+    (as CRMs' campaign members): what the activities say, kept current by
+    ``crm.campaign_members`` in the transactions that write activities (ingest, merge) and
+    rebuilt from them where rows arrive otherwise (migration 0012, the demo seeder).
+
+    The contact list's campaign filter reads one index entry per member instead of every
+    activity of the campaign (millions on a big campaign).
+    """
+
+    # (campaign, contact): the campaign filter's per-contact probe and its per-campaign scan;
+    # also the upsert's conflict target and the campaign's cascade.
+    pk = models.CompositePrimaryKey("campaign", "contact")
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="members", db_index=False
+    )
+    contact = models.ForeignKey(
+        "crm.Contact",
+        on_delete=models.CASCADE,
+        related_name="campaign_memberships",
+        db_index=False,
+    )
+    first_touch_at = models.DateTimeField()
+    last_touch_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # A contact's memberships: rebuilt after a merge, deleted with the contact.
+            models.Index(fields=["contact"], name="campaign_member_contact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in campaign {self.campaign_id}"

@@ -13,9 +13,10 @@ from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from .. import events, lifecycle
+from .. import campaign_members, events, lifecycle
 from ..models import (
     Activity,
+    CampaignMember,
     Company,
     ConsentBasis,
     Contact,
@@ -353,6 +354,8 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         keep, duplicate = locked[keep.pk], locked[duplicate.pk]
         dup_id, keep_id = duplicate.pk, keep.pk
         Activity.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
+        # The kept contact's campaigns from its activities, now both contacts' (bounded).
+        campaign_members.members_rebuild(contact_ids=[keep_id])
         LifecycleTransition.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         Deal.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         kept_rounds = Reopening.objects.filter(contact_id=keep_id).values("recycle_round")
@@ -382,7 +385,15 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
     return keep
 
 
-_HANDLED = {Activity, LifecycleTransition, Deal, Reopening, SegmentMembership, SegmentChange}
+_HANDLED = {
+    Activity,
+    CampaignMember,
+    LifecycleTransition,
+    Deal,
+    Reopening,
+    SegmentMembership,
+    SegmentChange,
+}
 
 
 def _move_other_relations(dup_id: int, keep_id: int) -> None:
