@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Case, Value, When
+from django.db.models import BigIntegerField, Case, F, Value, When
 from django.utils import timezone
 
 from . import events
@@ -109,12 +109,15 @@ def stages_change_bulk(
     by_system: str,
     reason_code: str = "",
     activity_by_contact: Mapping[int, int] | None = None,
+    owner_by_contact: Mapping[int, int] | None = None,
 ) -> list[LifecycleTransition]:
     """Move many contacts to ``to_stage`` at once (e.g. scoring's MQL crossings).
 
     Contacts whose current stage does not allow the move are skipped silently: a batch
     decision never overrides one that sales made in the meantime. Set-based: one locking
-    read, one insert, one update per distinct stage.
+    read, one insert, one update per distinct stage. ``owner_by_contact`` (scoring's owner
+    assignment of new MQLs) is written by the same UPDATE: ``owner`` and ``stage`` are
+    both indexed, so a second UPDATE would rewrite each row and its index entries again.
     """
     activity_by_contact = activity_by_contact or {}
     if not at_by_contact:
@@ -148,7 +151,9 @@ def stages_change_bulk(
                 )
             )
         LifecycleTransition.objects.bulk_create(transitions)
-        _stage_times_set(to_stage, {t.contact_id: t.at for t in transitions})
+        _stage_times_set(
+            to_stage, {t.contact_id: t.at for t in transitions}, owner_by_contact or {}
+        )
         events.stage_changed(transitions)
     return transitions
 
@@ -159,24 +164,42 @@ _STAGE_TIMES_SQL = (
     "UPDATE crm_contact SET stage = %s, stage_changed_at = v.at, updated_at = %s "
     "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at) WHERE crm_contact.id = v.id"
 )
+_STAGE_TIMES_OWNERS_SQL = (
+    "UPDATE crm_contact SET stage = %s, stage_changed_at = v.at, updated_at = %s, "
+    "owner_id = COALESCE(v.o, crm_contact.owner_id) "
+    "FROM unnest(%s::bigint[], %s::timestamptz[], %s::bigint[]) AS v(id, at, o) "
+    "WHERE crm_contact.id = v.id"
+)
 
 
-def _stage_times_set(to_stage: str, at_by_contact: Mapping[int, datetime]) -> None:
-    """Set the stage of these (locked) contacts, each with its own change time."""
+def _stage_times_set(
+    to_stage: str, at_by_contact: Mapping[int, datetime], owners: Mapping[int, int]
+) -> None:
+    """Set the stage of these (locked) contacts, each with its own change time (and the
+    owner, for contacts in ``owners``)."""
     if not at_by_contact:
         return
     now = timezone.now()
     ids = sorted(at_by_contact)  # id order: concurrent writers lock rows in the same order
     if connection.vendor == "postgresql":
+        params = [to_stage, now, ids, [at_by_contact[i] for i in ids]]
         with connection.cursor() as cursor:
-            cursor.execute(_STAGE_TIMES_SQL, [to_stage, now, ids, [at_by_contact[i] for i in ids]])
+            if any(i in owners for i in ids):
+                cursor.execute(_STAGE_TIMES_OWNERS_SQL, [*params, [owners.get(i) for i in ids]])
+            else:
+                cursor.execute(_STAGE_TIMES_SQL, params)
         return
     for i in range(0, len(ids), 500):
         part = ids[i : i + 500]
+        owned = [When(pk=cid, then=Value(owners[cid])) for cid in part if cid in owners]
+        extra = {}
+        if owned:
+            extra["owner_id"] = Case(*owned, default=F("owner_id"), output_field=BigIntegerField())
         Contact.objects.filter(pk__in=part).update(
             stage=to_stage,
             stage_changed_at=Case(*[When(pk=cid, then=Value(at_by_contact[cid])) for cid in part]),
             updated_at=now,
+            **extra,
         )
 
 

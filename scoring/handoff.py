@@ -102,18 +102,25 @@ def _move(
     notify: bool = True,
 ) -> list[int]:
     """Move the candidate rows to ``mql`` through crm.lifecycle (one bulk move), assign
-    owners to the unowned and notify the owners; returns the new MQLs' ids."""
+    owners to the unowned and notify the owners; returns the new MQLs' ids.
+
+    Owners are chosen first and written by lifecycle's stage UPDATE: ``stage`` and
+    ``owner`` are both indexed, so writing them apart rewrote every new MQL's row and its
+    index entries twice. The callers hold the candidates' locks and every candidate's
+    stage allows the move, so each chosen owner goes to a contact that moves.
+    """
+    chosen = _owners_choose(found, conf=conf)
     transitions = lifecycle.stages_change_bulk(
         to_stage=Stage.MQL,
         at_by_contact=at_by_contact,
         by_system="scoring",
         reason_code="score_threshold",
         activity_by_contact=activity_by_contact,
+        owner_by_contact=chosen,
     )
     new_mqls = [t.contact_id for t in transitions]
     moved = set(new_mqls)
     rows = [row for row in found if row["pk"] in moved]  # id order, as _rows reads them
-    chosen = _assign(rows, conf=conf)
     if notify:
         _notify(rows, chosen)
     return new_mqls
@@ -165,6 +172,14 @@ def owners_assign(*, contact_ids: Iterable[int]) -> dict[int, int]:
 
 def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
     """Assign owners to the unowned ``rows`` (id order); returns ``{contact: owner}``."""
+    chosen = _owners_choose(rows, conf=conf)
+    _owners_set(chosen)
+    return chosen
+
+
+def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
+    """Owners for the unowned ``rows`` (id order), advancing the round-robin cursor; the
+    caller writes them."""
     rows = [r for r in rows if r["owner_id"] is None]
     if not rows:
         return {}
@@ -190,7 +205,6 @@ def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
                 chosen[row["pk"]] = owner
         if cursor != start:
             ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
-        _owners_set(chosen)
     return chosen
 
 

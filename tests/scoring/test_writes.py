@@ -64,10 +64,10 @@ def test_the_hand_off_reads_the_contacts_once_for_the_move_owners_and_notices(
     at = timezone.now() - timedelta(minutes=5)
     entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
     # Settings, candidates with their fit and the fields assignment and the notices read,
-    # lifecycle's bulk move (savepoint, lock, insert, update), assignment rules, sales
-    # pool, cursor lock and move (in a savepoint), owners, notices: whatever the number of
-    # contacts (no second read of the new MQLs).
-    with django_assert_num_queries(15):
+    # assignment rules, sales pool, cursor lock and move (in a savepoint), lifecycle's
+    # bulk move (savepoint, lock, insert, ONE update of stage and owner), notices:
+    # whatever the number of contacts (no second read or second write of the new MQLs).
+    with django_assert_num_queries(14):
         new = handoff.mqls_hand_off(entries=entries, scores={c.pk: 40 for c in contacts})
     assert sorted(new) == sorted(c.pk for c in contacts)
     assert set(Contact.objects.values_list("stage", "owner_id")) == {(Stage.MQL, seller.pk)}
@@ -84,3 +84,20 @@ def test_the_hand_off_skips_every_query_when_nobody_reaches_the_threshold(
     ScoringSettings.load()
     with django_assert_num_queries(1):  # the settings row
         assert handoff.mqls_hand_off(entries=[entry], scores={c.pk: 15}) == []
+
+
+@override_settings(STAGE_CHANGED_HANDLERS=[])
+def test_the_move_writes_new_owners_and_keeps_existing_ones_in_one_update():
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    seller = UserFactory(username="seller", role="sales")
+    mine = UserFactory(username="mine", role="sales")
+    owned = ContactFactory(score=40, owner=mine)
+    unowned = ContactFactory(score=40)
+    at = timezone.now() - timedelta(minutes=5)
+    entries = [Entry(c.pk, None, None, 10, at, "activity") for c in (owned, unowned)]
+    handoff.mqls_hand_off(entries=entries, scores={owned.pk: 40, unowned.pk: 40})
+    assert dict(Contact.objects.values_list("pk", "owner_id")) == {
+        owned.pk: mine.pk,
+        unowned.pk: seller.pk,
+    }
+    assert set(Contact.objects.values_list("stage", flat=True)) == {Stage.MQL}
