@@ -150,9 +150,19 @@ class LedgerEntry(models.Model):
         RESCORE = "rescore", "Rescore adjustment"
         RECYCLE_RESET = "recycle_reset", "Recycle reset"
 
-    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
+    # No single-column indexes on contact and rule: ledger_contact_time and
+    # ledger_rule_time lead with them and serve the same lookups (and the cascades); each
+    # one more index cost an index insert per appended entry (every batch, every rescore).
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     rule = models.ForeignKey(
-        Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="entries"
+        Rule,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="entries",
+        db_index=False,
     )
     activity = models.ForeignKey(
         "crm.Activity", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
