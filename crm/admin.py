@@ -35,6 +35,12 @@ class ContactAdmin(admin.ModelAdmin):
     raw_id_fields = ["company", "owner", "acquired_by"]
     readonly_fields = ["stage", "stage_changed_at", "recycle_round", "score", "created_suppressed"]
 
+    def save_model(self, request, obj, form, change):
+        # acquired_by may change here, outside crm.services: campaign members follow it.
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            campaign_members.members_acquired_sync(contact_ids=[obj.pk])
+
 
 @admin.register(models.UserProfile)
 class UserProfileAdmin(admin.ModelAdmin):

@@ -1,20 +1,24 @@
-"""Campaign members: which contacts touched which campaign, first and last (``CampaignMember``).
+"""Campaign members: which contacts are in which campaign (``CampaignMember``).
 
 A derived table: one row per (campaign, contact) pair that some activity has, with the
-pair's earliest and latest ``occurred_at``. It is exactly what the activities say:
+pair's earliest and latest ``occurred_at``, plus one row (no touch times) per contact
+acquired by a campaign it has no activity in. It is exactly what the activities and
+``Contact.acquired_by`` say:
 
 - ``crm.ingest`` upserts a stored batch's pairs in the batch's transaction
-  (:func:`members_touch`): work proportional to the batch, not to the table;
-- a contact merge moves activities and rebuilds the kept contact's rows
-  (:func:`members_rebuild`); the duplicate's rows go with it (cascade);
-- rows written outside those paths (migration 0012's fill, the demo seeder's bulk load,
-  an admin edit of an activity) are rebuilt from the activities by :func:`members_rebuild`;
-- erasure keeps activities' contact, campaign and time, so it changes no row here;
-- a deleted contact or campaign takes its rows along (cascade), as activities' campaign is
-  cleared (SET NULL) when the campaign goes.
+  (:func:`members_touch`): work proportional to the batch, not to the table; a contact it
+  creates is acquired by a campaign of one of those activities, so already a member;
+- creating, editing, importing or merging contacts publishes "contacts changed";
+  :func:`on_contacts_changed` re-syncs the acquisition rows of new contacts and of those
+  whose ``acquired_by`` changed; a merge also rebuilds the kept contact's touch rows;
+- rows written outside those paths (migrations 0012/0013, the demo seeder's bulk load,
+  admin edits) are rebuilt from the source rows by :func:`members_rebuild`;
+- erasure keeps activities' contact, campaign and time and the acquisition, so it changes
+  no row here; a deleted contact or campaign takes its rows along (cascade), as the
+  activities' campaign and the contacts' ``acquired_by`` are cleared (SET NULL).
 
-Tested against the recomputation from raw activities after random ingests, merges and
-erasures (tests/crm/test_campaign_members.py).
+Tested against the recomputation from raw rows after random ingests, edits, merges,
+erasures and deletes (tests/crm/test_campaign_members.py).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Max, Min
+from django.db.models import DateTimeField, Exists, Max, Min, OuterRef, Value
 
-from .models import Activity, CampaignMember
+from . import events
+from .models import Activity, CampaignMember, Contact
 
 _TABLE = CampaignMember._meta.db_table
 _COLUMNS = "campaign_id, contact_id, first_touch_at, last_touch_at"
@@ -40,7 +45,7 @@ _PG_UPSERT = (
     "ON CONFLICT (campaign_id, contact_id) DO UPDATE SET "
     "first_touch_at = LEAST(m.first_touch_at, EXCLUDED.first_touch_at), "
     "last_touch_at = GREATEST(m.last_touch_at, EXCLUDED.last_touch_at) "
-    "WHERE m.first_touch_at > EXCLUDED.first_touch_at "
+    "WHERE m.first_touch_at IS NULL OR m.first_touch_at > EXCLUDED.first_touch_at "
     "OR m.last_touch_at < EXCLUDED.last_touch_at"
 )
 
@@ -93,7 +98,7 @@ def members_touch(activities: Iterable[Activity]) -> None:
     ).values_list("campaign_id", "contact_id", "first_touch_at", "last_touch_at")
     for campaign_id, contact_id, first, last in existing:
         seen = span.get((campaign_id, contact_id))
-        if seen is not None:
+        if seen is not None and first is not None:  # None: a member by acquisition alone
             seen[0] = min(seen[0], first)
             seen[1] = max(seen[1], last)
     CampaignMember.objects.bulk_create(
@@ -109,9 +114,8 @@ def members_touch(activities: Iterable[Activity]) -> None:
 
 
 def members_from_activities(activities=None):
-    """The members ``activities`` (default: all) say there are, as a values queryset of
-    ``campaign_id, contact_id, first_touch_at, last_touch_at`` — the reference the table
-    is rebuilt from and tested against."""
+    """The touch rows ``activities`` (default: all) say there are, as a values queryset of
+    ``campaign_id, contact_id, first_touch_at, last_touch_at``."""
     if activities is None:
         activities = Activity.objects.all()
     return (
@@ -122,23 +126,87 @@ def members_from_activities(activities=None):
     )
 
 
-def members_rebuild(*, contact_ids: Iterable[int] | None = None) -> None:
-    """Recompute the members of ``contact_ids`` (default: everyone) from their activities.
+def members_by_acquisition(contacts=None):
+    """The acquisition-only rows: contacts (default: all) acquired by a campaign they have
+    no activity in, as a values queryset of the same four columns (times empty)."""
+    if contacts is None:
+        contacts = Contact.objects.all()
+    touched = Activity.objects.filter(
+        contact_id=OuterRef("pk"), campaign_id=OuterRef("acquired_by_id")
+    )
+    return (
+        contacts.filter(acquired_by__isnull=False)
+        .exclude(Exists(touched))
+        .annotate(no_touch=Value(None, output_field=DateTimeField()))
+        .values_list("acquired_by_id", "pk", "no_touch", "no_touch")
+        .order_by()
+    )
 
-    Set-based: one DELETE and one ``INSERT … SELECT … GROUP BY`` built by the ORM, so the
-    rows never pass through Python (the full rebuild reads each activity once).
+
+def _acquisitions_missing(contacts):
+    """Acquisition rows of ``contacts`` whose pair has no row yet (once the touch rows are
+    in place: the acquisition-only rows), read against this table's primary key instead of
+    the activities."""
+    present = CampaignMember.objects.filter(
+        contact_id=OuterRef("pk"), campaign_id=OuterRef("acquired_by_id")
+    )
+    return (
+        contacts.filter(acquired_by__isnull=False)
+        .exclude(Exists(present))
+        .annotate(no_touch=Value(None, output_field=DateTimeField()))
+        .values_list("acquired_by_id", "pk", "no_touch", "no_touch")
+        .order_by()
+    )
+
+
+def _insert_from(queryset) -> None:
+    select, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {_TABLE} ({_COLUMNS}) {select}", params)  # noqa: S608
+
+
+def members_rebuild(*, contact_ids: Iterable[int] | None = None) -> None:
+    """Recompute the members of ``contact_ids`` (default: everyone) from their activities
+    and acquisition.
+
+    Set-based: one DELETE and two ``INSERT … SELECT`` built by the ORM, so the rows never
+    pass through Python (the full rebuild reads each activity once).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # a caller's transaction: no SAVEPOINT
         members = CampaignMember.objects.all()
         activities = Activity.objects.all()
+        contacts = Contact.objects.all()
         if contact_ids is not None:
             contact_ids = list(contact_ids)
             members = members.filter(contact_id__in=contact_ids)
             activities = activities.filter(contact_id__in=contact_ids)
+            contacts = contacts.filter(pk__in=contact_ids)
         members.delete()
-        select, params = members_from_activities(activities).query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {_TABLE} ({_COLUMNS}) {select}", params)  # noqa: S608
+        _insert_from(members_from_activities(activities))
+        _insert_from(_acquisitions_missing(contacts))
+
+
+def members_acquired_sync(*, contact_ids: Iterable[int], created: bool = False) -> None:
+    """Re-derive the acquisition-only rows of ``contact_ids`` (their ``acquired_by`` was
+    set or changed); their touch rows follow the activities and stay as they are. Contacts
+    just ``created`` have no rows yet: one INSERT … SELECT."""
+    contact_ids = list(contact_ids)
+    with transaction.atomic(savepoint=False):  # a caller's transaction: no SAVEPOINT
+        if not created:
+            CampaignMember.objects.filter(
+                contact_id__in=contact_ids, first_touch_at__isnull=True
+            ).delete()
+        _insert_from(_acquisitions_missing(Contact.objects.filter(pk__in=contact_ids)))
+
+
+@events.handler("in_transaction")
+def on_contacts_changed(event) -> None:
+    """New contacts (the event without fields: crm.services.contacts_create_bulk) and
+    changed acquisitions (settings.CONTACTS_CHANGED_HANDLERS)."""
+    if not event.fields:
+        members_acquired_sync(contact_ids=event.contact_ids, created=True)
+    elif "acquired_by" in event.fields:
+        members_acquired_sync(contact_ids=event.contact_ids)
 
 
 def demo_seed(ctx) -> None:

@@ -290,6 +290,7 @@ STAGE_CHANGED_HANDLERS = [
     "reports.handlers.on_stage_changed",
 ]
 CONTACTS_CHANGED_HANDLERS = [
+    "crm.campaign_members.on_contacts_changed",
     "crm.segments.on_contacts_changed",
     "scoring.handlers.on_contacts_changed",
 ]

@@ -127,13 +127,15 @@ class CampaignCost(models.Model):
 
 
 class CampaignMember(models.Model):
-    """A contact that has at least one activity in a campaign, with its first and last touch
-    (as CRMs' campaign members): what the activities say, kept current by
-    ``crm.campaign_members`` in the transactions that write activities (ingest, merge) and
-    rebuilt from them where rows arrive otherwise (migration 0012, the demo seeder).
+    """A contact in a campaign (as CRMs' campaign members): it has at least one activity in
+    the campaign (first and last touch set) or was acquired by it (``Contact.acquired_by``;
+    touch times empty when it has no activity there). Exactly what the activities and
+    contacts say, kept current by ``crm.campaign_members`` in the transactions that write
+    them (ingest, contact create/edit/import/merge through the "contacts changed" event)
+    and rebuilt from them where rows arrive otherwise (migrations, the demo seeder).
 
-    The contact list's campaign filter reads one index entry per member instead of every
-    activity of the campaign (millions on a big campaign).
+    The contact list's campaign filter is one semi-join on this table instead of an OR of
+    the acquisition and every activity of the campaign (millions on a big one).
     """
 
     # (campaign, contact): the campaign filter's per-contact probe and its per-campaign scan;
@@ -148,12 +150,14 @@ class CampaignMember(models.Model):
         related_name="campaign_memberships",
         db_index=False,
     )
-    first_touch_at = models.DateTimeField()
-    last_touch_at = models.DateTimeField()
+    # Both empty: a member by acquisition alone, no activity in the campaign.
+    first_touch_at = models.DateTimeField(null=True)
+    last_touch_at = models.DateTimeField(null=True)
 
     class Meta:
         indexes = [
-            # A contact's memberships: rebuilt after a merge, deleted with the contact.
+            # A contact's memberships: rebuilt after a merge or an acquisition change,
+            # deleted with the contact.
             models.Index(fields=["contact"], name="campaign_member_contact"),
         ]
 

@@ -34,22 +34,28 @@ def table() -> set[tuple]:
 
 
 def raw() -> set[tuple]:
-    """The reference: recomputed from every activity."""
+    """The reference: recomputed from every activity and every contact's acquisition."""
     return {
         (r["campaign_id"], r["contact_id"], r["first_touch_at"], r["last_touch_at"])
         for r in campaign_members.members_from_activities()
-    }
+    } | set(campaign_members.members_by_acquisition())
 
 
 def raw_by_hand() -> set[tuple]:
-    """The reference once more, without the ORM's GROUP BY."""
+    """The reference once more, without the ORM's GROUP BY and NOT EXISTS."""
     span: dict = {}
     for campaign_id, contact_id, at in Activity.objects.filter(campaign__isnull=False).values_list(
         "campaign_id", "contact_id", "occurred_at"
     ):
         first, last = span.get((campaign_id, contact_id), (at, at))
         span[campaign_id, contact_id] = (min(first, at), max(last, at))
-    return {(*key, first, last) for key, (first, last) in span.items()}
+    rows = {(*key, first, last) for key, (first, last) in span.items()}
+    for contact_id, campaign_id in Contact.objects.filter(acquired_by__isnull=False).values_list(
+        "pk", "acquired_by_id"
+    ):
+        if (campaign_id, contact_id) not in span:
+            rows.add((campaign_id, contact_id, None, None))
+    return rows
 
 
 def _batch(rng, contacts, campaigns, now, serial):
@@ -73,16 +79,28 @@ def _batch(rng, contacts, campaigns, now, serial):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_after_random_ingests_merges_erasures_and_deletes_members_equal_the_activities(seed):
+def test_after_random_ingests_edits_merges_erasures_and_deletes_members_equal_the_raw_rows(seed):
     rng = random.Random(seed)
     now = timezone.now()
     campaigns = [Campaign.objects.create(name=f"C{i}").pk for i in range(3)]
     for step in range(40):
         contacts = list(Contact.objects.values_list("pk", flat=True))
         roll = rng.random()
-        if roll < 0.65 or len(contacts) < 2:
+        if roll < 0.6 or len(contacts) < 2:
             activities_record(items=_batch(rng, contacts, campaigns, now, step))
-        elif roll < 0.8:
+        elif roll < 0.72:  # an edit, an import or a new contact sets the acquisition
+            chosen = rng.choice([None, *campaigns])
+            campaign = Campaign.objects.get(pk=chosen) if chosen else None
+            how = rng.choice(["edit", "upsert", "create"])
+            if how == "edit":
+                contact = Contact.objects.get(pk=rng.choice(contacts))
+                services.contact_update(contact=contact, acquired_by=campaign)
+            elif how == "upsert":
+                email = Contact.objects.get(pk=rng.choice(contacts)).email
+                services.contacts_upsert(rows=[{"email": email, "acquired_by": campaign}])
+            else:
+                services.contact_create(email=f"n{step}@example.com", acquired_by=campaign)
+        elif roll < 0.82:
             keep, duplicate = Contact.objects.filter(pk__in=rng.sample(contacts, 2))
             services.contact_merge(keep=keep, duplicate=duplicate)
         elif roll < 0.9:
@@ -144,6 +162,25 @@ def test_admin_edits_and_deletes_of_activities_rebuild_the_contacts_members(admi
     assert table() == raw() == {(campaign.pk, b.pk, activity.occurred_at, activity.occurred_at)}
     model_admin.delete_queryset(request, Activity.objects.filter(pk=activity.pk))
     assert table() == raw() == set()
+    a.acquired_by = campaign
+    admin_site._registry[Contact].save_model(request, a, form=None, change=True)
+    assert table() == raw() == {(campaign.pk, a.pk, None, None)}
+
+
+def test_changing_an_acquisition_moves_an_acquisition_only_member_not_a_touched_one():
+    webinar, ads = Campaign.objects.create(name="Webinar"), Campaign.objects.create(name="Ads")
+    contact = services.contact_create(email="a@example.com", acquired_by=webinar)
+    assert table() == {(webinar.pk, contact.pk, None, None)}
+    at = timezone.now() - timedelta(days=1)
+    activities_record(
+        items=[{"kind": "page_visit", "contact": contact.pk, "campaign": webinar.pk,
+                "occurred_at": at.isoformat()}]
+    )  # fmt: skip
+    assert table() == {(webinar.pk, contact.pk, at, at)}
+    services.contact_update(contact=contact, acquired_by=ads)
+    assert table() == raw() == {(webinar.pk, contact.pk, at, at), (ads.pk, contact.pk, None, None)}
+    services.contact_update(contact=contact, acquired_by=None)
+    assert table() == raw() == {(webinar.pk, contact.pk, at, at)}
 
 
 # --- the contact list's campaign filter ---------------------------------------------------
@@ -154,12 +191,13 @@ def touched():
     """Contacts acquired by, touched in, touched elsewhere, both, and untouched."""
     webinar, ads = Campaign.objects.create(name="Webinar"), Campaign.objects.create(name="Ads")
     people = {
-        name: services.contact_create(email=f"{name}@example.com", last_name=name)
+        name: services.contact_create(
+            email=f"{name}@example.com",
+            last_name=name,
+            acquired_by=webinar if name in ("acquired", "both") else None,
+        )
         for name in ("acquired", "touched", "elsewhere", "both", "none")
     }
-    Contact.objects.filter(pk__in=[people["acquired"].pk, people["both"].pk]).update(
-        acquired_by=webinar
-    )
     at = (timezone.now() - timedelta(days=2)).isoformat()
     activities_record(
         items=[
