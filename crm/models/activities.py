@@ -62,7 +62,13 @@ class Activity(models.Model):
             # contact foreign key's lookups and cascades (leading column).
             models.Index(fields=["contact", "-occurred_at"], name="activity_contact_time"),
             # Segments/scoring "did kind X within N days"; report scans by kind and period.
-            models.Index(fields=["kind", "occurred_at"], name="activity_kind_time"),
+            # The contact rides along (PostgreSQL INCLUDE): a segment's behaviour condition
+            # becomes an index-only scan hashed against the contacts (the preview, the full
+            # refresh), where a probe of the contact's timeline per candidate contact grew
+            # with the number of contacts.
+            models.Index(
+                fields=["kind", "occurred_at"], name="activity_kind_time", include=["contact"]
+            ),
             # Per-campaign email and attribution reports; the campaign foreign key's
             # lookups and SET NULL on delete (leading column). The contact rides along
             # (PostgreSQL INCLUDE) so "contacts who touched campaign X" (the contact list's

@@ -136,6 +136,9 @@ class Contact(models.Model):
             # The contact list search (?q=) is served by UPPER(first/last name)
             # text_pattern_ops indexes on PostgreSQL only: migration 0009_contacts_search_prefix.
             # (The company filter reads the company foreign key's own index.)
+            # Segment and scoring conditions "job title contains …" (UPPER(job_title) LIKE
+            # '%TERM%') are served by a pg_trgm GIN index, PostgreSQL only: migration
+            # 0014_segments_title_trigram.
             # Email-status filter and suppression checks.
             models.Index(fields=["email_status"], name="contact_email_status"),
         ]
