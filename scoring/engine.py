@@ -41,7 +41,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from .models import LedgerEntry, Rule
 from .rules import activity_q, fit_q
-from .writes import Entry, entries_append, scores_add, scores_set
+from .writes import Entry, entries_append, ids_q, scores_add, scores_set
 
 R = LedgerEntry.Reason
 MASK_BITS = 60
@@ -438,17 +438,17 @@ def batch_reconcile(
     if agg_rules:
         agg_contacts = sorted(set().union(*need.values()))
         expected = expected_values(
-            Q(pk__in=agg_contacts),
+            ids_q("pk", agg_contacts),
             RuleSet(agg_rules),
             now=now,
-            activity_scope=Q(contact_id__in=agg_contacts),
+            activity_scope=ids_q("contact_id", agg_contacts),
         )
     positions = {r.pk: i for i, r in enumerate(agg_rules)}
     contact_ids = sorted({c for c, _ in matches})
     owned: dict[tuple[int, int], int] = {
         (c, r): s or 0
         for c, r, s in LedgerEntry.objects.filter(
-            contact_id__in=contact_ids, rule_id__in=sorted({r for _, r in matches})
+            ids_q("contact_id", contact_ids), rule_id__in=sorted({r for _, r in matches})
         )
         .order_by()
         .values_list("contact_id", "rule_id")

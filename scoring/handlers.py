@@ -7,6 +7,7 @@ from crm.models import Contact
 
 from . import engine, handoff, services
 from .models import Rule
+from .writes import ids_q
 
 
 def _lock(contact_ids) -> list[int]:
@@ -24,7 +25,7 @@ def _lock_scores(contact_ids) -> dict[int, int]:
     """Lock like :func:`_lock` and return the locked contacts' cached scores."""
     return dict(
         Contact.objects.select_for_update(no_key=True)
-        .filter(pk__in=sorted(contact_ids))
+        .filter(ids_q("pk", sorted(contact_ids)))
         .order_by("pk")
         .values_list("pk", "score")
     )

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db import connection
-from django.db.models import Case, F, IntegerField, Value, When
+from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.db.models.expressions import RawSQL
 
 from crm.models import Contact
 
@@ -52,6 +53,19 @@ def word_array(values: Iterable[str]) -> str:
         if not w.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"not a plain word: {w!r}")
     return "{" + ",".join(f'"{w}"' for w in words) + "}"
+
+
+def ids_q(field: str, ids: Iterable[int]) -> Q:
+    """``field IN ids``; on PostgreSQL with the ids as ONE array parameter.
+
+    A batch's reads name its ~1,000 contacts: as 1,000 placeholders, Django builds a
+    lookup per id and the driver re-splits the SQL around each of them on every query
+    (~10 ms of CPU per query per batch); one ``unnest``ed array literal costs neither.
+    """
+    ids = list(ids)
+    if connection.vendor == "postgresql":
+        return Q(**{f"{field}__in": RawSQL("SELECT unnest(%s::bigint[])", [int_array(ids)])})
+    return Q(**{f"{field}__in": ids})
 
 
 _INSERT_SQL = (
