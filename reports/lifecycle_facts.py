@@ -31,6 +31,7 @@ from django.db.models.functions import TruncDate
 from crm.models import Activity, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
+from .cohort_facts import cohort_apply, cohort_rebuild, cohort_reconcile, firsts_of, firsts_stored
 from .fact_writes import facts_insert
 from .landing_facts import (
     LANDING_KINDS,
@@ -38,13 +39,20 @@ from .landing_facts import (
     landing_facts_rebuild,
     landing_facts_snapshot,
 )
-from .models import NewLeadDaily, TransitionCredit, TransitionFact
+from .models import LeadScoreMonth, NewLeadDaily, TransitionCredit, TransitionFact
 from .query import day_start, site_tz
 from .reopened_facts import (
     reopened_facts_apply_activities,
     reopened_facts_apply_transitions,
     reopened_facts_rebuild,
     reopened_facts_snapshot,
+)
+from .score_facts import (
+    lead_scores_apply_activities,
+    lead_scores_apply_transitions,
+    lead_scores_freeze,
+    lead_scores_rebuild,
+    lead_scores_reconcile,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,11 @@ FACT_FIELDS = ("transition", "contact", "to_stage", "at", "prev_same_at", "next_
 def _facts_for_contacts(contact_ids) -> list[tuple]:
     """The TransitionFact rows (:data:`FACT_FIELDS`) of every transition of these contacts,
     from raw data."""
+    return _facts_and_created(contact_ids)[0]
+
+
+def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
+    """:func:`_facts_for_contacts`, and contact → (created_at, created_suppressed)."""
     rows = list(
         LifecycleTransition.objects.filter(contact_id__in=contact_ids)
         .order_by("contact_id", "at", "id")
@@ -103,14 +116,19 @@ def _facts_for_contacts(contact_ids) -> list[tuple]:
                 lead_mql_done = True
             out.append((pk, contact_id, stage, at, last_of.get(stage), next_at, lead_at))
             last_of[stage] = at
-    return out
+    return out, created
 
 
 def transition_facts_refresh(*, contact_ids) -> None:
-    """Recompute the TransitionFact rows of these contacts (2–3 queries per 2,000)."""
+    """Recompute the TransitionFact rows of these contacts (3–4 queries per 2,000), and
+    move the funnel cohort counts of the first entries that changed (reports.cohort_facts:
+    one more upsert per table when any did)."""
     for chunk in _chunks(set(contact_ids)):
+        before = firsts_stored(chunk)
+        rows, created = _facts_and_created(chunk)
         TransitionFact.objects.filter(contact_id__in=chunk).delete()
-        facts_insert(TransitionFact, _facts_for_contacts(chunk), fields=FACT_FIELDS)
+        facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
+        cohort_apply(before, firsts_of(rows, created))
 
 
 # --- TransitionCredit --------------------------------------------------------------------
@@ -188,14 +206,12 @@ def lifecycle_facts_apply_transitions(*, transitions) -> None:
     if not transitions:
         return
     transition_facts_refresh(contact_ids={t.contact_id for t in transitions})
-    created = [t.contact_id for t in transitions if not t.from_stage]
-    if created:  # crm.lifecycle.stages_initial: contacts were just created
-        new_leads_refresh(
-            days={
-                d.astimezone(site_tz()).date()
-                for d in Contact.objects.filter(pk__in=created).values_list("created_at", flat=True)
-            }
-        )
+    created_ids = [t.contact_id for t in transitions if not t.from_stage]
+    created = {}
+    if created_ids:  # crm.lifecycle.stages_initial: contacts were just created
+        created = dict(Contact.objects.filter(pk__in=created_ids).values_list("pk", "created_at"))
+        new_leads_refresh(days={d.astimezone(site_tz()).date() for d in created.values()})
+    lead_scores_apply_transitions(transitions=transitions, created=created)
     reopened_facts_apply_transitions(transitions=transitions)
     transition_credits_refresh(
         transitions=[(t.pk, t.contact_id, str(t.to_stage), t.at) for t in transitions]
@@ -213,6 +229,7 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
     One query when the batch touches nothing that has happened already (the usual case).
     """
     activities = list(activities)
+    lead_scores_apply_activities(activities=activities)  # after scoring's ledger entries
     landing_facts_apply_activities(activities=activities)
     reopened_facts_apply_activities(activities=activities)
     first_touch: dict[int, object] = {}
@@ -262,11 +279,20 @@ def new_leads_rebuild() -> None:
         .annotate(n=Count("id"))
         .order_by()
     )
+    # The stage columns (reports.cohort_facts) are kept: only ``new_leads`` is recounted,
+    # and rows left with no count at all are dropped.
     with transaction.atomic():
-        NewLeadDaily.objects.all().delete()
+        NewLeadDaily.objects.update(new_leads=0)
         NewLeadDaily.objects.bulk_create(
-            [NewLeadDaily(day=r["day"], new_leads=r["n"]) for r in rows], batch_size=5000
+            [NewLeadDaily(day=r["day"], new_leads=r["n"]) for r in rows],
+            batch_size=5000,
+            update_conflicts=True,
+            unique_fields=["day"],
+            update_fields=["new_leads"],
         )
+        NewLeadDaily.objects.filter(
+            new_leads=0, **dict.fromkeys(["mql", "sql", "opportunity", "customer"], 0)
+        ).delete()
 
 
 # --- rebuild and reconciliation ----------------------------------------------------------
@@ -280,9 +306,11 @@ def lifecycle_facts_rebuild(
     ``transitions_only``: only ``TransitionFact``/``TransitionCredit`` (the migration that
     creates them runs before the other fact tables exist).
     """
+    full = contact_ids is None
     if contact_ids is None:
         if not transitions_only:
             new_leads_rebuild()
+            lead_scores_rebuild()
         top = Contact.objects.aggregate(m=Max("pk"))["m"] or 0
         contact_ids = []
         for lo in range(0, top + 1, chunk):
@@ -298,6 +326,8 @@ def lifecycle_facts_rebuild(
         chunks = list(_chunks(set(contact_ids), chunk))
     for ids in chunks:
         _rebuild_contacts(ids, transitions_only=transitions_only)
+    if full and not transitions_only:
+        cohort_rebuild()  # recount from the rebuilt facts (deltas kept any earlier drift)
 
 
 def _rebuild_contacts(ids, *, transitions_only: bool = False) -> None:
@@ -378,6 +408,13 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
             for k in set(b) | set(a):
                 if b.get(k) != a.get(k):
                     diff[name][str(k)] = {"facts": b.get(k), "raw": a.get(k)}
+    # Month-end scores: freeze the months due, then recompute every month frozen before
+    # (a late entry may land in any closed month; one grouped read per month).
+    fresh = set(lead_scores_freeze())
+    diff["cohort"] = cohort_reconcile()
+    diff["lead_scores"] = lead_scores_reconcile(
+        months=set(LeadScoreMonth.objects.values_list("month", flat=True)) - fresh
+    )
     if any(diff.values()):
         log.warning("Lifecycle facts reconciliation for %s found differences: %s", day, diff)
     return diff

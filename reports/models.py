@@ -318,9 +318,95 @@ class NewLeadDaily(models.Model):
 
     day = models.DateField(unique=True)  # upsert key; period sums read it as a range
     new_leads = models.IntegerField(default=0)
+    # Of these new leads, how many have ever entered each stage (reports.cohort_facts;
+    # funnel cohort mode subtracts those whose first entry came at or after the report end).
+    mql = models.IntegerField(default=0)
+    sql = models.IntegerField(default=0)
+    opportunity = models.IntegerField(default=0)
+    customer = models.IntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.day}: {self.new_leads}"
+
+
+class CohortReachDaily(models.Model):
+    """New leads per creation day, funnel stage and the site-time-zone day of their first
+    entry into it (METRICS.md funnel cohort mode: of the leads created in the period, how
+    many reached each stage by the report end). Funnel cohort counts are the period's
+    ``NewLeadDaily`` stage totals minus these rows with ``reached_day`` at or after the
+    report end (none for a period ending today). Kept by ``reports.cohort_facts`` from
+    the first-entry ``TransitionFact`` rows of the changed contacts (signed deltas),
+    rebuilt and reconciled with them.
+    """
+
+    day = models.DateField()
+    stage = models.CharField(max_length=20)
+    reached_day = models.DateField()
+    leads = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep.
+            models.UniqueConstraint(
+                fields=["stage", "reached_day", "day"], name="cohort_reach_daily_key"
+            )
+        ]
+        # The unique key's index serves the funnel's read: a stage's first entries at or
+        # after the report end (a range of reached_day), of leads created in the period.
+
+    def __str__(self) -> str:
+        return f"{self.day} → {self.stage} on {self.reached_day}: {self.leads}"
+
+
+class LeadScoreFact(models.Model):
+    """Per new lead created in a closed (frozen) month: its score at the end of its creation
+    month (METRICS.md "lead score profile of new leads" and "Scores over time": the sum of
+    its ledger entries before that month end). Rows exist exactly for the new leads of the
+    months in ``LeadScoreMonth``; kept by ``reports.score_facts`` (a closed month's score
+    only moves when an entry dated before its end arrives late: a back-dated activity or
+    recycle), so the upkeep knows each lead's previous score when it moves its count in
+    ``LeadScoreDaily``.
+    """
+
+    contact = models.OneToOneField(
+        "crm.Contact", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    day = models.DateField()  # creation day (site time zone)
+    score = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"contact {self.contact_id}: {self.score}"
+
+
+class LeadScoreDaily(models.Model):
+    """New leads per creation day and month-end score (value counts of ``LeadScoreFact``):
+    the leads report's score profile of a frozen month is a grouped sum of these rows
+    (days × distinct scores), not a ledger sum per new lead."""
+
+    day = models.DateField()
+    score = models.IntegerField()
+    leads = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; the leads report reads a period as its day range.
+            models.UniqueConstraint(fields=["day", "score"], name="lead_score_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} score {self.score}: {self.leads}"
+
+
+class LeadScoreMonth(models.Model):
+    """A calendar month (its first day) whose new leads' month-end scores are frozen into
+    ``LeadScoreFact``/``LeadScoreDaily``. Months not listed (the current one, or any before
+    the freeze job ran) are served from the ledger."""
+
+    month = models.DateField(unique=True)  # the leads report reads the period's months
+    frozen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m}"
 
 
 # The review register's models live in their own module (reports/review/models.py).

@@ -14,15 +14,16 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
+    Sum,
     Value,
 )
 
 from crm.models import Contact, LifecycleTransition, Stage
 from crm.models.choices import FUNNEL_STAGES
 
-from ..models import TransitionFact
+from ..cohort_facts import STAGE_FIELDS
+from ..models import CohortReachDaily, NewLeadDaily, TransitionFact
 from ..query import ReportQuery, ratio
-from .leads import new_leads
 from .lifecycle import entries, new_leads_qs
 
 DAY = 86400.0
@@ -39,6 +40,37 @@ def _opportunity_contacts(q: ReportQuery):
 def cohort(q: ReportQuery) -> dict[str, int]:
     """Cohort mode: of the new leads of the period, how many reached each stage by the end.
 
+    Without filters, from day rows (reports.cohort_facts): the period's ``NewLeadDaily``
+    totals (new leads, and those that ever entered each stage) minus the
+    ``CohortReachDaily`` rows of leads created in the period whose first entry into the
+    stage came at or after the end — two reads of day rows, none for a period ending
+    today, instead of the period's new leads joined to their transitions. With any
+    filter, :func:`cohort_raw`.
+    """
+    if q.has_contact_filters or q.campaign or q.channel:
+        return cohort_raw(q)
+    fields = ["new_leads", *STAGE_FIELDS]
+    agg = NewLeadDaily.objects.filter(day__gte=q.start, day__lt=q.end).aggregate(
+        **{f: Sum(f) for f in fields}
+    )
+    late = dict(
+        CohortReachDaily.objects.filter(
+            stage__in=STAGE_FIELDS, reached_day__gte=q.end, day__gte=q.start, day__lt=q.end
+        )
+        .values("stage")
+        .annotate(n=Sum("leads"))
+        .values_list("stage", "n")
+        .order_by()
+    )
+    out = {"lead": agg["new_leads"] or 0}
+    for stage in STAGE_FIELDS:
+        out[stage] = (agg[stage] or 0) - (late.get(stage) or 0)
+    return out
+
+
+def cohort_raw(q: ReportQuery) -> dict[str, int]:
+    """Cohort mode from the contacts and transitions (filters; property-test reference).
+
     One grouped read of the stage entries of the cohort (a semi-join on the new leads)
     instead of an EXISTS probe per new lead and stage.
     """
@@ -52,7 +84,7 @@ def cohort(q: ReportQuery) -> dict[str, int]:
         .values_list("to_stage", "n")
         .order_by()
     )
-    out = {"lead": new_leads(q)}
+    out = {"lead": new_leads_qs(q).count()}
     for stage in FUNNEL_STAGES[1:]:
         out[str(stage)] = reached.get(str(stage), 0)
     return out

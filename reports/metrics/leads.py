@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from datetime import date
 
@@ -20,11 +19,12 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
-from ..models import NewLeadDaily, ReopenedDayFact
+from ..models import LeadScoreDaily, LeadScoreMonth, NewLeadDaily, ReopenedDayFact
 from ..query import ReportQuery, day_start, ratio
 from .lifecycle import entries, month_of, months, new_leads_qs
 
@@ -217,16 +217,58 @@ def score_profile(q: ReportQuery, new_leads: dict | None = None) -> dict[date, d
     the period) and their score as the sum of ledger entries before the end of that
     calendar month. Choices: buckets of 20 points below 0 and from 100 up; the median of
     an even count is the mean of the middle two (``statistics.median``).
+
+    Without filters, a frozen month (``reports.score_facts``: every month one day after
+    it ends) is read from ``LeadScoreDaily`` — value counts per creation day and score,
+    one grouped read for all of them — and only the months not frozen yet (the current
+    one) from the ledger; with any filter, every month from the ledger.
     """
+    ms = months(q)
+    if not ms:
+        return {}
+    if not _unfiltered(q):
+        return _profile_out(ms, _scores_raw(q, ms, set(range(len(ms))), new_leads))
+    frozen = set(
+        LeadScoreMonth.objects.filter(month__in=[first for first, _, _ in ms]).values_list(
+            "month", flat=True
+        )
+    )
+    live = {i for i, (first, _, _) in enumerate(ms) if first not in frozen}
+    counts = _scores_live(q, ms, live) if live else {}
+    if frozen:
+        month_index = _by_month_created(
+            "day", list(range(len(ms))), [e.date() for _, _, e in ms], IntegerField()
+        )
+        rows = (
+            LeadScoreDaily.objects.filter(day__gte=q.start, day__lt=q.end)
+            .values("score", m=month_index)
+            .annotate(n=Sum("leads"))
+            .values_list("m", "score", "n")
+            .order_by()
+        )
+        for i, score, n in rows:
+            if i not in live:
+                counts.setdefault(i, Counter())[score] += n
+    return _profile_out(ms, counts)
+
+
+def score_profile_raw(q: ReportQuery, new_leads: dict | None = None) -> dict[date, dict]:
+    """:func:`score_profile` from the ledger alone (property-test reference)."""
+    ms = months(q)
+    if not ms:
+        return {}
+    return _profile_out(ms, _scores_raw(q, ms, set(range(len(ms))), new_leads))
+
+
+def _scores_raw(q: ReportQuery, ms: list, only: set[int], new_leads) -> dict[int, Counter]:
+    """Month index → Counter of month-end scores of the new leads of the months ``only``,
+    from the ledger (months of ``months(q)``)."""
     try:
         from scoring.models import LedgerEntry
     except ImportError:  # pragma: no cover
         return {}
-    ms = months(q)
-    if not ms:
-        return {}
     # Only the new leads with ledger entries before their month end are read (one grouped
-    # join of the ledger to the period's contacts instead of a ledger sum per new lead);
+    # join of the ledger to the months' contacts instead of a ledger sum per new lead);
     # every other new lead of the month stood at 0.
     created = "contact__created_at"
     month_end = _by_month_created(
@@ -243,8 +285,8 @@ def score_profile(q: ReportQuery, new_leads: dict | None = None) -> dict[date, d
     )
     rows = (
         LedgerEntry.objects.filter(
-            contact__created_at__gte=q.start_dt,
-            contact__created_at__lt=q.end_dt,
+            contact__created_at__gte=min(ms[i][1] for i in only),
+            contact__created_at__lt=max(ms[i][2] for i in only),
             contact__created_suppressed=False,
         )
         .filter(q.contact_q("contact__"))
@@ -255,24 +297,92 @@ def score_profile(q: ReportQuery, new_leads: dict | None = None) -> dict[date, d
         .values_list("month", "month_score")
         .order_by()
     )
-    by_month: dict = {}
+    counts: dict[int, Counter] = {i: Counter() for i in only}
     for month, value in rows:
-        by_month.setdefault(month, []).append(value)
+        if month in only:
+            counts[month][value] += 1
     new = new_leads if new_leads is not None else new_leads_by_month(q)
-    for i, (_, s, _) in enumerate(ms):
-        by_month.setdefault(i, []).extend([0] * (new.get(s, 0) - len(by_month.get(i, []))))
+    for i in only:
+        fill = new.get(ms[i][1], 0) - sum(counts[i].values())
+        if fill > 0:
+            counts[i][0] += fill
+    return counts
+
+
+def _scores_live(q: ReportQuery, ms: list, only: set[int]) -> dict[int, Counter]:
+    """Month index → Counter of month-end scores of the new leads of the months ``only``
+    (the ones not frozen: normally the current one): one grouped read of those months'
+    new leads, each with its ledger sum before its month end through the (contact, at)
+    index — work in proportion to those leads, where a join let the planner hash the
+    whole ledger (a sequential scan of every entry)."""
+    try:
+        from scoring.models import LedgerEntry
+    except ImportError:  # pragma: no cover
+        return {}
+    ends = [e for _, _, e in ms]
+    month_end = _by_month_created(
+        "created_at",
+        [day_start(date(f.year + (f.month == 12), f.month % 12 + 1, 1)) for f, _, _ in ms],
+        ends,
+        DateTimeField(),
+    )
+    total = (
+        LedgerEntry.objects.filter(contact_id=OuterRef("pk"), at__lt=OuterRef("month_end"))
+        .order_by()
+        .values("contact_id")
+        .annotate(s=Sum("points"))
+        .values("s")
+    )
+    rows = (
+        new_leads_qs(q)
+        .filter(
+            created_at__gte=min(ms[i][1] for i in only),
+            created_at__lt=max(ms[i][2] for i in only),
+        )
+        .alias(month_end=month_end)
+        .annotate(
+            m=_by_month_created("created_at", list(range(len(ms))), ends, IntegerField()),
+            s=Coalesce(Subquery(total), 0),
+        )
+        .values("m", "s")
+        .annotate(n=Count("id"))
+        .values_list("m", "s", "n")
+        .order_by()
+    )
+    counts: dict[int, Counter] = {i: Counter() for i in only}
+    for i, score, n in rows:
+        if i in only:
+            counts[i][score] += n
+    return counts
+
+
+def _median_of_counts(counts: Counter):
+    """``statistics.median`` of the multiset ``counts`` (value → how many), without
+    expanding it: the middle value, or the mean of the middle two."""
+    n = sum(counts.values())
+    if not n:
+        return None
+    wanted = [(n - 1) // 2, n // 2]
+    found = []
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        while wanted and wanted[0] < seen:
+            found.append(value)
+            wanted.pop(0)
+    return found[0] if n % 2 else (found[0] + found[1]) / 2
+
+
+def _profile_out(ms: list, counts: dict[int, Counter]) -> dict[date, dict]:
     out = {}
     for i, (first, _, _) in enumerate(ms):
-        scores = by_month.get(i, [])
+        c = +counts.get(i, Counter())  # drop zero and negative counts
         hist = {}
         for lo, hi in SCORE_BUCKETS:
             hist[bucket_label(lo, hi)] = sum(
-                1 for v in scores if (lo is None or v >= lo) and (hi is None or v < hi)
+                n for v, n in c.items() if (lo is None or v >= lo) and (hi is None or v < hi)
             )
-        out[first] = {
-            "score_histogram": hist,
-            "score_median": statistics.median(scores) if scores else None,
-        }
+        out[first] = {"score_histogram": hist, "score_median": _median_of_counts(c)}
     return out
 
 

@@ -23,7 +23,9 @@ QUERIES = {
     "funnel": 9,
     "email": 5,
     "cost-per-mql": 9,
-    "leads": 6,  # was 10: the month and period lifecycle counts read in 2 queries, not 6
+    # was 10: the month and period lifecycle counts read in 2 queries, not 6; +1: which
+    # months' score profiles are frozen (reports.score_facts)
+    "leads": 7,
     "revenue": 6,
     "customers": 9,
 }

@@ -16,6 +16,7 @@ from reports.lifecycle_facts import (
     lifecycle_facts_apply_transitions,
     lifecycle_facts_rebuild,
     lifecycle_facts_reconcile,
+    new_leads_rebuild,
 )
 from reports.metrics.attribution import MODELS
 from reports.metrics.cost import (
@@ -25,11 +26,22 @@ from reports.metrics.cost import (
     stage_credits_raw,
 )
 from reports.metrics.email import landing_pages, landing_pages_raw
-from reports.metrics.funnel import conversions, conversions_raw, flow, flow_raw
+from reports.metrics.funnel import (
+    cohort,
+    cohort_raw,
+    conversions,
+    conversions_raw,
+    flow,
+    flow_raw,
+)
 from reports.metrics.leads import reopened_counts, reopened_counts_raw
 from reports.models import (
+    CohortReachDaily,
     DealCredit,
     LandingVisitFact,
+    LeadScoreDaily,
+    LeadScoreMonth,
+    NewLeadDaily,
     ReopenedDayFact,
     TransitionCredit,
     TransitionFact,
@@ -77,6 +89,10 @@ PERIODS = [
 
 def _world():
     for model in (
+        LeadScoreDaily,  # frozen months of an earlier example (reports.score_facts)
+        LeadScoreMonth,
+        NewLeadDaily,  # and its funnel cohort counts (reports.cohort_facts)
+        CohortReachDaily,
         DealCredit,
         Deal,
         ReopenedDayFact,
@@ -158,6 +174,17 @@ def _snapshot(deal_ids=None):
     )
 
 
+def _cohort_snapshot():
+    return (
+        sorted(NewLeadDaily.objects.values_list("day", "mql", "sql", "opportunity", "customer")),
+        sorted(
+            CohortReachDaily.objects.exclude(leads=0).values_list(
+                "day", "stage", "reached_day", "leads"
+            )
+        ),
+    )
+
+
 @pytest.mark.django_db
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batches=st.lists(st.lists(event, min_size=1, max_size=6), min_size=1, max_size=5))
@@ -171,7 +198,9 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
             lifecycle_facts_apply_transitions(transitions=moves)
         if acts:
             lifecycle_facts_apply_activities(activities=acts)
+    new_leads_rebuild()  # the world's contacts were bulk-created; keeps the stage counts
     for q in PERIODS:
+        assert cohort(q) == cohort_raw(q)
         assert conversions(q) == conversions_raw(q)
         assert flow(q) == flow_raw(q)
         assert landing_pages(q) == landing_pages_raw(q)
@@ -181,8 +210,10 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
             rq = dataclasses.replace(q, attribution=model)
             assert attributed_revenue(rq) == attributed_revenue_raw(rq), model
     incremental = _snapshot()
+    cohort_rows = _cohort_snapshot()
     lifecycle_facts_rebuild()
     assert _snapshot({row[0] for row in incremental[1]}) == incremental
+    assert _cohort_snapshot() == cohort_rows
     assert lifecycle_facts_reconcile(day=date(2025, 2, 3)) == {
         "new_leads": {},
         "transition_facts": {},
@@ -190,6 +221,8 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         "landing": {},
         "reopened": {},
         "deals": {},
+        "cohort": {},
+        "lead_scores": {},
     }
 
 

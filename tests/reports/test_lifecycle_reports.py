@@ -48,7 +48,8 @@ def history():
 
 
 def test_it_counts_the_leads_report(history, django_assert_num_queries):
-    with django_assert_num_queries(5):  # new leads, 2 lifecycle counts, re-opened, scores
+    # new leads, 2 lifecycle counts, re-opened, frozen score months, scores
+    with django_assert_num_queries(6):
         rows, totals = leads.leads_by_month(MARCH)
     assert totals == {
         "new_leads": 2,
