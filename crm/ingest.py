@@ -293,7 +293,7 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
 
         created_ids = _resolve_contacts(fresh, source=source, by_user=by_user)
         result.contacts_created = len(created_ids)
-        _contacts_lock({i.contact_id for i in fresh})
+        recycled = _contacts_lock({i.contact_id for i in fresh})
         activities = _insert(fresh)
         result.duplicates += len(fresh) - len(activities)
         result.created = len(activities)
@@ -301,16 +301,31 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
         if not activities:
             return result
         campaign_members.members_touch(activities)
-        _apply_suppression(activities)
-        _mark_reopened(activities)
+        # Handlers of the suppression's "contacts changed" event may move stages: then the
+        # stages read under the lock are stale and _mark_reopened reads them again.
+        suppressed = _apply_suppression(activities)
+        _mark_reopened(activities, None if suppressed else recycled)
         _set_first_touch(activities, created_ids)
         events.activities_recorded(activities, created_ids)
     return result
 
 
-def _contacts_lock(contact_ids: set[int]) -> None:
+# The lock's statement also returns the locked contacts that are recycled (what
+# _mark_reopened needs), saving a second read of the same 1,000 rows. The CTE is evaluated
+# in full (MATERIALIZED, and a locking subquery is never flattened), so every row is
+# locked, in id order, whatever the outer filter keeps.
+_PG_LOCK = (
+    "WITH locked AS MATERIALIZED ("  # noqa: S608
+    f"SELECT id, stage, recycle_round, stage_changed_at FROM {Contact._meta.db_table} "
+    "WHERE id = ANY(%b::bigint[]) ORDER BY id FOR NO KEY UPDATE) "
+    "SELECT id, recycle_round, stage_changed_at FROM locked WHERE stage = %s"
+)
+
+
+def _contacts_lock(contact_ids: set[int]) -> dict[int, dict] | None:
     """Lock the batch's contacts up front, in id order (PostgreSQL; SQLite serialises
-    writers anyway).
+    writers anyway), and return the recycled ones among them (``None`` where nothing was
+    locked: :func:`_mark_reopened` reads them itself).
 
     The handlers write rows keyed by these contacts in several places — scores, stages,
     segment memberships, report facts — each in its own order. Two overlapping batches
@@ -320,13 +335,13 @@ def _contacts_lock(contact_ids: set[int]) -> None:
     changes a key, and it does not block other transactions' foreign-key checks.
     """
     if connection.vendor != "postgresql" or not contact_ids:
-        return
+        return None
     with _pg_cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {Contact._meta.db_table} WHERE id = ANY(%b::bigint[]) "  # noqa: S608
-            "ORDER BY id FOR NO KEY UPDATE",
-            [sorted(contact_ids)],
-        )
+        cursor.execute(_PG_LOCK, [sorted(contact_ids), Stage.RECYCLED.value])
+        return {
+            pk: {"pk": pk, "recycle_round": rnd, "stage_changed_at": at}
+            for pk, rnd, at in cursor.fetchall()
+        }
 
 
 _COLUMNS = (
@@ -483,8 +498,9 @@ def _resolve_contacts(items: list[_Item], *, source: str, by_user) -> set[int]:
     return {c.pk for c in created}
 
 
-def _apply_suppression(activities: list[Activity]) -> None:
-    """Unsubscribes, complaints and hard bounces suppress the address at once."""
+def _apply_suppression(activities: list[Activity]) -> bool:
+    """Unsubscribes, complaints and hard bounces suppress the address at once; return
+    whether the batch had any (and so published "contacts changed")."""
     changes: dict[str, set[int]] = {}
     for a in activities:
         status = SUPPRESSING.get(a.kind)
@@ -499,24 +515,20 @@ def _apply_suppression(activities: list[Activity]) -> None:
         )
     if changes:
         events.contacts_changed(set().union(*changes.values()), fields={"email_status"}, at=now)
+    return bool(changes)
 
 
-def _mark_reopened(activities: list[Activity]) -> None:
-    """A recycled contact's first engagement after being recycled re-opens it (once a round)."""
+def _mark_reopened(activities: list[Activity], locked_recycled: dict[int, dict] | None) -> None:
+    """A recycled contact's first engagement after being recycled re-opens it (once a round).
+
+    ``locked_recycled``: the recycled contacts :func:`_contacts_lock` read under the lock
+    (stages do not change between that read and this call), or ``None`` to read them here.
+    """
     engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}
     if not engaged:
         return
-    if connection.vendor == "postgresql":  # one array parameter, see _existing
-        with _pg_cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, recycle_round, stage_changed_at FROM {Contact._meta.db_table} "  # noqa: S608
-                "WHERE stage = %s AND id = ANY(%b::bigint[])",
-                [Stage.RECYCLED.value, list(engaged)],
-            )
-            recycled = {
-                pk: {"pk": pk, "recycle_round": rnd, "stage_changed_at": at}
-                for pk, rnd, at in cursor.fetchall()
-            }
+    if locked_recycled is not None:
+        recycled = {pk: c for pk, c in locked_recycled.items() if pk in engaged}
     else:
         recycled = {
             c["pk"]: c
@@ -527,15 +539,30 @@ def _mark_reopened(activities: list[Activity]) -> None:
     if not recycled:
         return
     first: dict[int, Activity] = {}
-    for a in sorted(activities, key=lambda a: a.occurred_at):
-        c = recycled.get(a.contact_id)
+    candidates = [a for a in activities if a.contact_id in recycled]
+    for a in sorted(candidates, key=lambda a: a.occurred_at):
+        c = recycled[a.contact_id]
         if (
-            c
-            and a.kind in ENGAGEMENT_KINDS
+            a.kind in ENGAGEMENT_KINDS
             and not a.is_machine
             and (c["stage_changed_at"] is None or a.occurred_at >= c["stage_changed_at"])
         ):
             first.setdefault(a.contact_id, a)
+    if not first:
+        return
+    if connection.vendor == "postgresql":  # arrays, not per-row placeholders (see _existing)
+        cids = list(first)
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                _PG_REOPENINGS,
+                [
+                    cids,
+                    [recycled[cid]["recycle_round"] for cid in cids],
+                    [first[cid].occurred_at for cid in cids],
+                    [first[cid].pk for cid in cids],
+                ],
+            )
+        return
     Reopening.objects.bulk_create(
         [
             Reopening(
@@ -548,6 +575,14 @@ def _mark_reopened(activities: list[Activity]) -> None:
         ],
         ignore_conflicts=True,
     )
+
+
+# A round already marked (a replay, an earlier batch) is skipped by the unique rule.
+_PG_REOPENINGS = (
+    f"INSERT INTO {Reopening._meta.db_table} (contact_id, recycle_round, at, activity_id) "  # noqa: S608
+    "SELECT * FROM unnest(%b::bigint[], %b::integer[], %b::timestamptz[], %b::bigint[]) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
 def _set_first_touch(activities: list[Activity], created_ids: set[int]) -> None:
