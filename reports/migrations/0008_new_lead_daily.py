@@ -6,10 +6,11 @@ from django.db import migrations, models
 def rebuild(apps, schema_editor):
     """Count the existing contacts' new leads per day (the model as of this migration:
     later migrations add columns)."""
+    from zoneinfo import ZoneInfo
+
     from django.conf import settings
     from django.db.models import Count
     from django.db.models.functions import TruncDate
-    from zoneinfo import ZoneInfo
 
     contact = apps.get_model("crm", "Contact")
     daily = apps.get_model("reports", "NewLeadDaily")
