@@ -43,17 +43,17 @@ def _local(dt):
     return dt.astimezone(site_tz()).date()
 
 
-def firsts_stored(contact_ids) -> Firsts:
-    """The new leads' first entries as the stored facts have them (one query)."""
-    return {
-        (contact_id, stage): (_local(created), _local(at))
-        for contact_id, stage, at, created in TransitionFact.objects.filter(
-            contact_id__in=contact_ids,
-            to_stage__in=STAGE_FIELDS,
-            prev_same_at__isnull=True,
-            contact__created_suppressed=False,
-        ).values_list("contact_id", "to_stage", "at", "contact__created_at")
-    }
+def firsts_stored(contact_ids, created: dict) -> Firsts:
+    """The new leads' first entries as the stored facts have them (one query on the facts'
+    contact index; ``created`` as in :func:`firsts_of`, already read by the caller)."""
+    out = {}
+    for contact_id, stage, at in TransitionFact.objects.filter(
+        contact_id__in=contact_ids, to_stage__in=STAGE_FIELDS, prev_same_at__isnull=True
+    ).values_list("contact_id", "to_stage", "at"):
+        created_at, suppressed = created.get(contact_id, (None, True))
+        if not suppressed:
+            out[(contact_id, stage)] = (_local(created_at), _local(at))
+    return out
 
 
 def firsts_of(rows, created: dict) -> Firsts:

@@ -89,9 +89,9 @@ def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
     )
     created = {
         pk: (created_at, suppressed)
-        for pk, created_at, suppressed in Contact.objects.filter(
-            pk__in={r[1] for r in rows}
-        ).values_list("pk", "created_at", "created_suppressed")
+        for pk, created_at, suppressed in Contact.objects.filter(pk__in=contact_ids).values_list(
+            "pk", "created_at", "created_suppressed"
+        )
     }
     by_contact: dict[int, list] = defaultdict(list)
     for r in rows:
@@ -124,8 +124,8 @@ def transition_facts_refresh(*, contact_ids) -> None:
     move the funnel cohort counts of the first entries that changed (reports.cohort_facts:
     one more upsert per table when any did)."""
     for chunk in _chunks(set(contact_ids)):
-        before = firsts_stored(chunk)
         rows, created = _facts_and_created(chunk)
+        before = firsts_stored(chunk, created)
         TransitionFact.objects.filter(contact_id__in=chunk).delete()
         facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
         cohort_apply(before, firsts_of(rows, created))
