@@ -26,18 +26,17 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import campaign_members, events, services
+from . import campaign_members, events, reopenings, services
 from .models import (
     Activity,
     ActivityKind,
     Campaign,
     Contact,
     EmailStatus,
-    Reopening,
     Source,
     Stage,
 )
-from .models.choices import ENGAGEMENT_KINDS, SELF_IDENTIFYING_KINDS
+from .models.choices import SELF_IDENTIFYING_KINDS
 
 MAX_DETAILS_BYTES = 8 * 1024
 CONTACT_FIELDS = ("first_name", "last_name", "job_title", "phone", "country")
@@ -302,16 +301,16 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
             return result
         campaign_members.members_touch(activities)
         # Handlers of the suppression's "contacts changed" event may move stages: then the
-        # stages read under the lock are stale and _mark_reopened reads them again.
+        # stages read under the lock are stale and crm.reopenings reads them again.
         suppressed = _apply_suppression(activities)
-        _mark_reopened(activities, None if suppressed else recycled)
+        reopenings.reopenings_mark(activities, None if suppressed else recycled)
         _set_first_touch(activities, created_ids)
         events.activities_recorded(activities, created_ids)
     return result
 
 
 # The lock's statement also returns the locked contacts that are recycled (what
-# _mark_reopened needs), saving a second read of the same 1,000 rows. The CTE is evaluated
+# crm.reopenings needs), saving a second read of the same 1,000 rows. The CTE is evaluated
 # in full (MATERIALIZED, and a locking subquery is never flattened), so every row is
 # locked, in id order, whatever the outer filter keeps.
 _PG_LOCK = (
@@ -325,7 +324,7 @@ _PG_LOCK = (
 def _contacts_lock(contact_ids: set[int]) -> dict[int, dict] | None:
     """Lock the batch's contacts up front, in id order (PostgreSQL; SQLite serialises
     writers anyway), and return the recycled ones among them (``None`` where nothing was
-    locked: :func:`_mark_reopened` reads them itself).
+    locked: :func:`crm.reopenings.reopenings_mark` reads them itself).
 
     The handlers write rows keyed by these contacts in several places — scores, stages,
     segment memberships, report facts — each in its own order. Two overlapping batches
@@ -516,73 +515,6 @@ def _apply_suppression(activities: list[Activity]) -> bool:
     if changes:
         events.contacts_changed(set().union(*changes.values()), fields={"email_status"}, at=now)
     return bool(changes)
-
-
-def _mark_reopened(activities: list[Activity], locked_recycled: dict[int, dict] | None) -> None:
-    """A recycled contact's first engagement after being recycled re-opens it (once a round).
-
-    ``locked_recycled``: the recycled contacts :func:`_contacts_lock` read under the lock
-    (stages do not change between that read and this call), or ``None`` to read them here.
-    """
-    engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}
-    if not engaged:
-        return
-    if locked_recycled is not None:
-        recycled = {pk: c for pk, c in locked_recycled.items() if pk in engaged}
-    else:
-        recycled = {
-            c["pk"]: c
-            for c in Contact.objects.filter(pk__in=engaged, stage=Stage.RECYCLED).values(
-                "pk", "recycle_round", "stage_changed_at"
-            )
-        }
-    if not recycled:
-        return
-    first: dict[int, Activity] = {}
-    candidates = [a for a in activities if a.contact_id in recycled]
-    for a in sorted(candidates, key=lambda a: a.occurred_at):
-        c = recycled[a.contact_id]
-        if (
-            a.kind in ENGAGEMENT_KINDS
-            and not a.is_machine
-            and (c["stage_changed_at"] is None or a.occurred_at >= c["stage_changed_at"])
-        ):
-            first.setdefault(a.contact_id, a)
-    if not first:
-        return
-    if connection.vendor == "postgresql":  # arrays, not per-row placeholders (see _existing)
-        cids = list(first)
-        with _pg_cursor() as cursor:
-            cursor.execute(
-                _PG_REOPENINGS,
-                [
-                    cids,
-                    [recycled[cid]["recycle_round"] for cid in cids],
-                    [first[cid].occurred_at for cid in cids],
-                    [first[cid].pk for cid in cids],
-                ],
-            )
-        return
-    Reopening.objects.bulk_create(
-        [
-            Reopening(
-                contact_id=cid,
-                recycle_round=recycled[cid]["recycle_round"],
-                at=a.occurred_at,
-                activity_id=a.pk,
-            )
-            for cid, a in first.items()
-        ],
-        ignore_conflicts=True,
-    )
-
-
-# A round already marked (a replay, an earlier batch) is skipped by the unique rule.
-_PG_REOPENINGS = (
-    f"INSERT INTO {Reopening._meta.db_table} (contact_id, recycle_round, at, activity_id) "  # noqa: S608
-    "SELECT * FROM unnest(%b::bigint[], %b::integer[], %b::timestamptz[], %b::bigint[]) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 def _set_first_touch(activities: list[Activity], created_ids: set[int]) -> None:
