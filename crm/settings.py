@@ -294,6 +294,9 @@ CONTACTS_CHANGED_HANDLERS = [
     "crm.segments.on_contacts_changed",
     "scoring.handlers.on_contacts_changed",
 ]
+# Called by nurture once per batch of enrollments it creates, inside its transaction
+# (event: nurture.services.enrollment.EnrollmentsCreated).
+ENROLLMENTS_CREATED_HANDLERS = ["reports.handlers.on_enrollments_created"]
 # What other apps add to CRM pages (crm.extensions).
 CONTACT_TIMELINE_PROVIDERS: list[str] = [
     "scoring.extensions.timeline",

@@ -27,6 +27,7 @@ from django.db.models.functions import TruncDate
 from crm.models import Stage
 
 from .models import CohortReachDaily, NewLeadDaily, TransitionFact
+from .nurtured_facts import nurtured_apply_firsts, nurtured_reconcile
 from .query import site_tz
 from .upkeep import counts_upsert
 
@@ -76,7 +77,10 @@ def _no_leads(key: tuple) -> dict:
 
 def cohort_apply(before: Firsts, after: Firsts) -> None:
     """Move the counts of the first entries that changed (−1 where they were, +1 where
-    they are): one upsert per table, nothing when none changed."""
+    they are): one upsert per table, nothing when none changed. The enrolled leads whose
+    first ``opportunity`` entry moved move in the nurtured rows too (reports.nurtured_facts).
+    """
+    nurtured_apply_firsts(before, after)
     totals: dict[tuple, Counter] = {}
     reach: dict[tuple, Counter] = {}
     for key in set(before) | set(after):
@@ -140,7 +144,9 @@ def _stored() -> tuple[dict, dict]:
 
 def cohort_rebuild() -> None:
     """Recount both tables from the facts (after ``new_leads_rebuild``: it recreates the
-    ``NewLeadDaily`` rows; a day with first entries but no new-lead row gets one)."""
+    ``NewLeadDaily`` rows; a day with first entries but no new-lead row gets one). The
+    nurtured rows have their own rebuild (``nurtured_rebuild``: migration 0010 calls this
+    one before their tables exist)."""
     totals, reach = _recount()
     with transaction.atomic():
         NewLeadDaily.objects.update(**dict.fromkeys(STAGE_FIELDS, 0))
@@ -162,7 +168,10 @@ def cohort_rebuild() -> None:
 
 
 def cohort_reconcile() -> dict:
-    """Compare both tables with a recount from the facts; repair and report differences."""
+    """Compare both tables with a recount from the facts; repair and report differences
+    — and the nurtured rows' (reports.nurtured_facts), which the nightly check reaches
+    through this one."""
+    nurtured = nurtured_reconcile()
     stored, fresh = _stored(), _recount()
     diff = {}
     for name, have, want in zip(("totals", "reach"), stored, fresh, strict=True):
@@ -172,4 +181,4 @@ def cohort_reconcile() -> dict:
     if diff:
         log.warning("Funnel cohort rows differ from the transition facts: %s", diff)
         cohort_rebuild()
-    return diff
+    return {**diff, **nurtured}

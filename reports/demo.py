@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from .facts import facts_rebuild
 from .lifecycle_facts import lifecycle_facts_rebuild
+from .nurtured_facts import nurtured_rebuild
 from .query import site_tz
 from .rollups import rollups_rebuild
 
@@ -15,4 +16,5 @@ def seed(ctx) -> None:
     rollups_rebuild(start_day=start, end_day=end, chunk_days=31)
     facts_rebuild(start_day=start, end_day=end, chunk_days=31)
     lifecycle_facts_rebuild()
+    nurtured_rebuild()  # enrolled new leads per day and group, from the facts just rebuilt
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

@@ -358,6 +358,55 @@ class CohortReachDaily(models.Model):
         return f"{self.day} → {self.stage} on {self.reached_day}: {self.leads}"
 
 
+class NurturedDaily(models.Model):
+    """Enrolled new leads per site-time-zone creation day and nurture group (METRICS.md
+    line 51, nurtured vs non-nurtured): ``group`` is ``nurtured`` (≥1 enrollment not held
+    out) or ``held_out`` (enrolled, but only ever held out — in neither report group);
+    ``opportunity`` counts those that ever entered ``opportunity``. The unfiltered funnel
+    sums the period's rows and subtracts :class:`NurturedReachDaily` rows first reached at
+    or after its end; never-enrolled = the cohort's new leads minus both groups. Kept by
+    ``reports.nurtured_facts`` (enrollments created, first opportunity entries moved),
+    rebuilt and reconciled with the funnel cohort rows.
+    """
+
+    day = models.DateField()
+    group = models.CharField(max_length=10)
+    leads = models.IntegerField(default=0)
+    opportunity = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the funnel's period sum (a range
+            # of day within each group is read whole: two groups × the period's days).
+            models.UniqueConstraint(fields=["day", "group"], name="nurtured_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.group}: {self.leads}"
+
+
+class NurturedReachDaily(models.Model):
+    """Enrolled new leads per creation day, nurture group and the site-time-zone day of
+    their first entry into ``opportunity`` (see :class:`NurturedDaily`)."""
+
+    day = models.DateField()
+    group = models.CharField(max_length=10)
+    reached_day = models.DateField()
+    leads = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the funnel's read of the first
+            # entries at or after the report end (a range of reached_day).
+            models.UniqueConstraint(
+                fields=["reached_day", "group", "day"], name="nurtured_reach_daily_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.group} → opportunity on {self.reached_day}: {self.leads}"
+
+
 class LeadScoreFact(models.Model):
     """Per new lead created in a closed (frozen) month: its score at the end of its creation
     month (METRICS.md "lead score profile of new leads" and "Scores over time": the sum of

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm import events
 from crm.models import Contact, SegmentChange, SegmentMembership
 
 from ..models import LIVE_STATES, Enrollment, Program, Step, Trigger
@@ -23,6 +25,16 @@ EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
 EXIT_MANUAL = "removed"
 EXIT_MOVED = "moved"
 MAX_CATCH_UP_DAYS = 7
+
+
+@dataclass(frozen=True)
+class EnrollmentsCreated:
+    """Enrollments just created in one program at one instant (``entered_at``) for these
+    contacts (a concurrent call may have dropped some of them: handlers read the rows)."""
+
+    program_id: int
+    contact_ids: frozenset[int]
+    entered_at: datetime
 
 
 def contacts_enroll(
@@ -72,7 +84,16 @@ def contacts_enroll(
                 source=source[:20],
             )
         )
-    Enrollment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    if not rows:
+        return 0
+    with transaction.atomic():
+        Enrollment.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        # Other apps keep figures per enrolled contact (reports' nurtured vs non-nurtured
+        # rows): once per batch, inside this transaction.
+        events.publish(
+            "ENROLLMENTS_CREATED_HANDLERS",
+            EnrollmentsCreated(program_id=program.pk, contact_ids=frozenset(ids), entered_at=now),
+        )
     return len(rows)
 
 

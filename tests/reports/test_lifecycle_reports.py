@@ -10,6 +10,7 @@ from crm.models import Deal
 from reports.lifecycle_facts import new_leads_rebuild
 from reports.metrics import customers, funnel, leads
 from reports.metrics.revenue import sales_cycle
+from reports.nurtured_facts import nurtured_rebuild
 from reports.query import ReportQuery
 from tests.factories import ContactFactory, DealFactory
 
@@ -170,6 +171,7 @@ def test_nurtured_vs_non_nurtured_counts_enrolled_held_out_and_never():
         Enrollment.objects.create(
             contact=contact, program=program, state=state, entered_at=at("2025-03-10")
         )
+    nurtured_rebuild()  # enrollments made directly (the service's hook keeps them otherwise)
     for contact in (nurtured, held, never_opp):
         move(contact, "sql", "opportunity", "2025-03-20")
     move(never, "sql", "opportunity", "2025-04-01")  # at the end: not reached
