@@ -279,3 +279,66 @@ def test_new_leads_per_day_follow_contact_creation_and_equal_the_contacts(settin
         raw = dataclasses.replace(q, source="")
         assert new_leads(raw) == new_leads_qs(raw).count()
         assert sum(new_leads_by_month(raw).values()) == new_leads_qs(raw).count()
+
+
+def _facts_equal_a_rebuild():
+    incremental, cohort_rows = _snapshot(), _cohort_snapshot()
+    lifecycle_facts_rebuild()
+    assert _snapshot({row[0] for row in incremental[1]}) == incremental
+    assert _cohort_snapshot() == cohort_rows
+
+
+@pytest.mark.django_db
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    batches=st.lists(st.lists(event, min_size=1, max_size=6), min_size=1, max_size=5),
+    shifted=st.lists(st.booleans(), min_size=5, max_size=5),
+    repeat=st.booleans(),
+)
+def test_appended_stage_changes_keep_the_facts_equal_to_a_rebuild(batches, shifted, repeat):
+    """Mostly later batches (the append path on PostgreSQL: new rows, ``next_at`` of the
+    earlier entries), some back-dated or at the same time (the rewrite), and a repeated run."""
+    camps, contacts = _world()
+    for i, batch in enumerate(batches):
+        later = [(e[0], e[1], e[2], e[3] + 61 * i * shifted[i], *e[4:]) for e in batch]
+        stored = [_store(ev, camps, contacts) for ev in later]
+        moves = [s for s in stored if isinstance(s, LifecycleTransition)]
+        acts = [s for s in stored if isinstance(s, Activity)]
+        if moves:
+            lifecycle_facts_apply_transitions(transitions=moves)
+            if repeat:
+                lifecycle_facts_apply_transitions(transitions=moves)
+        if acts:
+            lifecycle_facts_apply_activities(activities=acts)
+    new_leads_rebuild()
+    q = ReportQuery(start=date(2025, 1, 1), end=date(2026, 1, 1))
+    assert cohort(q) == cohort_raw(q)
+    assert conversions(q) == conversions_raw(q)
+    _facts_equal_a_rebuild()
+
+
+@pytest.mark.django_db
+def test_a_later_stage_change_appends_its_fact_and_moves_the_earlier_next_entry():
+    camps, contacts = _world()
+    first = [
+        LifecycleTransition.objects.create(contact=c, from_stage="", to_stage=s, at=at(day))
+        for c, s, day in [
+            (contacts[0], "mql", "2025-02-02"),
+            (contacts[1], "mql", "2025-02-21"),
+            (contacts[1], "sql", "2025-02-22"),
+        ]
+    ]
+    lifecycle_facts_apply_transitions(transitions=first)
+    later = [
+        LifecycleTransition.objects.create(contact=c, from_stage="", to_stage=s, at=at(day))
+        for c, s, day in [
+            (contacts[0], "sql", "2025-02-10"),  # after every stored change: appended
+            (contacts[0], "opportunity", "2025-02-11"),
+            (contacts[1], "mql", "2025-02-22"),  # same time as a stored one: rewritten
+        ]
+    ]
+    lifecycle_facts_apply_transitions(transitions=later)
+    mql = TransitionFact.objects.get(transition=first[0])
+    assert mql.next_at == at("2025-02-10")
+    assert TransitionFact.objects.get(transition=later[0]).next_at == at("2025-02-11")
+    _facts_equal_a_rebuild()
