@@ -135,12 +135,11 @@ def transition_facts_refresh(*, contact_ids) -> None:
 # The batch's contacts' stored transitions other than the batch's: the latest entry into
 # each stage, and whether a batch transition already has its fact row (a repeated run).
 LATEST_SQL = """
-SELECT t.contact_id, t.to_stage, max(t.at) FILTER (WHERE NOT t.id = ANY(%s)),
-       count(f.transition_id)
-FROM crm_lifecycletransition t
-LEFT JOIN reports_transitionfact f ON f.transition_id = t.id AND t.id = ANY(%s)
-WHERE t.contact_id = ANY(%s)
-GROUP BY t.contact_id, t.to_stage
+SELECT contact_id, to_stage, max(at), 0 FROM crm_lifecycletransition
+WHERE contact_id = ANY(%s) AND NOT id = ANY(%s)
+GROUP BY contact_id, to_stage
+UNION ALL
+SELECT contact_id, '', NULL, 1 FROM reports_transitionfact WHERE transition_id = ANY(%s)
 """
 
 # The earlier entries into the stage before a new one that had no next entry yet get the
@@ -148,8 +147,9 @@ GROUP BY t.contact_id, t.to_stage
 NEXT_AT_SQL = """
 UPDATE reports_transitionfact f SET next_at = u.at
 FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS u(contact_id, to_stage, at)
-WHERE f.contact_id = u.contact_id AND f.to_stage = u.to_stage AND f.next_at IS NULL
-"""
+WHERE f.contact_id = ANY(%s) AND f.contact_id = u.contact_id AND f.to_stage = u.to_stage
+  AND f.next_at IS NULL
+"""  # ``ANY``: the facts' contact index, not a hash of the whole table
 
 
 def transition_facts_append(*, transitions) -> None:
@@ -170,7 +170,7 @@ def transition_facts_append(*, transitions) -> None:
         new_ids = [t[0] for c in chunk for t in by_contact[c]]
         latest: dict[int, dict[str, object]] = defaultdict(dict)
         with connection.cursor() as cursor:
-            cursor.execute(LATEST_SQL, [new_ids, new_ids, chunk])
+            cursor.execute(LATEST_SQL, [chunk, new_ids, new_ids])
             for contact_id, stage, last_at, stored in cursor.fetchall():
                 if stored:
                     rewrite.add(contact_id)
@@ -223,7 +223,8 @@ def transition_facts_append(*, transitions) -> None:
                     next_at.append((contact_id, prev, at))
         if next_at:
             with connection.cursor() as cursor:
-                cursor.execute(NEXT_AT_SQL, [list(col) for col in zip(*next_at, strict=True)])
+                cols = [list(col) for col in zip(*next_at, strict=True)]
+                cursor.execute(NEXT_AT_SQL, [*cols, sorted(set(cols[0]))])
         facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
         # Stored rows keep ``prev_same_at``: the only new first entries are new rows.
         cohort_apply({}, firsts_of(rows, created))
