@@ -342,3 +342,32 @@ def test_a_later_stage_change_appends_its_fact_and_moves_the_earlier_next_entry(
     assert mql.next_at == at("2025-02-10")
     assert TransitionFact.objects.get(transition=later[0]).next_at == at("2025-02-11")
     _facts_equal_a_rebuild()
+
+
+@pytest.mark.django_db
+def test_appending_a_batch_reads_and_writes_in_three_queries_and_a_copy(
+    django_assert_num_queries,
+):
+    from django.db import connection
+
+    from reports.lifecycle_facts import transition_facts_append
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the append path is PostgreSQL's (SQLite recomputes the contacts)")
+    camps, contacts = _world()
+    suppressed = contacts[2]  # no cohort counts to move: the append's statements alone
+    mql = LifecycleTransition.objects.create(
+        contact=suppressed, from_stage="", to_stage="mql", at=at("2025-02-06")
+    )
+    lifecycle_facts_apply_transitions(transitions=[mql])
+    sql = LifecycleTransition.objects.create(
+        contact=suppressed, from_stage="mql", to_stage="sql", at=at("2025-02-10")
+    )
+    # latest entries, creation times, next_at of the earlier mql (the new row's COPY is
+    # not a captured query)
+    with django_assert_num_queries(3):
+        transition_facts_append(transitions=[sql])
+    assert TransitionFact.objects.get(transition=mql).next_at == at("2025-02-10")
+    facts = _snapshot()[0]
+    lifecycle_facts_rebuild()
+    assert _snapshot()[0] == facts
