@@ -370,7 +370,12 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
     # Children of a prefork pool are in the same group: make sure none outlives the parent.
+    # SIGKILL is delivered asynchronously: a child can still show as running for a moment
+    # after kill() returns, so wait for the group to be gone before saying it is.
     _signal_group(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc._log.close()  # type: ignore[attr-defined]
 
 
@@ -383,7 +388,7 @@ def group_alive(pid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pid and fields[0] != "Z":  # pgrp, state
+        if int(fields[2]) == pid and fields[0] not in "ZX":  # pgrp, state (zombie, dead)
             return True
     return False
 
