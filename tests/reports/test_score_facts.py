@@ -157,3 +157,31 @@ def test_reconcile_reports_and_repairs_a_drifted_month_end_score():
     q = ReportQuery(start=date(2025, 1, 1), end=date(2025, 2, 1))
     assert score_profile(q) == score_profile_raw(q)
     assert reconcile_rollups(day="2025-01-10")["lead_scores"] == 0
+
+
+@pytest.mark.django_db
+def test_the_current_month_reads_the_stored_scores_and_equals_the_ledger(
+    django_assert_num_queries,
+):
+    from django.utils import timezone
+
+    from reports.query import day_start
+    from scoring.engine import scores_refresh
+
+    today = timezone.localdate()
+    first = today.replace(day=1)
+    start = day_start(first)  # in the current month and never after now
+    leads = [Contact.objects.create(email=f"c{i}@x.example", created_at=start) for i in range(4)]
+    Contact.objects.create(email="sup@x.example", created_at=start, created_suppressed=True)
+    for contact, points in [(leads[0], 30), (leads[0], 15), (leads[1], -10), (leads[2], 7)]:
+        _entry(contact, points, start, "activity")
+    scores_refresh(contact_ids=[c.pk for c in leads])  # as every ledger writer does
+    new_leads_rebuild()
+    q = ReportQuery(start=first, end=today + timedelta(days=1))
+    with django_assert_num_queries(2):  # frozen months (none), the month's stored scores
+        profile = score_profile(q, new_leads={})
+    assert profile == score_profile_raw(q)
+    month = profile[first]
+    assert month["score_histogram"]["< 0"] == 1
+    assert month["score_histogram"]["0–19"] == 2  # 7 and the unscored lead
+    assert month["score_histogram"]["40–59"] == 1
