@@ -12,18 +12,21 @@ earlier recycle resets are not replayed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Case, Count, Exists, Max, OuterRef, Q, Value, When
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
-from crm.models import Activity, LifecycleTransition, Stage
+from crm.models import Activity, Contact, LifecycleTransition, Stage
+from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
 from .models import Rule, ScoringSettings
-from .rules import rule_errors
+from .rules import activity_q, fit_q, rule_errors
 from .services import RULE_FIELDS
 
 MAX_DAYS = 365
@@ -79,56 +82,209 @@ def backtest_run(*, draft: list[Rule], days: int, now=None) -> dict[str, Any]:
         raise ValidationError({"days": [f"Use a whole number of days from 1 to {MAX_DAYS}."]})
     now = now or timezone.now()
     since = now - timedelta(days=days)
-    current = engine.rules_enabled()
     conf = ScoringSettings.load()
-    rule_set = engine.RuleSet([*draft, *current])
-    active = Q(pk__in=Activity.objects.in_period(since, now).values("contact_id"))
-    # One pass over the window's activities (kind/time index or a scan), grouped by contact.
-    values = engine.expected_values(
-        active,
-        rule_set,
-        now=now,
+    counts = qualified_counts(
+        sides={"draft": draft, "current": engine.rules_enabled()},
         since=since,
-        activity_scope=Q(occurred_at__gte=since, occurred_at__lt=now),
+        now=now,
+        threshold=conf.mql_threshold,
+        min_fit=conf.min_fit,
     )
-    split = len(draft)
-
-    def qualified(positions: range) -> set[int]:
-        out = set()
-        for contact_id, by_pos in values.items():
-            total = sum(v for p, v in by_pos.items() if p in positions)
-            fit = sum(
-                v
-                for p, v in by_pos.items()
-                if p in positions and rule_set.rules[p].kind == Rule.Kind.FIT
-            )
-            if total >= conf.mql_threshold and (conf.min_fit is None or fit >= conf.min_fit):
-                out.add(contact_id)
-        return out
-
-    draft_q = qualified(range(0, split))
-    current_q = qualified(range(split, len(rule_set.rules)))
-    decisions = LifecycleTransition.objects.in_period(since, now).filter(from_stage=Stage.MQL)
-    accepted = set(decisions.filter(to_stage=Stage.SQL).values_list("contact_id", flat=True))
-    rejected = (
-        set(
-            decisions.filter(to_stage__in=[Stage.RECYCLED, Stage.DISQUALIFIED]).values_list(
-                "contact_id", flat=True
-            )
+    accepted = LifecycleTransition.objects.in_period(since, now).filter(
+        from_stage=Stage.MQL, to_stage=Stage.SQL, contact_id=OuterRef("contact_id")
+    )
+    decided = (
+        LifecycleTransition.objects.in_period(since, now)
+        .filter(from_stage=Stage.MQL)
+        .aggregate(
+            accepted=Count("contact_id", distinct=True, filter=Q(to_stage=Stage.SQL)),
+            rejected=Count(
+                "contact_id", distinct=True, filter=Q(to_stage__in=REJECTED) & ~Exists(accepted)
+            ),
         )
-        - accepted
     )
-
-    def side(q: set[int]) -> Side:
-        return Side(mqls=len(q), accepted=len(q & accepted), rejected=len(q & rejected))
-
     return {
         "days": days,
         "start": since.isoformat(),
         "end": now.isoformat(),
         "threshold": conf.mql_threshold,
-        "contacts_evaluated": len(values),
-        "decided": {"accepted": len(accepted), "rejected": len(rejected)},
-        "draft": side(draft_q).as_dict(),
-        "current": side(current_q).as_dict(),
+        "contacts_evaluated": counts["evaluated"],
+        "decided": {"accepted": decided["accepted"], "rejected": decided["rejected"]},
+        "draft": Side(*(counts[f"draft_{k}"] for k in SIDE_COUNTS)).as_dict(),
+        "current": Side(*(counts[f"current_{k}"] for k in SIDE_COUNTS)).as_dict(),
     }
+
+
+def qualified_counts(
+    *,
+    sides: dict[str, list[Rule]],
+    since: datetime,
+    now: datetime,
+    threshold: int,
+    min_fit: int | None,
+) -> dict[str, int]:
+    """``evaluated`` and, per side, ``<side>_mqls``/``_accepted``/``_rejected``: one query.
+
+    The contacts evaluated are the ones :func:`engine.expected_values` gives for the
+    window with all the sides' rules: every contact with an activity in it when some rule
+    reads the profile (fit, unsubscribed, hard bounce) or inactivity, otherwise those with
+    an activity of a kind an engagement rule reads. A contact's window score on a side is
+    the sum of that side's rule values, summed in SQL rather than read per rule: ``c``
+    holds a row per contact (profile points, fit points, the inactivity points of a
+    contact without engagement in the window, sales' decision), ``a`` one aggregate row
+    per contact over the window's activities (engagement points through
+    :func:`engine.rule_value_expression`, the latest engagement and the inactivity points
+    it implies). Memory and transfer stay a handful of integers whatever the number of
+    contacts; the database does one pass over the window's activities, as before.
+    """
+    rules = [r for rs in sides.values() for r in rs]
+    counts = {"evaluated": 0} | {f"{s}_{k}": 0 for s in sides for k in SIDE_COUNTS}
+    if not rules:
+        return counts
+    window = Q(occurred_at__gte=since, occurred_at__lt=now)
+    engagement = {s: [r for r in rs if r.kind == Rule.Kind.ENGAGEMENT] for s, rs in sides.items()}
+    inactive = {s: [r for r in rs if _is_inactive(r)] for s, rs in sides.items()}
+    flags = {s: [r for r in rs if engine.is_flag(r)] for s, rs in sides.items()}
+    every_active = any(flags.values()) or any(inactive.values())
+
+    # c: one row per contact, a 0/1 column per distinct profile condition of either side
+    # (a draft is mostly the current rules: each condition is evaluated once per contact).
+    c_cols: dict[str, Any] = {}
+    c_names: dict[Any, str] = {}
+
+    def c_col(key, cond) -> str:
+        if key not in c_names:
+            c_names[key] = f"f{len(c_names)}"
+            c_cols[c_names[key]] = Case(When(cond, then=Value(1)), default=Value(0))
+        return "c." + qn(c_names[key])
+
+    # a: one aggregate row per contact over the window's activities of the kinds the
+    # rules read. The window is the aggregate's WHERE, so the rules' own conditions need
+    # not repeat it.
+    a_cols: dict[str, Any] = {}
+    if any(inactive.values()):
+        a_cols["engaged"] = Max(
+            "occurred_at", filter=Q(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False)
+        )
+    points: dict[str, dict[str, list[str]]] = {}  # side → part → SQL terms
+    for s in sides:
+        points[s] = {"fit": [], "email": [], "idle": []}
+        for r in flags[s]:
+            col = c_col(fit_q(r), fit_q(r))
+            points[s]["fit" if r.kind == Rule.Kind.FIT else "email"].append(
+                f"{int(r.points)} * {col}"
+            )
+        for r in inactive[s]:
+            cutoff = _inactive_cutoff(r, now)
+            col = c_col(("created_before", cutoff), Q(created_at__lt=cutoff))
+            points[s]["idle"].append(f"{int(r.points)} * {col}")
+        if inactive[s]:
+            a_cols[f"idle_{s}"] = _points_sum(
+                (LessThan(a_cols["engaged"], _inactive_cutoff(r, now)), r.points)
+                for r in inactive[s]
+            )
+        if engagement[s]:
+            values = [
+                engine.rule_value_expression(r, q=activity_q(r, now=now), now=now, since=since)
+                for r in engagement[s]
+            ]
+            a_cols[f"eng_{s}"] = sum(values[1:], values[0])
+
+    contacts = Contact.objects.order_by()
+    if every_active:
+        contacts = contacts.filter(pk__in=Activity.objects.filter(window).values("contact_id"))
+    c_sql, c_params = contacts.annotate(**c_cols).values("pk", *c_cols).query.sql_with_params()
+    sql_from, params_from = "c", []
+    if a_cols:
+        kinds = {r.activity_kind for rs in engagement.values() for r in rs}
+        if "engaged" in a_cols:
+            kinds |= set(ENGAGEMENT_KINDS)
+        a_sql, a_params = (
+            Activity.objects.filter(window, kind__in=sorted(kinds))
+            .order_by()
+            .values("contact_id")
+            .annotate(**a_cols)
+            .values("contact_id", *a_cols)
+            .query.sql_with_params()
+        )
+        join = "LEFT JOIN" if every_active else "INNER JOIN"
+        sql_from += f" {join} ({a_sql}) a ON a.{qn('contact_id')} = c.{qn('pk')}"
+        params_from += a_params
+
+    # d: sales' decisions in the window, one row per decided contact.
+    d_sql, d_params = (
+        LifecycleTransition.objects.in_period(since, now)
+        .filter(from_stage=Stage.MQL)
+        .order_by()
+        .values("contact_id")
+        .annotate(
+            acc=Max(Case(When(to_stage=Stage.SQL, then=Value(1)), default=Value(0))),
+            rej=Max(Case(When(to_stage__in=REJECTED, then=Value(1)), default=Value(0))),
+        )
+        .values("contact_id", "acc", "rej")
+        .query.sql_with_params()
+    )
+    sql_from += f" LEFT JOIN ({d_sql}) d ON d.{qn('contact_id')} = c.{qn('pk')}"
+    params_from += d_params
+
+    selects, params = [], []
+    for s in sides:
+        terms = points[s]["fit"] + points[s]["email"]
+        if engagement[s]:
+            terms.append(f"COALESCE(a.{qn('eng_' + s)}, 0)")
+        if inactive[s]:
+            idle = " + ".join(points[s]["idle"])
+            terms.append(
+                f"CASE WHEN a.{qn('engaged')} IS NULL THEN {idle} ELSE a.{qn('idle_' + s)} END"
+            )
+        ok, ok_params = f"({' + '.join(terms) or '0'}) >= %s", [threshold]
+        if min_fit is not None:
+            ok, ok_params = (
+                f"{ok} AND ({' + '.join(points[s]['fit']) or '0'}) >= %s",
+                [*ok_params, min_fit],
+            )
+        selects.append(f"CASE WHEN {ok} THEN 1 ELSE 0 END")
+        params += ok_params
+    # The rows are the combinations (qualifies per side, accepted, rejected) with their
+    # number of contacts, at most 16. ``c`` is MATERIALIZED (PostgreSQL 12+, SQLite 3.35+)
+    # so that its conditions are evaluated once per contact rather than inlined in each
+    # side's sum. Only compiled ORM SQL, quoted aliases, integer points and placeholders
+    # are interpolated.
+    sql = (
+        f"WITH c AS MATERIALIZED ({c_sql}) "  # noqa: S608
+        f"SELECT {', '.join(selects)}, d.{qn('acc')}, d.{qn('rej')}, COUNT(*) "
+        f"FROM {sql_from} GROUP BY {', '.join(str(i + 1) for i in range(len(sides) + 2))}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*c_params, *params, *params_from])
+        rows = cursor.fetchall()
+    for *ok, acc, rej, n in rows:
+        counts["evaluated"] += n
+        for s, qualifies in zip(sides, ok, strict=True):
+            if qualifies:
+                counts[f"{s}_mqls"] += n
+                counts[f"{s}_accepted"] += n if acc else 0
+                counts[f"{s}_rejected"] += n if rej and not acc else 0
+    return counts
+
+
+REJECTED = [Stage.RECYCLED, Stage.DISQUALIFIED]
+SIDE_COUNTS = ("mqls", "accepted", "rejected")
+
+
+def qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _is_inactive(rule: Rule) -> bool:
+    return rule.kind == Rule.Kind.NEGATIVE and rule.negative == Rule.Negative.INACTIVE
+
+
+def _inactive_cutoff(rule: Rule, now: datetime) -> datetime:
+    return now - timedelta(days=rule.inactive_days or 0)
+
+
+def _points_sum(items):
+    """Σ points of the conditions a contact meets, as one expression."""
+    terms = [Case(When(q, then=Value(points)), default=Value(0)) for q, points in items]
+    return sum(terms[1:], terms[0])

@@ -108,6 +108,43 @@ def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) 
     return value
 
 
+def rule_value_expression(rule: Rule, *, q: Q, now: datetime, since: datetime):
+    """SQL mirror of :func:`rule_value`: an aggregate, over activities grouped by contact,
+    worth the engagement rule's points for the group's activities matching ``q`` — which
+    must keep them inside ``[since, now)`` (the back-test sums it in the database instead
+    of reading a column per rule).
+
+    Halvings ``⌊(now − last) / half-life⌋`` become a CASE comparing ``last`` with
+    ``now − k·half-life`` (exact time comparisons, no float); as ``last`` lies in the
+    window, ``k`` never exceeds ``⌊(now − since) / half-life⌋``, and from 63 halvings on
+    nothing is left. Integer division truncates toward zero on both databases, like
+    ``int(value / 2**k)``.
+    """
+    from django.db.models.functions import Least
+    from django.db.models.lookups import GreaterThan
+
+    n = _column("c", rule, q)
+    cap = 1 if rule.frequency == Rule.Frequency.ONCE_EVER else None
+    if rule.cap:
+        cap = min(cap, rule.cap) if cap else rule.cap
+    if cap:
+        n = Least(n, Value(cap))
+    value = Value(rule.points) * n
+    if not rule.half_life_days:
+        return value
+    half_life = timedelta(days=rule.half_life_days)
+    last = _column("l", rule, q)
+    most = min(int((now - since) / half_life), 62)
+    return Case(
+        *(
+            When(GreaterThan(last, now - (k + 1) * half_life), then=value / Value(2**k))
+            for k in range(most + 1)
+        ),
+        default=Value(0),
+        output_field=BIG,
+    )
+
+
 def expected_values(
     contact_q: Q,
     rule_set: RuleSet,
