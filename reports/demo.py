@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from .facts import facts_rebuild
+from .holdout_facts import holdout_rebuild
 from .lifecycle_facts import lifecycle_facts_rebuild
 from .nurtured_facts import nurtured_rebuild
 from .query import site_tz
@@ -17,4 +18,5 @@ def seed(ctx) -> None:
     facts_rebuild(start_day=start, end_day=end, chunk_days=31)
     lifecycle_facts_rebuild()
     nurtured_rebuild()  # enrolled new leads per day and group, from the facts just rebuilt
+    holdout_rebuild()  # program enrollments per day, group and first opportunity
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

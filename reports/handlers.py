@@ -2,6 +2,7 @@
 
 from crm.events import handler
 
+from .holdout_facts import holdout_apply_enrollments, holdout_apply_transitions
 from .lifecycle_facts import lifecycle_facts_apply_activities, lifecycle_facts_apply_transitions
 from .nurtured_facts import nurtured_apply_enrollments
 from .upkeep import upkeep_apply_activities, upkeep_apply_transitions
@@ -19,11 +20,15 @@ def on_stage_changed(event) -> None:
     """Add the transitions' entries to the stage rollup."""
     upkeep_apply_transitions(transitions=event.transitions)
     lifecycle_facts_apply_transitions(transitions=event.transitions)  # funnel, credits
+    holdout_apply_transitions(transitions=event.transitions)  # holdout lift's opportunities
 
 
 @handler("in_transaction")
 def on_enrollments_created(event) -> None:
     """Move the batch's enrolled new leads into their nurture group (funnel nurtured rows)."""
     nurtured_apply_enrollments(
+        program_id=event.program_id, contact_ids=event.contact_ids, entered_at=event.entered_at
+    )
+    holdout_apply_enrollments(
         program_id=event.program_id, contact_ids=event.contact_ids, entered_at=event.entered_at
     )

@@ -460,3 +460,59 @@ class LeadScoreMonth(models.Model):
 
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
+
+
+class HoldoutDaily(models.Model):
+    """Program enrollments per site-time-zone entry day, program, group (``treated`` or
+    ``held_out``) and ``prev_day`` — the day of the same contact's previous enrollment in
+    the program and group, :data:`reports.holdout_facts.NO_PREV` (0001-01-01) for its first
+    — with ``opportunity``: those whose contact ever entered ``opportunity``. Holdout lift
+    (METRICS.md line 51) counts a contact once per program and group in a period: the
+    rows with ``prev_day`` before the period start, summed, minus the
+    :class:`HoldoutReachDaily` rows first reached at or after the end. Kept by
+    ``reports.holdout_facts``, rebuilt and reconciled there.
+    """
+
+    day = models.DateField()
+    program_id = models.IntegerField()
+    group = models.CharField(max_length=10)
+    prev_day = models.DateField()
+    enrolled = models.IntegerField(default=0)
+    opportunity = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the funnel's holdout lift (a range
+            # of day: the period's rows, a few per program and day).
+            models.UniqueConstraint(
+                fields=["day", "program_id", "group", "prev_day"], name="holdout_daily_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} program {self.program_id} {self.group}: {self.enrolled}"
+
+
+class HoldoutReachDaily(models.Model):
+    """The enrollments of :class:`HoldoutDaily` by the site-time-zone day of their contact's
+    first ``opportunity`` entry."""
+
+    reached_day = models.DateField()
+    day = models.DateField()
+    program_id = models.IntegerField()
+    group = models.CharField(max_length=10)
+    prev_day = models.DateField()
+    enrolled = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the holdout lift's read of the
+            # enrollments first reached at or after the report end (a range of reached_day).
+            models.UniqueConstraint(
+                fields=["reached_day", "program_id", "group", "day", "prev_day"],
+                name="holdout_reach_daily_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} program {self.program_id} {self.group} → {self.reached_day}"

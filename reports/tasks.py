@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .facts import facts_reconcile
+from .holdout_facts import holdout_reconcile
 from .lifecycle_facts import lifecycle_facts_reconcile
 from .query import site_tz
 from .rollups import rollups_reconcile
@@ -23,6 +24,7 @@ def reconcile_rollups(day: str | None = None) -> dict:
     )
     diff = {**rollups_reconcile(day=target), **facts_reconcile(day=target)}
     diff.update(lifecycle_facts_reconcile(day=target))  # transitions, credits, landing, deals
+    diff.update(holdout_reconcile())  # holdout lift rows, recounted from every enrollment
     return {"day": target.isoformat(), **{k: len(v) for k, v in diff.items()}}
 
 

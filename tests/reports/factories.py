@@ -4,6 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from crm.models import Activity, LifecycleTransition
+from reports.holdout_facts import holdout_apply_transitions
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
     lifecycle_facts_apply_transitions,
@@ -41,4 +42,5 @@ def move(contact, from_stage, to_stage, when) -> LifecycleTransition:
         at=at(when) if isinstance(when, str) else when,
     )
     lifecycle_facts_apply_transitions(transitions=[t])
+    holdout_apply_transitions(transitions=[t])
     return t
