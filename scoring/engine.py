@@ -109,10 +109,10 @@ def rule_value(rule: Rule, *, count: int, last: datetime | None, now: datetime) 
 
 
 def rule_value_expression(rule: Rule, *, q: Q, now: datetime, since: datetime):
-    """SQL mirror of :func:`rule_value`: an aggregate, over activities grouped by contact,
-    worth the engagement rule's points for the group's activities matching ``q`` — which
-    must keep them inside ``[since, now)`` (the back-test sums it in the database instead
-    of reading a column per rule).
+    """SQL mirror of :func:`rule_value`: an aggregate, over activities of ``[since, now)``
+    grouped by contact, worth the engagement rule's points for the group's activities
+    matching ``q`` (the back-test sums it in the database instead of reading a column per
+    rule).
 
     Halvings ``⌊(now − last) / half-life⌋`` become a CASE comparing ``last`` with
     ``now − k·half-life`` (exact time comparisons, no float); as ``last`` lies in the
