@@ -8,6 +8,7 @@ from .lifecycle_facts import lifecycle_facts_rebuild
 from .nurtured_facts import nurtured_rebuild
 from .query import site_tz
 from .rollups import rollups_rebuild
+from .stage_facts import stage_facts_rebuild
 
 
 def seed(ctx) -> None:
@@ -18,5 +19,6 @@ def seed(ctx) -> None:
     facts_rebuild(start_day=start, end_day=end, chunk_days=31)
     lifecycle_facts_rebuild()
     nurtured_rebuild()  # enrolled new leads per day and group, from the facts just rebuilt
+    stage_facts_rebuild()  # stage entries and populations per day
     holdout_rebuild()  # program enrollments per day, group and first opportunity
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

@@ -5,6 +5,7 @@ from crm.events import handler
 from .holdout_facts import holdout_apply_enrollments, holdout_apply_transitions
 from .lifecycle_facts import lifecycle_facts_apply_activities, lifecycle_facts_apply_transitions
 from .nurtured_facts import nurtured_apply_enrollments
+from .stage_facts import stage_facts_apply_transitions
 from .upkeep import upkeep_apply_activities, upkeep_apply_transitions
 
 
@@ -21,6 +22,7 @@ def on_stage_changed(event) -> None:
     upkeep_apply_transitions(transitions=event.transitions)
     lifecycle_facts_apply_transitions(transitions=event.transitions)  # funnel, credits
     holdout_apply_transitions(transitions=event.transitions)  # holdout lift's opportunities
+    stage_facts_apply_transitions(transitions=event.transitions)  # stage counts, populations
 
 
 @handler("in_transaction")

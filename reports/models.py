@@ -462,6 +462,73 @@ class LeadScoreMonth(models.Model):
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
 
 
+class StageEntryDaily(models.Model):
+    """Lifecycle entries per site-time-zone day, from → to stage and ``prev_day``: the day
+    of the same contact's previous entry into ``to_stage`` (by time, then id), or
+    :data:`reports.stage_facts.NO_PREV` (0001-01-01) for its first ever. Entries in a
+    period are the period's rows summed; an entry is its contact's first into the stage
+    within the period exactly when ``prev_day`` is before the period start (periods are
+    whole site days), so unique contacts are the same sum over those rows (METRICS.md
+    "MQLs", "SQLs", "MQL acceptance rate", funnel flow mode). The same fact per transition
+    as ``TransitionFact.prev_same_at``, summed; re-entries are few, so a year is a few
+    thousand rows. Kept by ``reports.stage_facts`` (signed deltas per stage change),
+    rebuilt and reconciled per day there.
+    """
+
+    day = models.DateField()
+    from_stage = models.CharField(max_length=20, blank=True)
+    to_stage = models.CharField(max_length=20)
+    prev_day = models.DateField()
+    entries = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep and rebuilds.
+            models.UniqueConstraint(
+                fields=["day", "from_stage", "to_stage", "prev_day"], name="stage_entry_daily_key"
+            )
+        ]
+        indexes = [
+            # Dashboard, leads, funnel flow, customers: a stage's entries over a period.
+            models.Index(fields=["to_stage", "day"], name="stage_entry_daily_stage"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.day} {self.from_stage}→{self.to_stage} (prev {self.prev_day}): {self.entries}"
+        )
+
+
+class StagePopulationDaily(models.Model):
+    """How many contacts started and stopped being in a stage per site-time-zone day, so
+    the contacts in each stage at the start of day D are Σ over days before D of
+    ``entered − left`` (customers report: open leads and customers at the period start).
+
+    A contact is in stage S at instant D when it was created before D and its latest
+    transition before D (by time, then id) went to S; ``stage`` ``""`` stands for a
+    contact created before D with no transition before D (an open lead). Each transition
+    is in its stage from its day (or its contact's creation day, if later) until the day
+    of the contact's next transition: ``entered`` on the first, ``left`` on the second,
+    nothing when they are the same day. Kept by ``reports.stage_facts`` with
+    :class:`StageEntryDaily`.
+    """
+
+    day = models.DateField()
+    stage = models.CharField(max_length=20, blank=True)
+    entered = models.IntegerField(default=0)
+    left = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the customers report's read of
+            # every day before the period start (a range of day).
+            models.UniqueConstraint(fields=["day", "stage"], name="stage_population_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.stage or 'untouched'}: +{self.entered} -{self.left}"
+
+
 class HoldoutDaily(models.Model):
     """Program enrollments per site-time-zone entry day, program, group (``treated`` or
     ``held_out``) and ``prev_day`` — the day of the same contact's previous enrollment in

@@ -10,6 +10,7 @@ from .holdout_facts import holdout_reconcile
 from .lifecycle_facts import lifecycle_facts_reconcile
 from .query import site_tz
 from .rollups import rollups_reconcile
+from .stage_facts import stage_facts_reconcile
 
 
 @shared_task(name="reports.tasks.reconcile_rollups")
@@ -25,6 +26,7 @@ def reconcile_rollups(day: str | None = None) -> dict:
     diff = {**rollups_reconcile(day=target), **facts_reconcile(day=target)}
     diff.update(lifecycle_facts_reconcile(day=target))  # transitions, credits, landing, deals
     diff.update(holdout_reconcile())  # holdout lift rows, recounted from every enrollment
+    diff.update(stage_facts_reconcile(day=target))  # stage entries and populations
     return {"day": target.isoformat(), **{k: len(v) for k, v in diff.items()}}
 
 

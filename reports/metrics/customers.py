@@ -22,6 +22,7 @@ from crm.models import Activity, ActivityKind, Contact, Deal, LifecycleTransitio
 from crm.models.choices import OPEN_STAGES
 
 from ..query import ReportQuery, money, ratio
+from ..stage_facts import UNTOUCHED, entry_counts, population_at
 from .lifecycle import entries, months
 
 
@@ -70,16 +71,38 @@ def _stages_at_start(q: ReportQuery) -> dict:
     }
 
 
+def _stages_at_start_facts(q: ReportQuery) -> dict:
+    """:func:`_stages_at_start` from ``StagePopulationDaily`` (reports.stage_facts): the
+    contacts in each stage at the period start are the day rows before it summed (a read
+    of days × stages rows instead of every transition before the start)."""
+    population = population_at(q.start)
+    return {
+        "open_leads": sum(population.get(s, 0) for s in (UNTOUCHED, *OPEN_STAGES)),
+        "customers_at_start": population.get(Stage.CUSTOMER, 0),
+    }
+
+
 def rates(q: ReportQuery) -> dict:
     """Acquisition, churn and retention rate (METRICS.md lines 96–98).
 
     Choices: "open at the period start" = created before the start and, by the latest
     transition before the start, in ``lead``/``mql``/``sql``/``opportunity`` (recycled
     contacts are not open leads); numerators are unique contacts.
+
+    Without filters, from day rows (reports.stage_facts: stage populations at the start,
+    unique entries into ``customer``/``churned``); with any, from the transitions.
     """
-    at_start = _stages_at_start(q)
-    new_customers = entries(q, Stage.CUSTOMER).aggregate(n=Count("contact_id", distinct=True))["n"]
-    churned = entries(q, Stage.CHURNED).aggregate(n=Count("contact_id", distinct=True))["n"]
+    if q.has_contact_filters or q.campaign or q.channel:
+        at_start = _stages_at_start(q)
+        new_customers = entries(q, Stage.CUSTOMER).aggregate(n=Count("contact_id", distinct=True))[
+            "n"
+        ]
+        churned = entries(q, Stage.CHURNED).aggregate(n=Count("contact_id", distinct=True))["n"]
+    else:
+        at_start = _stages_at_start_facts(q)
+        counts = entry_counts(q, [Stage.CUSTOMER, Stage.CHURNED])
+        new_customers = counts.get(Stage.CUSTOMER, {}).get("contacts", 0)
+        churned = counts.get(Stage.CHURNED, {}).get("contacts", 0)
     churn = ratio(churned, at_start["customers_at_start"])
     return {
         **at_start,

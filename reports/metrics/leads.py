@@ -25,8 +25,15 @@ from django.utils import timezone
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
-from ..models import LeadScoreDaily, LeadScoreMonth, NewLeadDaily, ReopenedDayFact
+from ..models import (
+    LeadScoreDaily,
+    LeadScoreMonth,
+    NewLeadDaily,
+    ReopenedDayFact,
+    StageEntryDaily,
+)
 from ..query import ReportQuery, day_start, ratio
+from ..stage_facts import entry_counts, first_in
 from .lifecycle import entries, month_of, months, new_leads_qs
 
 ACCEPTANCE_ALERT = 0.5  # METRICS.md line 48: below 50% raises the scoring-review alert
@@ -77,7 +84,13 @@ def new_leads_by_month(q: ReportQuery) -> dict:
 
 
 def mqls(q: ReportQuery) -> dict:
-    """METRICS.md line 42: entries into ``mql`` in the period and unique contacts."""
+    """METRICS.md line 42: entries into ``mql`` in the period and unique contacts.
+
+    Without filters, from ``StageEntryDaily`` (reports.stage_facts); with any, the
+    transitions."""
+    if _unfiltered(q):
+        got = entry_counts(q, [Stage.MQL]).get(Stage.MQL, {"entries": 0, "contacts": 0})
+        return {"mql_entries": got["entries"], "mqls": got["contacts"]}
     agg = entries(q, Stage.MQL).aggregate(
         mql_entries=Count("id"), mqls=Count("contact_id", distinct=True)
     )
@@ -85,14 +98,20 @@ def mqls(q: ReportQuery) -> dict:
 
 
 def sqls(q: ReportQuery) -> int:
-    """METRICS.md line 43: unique contacts that entered ``sql`` in the period."""
+    """METRICS.md line 43: unique contacts that entered ``sql`` in the period (day rows
+    without filters, as :func:`mqls`)."""
+    if _unfiltered(q):
+        return entry_counts(q, [Stage.SQL]).get(Stage.SQL, {"contacts": 0})["contacts"]
     return entries(q, Stage.SQL).aggregate(n=Count("contact_id", distinct=True))["n"]
+
+
+DECISIONS = [Stage.SQL, Stage.RECYCLED, Stage.DISQUALIFIED]  # out of mql: decided
 
 
 def _decisions(q: ReportQuery):
     return LifecycleTransition.objects.filter(
         from_stage=Stage.MQL,
-        to_stage__in=[Stage.SQL, Stage.RECYCLED, Stage.DISQUALIFIED],
+        to_stage__in=DECISIONS,
         at__gte=q.start_dt,
         at__lt=q.end_dt,
     ).filter(q.contact_q("contact__"))
@@ -103,10 +122,19 @@ def acceptance(q: ReportQuery) -> dict:
 
     Choice: decisions are counted as transitions out of ``mql`` in the period (a contact
     that re-entered ``mql`` and was decided twice counts twice — each MQL is a new one).
+    Without filters, the sums of the period's ``StageEntryDaily`` rows out of ``mql``.
     """
-    agg = _decisions(q).aggregate(
-        decided=Count("id"), accepted=Count("id", filter=Q(to_stage=Stage.SQL))
-    )
+    if _unfiltered(q):
+        agg = StageEntryDaily.objects.filter(
+            from_stage=Stage.MQL, to_stage__in=DECISIONS, day__gte=q.start, day__lt=q.end
+        ).aggregate(
+            decided=Coalesce(Sum("entries"), 0),
+            accepted=Coalesce(Sum("entries", filter=Q(to_stage=Stage.SQL)), 0),
+        )
+    else:
+        agg = _decisions(q).aggregate(
+            decided=Count("id"), accepted=Count("id", filter=Q(to_stage=Stage.SQL))
+        )
     rate = ratio(agg["accepted"], agg["decided"])
     return {
         **agg,
@@ -437,9 +465,45 @@ def _profile_out(ms: list, counts: dict[int, Counter]) -> dict[date, dict]:
     return out
 
 
+LIFECYCLE_KEYS = ("mql_entries", "mqls", "sqls", "mqls_decided", "mqls_accepted")
+
+
 def _lifecycle_counts(q: ReportQuery) -> tuple[list[dict], dict]:
     """Per (clipped) month of the period and over it: MQL entries and unique MQLs, unique
     SQLs, MQLs decided and accepted (:func:`mqls`, :func:`sqls`, :func:`acceptance`).
+
+    Without filters, one read of the period's ``StageEntryDaily`` rows (reports.stage_facts:
+    a month's unique contacts are its rows whose previous same-stage entry is before the
+    month); with any, :func:`lifecycle_counts_raw`.
+    """
+    if not _unfiltered(q):
+        return lifecycle_counts_raw(q)
+    ms = months(q)
+    mql = Q(to_stage=Stage.MQL)
+    sql = Q(to_stage=Stage.SQL)
+    decided = Q(from_stage=Stage.MQL, to_stage__in=DECISIONS)
+    accepted = Q(from_stage=Stage.MQL, to_stage=Stage.SQL)
+    aggs = {
+        "mqls": Sum("entries", filter=mql & first_in(q.start)),
+        "sqls": Sum("entries", filter=sql & first_in(q.start)),
+    }
+    for i, (_, s, e) in enumerate(ms):
+        month = Q(day__gte=s.date(), day__lt=e.date())
+        first = first_in(s.date())
+        aggs[f"mql_entries_{i}"] = Sum("entries", filter=month & mql)
+        aggs[f"mqls_{i}"] = Sum("entries", filter=month & mql & first)
+        aggs[f"sqls_{i}"] = Sum("entries", filter=month & sql & first)
+        aggs[f"mqls_decided_{i}"] = Sum("entries", filter=month & decided)
+        aggs[f"mqls_accepted_{i}"] = Sum("entries", filter=month & accepted)
+    agg = StageEntryDaily.objects.filter(
+        to_stage__in=[Stage.MQL, *DECISIONS], day__gte=q.start, day__lt=q.end
+    ).aggregate(**aggs)
+    rows = [{k: agg[f"{k}_{i}"] or 0 for k in LIFECYCLE_KEYS} for i in range(len(ms))]
+    return _lifecycle_out(rows, {"mqls": agg["mqls"] or 0, "sqls": agg["sqls"] or 0})
+
+
+def lifecycle_counts_raw(q: ReportQuery) -> tuple[list[dict], dict]:
+    """:func:`_lifecycle_counts` from the transitions (filters; property-test reference).
 
     Two reads of the period's entries into mql, sql, recycled and disqualified instead of
     six reads of the same ``(to_stage, at)`` range: one grouped by month, one for the
@@ -448,7 +512,7 @@ def _lifecycle_counts(q: ReportQuery) -> tuple[list[dict], dict]:
     """
     mql = Q(to_stage=Stage.MQL)
     sql = Q(to_stage=Stage.SQL)
-    decided = Q(from_stage=Stage.MQL, to_stage__in=[Stage.SQL, Stage.RECYCLED, Stage.DISQUALIFIED])
+    decided = Q(from_stage=Stage.MQL, to_stage__in=DECISIONS)
     accepted = Q(from_stage=Stage.MQL, to_stage=Stage.SQL)
     qs = entries(q, Stage.MQL, Stage.SQL, Stage.RECYCLED, Stage.DISQUALIFIED)
     by_month = {
@@ -468,8 +532,11 @@ def _lifecycle_counts(q: ReportQuery) -> tuple[list[dict], dict]:
         mqls=Count("contact_id", distinct=True, filter=mql),
         sqls=Count("contact_id", distinct=True, filter=sql),
     )
-    keys = ("mql_entries", "mqls", "sqls", "mqls_decided", "mqls_accepted")
-    rows = [{k: by_month.get(s, {}).get(k, 0) for k in keys} for _, s, _ in months(q)]
+    rows = [{k: by_month.get(s, {}).get(k, 0) for k in LIFECYCLE_KEYS} for _, s, _ in months(q)]
+    return _lifecycle_out(rows, period)
+
+
+def _lifecycle_out(rows: list[dict], period: dict) -> tuple[list[dict], dict]:
     totals = {
         **{k: sum(r[k] for r in rows) for k in ("mql_entries", "mqls_decided", "mqls_accepted")},
         **period,
@@ -479,7 +546,7 @@ def _lifecycle_counts(q: ReportQuery) -> tuple[list[dict], dict]:
         rate = ratio(counts["mqls_accepted"], counts["mqls_decided"])
         out.append(
             {
-                **{k: counts[k] for k in keys},
+                **{k: counts[k] for k in LIFECYCLE_KEYS},
                 "mql_acceptance_rate": rate,
                 "acceptance_alert": rate is not None and rate < ACCEPTANCE_ALERT,
             }

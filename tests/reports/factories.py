@@ -9,6 +9,7 @@ from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
     lifecycle_facts_apply_transitions,
 )
+from reports.stage_facts import stage_facts_apply_transitions
 
 UTC = ZoneInfo("UTC")
 
@@ -42,5 +43,6 @@ def move(contact, from_stage, to_stage, when) -> LifecycleTransition:
         at=at(when) if isinstance(when, str) else when,
     )
     lifecycle_facts_apply_transitions(transitions=[t])
+    stage_facts_apply_transitions(transitions=[t])
     holdout_apply_transitions(transitions=[t])
     return t

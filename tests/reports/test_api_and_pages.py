@@ -24,10 +24,11 @@ QUERIES = {
     "email": 5,
     "cost-per-mql": 9,
     # was 10: the month and period lifecycle counts read in 2 queries, not 6; +1: which
-    # months' score profiles are frozen (reports.score_facts)
-    "leads": 7,
+    # months' score profiles are frozen (reports.score_facts); -1: the lifecycle counts
+    # read from StageEntryDaily in one query (reports.stage_facts)
+    "leads": 6,
     "revenue": 6,
-    "customers": 9,
+    "customers": 7,  # was 9: stages at the start and unique entries from day rows
 }
 
 
