@@ -210,13 +210,15 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
         "LEFT JOIN (SELECT contact_id, SUM(t) AS t FROM owned GROUP BY contact_id) ot "
         "ON ot.contact_id = f.id LEFT JOIN added d ON d.contact_id = f.id), "
         # Only rows whose score changes are written: each is a non-HOT update (score is
-        # indexed for the score-sorted lists).
+        # indexed for the score-sorted lists). The id range keeps the join to the chunk's
+        # rows (without it the plan hashed the whole contact table for every chunk).
         "upd AS (UPDATE crm_contact c SET score = s.score FROM score s "
-        "WHERE c.id = s.id AND c.score <> s.score RETURNING c.id) "
+        "WHERE c.id = s.id AND c.id >= %s AND c.id < %s AND c.score <> s.score "
+        "RETURNING c.id) "
         "SELECT 0, (SELECT count(*) FROM score), (SELECT count(*) FROM score WHERE n > 0), "
         "(SELECT COALESCE(SUM(n), 0) FROM score)::int, (SELECT count(*) FROM upd)::int "
     )
-    tail_params: list = [lo, hi, now]
+    tail_params: list = [lo, hi, now, lo, hi]
     if threshold is not None:
         sql += (
             "UNION ALL SELECT 1, i.contact_id, i.rule_id, i.points, s.score FROM ins i "
