@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from .facts import facts_rebuild
 from .holdout_facts import holdout_rebuild
+from .landing_rollup import landing_rollup_rebuild
 from .lifecycle_facts import lifecycle_facts_rebuild
 from .nurtured_facts import nurtured_rebuild
 from .query import site_tz
@@ -21,4 +22,5 @@ def seed(ctx) -> None:
     nurtured_rebuild()  # enrolled new leads per day and group, from the facts just rebuilt
     stage_facts_rebuild()  # stage entries and populations per day
     holdout_rebuild()  # program enrollments per day, group and first opportunity
+    landing_rollup_rebuild()  # landing-page day and span rows, from the landing facts
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

@@ -12,6 +12,7 @@ from collections import defaultdict
 from crm.models import Activity, ActivityKind
 
 from .fact_writes import facts_insert
+from .landing_rollup import landing_rollup_move, stored_rows
 from .models import LandingVisitFact
 from .query import site_tz
 
@@ -65,15 +66,24 @@ def landing_facts_apply_activities(*, activities) -> None:
     contacts = sorted({a.contact_id for a in events})
     for i in range(0, len(contacts), CHUNK):
         chunk = contacts[i : i + CHUNK]
-        _landing(chunk, urls).delete()
-        facts_insert(LandingVisitFact, _rows(chunk, urls), fields=FIELDS)
+        _replace(chunk, urls)
 
 
 def landing_facts_rebuild(*, contact_ids) -> None:
     """Recompute every landing row of these contacts from raw data."""
     contact_ids = list(contact_ids)
-    _landing(contact_ids).delete()
-    facts_insert(LandingVisitFact, _rows(contact_ids), fields=FIELDS)
+    _replace(contact_ids, None)
+
+
+def _replace(contact_ids, urls) -> None:
+    """Replace the rows of these contacts (and urls) with fresh ones, and move the
+    landing day rows by the difference (reports.landing_rollup: one read of the rows
+    replaced, then upserts of the changed day and span counts)."""
+    before = stored_rows(contact_ids, urls)
+    _landing(contact_ids, urls).delete()
+    rows = _rows(contact_ids, urls)
+    facts_insert(LandingVisitFact, rows, fields=FIELDS)
+    landing_rollup_move(before, rows)
 
 
 def landing_facts_snapshot(contact_ids) -> dict:

@@ -583,3 +583,67 @@ class HoldoutReachDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} program {self.program_id} {self.group} → {self.reached_day}"
+
+
+class LandingDaily(models.Model):
+    """Per landing page url, tag (``v`` visits, ``s`` form submissions, ``a`` either) and
+    site-time-zone day, from each url × contact's distinct days with that tag (kept from
+    ``LandingVisitFact`` by ``reports.landing_rollup``): ``firsts``, contacts whose first
+    day it is; ``opened``/``closed``, consecutive day pairs (``p`` < ``d``) starting /
+    ending on it. Unique contacts of a period [S, E) are the firsts in it, plus the pairs
+    with ``p`` < S ≤ ``d`` (Σ over days ≥ S of ``closed − opened``), minus those that also
+    have ``d`` ≥ E (:class:`LandingSpan`) — METRICS.md line 31 without a DISTINCT.
+    """
+
+    url = models.CharField(max_length=2000)
+    tag = models.CharField(max_length=1)
+    day = models.DateField()
+    firsts = models.IntegerField(default=0)
+    opened = models.IntegerField(default=0)
+    closed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the landing-page report's read of
+            # the days from the period start on (a range of day).
+            models.UniqueConstraint(fields=["day", "url", "tag"], name="landing_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.tag} {self.url}"
+
+
+class LandingSpan(models.Model):
+    """The consecutive day pairs (``p``, ``d``) of :class:`LandingDaily`, counted four
+    times at four grains — ``mm`` (month of p, month of d), ``md`` (month of p, d),
+    ``dm`` (p, month of d), ``dd`` (p, d); a month is its first day — so the pairs with
+    ``p`` < S and ``d`` ≥ E (none when E is after the data) are four bounded range reads
+    whatever the history: whole months outside the period by month, the partial months
+    at its edges by day."""
+
+    url = models.CharField(max_length=2000)
+    tag = models.CharField(max_length=1)
+    grain = models.CharField(max_length=2)
+    p_key = models.DateField()
+    d_key = models.DateField()
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the landing-page report's four
+            # reads (a grain, a range of d_key, a range of p_key checked in the index).
+            models.UniqueConstraint(
+                fields=["grain", "d_key", "p_key", "url", "tag"], name="landing_span_key"
+            )
+        ]
+        indexes = [
+            # Landing-page report, ``dm`` read: a few days of p_key (the start's month
+            # before the start) whatever the months of d_key — the key's d_key range
+            # would read every month after the period.
+            models.Index(
+                fields=["p_key", "d_key"], name="landing_span_dm", condition=models.Q(grain="dm")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grain} {self.p_key}–{self.d_key} {self.tag} {self.url}"

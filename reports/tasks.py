@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from .facts import facts_reconcile
 from .holdout_facts import holdout_reconcile
+from .landing_rollup import landing_rollup_reconcile
 from .lifecycle_facts import lifecycle_facts_reconcile
 from .query import site_tz
 from .rollups import rollups_reconcile
@@ -25,7 +26,8 @@ def reconcile_rollups(day: str | None = None) -> dict:
     )
     diff = {**rollups_reconcile(day=target), **facts_reconcile(day=target)}
     diff.update(lifecycle_facts_reconcile(day=target))  # transitions, credits, landing, deals
-    diff.update(holdout_reconcile())  # holdout lift rows, recounted from every enrollment
+    diff["holdout"] = holdout_reconcile()  # recounted from every enrollment
+    diff["landing_rollup"] = landing_rollup_reconcile()  # after the landing facts above
     diff.update(stage_facts_reconcile(day=target))  # stage entries and populations
     return {"day": target.isoformat(), **{k: len(v) for k, v in diff.items()}}
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Sum
 
 from crm.models import Activity, ActivityKind, Campaign
 
 from ..facts import STEP_FIELDS, step_activities, step_aggregates
-from ..models import EmailDaily, EmailStepDaily, LandingVisitFact
+from ..landing_rollup import unique_counts
+from ..models import EmailDaily, EmailStepDaily
 from ..query import ReportQuery, ratio
 from ..rollups import EMAIL_COUNT_FIELDS, email_activities, email_fact_aggregates
 
@@ -173,31 +174,28 @@ def landing_pages(q: ReportQuery, *, limit: int = 50) -> list[dict]:
     ``page_visit`` of it in the period; converted visitors also submitted a form
     (``form_submitted`` or ``landing_page_conversion``) carrying the same url in the period.
 
-    Without campaign, channel or contact filters: one grouped count of the
-    ``LandingVisitFact`` rows that are their contact's first of a kind in the period (see
-    the model) — no DISTINCT over the period's visits. With them, the raw activities.
+    Without campaign, channel or contact filters: one statement over the landing day rows
+    (reports.landing_rollup: unique visitors, submitters and either, per url, from the
+    days from the period start on) — no DISTINCT over the period's visits. Converted
+    visitors did both in the period: visitors + submitters − either. With them, the raw
+    activities.
     """
     if q.campaign or q.channel or q.has_contact_filters:
         return landing_pages_raw(q, limit=limit)
-    first_in_period = Q(prev_day__isnull=True) | Q(prev_day__lt=q.start)
-    rows = list(
-        LandingVisitFact.objects.filter(first_in_period, day__gte=q.start, day__lt=q.end)
-        .values("url")
-        .annotate(
-            unique_visitors=Count("id", filter=Q(kind="v")),
-            converted_visitors=Count("id", filter=Q(other_day__gte=q.start)),
-        )
-        .filter(unique_visitors__gt=0)
-        .order_by("-unique_visitors", "url")[:limit]
-    )
+    counts = unique_counts(q.start, q.end)
+    rows = [
+        {"url": url, "unique_visitors": c["v"], "converted_visitors": c["v"] + c["s"] - c["a"]}
+        for url, c in counts.items()
+        if c["v"] > 0
+    ]
+    # Stable: urls with as many visitors stay in the database's url order.
+    rows.sort(key=lambda r: -r["unique_visitors"])
     return [
         {
-            "url": r["url"],
-            "unique_visitors": r["unique_visitors"],
-            "converted_visitors": r["converted_visitors"],
+            **r,
             "landing_page_conversion_rate": ratio(r["converted_visitors"], r["unique_visitors"]),
         }
-        for r in rows
+        for r in rows[:limit]
     ]
 
 
