@@ -30,12 +30,13 @@ from datetime import date, timedelta
 
 from django.db import transaction
 from django.db.models import Max, Q, Sum
+from django.db.models.functions import TruncDate
 
 from crm.models import Contact, LifecycleTransition
 
 from .models import StageEntryDaily, StagePopulationDaily
 from .query import ReportQuery, day_start, site_tz
-from .upkeep import counts_upsert
+from .upkeep import _in, counts_upsert
 
 log = logging.getLogger(__name__)
 
@@ -45,57 +46,67 @@ ENTRY_KEY = ["day", "from_stage", "to_stage", "prev_day"]
 POPULATION_KEY = ["day", "stage"]
 CHUNK = 2000  # contacts per statement (SQLite's bound-parameter limit)
 
-# A transition of a contact's history: (id, from_stage, to_stage, at).
-Transition = tuple[int, str, str, object]
+# A transition of a contact's history: (id, from_stage, to_stage, site-time-zone day).
+Transition = tuple[int, str, str, date]
 
 
-def _local(dt) -> date:
-    return dt.astimezone(site_tz()).date()
-
-
-def contributions(created_at, history: list[Transition]) -> Counter:
+def contributions(created: date, history: list[Transition]) -> Counter:
     """What one contact adds to both tables: ``("e", day, from, to, prev_day)`` → entries and
-    ``("p", day, stage, "entered"|"left")`` → contacts, from its creation time and its
+    ``("p", day, stage, "entered"|"left")`` → contacts, from its creation day and its
     transitions sorted by (time, id). See the module docstring and the models."""
     out: Counter = Counter()
     if not history:
         return out
     last_day: dict[str, date] = {}
-    days = [_local(t[3]) for t in history]
-    for (_, from_stage, to_stage, _), day in zip(history, days, strict=True):
+    for _, from_stage, to_stage, day in history:
         out[("e", day, from_stage or "", to_stage, last_day.get(to_stage, NO_PREV))] += 1
         last_day[to_stage] = day
-    created = _local(created_at)
-    if created < days[0]:
+    first = history[0][3]
+    if created < first:
         out[("p", created, UNTOUCHED, "entered")] += 1
-        out[("p", days[0], UNTOUCHED, "left")] += 1
-    for i, (t, day) in enumerate(zip(history, days, strict=True)):
+        out[("p", first, UNTOUCHED, "left")] += 1
+    last = len(history) - 1
+    for i, (_, _, stage, day) in enumerate(history):
         since = max(day, created)
-        if i + 1 == len(history):
-            out[("p", since, t[2], "entered")] += 1
-        elif since < days[i + 1]:
-            out[("p", since, t[2], "entered")] += 1
-            out[("p", days[i + 1], t[2], "left")] += 1
+        if i == last:
+            out[("p", since, stage, "entered")] += 1
+        elif since < history[i + 1][3]:
+            out[("p", since, stage, "entered")] += 1
+            out[("p", history[i + 1][3], stage, "left")] += 1
     return out
 
 
-def _histories(contact_q: Q) -> dict[int, tuple[object, list[Transition]]]:
-    """Contact → (created_at, transitions in (time, id) order) for the transitions matching
-    ``contact_q`` (one query, the creation time joined)."""
-    out: dict[int, tuple[object, list]] = {}
-    for contact_id, created_at, *t in (
-        LifecycleTransition.objects.filter(contact_q)
+def _histories(contact_ids=None, *, id_range=None) -> dict[int, tuple[date, list[Transition]]]:
+    """Contact → (creation day, transitions in (time, id) order) for these contacts (two
+    queries through the contact indexes, ``= ANY(array)`` on PostgreSQL: an IN list or a
+    join to the contacts was planned as a hash of a whole table; the database turns times
+    into site days). ``id_range``: the contacts with ids in ``[lo, hi)`` instead."""
+    tz = site_tz()
+    if id_range is None:
+        contacts, transitions = _in("id", contact_ids), _in("contact_id", contact_ids)
+    else:
+        lo, hi = id_range
+        contacts = Q(id__gte=lo, id__lt=hi)
+        transitions = Q(contact_id__gte=lo, contact_id__lt=hi)
+    created = dict(
+        Contact.objects.filter(contacts).values_list("id", TruncDate("created_at", tzinfo=tz))
+    )
+    out: dict[int, tuple[date, list]] = {}
+    for contact_id, *t in (
+        LifecycleTransition.objects.filter(transitions)
         .order_by("contact_id", "at", "id")
-        .values_list("contact_id", "contact__created_at", "id", "from_stage", "to_stage", "at")
+        .values_list("contact_id", "id", "from_stage", "to_stage", TruncDate("at", tzinfo=tz))
     ):
-        out.setdefault(contact_id, (created_at, []))[1].append(tuple(t))
+        out.setdefault(contact_id, (created[contact_id], []))[1].append(tuple(t))
     return out
 
 
 def _totals(histories, *, without: set[int] = frozenset()) -> Counter:
     total: Counter = Counter()
-    for created_at, history in histories.values():
-        total.update(contributions(created_at, [t for t in history if t[0] not in without]))
+    for created, history in histories.values():
+        if without:
+            history = [t for t in history if t[0] not in without]
+        total.update(contributions(created, history))
     return total
 
 
@@ -133,7 +144,7 @@ def stage_facts_apply_transitions(*, transitions) -> None:
     contacts = sorted({t.contact_id for t in transitions})
     delta: Counter = Counter()
     for i in range(0, len(contacts), CHUNK):
-        histories = _histories(Q(contact_id__in=contacts[i : i + CHUNK]))
+        histories = _histories(contacts[i : i + CHUNK])
         delta.update(_totals(histories))
         delta.subtract(_totals(histories, without=batch))
     _write(delta)
@@ -147,7 +158,7 @@ def _recount(chunk: int = 5 * CHUNK) -> Counter:
     top = LifecycleTransition.objects.aggregate(m=Max("contact_id"))["m"] or 0
     total: Counter = Counter()
     for lo in range(0, top + 1, chunk):
-        total.update(_totals(_histories(Q(contact_id__gte=lo, contact_id__lt=lo + chunk))))
+        total.update(_totals(_histories(id_range=(lo, lo + chunk))))
     return total
 
 
@@ -211,7 +222,7 @@ def stage_facts_reconcile(*, day: date) -> dict:
     ids = sorted(ids)
     fresh: Counter = Counter()
     for i in range(0, len(ids), CHUNK):
-        fresh.update(_totals(_histories(Q(contact_id__in=ids[i : i + CHUNK]))))
+        fresh.update(_totals(_histories(ids[i : i + CHUNK])))
     fresh = Counter({k: n for k, n in fresh.items() if k[1] == day and n})
     stored = +_stored(day)
     diff = {

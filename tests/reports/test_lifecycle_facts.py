@@ -43,10 +43,13 @@ from reports.models import (
     LeadScoreMonth,
     NewLeadDaily,
     ReopenedDayFact,
+    StageEntryDaily,
+    StagePopulationDaily,
     TransitionCredit,
     TransitionFact,
 )
 from reports.query import ReportQuery
+from reports.stage_facts import stage_facts_apply_transitions
 
 from .factories import at
 
@@ -97,6 +100,8 @@ def _world():
         Deal,
         ReopenedDayFact,
         LandingVisitFact,
+        StageEntryDaily,  # reports.stage_facts (unfiltered flow)
+        StagePopulationDaily,
         TransitionCredit,
         TransitionFact,
         Activity,
@@ -196,6 +201,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         acts = [s for s in stored if isinstance(s, Activity)]
         if moves:
             lifecycle_facts_apply_transitions(transitions=moves)
+            stage_facts_apply_transitions(transitions=moves)  # unfiltered flow's day rows
         if acts:
             lifecycle_facts_apply_activities(activities=acts)
     new_leads_rebuild()  # the world's contacts were bulk-created; keeps the stage counts
