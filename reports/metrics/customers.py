@@ -8,7 +8,6 @@ from django.db.models import (
     Count,
     Exists,
     IntegerField,
-    Min,
     OuterRef,
     Q,
     Subquery,
@@ -21,8 +20,10 @@ from django.db.models.functions import Cast, Coalesce
 from crm.models import Activity, ActivityKind, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import OPEN_STAGES
 
+from ..models import TransitionFact
 from ..query import ReportQuery, money, ratio
 from ..stage_facts import UNTOUCHED, entry_counts, population_at
+from ..upkeep import _in
 from .lifecycle import entries, months
 
 
@@ -120,21 +121,24 @@ def clv_by_cohort(q: ReportQuery) -> list[dict]:
     A customer's start is its first entry into ``customer``; cohorts are the months of the
     period; revenue is all won deals of the contact, whenever closed.
 
-    Read from the customer transitions (``transition_stage_time`` index) grouped per
-    contact, not by probing every contact: only contacts that ever became customers count.
+    Read from ``TransitionFact`` (its ``(to_stage, at)`` index): a contact's first entry
+    into ``customer`` is its row without a previous one (``prev_same_at`` null), so only
+    the period's first entries are read — not every customer transition grouped per
+    contact; their won deals through the deals' contact index (``= ANY(array)``).
     """
     starts = dict(
-        LifecycleTransition.objects.filter(to_stage=Stage.CUSTOMER)
+        TransitionFact.objects.filter(
+            to_stage=Stage.CUSTOMER,
+            prev_same_at__isnull=True,
+            at__gte=q.start_dt,
+            at__lt=q.end_dt,
+        )
         .filter(q.contact_q("contact__"))
-        .values("contact_id")
-        .annotate(started=Min("at"))
-        .filter(started__gte=q.start_dt, started__lt=q.end_dt)
-        .values_list("contact_id", "started")
-        .order_by()
+        .values_list("contact_id", "at")
     )
     revenue = (
         dict(
-            Deal.objects.filter(contact_id__in=list(starts), status=Deal.Status.WON)
+            Deal.objects.filter(_in("contact_id", list(starts)), status=Deal.Status.WON)
             .values("contact_id")
             .annotate(s=Sum("amount"))
             .values_list("contact_id", "s")

@@ -187,3 +187,56 @@ def test_stage_day_rows_serve_the_raw_counts_for_random_histories(events, period
     kept = _rows()
     stage_facts_rebuild()
     assert _rows() == kept
+
+
+@pytest.mark.django_db
+def test_populations_count_contacts_once_created_and_by_their_latest_stage(
+    django_assert_num_queries,
+):
+    from tests.factories import ContactFactory
+
+    from .factories import move
+
+    march = ReportQuery(start=date(2025, 3, 1), end=date(2025, 4, 1))
+    lead = ContactFactory(created_at=at("2025-02-01"))
+    move(lead, "", "lead", "2025-02-01")
+    customer = ContactFactory(created_at=at("2025-02-01"))
+    move(customer, "", "lead", "2025-02-01")
+    move(customer, "lead", "customer", "2025-02-10")
+    move(customer, "customer", "churned", "2025-02-20")
+    move(customer, "churned", "customer", "2025-03-05")  # back, not new: first was Feb 10
+    recycled = ContactFactory(created_at=at("2025-02-01"))
+    move(recycled, "", "lead", "2025-02-01")
+    move(recycled, "lead", "mql", "2025-02-28 23:59")
+    move(recycled, "mql", "recycled", "2025-02-28 23:59")  # same instant: recycled at start
+    imported = ContactFactory(created_at=at("2025-03-01 00:00"))  # created at the start: out
+    move(imported, "", "customer", "2025-01-15")  # history from before it was created here
+    late = ContactFactory(created_at=at("2025-02-15"))  # untouched until its first change
+    move(late, "", "mql", "2025-03-10")
+    with django_assert_num_queries(2):  # populations at the start, unique entries
+        got = customers.rates(march)
+    assert (got["open_leads"], got["customers_at_start"]) == (2, 0)  # lead, late; churned
+    assert got["new_customers"] == 1  # unique contacts entering customer in March
+    assert got == customers.rates(replace(march, source=lead.source))  # the raw path
+    assert customers.clv_by_cohort(march)[0]["customers"] == 0  # first became one in Feb
+
+
+@pytest.mark.django_db
+def test_acceptance_counts_each_decision_and_mqls_each_contact_once(django_assert_num_queries):
+    from tests.factories import ContactFactory
+
+    from .factories import move
+
+    march = ReportQuery(start=date(2025, 3, 1), end=date(2025, 4, 1))
+    c = ContactFactory(created_at=at("2025-02-01"))
+    move(c, "lead", "mql", "2025-02-27")  # before the period: not an MQL of March …
+    move(c, "mql", "recycled", "2025-03-02")  # … but decided in March
+    move(c, "recycled", "mql", "2025-03-04")
+    move(c, "mql", "sql", "2025-03-06")
+    with django_assert_num_queries(3):
+        got = (leads.mqls(march), leads.sqls(march), leads.acceptance(march))
+    assert got[0] == {"mql_entries": 1, "mqls": 1}
+    assert got[1] == 1
+    assert (got[2]["decided"], got[2]["accepted"]) == (2, 1)
+    paid = replace(march, source=c.source)
+    assert got == (leads.mqls(paid), leads.sqls(paid), leads.acceptance(paid))
