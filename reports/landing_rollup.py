@@ -10,9 +10,13 @@ period [S, E) when some day is in it, i.e. when d1 is in it or some consecutive 
 
 where the middle sum counts the pairs with p < S ≤ d (every pair opens and closes once)
 and W the pairs with p < S and d ≥ E (none when E is after the data: a period ending
-today reads no span row). Visitors are ``v``'s figure; converted visitors (a visit and a
-submission in the period) are v + s − a. Reads: the daily rows from S on (days × urls ×
-3) and four bounded span ranges — never the visits.
+today reads no span row). A pair within one month is only ever read at the ``dd``
+grain (the ``mm``/``md``/``dm`` reads need p before the month of S and d from the month
+of E on, or the reverse), so only pairs across months are stored at the coarser grains.
+
+Visitors are ``v``'s figure; converted visitors (a visit and a submission in the
+period) are v + s − a. Reads: the daily rows from S on (days × urls × 3) and four
+bounded span ranges — never the visits.
 
 The rows are a pure function of ``LandingVisitFact`` (which reports.landing_facts keeps
 from the activities): every change of those rows moves these by the difference of the
@@ -68,9 +72,11 @@ def contributions(rows) -> Counter:
             for p, d in zip(ordered, ordered[1:], strict=False):
                 out[("d", url, tag, p, "opened")] += 1
                 out[("d", url, tag, d, "closed")] += 1
+                out[("s", url, tag, "dd", p, d)] += 1
                 mp, md = _month(p), _month(d)
-                for grain, pk, dk in (("mm", mp, md), ("md", mp, d), ("dm", p, md), ("dd", p, d)):
-                    out[("s", url, tag, grain, pk, dk)] += 1
+                if mp != md:  # the coarser grains are only read across a month boundary
+                    for grain, pk, dk in (("mm", mp, md), ("md", mp, d), ("dm", p, md)):
+                        out[("s", url, tag, grain, pk, dk)] += 1
     return out
 
 
