@@ -212,7 +212,9 @@ def conversions_raw(q: ReportQuery) -> list[dict]:
     return out
 
 
-def conversions(q: ReportQuery, *, new_leads: int | None = None) -> list[dict]:
+def conversions(
+    q: ReportQuery, *, new_leads: int | None = None, entered: dict | None = None
+) -> list[dict]:
     """Stage conversion and velocity for each forward step (METRICS.md lines 49–50).
 
     The cohort of step A→B is the contacts that entered A in the period (for ``lead``:
@@ -224,22 +226,28 @@ def conversions(q: ReportQuery, *, new_leads: int | None = None) -> list[dict]:
     into A in the period is the entry whose previous entry into A is before the period,
     and its ``next_at`` is its first entry into B after it — two grouped reads instead of
     a subquery per contact. ``new_leads`` (the lead cohort size) may be passed in when the
-    caller has counted it already.
+    caller has counted it already, and ``entered`` (stage → unique contacts entering it
+    in the period: flow mode's ``contacts``, the same first-in-period count, with the
+    same filters) when the caller has read flow mode.
     """
     cq = q
     first_in_period = Q(prev_same_at__isnull=True) | Q(prev_same_at__lt=q.start_dt)
     facts = TransitionFact.objects.filter(q.contact_q("contact__"))
-    entered = dict(
-        facts.filter(
-            first_in_period,
-            to_stage__in=FUNNEL_STAGES[1:-1],
-            at__gte=q.start_dt,
-            at__lt=q.end_dt,
+    entered = (
+        dict(entered)
+        if entered is not None
+        else dict(
+            facts.filter(
+                first_in_period,
+                to_stage__in=FUNNEL_STAGES[1:-1],
+                at__gte=q.start_dt,
+                at__lt=q.end_dt,
+            )
+            .values("to_stage")
+            .annotate(n=Count("transition_id"))
+            .values_list("to_stage", "n")
+            .order_by()
         )
-        .values("to_stage")
-        .annotate(n=Count("transition_id"))
-        .values_list("to_stage", "n")
-        .order_by()
     )
     entered[str(Stage.LEAD)] = new_leads if new_leads is not None else new_leads_qs(cq).count()
     dur = ExpressionWrapper(F("next_at") - F("at"), output_field=DurationField())
@@ -513,7 +521,9 @@ def funnel_report(q: ReportQuery) -> dict:
     coh = cohort(q)
     fl = flow(q)
     drops = drop_offs(q)
-    conv = {(c["from_stage"]): c for c in conversions(q, new_leads=coh["lead"])}
+    # Flow mode's unique contacts per stage are the conversion cohorts: no second count.
+    entered = {stage: v["contacts"] for stage, v in fl.items()}
+    conv = {c["from_stage"]: c for c in conversions(q, new_leads=coh["lead"], entered=entered)}
     stages = []
     for s in FUNNEL_STAGES:
         s = str(s)
