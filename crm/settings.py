@@ -282,17 +282,20 @@ ACTIVITIES_RECORDED_HANDLERS = [
     "scoring.handlers.on_activities_recorded",
     "nurture.handlers.on_activities_recorded",
     "reports.handlers.on_activities_recorded",
+    "reports.credit_facts.on_activities_recorded",
 ]
 STAGE_CHANGED_HANDLERS = [
     "crm.segments.on_stage_changed",
     "scoring.handlers.on_stage_changed",
     "nurture.handlers.on_stage_changed",
     "reports.handlers.on_stage_changed",
+    "reports.credit_facts.on_stage_changed",
 ]
 CONTACTS_CHANGED_HANDLERS = [
     "crm.campaign_members.on_contacts_changed",
     "crm.segments.on_contacts_changed",
     "scoring.handlers.on_contacts_changed",
+    "reports.credit_facts.on_contacts_changed",
 ]
 # Called by nurture once per batch of enrollments it creates, inside its transaction
 # (event: nurture.services.enrollment.EnrollmentsCreated).

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from .credit_facts import credit_facts_rebuild
 from .facts import facts_rebuild
 from .holdout_facts import holdout_rebuild
 from .landing_rollup import landing_rollup_rebuild
@@ -19,8 +20,9 @@ def seed(ctx) -> None:
     rollups_rebuild(start_day=start, end_day=end, chunk_days=31)
     facts_rebuild(start_day=start, end_day=end, chunk_days=31)
     lifecycle_facts_rebuild()
+    credit_facts_rebuild()  # cost/revenue day rows, from the credit facts just rebuilt
     nurtured_rebuild()  # enrolled new leads per day and group, from the facts just rebuilt
-    stage_facts_rebuild()  # stage entries and populations per day
     holdout_rebuild()  # program enrollments per day, group and first opportunity
     landing_rollup_rebuild()  # landing-page day and span rows, from the landing facts
+    stage_facts_rebuild()  # stage entries and populations per day
     ctx.log(f"reports: rollups rebuilt for {start} – {end}")

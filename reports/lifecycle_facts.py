@@ -32,6 +32,7 @@ from crm.models import Activity, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
 from .cohort_facts import cohort_apply, cohort_rebuild, cohort_reconcile, firsts_of, firsts_stored
+from .credit_facts import credit_daily_apply, credit_facts_reconcile, credit_rows_delete
 from .fact_writes import facts_insert
 from .landing_facts import (
     LANDING_KINDS,
@@ -325,12 +326,17 @@ def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[tuple]
     ]
 
 
-def transition_credits_refresh(*, transitions) -> None:
-    """Recompute the credit rows of these ``(id, contact_id, to_stage, at)`` changes."""
+def transition_credits_refresh(*, transitions, day_rows: bool = True) -> None:
+    """Recompute the credit rows of these ``(id, contact_id, to_stage, at)`` changes, and
+    move their sums in ``CreditDaily`` (reports.credit_facts: the deleted rows come back
+    from the DELETE; one upsert). ``day_rows`` False: migration 0004, before that table."""
     transitions = [t for t in transitions if t[2] in CREDIT_STAGES]
     for chunk in _chunks(transitions):
-        TransitionCredit.objects.filter(transition_id__in=[t[0] for t in chunk]).delete()
-        facts_insert(TransitionCredit, _credits_for(chunk), fields=CREDIT_FIELDS)
+        old = credit_rows_delete(transition_ids=[t[0] for t in chunk])
+        rows = _credits_for(chunk)
+        facts_insert(TransitionCredit, rows, fields=CREDIT_FIELDS)
+        if day_rows:
+            credit_daily_apply(old=old, new=rows)
 
 
 # --- upkeep from the handlers ------------------------------------------------------------
@@ -478,11 +484,14 @@ def _rebuild_contacts(ids, *, transitions_only: bool = False) -> None:
 
             deal_credits_refresh(contact_ids=ids)
         transition_facts_refresh(contact_ids=ids)
-        TransitionCredit.objects.filter(contact_id__in=ids).delete()
+        old = credit_rows_delete(contact_ids=ids)
+        if not transitions_only:
+            credit_daily_apply(old=old, new=[])
         transition_credits_refresh(
             transitions=LifecycleTransition.objects.filter(
                 contact_id__in=ids, to_stage__in=CREDIT_STAGES
-            ).values_list("id", "contact_id", "to_stage", "at")
+            ).values_list("id", "contact_id", "to_stage", "at"),
+            day_rows=not transitions_only,
         )
 
 
@@ -550,6 +559,8 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
     # Month-end scores: freeze the months due, then recompute every month frozen before
     # (a late entry may land in any closed month; one grouped read per month).
     fresh = set(lead_scores_freeze())
+    # cost and revenue day rows: listed when they differ
+    diff.update({k: v for k, v in credit_facts_reconcile(contact_ids=ids).items() if v})
     diff["cohort"] = cohort_reconcile()
     diff["lead_scores"] = lead_scores_reconcile(
         months=set(LeadScoreMonth.objects.values_list("month", flat=True)) - fresh

@@ -458,10 +458,6 @@ class LeadScoreMonth(models.Model):
         return f"{self.month:%Y-%m}"
 
 
-# The review register's models live in their own module (reports/review/models.py).
-from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
-
-
 class StageEntryDaily(models.Model):
     """Lifecycle entries per site-time-zone day, from → to stage and ``prev_day``: the day
     of the same contact's previous entry into ``to_stage`` (by time, then id), or
@@ -527,6 +523,120 @@ class StagePopulationDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.stage or 'untouched'}: +{self.entered} -{self.left}"
+
+
+class CampaignLeadDaily(models.Model):
+    """New leads per site-time-zone creation day and acquiring campaign (METRICS.md "new
+    leads", cost per new lead: contacts created that day, not suppressed at creation,
+    ``Contact.acquired_by`` set). Serves the cost report without contact filters; any
+    contact filter reads the contacts. Kept by ``reports.credit_facts`` (the creation days
+    of created contacts and of changed acquisitions recounted), rebuilt and reconciled.
+    """
+
+    day = models.DateField()
+    campaign_id = models.IntegerField()
+    new_leads = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the cost report's period sum (a
+            # range of day).
+            models.UniqueConstraint(fields=["day", "campaign_id"], name="campaign_lead_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} campaign {self.campaign_id}: {self.new_leads}"
+
+
+class CreditDaily(models.Model):
+    """``TransitionCredit`` rows summed per site-time-zone day, stage, campaign and ``n``
+    (METRICS.md "attribution"; see ``reports.credit_facts``). Changes with at most
+    ``FOLD_N`` touches are folded into ``n`` 0 with their linear and U-shaped credits as
+    exact integer numerators over ``credit_facts.DENOMINATOR``; longer ones keep their
+    ``n`` and the summed shape figures (``touches``, ``first``, ``last``, ``changes``).
+    Serves the cost report and chart without contact filters.
+    """
+
+    day = models.DateField()
+    to_stage = models.CharField(max_length=20)
+    campaign_id = models.IntegerField(default=0)
+    n = models.IntegerField(default=0)
+    changes = models.IntegerField(default=0)
+    first = models.IntegerField(default=0)
+    last = models.IntegerField(default=0)
+    touches = models.IntegerField(default=0)
+    linear = models.BigIntegerField(default=0)
+    u_shaped = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the cost report's read of a
+            # stage's rows over a period (a range of day within to_stage).
+            models.UniqueConstraint(
+                fields=["to_stage", "day", "campaign_id", "n"], name="credit_daily_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.to_stage} campaign {self.campaign_id} n {self.n}"
+
+
+class WonDealFact(models.Model):
+    """Per won deal (kept with its ``DealCredit`` rows by ``reports.deal_facts``): its close
+    time and amount, and whether its contact had a campaign touch before the deal was
+    created (METRICS.md "marketing-influenced revenue"), so the revenue report and the
+    dashboard sum the period's rows instead of probing the activities per deal."""
+
+    deal = models.OneToOneField(
+        "crm.Deal", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # No constraint: joins for the contact filters only (as TransitionFact).
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    closed_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    influenced = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # Revenue report, dashboard: the deals won in a period.
+            models.Index(fields=["closed_at"], name="won_deal_fact_closed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"deal {self.deal_id}: {'influenced' if self.influenced else 'not influenced'}"
+
+
+class SalesCycleFact(models.Model):
+    """Per entry into ``customer`` with an earlier-or-same-time ``sql`` entry: the latest
+    such ``sql_at`` (METRICS.md "sales cycle length"). Kept by ``reports.credit_facts``
+    (recomputed per contact when it enters ``sql`` or ``customer``), rebuilt and
+    reconciled with the lifecycle facts."""
+
+    transition = models.OneToOneField(
+        "crm.LifecycleTransition", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # No constraint: joins for the contact filters; its index serves the upkeep's
+    # replacement of a contact's rows.
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    at = models.DateTimeField()
+    sql_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # Revenue report: the customer entries of a period.
+            models.Index(fields=["at"], name="sales_cycle_fact_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"transition {self.transition_id}: sql at {self.sql_at}"
+
+
+# The review register's models live in their own module (reports/review/models.py).
+from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
 
 
 class HoldoutDaily(models.Model):

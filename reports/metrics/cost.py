@@ -6,13 +6,28 @@ from collections import defaultdict
 from decimal import Decimal
 from fractions import Fraction
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import (
+    Case,
+    Count,
+    DateField,
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 
 from crm.models import Campaign, CampaignCost, Deal, Stage
 
+from ..credit_facts import day_credits, new_leads_by_campaign
 from ..models import DealCredit, TransitionCredit
 from ..query import ReportQuery, money
 from .attribution import (
+    MODELS,
     NO_CAMPAIGN,
     attribute,
     campaign_touches,
@@ -42,7 +57,9 @@ def cost_entries(q: ReportQuery) -> list:
     )
 
 
-def program_costs(q: ReportQuery, entries: list | None = None) -> dict[int, dict[str, Fraction]]:
+def program_costs(
+    q: ReportQuery, entries: list | None = None, sent: dict[int, int] | None = None
+) -> dict[int, dict[str, Fraction]]:
     """METRICS.md line 62 "program cost": overlapping entries prorated by days, shared split.
 
     Each entry counts ``amount × overlap days ÷ entry days`` (inclusive entry dates, see
@@ -50,21 +67,22 @@ def program_costs(q: ReportQuery, entries: list | None = None) -> dict[int, dict
     ``shared_with`` campaigns equally, or by emails sent. Choice: "emails sent" are each
     sharing campaign's sends in the report period (from the rollup); if none of them sent
     anything the split falls back to equal. ``entries`` may hold the entries of a longer
-    period (read once for all months of a chart). Returns exact fractions per campaign id:
+    period (read once for all months of a chart; ``sent`` the sends, likewise). Returns
+    exact fractions per campaign id:
     ``{"program_cost", "variable_cost"}`` (variable = media and content).
     """
     if entries is None:
         entries = cost_entries(q)
     entries_list = [e for e in entries if e.period_start < q.end and e.period_end >= q.start]
     needs_sent = any(e.shared and e.split == CampaignCost.Split.EMAILS_SENT for e in entries_list)
-    sent = {}
-    if needs_sent:
+    if sent is None and needs_sent:
         sent = {
             k: v["sent"]
             for k, v in email_counts_by_campaign(
                 q.contact_filters_only().__class__(start=q.start, end=q.end), fields=["sent"]
             ).items()
         }
+    sent = sent or {}
     out: dict[int, dict[str, Fraction]] = defaultdict(
         lambda: {"program_cost": Fraction(0), "variable_cost": Fraction(0)}
     )
@@ -96,27 +114,92 @@ def _won_deals(q: ReportQuery):
     ).filter(q.contact_q("contact__"))
 
 
-def attributed_revenue(q: ReportQuery) -> dict[int, Fraction]:
+def missing_won_deals(q: ReportQuery) -> list[tuple]:
+    """Won deals closed in the period without credit rows yet (see ``DealCredit``; a deal
+    has its ``WonDealFact`` exactly when it has them): ``(id, contact_id, closed_at,
+    amount, influenced)``, influence probed from the activities — normally none."""
+    from ..deal_facts import influenced_q
+
+    return list(
+        _won_deals(q)
+        .exclude(Exists(DealCredit.objects.filter(deal_id=OuterRef("pk"))))
+        .annotate(i=influenced_q())
+        .values_list("id", "contact_id", "closed_at", "amount", "i")
+    )
+
+
+def attributed_revenue(q: ReportQuery, missing: list | None = None) -> dict[int, Fraction]:
     """METRICS.md line 68: won deal amounts closed in the period credited under the model.
 
     Choice: a deal's touches are those at or before its ``closed_at``. Served by the
     ``DealCredit`` shape rows of the period's won deals; a won deal without rows yet (see
     the model) is shaped from raw data here, so the figure never depends on the upkeep.
+    ``missing``: :func:`missing_won_deals` of ``q`` when the caller read them already.
     """
-    from ..deal_facts import deal_credits_rows, won_deals
+    from ..deal_facts import deal_credits_rows
 
     facts = DealCredit.objects.filter(closed_at__gte=q.start_dt, closed_at__lt=q.end_dt).filter(
         q.contact_q("contact__")
     )
-    rows = list(facts.values_list("campaign_id", "touches", "n", "first", "last", "amount"))
-    missing = won_deals(
-        _won_deals(q).exclude(Exists(DealCredit.objects.filter(deal_id=OuterRef("pk"))))
-    )
-    rows += [
+    out = _grouped_revenue(facts, q.attribution)
+    if missing is None:
+        missing = missing_won_deals(q)
+    rows = [
         (r.campaign_id, r.touches, r.n, r.first, r.last, r.amount)
-        for r in deal_credits_rows(missing)
+        for r in deal_credits_rows([d[:4] for d in missing])
     ]
-    return dict(weighted_credits(rows, q.attribution)) if rows else {}
+    for campaign_id, credit in weighted_credits(rows, q.attribution).items():
+        out[campaign_id] = out.get(campaign_id, Fraction(0)) + credit
+    return out
+
+
+CENTS = DecimalField(max_digits=20, decimal_places=2)
+
+
+def _grouped_revenue(facts, model: str) -> dict[int, Fraction]:
+    """:func:`weighted_credits` of the credit rows ``facts``, summed in the database per
+    campaign × n (a few hundred rows instead of one Fraction sum per row): a row's share
+    is linear in its touches and first/last flags, so the amount-weighted sums give the
+    same exact total; a campaign gets an entry exactly when one of its rows has a share
+    (first/last touch: a flagged row)."""
+    if model not in MODELS:
+        raise ValueError(model)
+    rows = (
+        facts.values("campaign_id", "n")
+        .annotate(
+            fc=Count("id", filter=Q(first=True)),
+            lc=Count("id", filter=Q(last=True)),
+            a=Sum("amount", output_field=CENTS),
+            at=Sum(ExpressionWrapper(F("amount") * F("touches"), output_field=CENTS)),
+            af=Sum("amount", filter=Q(first=True), output_field=CENTS),
+            al=Sum("amount", filter=Q(last=True), output_field=CENTS),
+        )
+        .values_list("campaign_id", "n", "fc", "lc", "a", "at", "af", "al")
+        .order_by()
+    )
+    out: dict[int, Fraction] = defaultdict(Fraction)
+    for campaign_id, n, fc, lc, a, at, af, al in rows:
+        a, at, af, al = (Fraction(v or 0) for v in (a, at, af, al))
+        if model == "first_touch":
+            if not fc:
+                continue
+            credit = af
+        elif model == "last_touch":
+            if not lc:
+                continue
+            credit = al
+        elif n == 0:
+            credit = a
+        elif model == "linear":
+            credit = at / n
+        elif n == 1:
+            credit = af
+        elif n == 2:
+            credit = (af + al) / 2
+        else:
+            credit = Fraction(2, 5) * (af + al) + (at - af - al) / (5 * (n - 2))
+        out[campaign_id] += credit
+    return dict(out)
 
 
 def attributed_revenue_raw(q: ReportQuery) -> dict[int, Fraction]:
@@ -146,13 +229,16 @@ def cost_per_mql(q: ReportQuery) -> tuple[list[dict], dict]:
     costs = program_costs(q)
     credit = stage_credits(cq, q.attribution)
     revenue = attributed_revenue(cq)
-    new = dict(
-        new_leads_qs(cq)
-        .filter(acquired_by__isnull=False)
-        .values("acquired_by_id")
-        .annotate(n=Count("id"))
-        .values_list("acquired_by_id", "n")
-    )
+    if cq.has_contact_filters:
+        new = dict(
+            new_leads_qs(cq)
+            .filter(acquired_by__isnull=False)
+            .values("acquired_by_id")
+            .annotate(n=Count("id"))
+            .values_list("acquired_by_id", "n")
+        )
+    else:  # per day × acquiring campaign (reports.credit_facts)
+        new = new_leads_by_campaign(q.start, q.end)
     ids = set(costs) | set(new) | set(revenue)
     for c in credit.values():
         ids |= set(c)
@@ -236,8 +322,12 @@ def _credit_rows(cq: ReportQuery, *stages: str):
 
 def stage_credits(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict[str, dict]:
     """Attributed credits per stage and campaign of the entries in the period (METRICS.md
-    "attribution"), from the per-change credit facts: one grouped query for all stages."""
-    grouped = credits_from_facts(_credit_rows(cq, *stages), model, "to_stage")
+    "attribution"): one grouped query for all stages, of the day rows without contact
+    filters (reports.credit_facts), else of the per-change credit facts."""
+    if cq.has_contact_filters:
+        grouped = credits_from_facts(_credit_rows(cq, *stages), model, "to_stage")
+    else:
+        grouped = day_credits(stages, cq.start, cq.end, model, {"to_stage": "to_stage"})
     return {stage: dict(grouped.get((str(stage),), {})) for stage in stages}
 
 
@@ -260,6 +350,30 @@ def stage_credits_raw(cq: ReportQuery, model: str, stages=CREDIT_STAGES) -> dict
     return out
 
 
+def mql_credits_by_month(q: ReportQuery, *, served: bool | None = None) -> dict:
+    """MQL credits per campaign of each (clipped) month of the period, keyed by the month's
+    clipped start instant: one grouped query of the day rows (reports.credit_facts), or,
+    with contact filters (or ``served`` False), of the per-change credit facts."""
+    from ..query import day_start
+    from .lifecycle import month_of, months
+
+    cq = q.contact_filters_only()
+    if served is None:
+        served = not cq.has_contact_filters
+    if not served:
+        return credits_from_facts(
+            _credit_rows(cq, Stage.MQL).annotate(m=month_of("at", q)), q.attribution, "m"
+        )
+    month = Case(
+        *[When(day__gte=s.date(), day__lt=e.date(), then=Value(s.date())) for _, s, e in months(q)],
+        output_field=DateField(),
+    )
+    return {
+        (day_start(k[0]),): v
+        for k, v in day_credits([Stage.MQL], q.start, q.end, q.attribution, {"m": month}).items()
+    }
+
+
 def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
     """Total cost per MQL for each calendar month of the period (the chart).
 
@@ -268,15 +382,13 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
     no campaign/channel filter applies). The MQL credits of all months come from one
     grouped query of the credit facts (a change's credit depends only on its touches).
     """
-    from .lifecycle import month_of, months
+    from .lifecycle import months
 
-    cq = q.contact_filters_only()
-    by_month = credits_from_facts(
-        _credit_rows(cq, Stage.MQL).annotate(m=month_of("at", q)), q.attribution, "m"
-    )
+    by_month = mql_credits_by_month(q)
     shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
     show_none = not (q.campaign or q.channel)
     entries = cost_entries(q)  # once for all months, not two queries per month
+    sent = _sent_by_month(q, entries)
     out = []
     for first, s, e in months(q):
         mq = q.__class__(
@@ -294,8 +406,45 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
         if show_none:
             mqls += credit.get(NO_CAMPAIGN, Fraction(0))
         cost = sum(
-            (v["program_cost"] for k, v in program_costs(mq, entries).items() if k in shown),
+            (
+                v["program_cost"]
+                for k, v in program_costs(mq, entries, sent.get(s.date(), {})).items()
+                if k in shown
+            ),
             Fraction(0),
         )
         out.append({"month": first.strftime("%Y-%m"), "cost_per_mql": _per(cost, mqls)})
+    return out
+
+
+def _sent_by_month(q: ReportQuery, entries: list) -> dict:
+    """Emails sent per campaign in each clipped month of the period (keyed by its first
+    day), as :func:`program_costs` reads them per month for the emails-sent split of
+    shared entries: one grouped rollup query instead of one per month, and none when no
+    such entry overlaps the period."""
+    from ..models import EmailDaily
+    from .lifecycle import months
+
+    if not any(
+        e.shared
+        and e.split == CampaignCost.Split.EMAILS_SENT
+        and e.period_start < q.end
+        and e.period_end >= q.start
+        for e in entries
+    ):
+        return {}
+    month = Case(
+        *[When(day__gte=s.date(), day__lt=e.date(), then=Value(s.date())) for _, s, e in months(q)],
+        output_field=DateField(),
+    )
+    out: dict = defaultdict(dict)
+    for m, campaign_id, n in (
+        EmailDaily.objects.filter(day__gte=q.start, day__lt=q.end)
+        .annotate(m=month)
+        .values("m", "campaign_id")
+        .annotate(n=Sum("sent"))
+        .values_list("m", "campaign_id", "n")
+        .order_by()
+    ):
+        out[m][campaign_id] = n or 0
     return out

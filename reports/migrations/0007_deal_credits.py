@@ -10,7 +10,7 @@ def rebuild(apps, schema_editor):
 
     Deal = apps.get_model("crm", "Deal")
     ids = Deal.objects.filter(status="won").values_list("contact_id", flat=True)
-    deal_credits_refresh(contact_ids=set(ids))
+    deal_credits_refresh(contact_ids=set(ids), won_facts=False)  # its table comes later
 
 
 class Migration(migrations.Migration):

@@ -7,6 +7,7 @@ import pytest
 
 from crm.models import ActivityKind as K
 from crm.models import CampaignCost, Deal
+from reports.credit_facts import campaign_leads_refresh_contacts
 from reports.metrics.cost import cost_per_mql, program_costs
 from reports.metrics.revenue import revenue_report
 from reports.query import ReportQuery
@@ -59,6 +60,7 @@ def dataset():
     c1 = ContactFactory(created_at=at("2025-03-01 00:00"), acquired_by=a)
     c2 = ContactFactory(created_at=at("2025-02-28 23:59"), acquired_by=a)  # before: not new
     c3 = ContactFactory(created_at=at("2025-03-31 23:59"))
+    campaign_leads_refresh_contacts([c1.pk, c2.pk, c3.pk])  # the contacts-created handler
     act(c1, K.PAGE_VISIT, "2025-03-02", a)
     act(c1, K.PAGE_VISIT, "2025-03-05", b)
     act(c1, K.PAGE_VISIT, "2025-03-11", a)  # after the MQL: not a touch for it
