@@ -36,7 +36,9 @@ from reports.metrics.funnel import (
 )
 from reports.metrics.leads import reopened_counts, reopened_counts_raw
 from reports.models import (
+    CampaignLeadDaily,
     CohortReachDaily,
+    CreditDaily,
     DealCredit,
     LandingVisitFact,
     LeadScoreDaily,
@@ -98,6 +100,8 @@ def _world():
         CohortReachDaily,
         DealCredit,
         Deal,
+        CreditDaily,  # reports.credit_facts (unfiltered cost report credits)
+        CampaignLeadDaily,
         ReopenedDayFact,
         LandingVisitFact,
         StageEntryDaily,  # reports.stage_facts (unfiltered flow)
