@@ -40,6 +40,8 @@ from reports.models import (
     CohortReachDaily,
     CreditDaily,
     DealCredit,
+    LandingDaily,
+    LandingSpan,
     LandingVisitFact,
     LeadScoreDaily,
     LeadScoreMonth,
@@ -104,6 +106,8 @@ def _world():
         CampaignLeadDaily,
         ReopenedDayFact,
         LandingVisitFact,
+        LandingDaily,  # reports.landing_rollup (unfiltered landing pages)
+        LandingSpan,
         StageEntryDaily,  # reports.stage_facts (unfiltered flow)
         StagePopulationDaily,
         TransitionCredit,
