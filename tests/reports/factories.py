@@ -4,6 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from crm.models import Activity, LifecycleTransition
+from reports.credit_facts import sales_cycle_apply_transitions
 from reports.holdout_facts import holdout_apply_transitions
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
@@ -45,4 +46,5 @@ def move(contact, from_stage, to_stage, when) -> LifecycleTransition:
     lifecycle_facts_apply_transitions(transitions=[t])
     stage_facts_apply_transitions(transitions=[t])
     holdout_apply_transitions(transitions=[t])
+    sales_cycle_apply_transitions([t])
     return t
