@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from crm.models import Activity, Campaign, Contact, Deal, LifecycleTransition
 from crm.models import ActivityKind as K
+from reports.credit_facts import sales_cycle_apply_transitions
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
     lifecycle_facts_apply_transitions,
@@ -210,6 +211,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         if moves:
             lifecycle_facts_apply_transitions(transitions=moves)
             stage_facts_apply_transitions(transitions=moves)  # unfiltered flow's day rows
+            sales_cycle_apply_transitions(moves)  # the revenue report's sales cycle
         if acts:
             lifecycle_facts_apply_activities(activities=acts)
     new_leads_rebuild()  # the world's contacts were bulk-created; keeps the stage counts
