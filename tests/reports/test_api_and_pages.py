@@ -22,7 +22,7 @@ QUERIES = {
     # +2: won revenue's influence from WonDealFact plus the won deals without facts yet
     # (2 queries per period instead of an activity probe per won deal; reports.deal_facts)
     "dashboard": 19,
-    "funnel": 9,  # conversion cohorts from flow mode (9 → 8); velocity ranks in SQL (→ 9)
+    "funnel": 8,  # was 9: the conversion cohorts are flow mode's unique contacts
     "email": 5,
     "cost-per-mql": 9,
     # was 10: the month and period lifecycle counts read in 2 queries, not 6; +1: which

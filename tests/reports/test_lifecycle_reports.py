@@ -72,9 +72,8 @@ def test_it_counts_the_leads_report(history, django_assert_num_queries):
 
 
 def test_the_funnel(history, django_assert_num_queries):
-    # was 8: the conversion cohorts are flow mode's unique contacts (one count less); 7 → 8:
-    # the velocity ranks are picked in the database, transitions and new leads apart
-    with django_assert_num_queries(8):
+    # was 8: the conversion cohorts are flow mode's unique contacts (one count less)
+    with django_assert_num_queries(7):
         body = funnel.funnel_report(MARCH)
     by = {s["stage"]: s for s in body["stages"]}
     assert [by[s]["cohort"] for s in ("lead", "mql", "sql", "opportunity", "customer")] == [
