@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db.models import (
     Avg,
     CharField,
     Count,
+    DecimalField,
     Exists,
     IntegerField,
     OuterRef,
@@ -23,8 +26,7 @@ from crm.models.choices import OPEN_STAGES
 from ..models import TransitionFact
 from ..query import ReportQuery, money, ratio
 from ..stage_facts import UNTOUCHED, entry_counts, population_at
-from ..upkeep import _in
-from .lifecycle import entries, months
+from .lifecycle import entries, month_of, months
 
 
 def _stage_at(moment):
@@ -124,39 +126,45 @@ def clv_by_cohort(q: ReportQuery) -> list[dict]:
     Read from ``TransitionFact`` (its ``(to_stage, at)`` index): a contact's first entry
     into ``customer`` is its row without a previous one (``prev_same_at`` null), so only
     the period's first entries are read — not every customer transition grouped per
-    contact; their won deals through the deals' contact index (``= ANY(array)``).
+    contact — and grouped per month in the database with each one's won revenue (a sum
+    through the deals' contact index): a handful of rows back instead of every new
+    customer and its deals (~0.3 s of Python per view at 1M contacts for 365 days).
     """
-    starts = dict(
-        TransitionFact.objects.filter(
+    won = (
+        Deal.objects.filter(contact_id=OuterRef("contact_id"), status=Deal.Status.WON)
+        .order_by()
+        .values("contact_id")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
+    by_month = {
+        month: (customers, won_revenue)
+        for month, customers, won_revenue in TransitionFact.objects.filter(
             to_stage=Stage.CUSTOMER,
             prev_same_at__isnull=True,
             at__gte=q.start_dt,
             at__lt=q.end_dt,
         )
         .filter(q.contact_q("contact__"))
-        .values_list("contact_id", "at")
-    )
-    revenue = (
-        dict(
-            Deal.objects.filter(_in("contact_id", list(starts)), status=Deal.Status.WON)
-            .values("contact_id")
-            .annotate(s=Sum("amount"))
-            .values_list("contact_id", "s")
-            .order_by()
+        .annotate(
+            month=month_of("at", q),
+            revenue=Coalesce(Subquery(won), Value(Decimal(0)), output_field=DecimalField()),
         )
-        if starts
-        else {}
-    )
+        .values("month")
+        .annotate(customers=Count("contact_id"), won_revenue=Sum("revenue"))
+        .values_list("month", "customers", "won_revenue")
+        .order_by()
+    }
     out = []
-    for first, s, e in months(q):
-        ids = [c for c, at in starts.items() if s <= at < e]
-        total = sum((revenue.get(c) or 0 for c in ids), start=0)
+    for first, s, _ in months(q):
+        n, total = by_month.get(s, (0, 0))
+        total = total or 0
         out.append(
             {
                 "cohort": first.strftime("%Y-%m"),
-                "customers": len(ids),
+                "customers": n,
                 "won_revenue": money(total),
-                "customer_lifetime_value": money(total / len(ids)) if ids else None,
+                "customer_lifetime_value": money(total / n) if n else None,
             }
         )
     return out
