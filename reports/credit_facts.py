@@ -398,13 +398,23 @@ def fold_credits(rows, model: str, width: int) -> dict[tuple, dict[int, Fraction
     return {g: {k: Fraction(v, denom) for k, v in m.items()} for g, m in acc.items()}
 
 
-def sales_cycle_pairs(q) -> list[tuple]:
-    """``(sql_at, at)`` of the customer entries in the period (contact filters applied)."""
-    return list(
-        SalesCycleFact.objects.filter(at__gte=q.start_dt, at__lt=q.end_dt)
-        .filter(q.contact_q("contact__"))
-        .values_list("sql_at", "at")
+def sales_cycle_middle(q) -> tuple[int, list[tuple]]:
+    """The number of customer entries in the period with an ``sql`` entry (contact filters
+    applied) and the ``(sql_at, at)`` of the one or two in the middle when ordered by their
+    length (what a median needs): a count and a read of at most two rows, sorted in the
+    database, instead of every pair of the period (17,700 at 1M for a year)."""
+    qs = SalesCycleFact.objects.filter(at__gte=q.start_dt, at__lt=q.end_dt).filter(
+        q.contact_q("contact__")
     )
+    n = qs.count()
+    if not n:
+        return 0, []
+    middle = (
+        qs.annotate(length=F("at") - F("sql_at"))
+        .order_by("length")
+        .values_list("sql_at", "at")[(n - 1) // 2 : n // 2 + 1]
+    )
+    return n, list(middle)
 
 
 # --- credit rows replaced (reports.lifecycle_facts) ----------------------------------------

@@ -16,36 +16,28 @@ from django.db.models import (
 
 from crm.models import Campaign, Deal, LifecycleTransition, Stage
 
-from ..credit_facts import sales_cycle_pairs
+from ..credit_facts import sales_cycle_middle
 from ..deal_facts import influenced_q
-from ..models import WonDealFact
 from ..query import ReportQuery, money, ratio
 from .attribution import NO_CAMPAIGN
-from .cost import _won_deals, attributed_revenue, missing_won_deals, to_money
+from .cost import _won_deals, attributed_revenue, missing_won_deals, to_money, won_facts
 from .lifecycle import entries
 
 DAY = 86400.0
 
 
-def influenced(q: ReportQuery, missing: list | None = None) -> dict:
+def influenced(q: ReportQuery, missing: list | None = None, facts: dict | None = None) -> dict:
     """METRICS.md line 70: won revenue of deals with ≥1 campaign touch before the deal was
     created ÷ all won revenue (deals closed in the period).
 
-    Summed from the period's ``WonDealFact`` rows (reports.deal_facts); the won deals
-    without one yet (``cost.missing_won_deals``, or ``missing`` when the caller read
-    them) have their contact's activities probed.
+    Summed from the period's ``WonDealFact`` rows (reports.deal_facts; ``facts``: their
+    :func:`won_fact_totals` when the caller read them); the won deals without one yet
+    (``cost.missing_won_deals``, or ``missing`` when the caller read them) have their
+    contact's activities probed.
     """
-    agg = (
-        WonDealFact.objects.filter(closed_at__gte=q.start_dt, closed_at__lt=q.end_dt)
-        .filter(q.contact_q("contact__"))
-        .aggregate(
-            won_revenue=Sum("amount"),
-            won_deals=Count("pk"),
-            influenced_revenue=Sum("amount", filter=Q(influenced=True)),
-        )
-    )
+    agg = dict(facts) if facts is not None else won_fact_totals(q)
     if missing is None:
-        missing = missing_won_deals(q)
+        missing = missing_won_deals(q, known=agg["won_deals"])
     agg["won_revenue"] = (agg["won_revenue"] or 0) + sum(d[3] for d in missing)
     agg["won_deals"] += len(missing)
     agg["influenced_revenue"] = (agg["influenced_revenue"] or 0) + sum(
@@ -60,14 +52,30 @@ def influenced(q: ReportQuery, missing: list | None = None) -> dict:
     }
 
 
+def won_fact_totals(q: ReportQuery) -> dict:
+    """Won revenue, won deals and influenced revenue of the period's ``WonDealFact`` rows."""
+    return won_facts(q).aggregate(
+        won_revenue=Sum("amount"),
+        won_deals=Count("pk"),
+        influenced_revenue=Sum("amount", filter=Q(influenced=True)),
+    )
+
+
 def sales_cycle(q: ReportQuery) -> dict:
     """METRICS.md line 53: median days from entering ``sql`` to becoming ``customer``.
 
     Over contacts that became customer in the period; the start is the latest entry into
     ``sql`` before that. Customers without an ``sql`` entry are left out. Read from the
-    per-entry ``SalesCycleFact`` rows (reports.credit_facts), contact filters applied.
+    per-entry ``SalesCycleFact`` rows (reports.credit_facts), contact filters applied: their
+    number and the middle one or two by length (the median is theirs, as
+    ``statistics.median`` of all lengths: float days are monotone in the exact lengths).
     """
-    return _cycle(sales_cycle_pairs(q))
+    n, middle = sales_cycle_middle(q)
+    days = [(at - s).total_seconds() / DAY for s, at in middle]
+    return {
+        "sales_cycle_days": round(statistics.median(days), 2) if days else None,
+        "sales_cycle_n": n,
+    }
 
 
 def _cycle(pairs) -> dict:
@@ -125,7 +133,8 @@ def open_pipeline(q: ReportQuery) -> dict:
 def revenue_report(q: ReportQuery) -> tuple[list[dict], dict, list[dict]]:
     """Rows per campaign, totals, and rows per channel (METRICS.md lines 67–70)."""
     cq = q.contact_filters_only()
-    missing = missing_won_deals(cq)  # read once for revenue and influence
+    facts = won_fact_totals(cq)
+    missing = missing_won_deals(cq, known=facts["won_deals"])  # once for revenue and influence
     credit = attributed_revenue(cq, missing)
     campaigns = {
         c.id: c
@@ -154,7 +163,7 @@ def revenue_report(q: ReportQuery) -> tuple[list[dict], dict, list[dict]]:
     ]
     totals = {
         "attributed_revenue": to_money(sum((credit[k] for k in keys), Fraction(0))),
-        **influenced(cq, missing),
+        **influenced(cq, missing, facts),
         **sales_cycle(q.contact_filters_only()),
         **open_pipeline(q.contact_filters_only()),
     }

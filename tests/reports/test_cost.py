@@ -92,7 +92,9 @@ def test_it_prorates_and_splits_costs(dataset):
 
 def test_it_computes_cost_per_mql_under_last_touch(dataset, django_assert_num_queries):
     a, b = dataset
-    with django_assert_num_queries(8):
+    # The won deal is made by the factory, without credit rows: the counts of won deals and
+    # of their facts differ, so it is probed from the activities (3 queries for it)
+    with django_assert_num_queries(10):
         rows, totals = cost_per_mql(q())
     by = {r["campaign"]: r for r in rows}
     assert by["A"]["program_cost"] == Decimal("408.33")
