@@ -73,7 +73,37 @@ def _chunks(items, size=CHUNK):
 # --- TransitionFact ----------------------------------------------------------------------
 
 
-FACT_FIELDS = ("transition", "contact", "to_stage", "at", "prev_same_at", "next_at", "lead_at")
+FACT_FIELDS = (
+    "transition",
+    "contact",
+    "to_stage",
+    "at",
+    "prev_same_at",
+    "next_at",
+    "lead_at",
+    "next_us",
+    "lead_us",
+    "from_stage",
+    "prev_pair_at",
+)
+US = timedelta(microseconds=1)
+
+
+def _fact(pk, contact_id, from_stage, stage, at, prev_same_at, next_at, lead_at, prev_pair_at):
+    """A :data:`FACT_FIELDS` row; the durations in whole microseconds (exact)."""
+    return (
+        pk,
+        contact_id,
+        stage,
+        at,
+        prev_same_at,
+        next_at,
+        lead_at,
+        None if next_at is None else (next_at - at) // US,
+        None if lead_at is None else (at - lead_at) // US,
+        from_stage,
+        prev_pair_at,
+    )
 
 
 def _facts_for_contacts(contact_ids) -> list[tuple]:
@@ -87,7 +117,7 @@ def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
     rows = list(
         LifecycleTransition.objects.filter(contact_id__in=contact_ids)
         .order_by("contact_id", "at", "id")
-        .values_list("id", "contact_id", "to_stage", "at")
+        .values_list("id", "contact_id", "to_stage", "at", "from_stage")
     )
     created = {
         pk: (created_at, suppressed)
@@ -102,8 +132,9 @@ def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
     for contact_id, ts in by_contact.items():
         created_at, suppressed = created.get(contact_id, (None, True))
         last_of: dict[str, object] = {}
+        last_pair: dict[tuple[str, str], object] = {}
         lead_mql_done = False
-        for pk, _, stage, at in ts:
+        for pk, _, stage, at, from_stage in ts:
             nxt = NEXT_STAGE.get(stage)
             # First entry into the next stage at or after this one: rows are in time order,
             # and an earlier row (smaller id) may share this time.
@@ -116,8 +147,22 @@ def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
                 if not lead_mql_done and not suppressed:
                     lead_at = created_at
                 lead_mql_done = True
-            out.append((pk, contact_id, stage, at, last_of.get(stage), next_at, lead_at))
+            pair = (from_stage, stage)
+            out.append(
+                _fact(
+                    pk,
+                    contact_id,
+                    from_stage,
+                    stage,
+                    at,
+                    last_of.get(stage),
+                    next_at,
+                    lead_at,
+                    last_pair.get(pair),
+                )
+            )
             last_of[stage] = at
+            last_pair[pair] = at
     return out, created
 
 
@@ -133,20 +178,22 @@ def transition_facts_refresh(*, contact_ids) -> None:
         cohort_apply(before, firsts_of(rows, created))
 
 
-# The batch's contacts' stored transitions other than the batch's: the latest entry into
-# each stage, and whether a batch transition already has its fact row (a repeated run).
+# The batch's contacts' stored transitions other than the batch's: the latest move from
+# each stage into each stage, and whether a batch transition already has its fact row (a
+# repeated run).
 LATEST_SQL = """
-SELECT contact_id, to_stage, max(at), 0 FROM crm_lifecycletransition
+SELECT contact_id, from_stage, to_stage, max(at), 0 FROM crm_lifecycletransition
 WHERE contact_id = ANY(%s) AND NOT id = ANY(%s)
-GROUP BY contact_id, to_stage
+GROUP BY contact_id, from_stage, to_stage
 UNION ALL
-SELECT contact_id, '', NULL, 1 FROM reports_transitionfact WHERE transition_id = ANY(%s)
+SELECT contact_id, '', '', NULL, 1 FROM reports_transitionfact WHERE transition_id = ANY(%s)
 """
 
 # The earlier entries into the stage before a new one that had no next entry yet get the
 # new one's time (every stored entry of an appending contact is before the new ones).
 NEXT_AT_SQL = """
-UPDATE reports_transitionfact f SET next_at = u.at
+UPDATE reports_transitionfact f
+SET next_at = u.at, next_us = (extract(epoch FROM u.at - f.at) * 1000000)::bigint
 FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS u(contact_id, to_stage, at)
 WHERE f.contact_id = ANY(%s) AND f.contact_id = u.contact_id AND f.to_stage = u.to_stage
   AND f.next_at IS NULL
@@ -165,18 +212,23 @@ def transition_facts_append(*, transitions) -> None:
     """
     by_contact: dict[int, list] = defaultdict(list)
     for t in transitions:
-        by_contact[t.contact_id].append((t.pk, t.contact_id, str(t.to_stage), t.at))
+        by_contact[t.contact_id].append(
+            (t.pk, t.contact_id, str(t.to_stage), t.at, str(t.from_stage))
+        )
     rewrite: set[int] = set()
     for chunk in _chunks(by_contact):
         new_ids = [t[0] for c in chunk for t in by_contact[c]]
         latest: dict[int, dict[str, object]] = defaultdict(dict)
+        latest_pair: dict[int, dict[tuple[str, str], object]] = defaultdict(dict)
         with connection.cursor() as cursor:
             cursor.execute(LATEST_SQL, [chunk, new_ids, new_ids])
-            for contact_id, stage, last_at, stored in cursor.fetchall():
+            for contact_id, from_stage, stage, last_at, stored in cursor.fetchall():
                 if stored:
                     rewrite.add(contact_id)
                 if last_at is not None:
-                    latest[contact_id][stage] = last_at
+                    latest_pair[contact_id][(from_stage, stage)] = last_at
+                    was = latest[contact_id].get(stage)
+                    latest[contact_id][stage] = last_at if was is None else max(was, last_at)
         created = {
             pk: (created_at, suppressed)
             for pk, created_at, suppressed in Contact.objects.filter(pk__in=chunk).values_list(
@@ -189,6 +241,7 @@ def transition_facts_append(*, transitions) -> None:
                 continue
             ts = sorted(by_contact[contact_id], key=lambda t: (t[3], t[0]))
             last_of = dict(latest.get(contact_id, {}))
+            last_pair = dict(latest_pair.get(contact_id, {}))
             if last_of and max(last_of.values()) >= ts[0][3]:
                 rewrite.add(contact_id)
                 continue
@@ -197,7 +250,7 @@ def transition_facts_append(*, transitions) -> None:
             stored_mql = last_of.get(Stage.MQL)
             lead_mql_done = None not in (stored_mql, created_at) and stored_mql >= created_at
             firsts: dict[str, object] = {}
-            for pk, _, stage, at in ts:
+            for pk, _, stage, at, from_stage in ts:
                 firsts.setdefault(stage, at)
                 nxt = NEXT_STAGE.get(stage)
                 later = [t[3] for t in ts if t[2] == nxt and t[3] >= at] if nxt else []
@@ -206,18 +259,22 @@ def transition_facts_append(*, transitions) -> None:
                     if not lead_mql_done and not suppressed:
                         lead_at = created_at
                     lead_mql_done = True
+                pair = (from_stage, stage)
                 rows.append(
-                    (
+                    _fact(
                         pk,
                         contact_id,
+                        from_stage,
                         stage,
                         at,
                         last_of.get(stage),
                         min(later, default=None),
                         lead_at,
+                        last_pair.get(pair),
                     )
                 )
                 last_of[stage] = at
+                last_pair[pair] = at
             for stage, at in firsts.items():
                 prev = PREV_STAGE.get(stage)
                 if prev and prev in latest.get(contact_id, {}):
@@ -501,7 +558,7 @@ def _snapshot(contact_ids) -> tuple[dict, dict, dict, dict, dict]:
     facts = {
         r[0]: r[1:]
         for r in TransitionFact.objects.filter(contact_id__in=contact_ids).values_list(
-            "transition_id", "to_stage", "at", "prev_same_at", "next_at", "lead_at"
+            "transition_id", *FACT_FIELDS[2:]
         )
     }
     credits = {

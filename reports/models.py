@@ -131,6 +131,10 @@ class EmailStepDaily(models.Model):
         return f"{self.day} campaign {self.campaign_id} step {self.step_id}"
 
 
+# The from-stages of the funnel's forward steps but ``lead`` (whose step is ``lead_at``'s).
+VELOCITY_STAGES = ["mql", "sql", "opportunity"]
+
+
 class TransitionFact(models.Model):
     """Per lifecycle transition: the funnel facts a report would otherwise probe per contact.
 
@@ -145,6 +149,14 @@ class TransitionFact(models.Model):
     * ``lead_at``: on ``mql`` entries, the contact's ``created_at`` when it is a new lead
       (not suppressed at creation) and this is its first ``mql`` entry at or after creation:
       the lead → MQL step of the new leads created at ``lead_at``.
+    * ``next_us`` / ``lead_us``: ``next_at - at`` / ``at - lead_at`` in whole microseconds
+      (null with their timestamp): the funnel velocity percentiles sort these plain
+      integers in the database instead of intervals (or every duration in Python).
+    * ``from_stage`` and ``prev_pair_at``: the transition's from-stage and the contact's
+      previous transition from the same stage into the same stage (by time, id); a
+      transition is its contact's first such move within a period exactly when
+      ``prev_pair_at`` is null or before the period start (funnel drop-offs: unique
+      contacts recycled / disqualified from each stage).
     """
 
     transition = models.OneToOneField(
@@ -160,13 +172,40 @@ class TransitionFact(models.Model):
     prev_same_at = models.DateTimeField(null=True)
     next_at = models.DateTimeField(null=True)
     lead_at = models.DateTimeField(null=True)
+    next_us = models.BigIntegerField(null=True)
+    lead_us = models.BigIntegerField(null=True)
+    from_stage = models.CharField(max_length=20, blank=True, default="")
+    prev_pair_at = models.DateTimeField(null=True)
 
     class Meta:
         indexes = [
-            # Funnel stage conversion: entries into a stage in a period.
+            # Funnel flow (filtered), customers' CLV cohorts: entries into a stage in a period.
             models.Index(fields=["to_stage", "at"], name="transition_fact_stage"),
-            # Funnel lead → MQL step: the first MQL entries of the leads created in a period.
-            models.Index(fields=["lead_at"], name="transition_fact_lead"),
+            # Funnel velocity (metrics.funnel.conversions): the period's entries into a stage
+            # that reached the next one, read index-only (first-in-period test, end bound
+            # and the duration all in the index).
+            models.Index(
+                fields=["to_stage", "at"],
+                include=["prev_same_at", "next_at", "next_us"],
+                condition=models.Q(next_at__isnull=False, to_stage__in=VELOCITY_STAGES),
+                name="transition_fact_velocity",
+            ),
+            # Funnel lead → MQL step: the first MQL entries of the leads created in a period,
+            # with their time and duration (index-only).
+            models.Index(
+                fields=["lead_at"],
+                include=["at", "lead_us"],
+                condition=models.Q(to_stage="mql", lead_at__isnull=False),
+                name="transition_fact_lead",
+            ),
+            # Funnel drop-offs (metrics.funnel.drop_offs): recycled / disqualified moves of
+            # a period per from-stage, first per contact (index-only).
+            models.Index(
+                fields=["to_stage", "at"],
+                include=["from_stage", "prev_pair_at"],
+                condition=models.Q(to_stage__in=["recycled", "disqualified"]),
+                name="transition_fact_drop",
+            ),
         ]
 
     def __str__(self) -> str:
