@@ -32,6 +32,8 @@ from reports.metrics.funnel import (
     cohort_raw,
     conversions,
     conversions_raw,
+    drop_offs,
+    drop_offs_raw,
     flow,
     flow_raw,
 )
@@ -41,6 +43,7 @@ from reports.models import (
     CohortReachDaily,
     CreditDaily,
     DealCredit,
+    DealCreditDaily,
     LandingDaily,
     LandingSpan,
     LandingVisitFact,
@@ -102,6 +105,7 @@ def _world():
         NewLeadDaily,  # and its funnel cohort counts (reports.cohort_facts)
         CohortReachDaily,
         DealCredit,
+        DealCreditDaily,  # reports.deal_facts (unfiltered attributed revenue)
         Deal,
         CreditDaily,  # reports.credit_facts (unfiltered cost report credits)
         CampaignLeadDaily,
@@ -218,6 +222,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
     for q in PERIODS:
         assert cohort(q) == cohort_raw(q)
         assert conversions(q) == conversions_raw(q)
+        assert drop_offs(q) == drop_offs_raw(q)
         assert flow(q) == flow_raw(q)
         assert landing_pages(q) == landing_pages_raw(q)
         assert reopened_counts(q) == reopened_counts_raw(q)
@@ -256,6 +261,29 @@ def test_reconcile_reports_and_repairs_a_drifted_fact():
     diff = lifecycle_facts_reconcile(day=date(2025, 2, 3))
     assert len(diff["transition_credits"]) == 2
     assert list(TransitionCredit.objects.values_list("campaign_id", flat=True)) == [camps[0].id]
+
+
+@pytest.mark.django_db
+def test_reconcile_repairs_drifted_durations_and_same_move_times():
+    _camps, contacts = _world()
+    moves = [
+        LifecycleTransition.objects.create(
+            contact=contacts[0], from_stage=a, to_stage=b, at=at("2025-02-03") + timedelta(hours=h)
+        )
+        for h, (a, b) in enumerate([("lead", "mql"), ("mql", "recycled"), ("recycled", "mql")])
+    ]
+    moves.append(
+        LifecycleTransition.objects.create(
+            contact=contacts[0], from_stage="mql", to_stage="recycled", at=at("2025-02-04")
+        )
+    )
+    lifecycle_facts_apply_transitions(transitions=moves)
+    right = sorted(TransitionFact.objects.values_list())
+    assert TransitionFact.objects.get(transition=moves[3]).prev_pair_at == moves[1].at
+    TransitionFact.objects.update(next_us=7, lead_us=None, prev_pair_at=None, from_stage="x")
+    diff = lifecycle_facts_reconcile(day=date(2025, 2, 3))
+    assert len(diff["transition_facts"]) == 4
+    assert sorted(TransitionFact.objects.values_list()) == right
 
 
 @pytest.mark.django_db
