@@ -287,12 +287,13 @@ def sales_cycle_rebuild() -> None:
 def credit_facts_rebuild() -> None:
     """Recompute every table of this module and the won-deal facts (demo seeding,
     migrations): after ``lifecycle_facts_rebuild`` (the credit rows it reads)."""
-    from .deal_facts import won_deal_facts_rebuild
+    from .deal_facts import deal_days_rebuild, won_deal_facts_rebuild
 
     campaign_leads_rebuild()
     credit_daily_rebuild()
     sales_cycle_rebuild()
     won_deal_facts_rebuild()
+    deal_days_rebuild()
 
 
 def _diff(have: dict, want: dict) -> dict:
@@ -307,7 +308,8 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
     """Compare the day rows with a recount (repairing them) and recompute the sales-cycle
     rows of ``contact_ids`` (the day's, after their credit rows were rebuilt); returns the
     differences found. The won-deal facts are compared with the deal credits
-    (``lifecycle_facts_reconcile`` rebuilds both through ``deal_credits_refresh``)."""
+    (``lifecycle_facts_reconcile`` rebuilds both through ``deal_credits_refresh``), the
+    deal day rows with a recount of the credit rows (``reports.deal_facts``)."""
     stored_leads = {
         (d, c): n
         for d, c, n in CampaignLeadDaily.objects.exclude(new_leads=0).values_list(
@@ -325,7 +327,14 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
         before = sales_cycle_snapshot(chunk)
         sales_cycle_refresh(contact_ids=chunk)
         cycle.update(_diff(before, sales_cycle_snapshot(chunk)))
-    diff = {"campaign_leads": leads, "credit_days": credits, "sales_cycle": cycle}
+    from .deal_facts import deal_days_reconcile
+
+    diff = {
+        "campaign_leads": leads,
+        "credit_days": credits,
+        "sales_cycle": cycle,
+        "deal_days": deal_days_reconcile(),
+    }
     if any(diff.values()):
         log.warning("Cost/revenue day rows differ from the raw data: %s", diff)
     return diff

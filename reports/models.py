@@ -674,6 +674,48 @@ class SalesCycleFact(models.Model):
         return f"transition {self.transition_id}: sql at {self.sql_at}"
 
 
+class DealCreditDaily(models.Model):
+    """``DealCredit`` rows summed per site-time-zone day of ``closed_at``, campaign and ``n``
+    (METRICS.md "attributed revenue"; see ``reports.deal_facts``), amounts in cents. Rows
+    with at most ``credit_facts.FOLD_N`` touches fold into ``n`` 0, their amount-weighted
+    linear and U-shaped credits as exact integer numerators over 100 ×
+    ``credit_facts.DENOMINATOR``, each kept as three 31-bit limbs (``_0`` + ``_1``·2³¹ +
+    ``_2``·2⁶²: an amount times a numerator exceeds 64 bits, a sum of limbs does not);
+    longer ones keep their ``n`` and the amount-weighted shape figures. ``first`` counts
+    the deals (each has one first-touch row). Serves the revenue and cost reports without
+    contact filters.
+    """
+
+    day = models.DateField()
+    campaign_id = models.IntegerField(default=0)
+    n = models.IntegerField(default=0)
+    credits = models.IntegerField(default=0)  # DealCredit rows
+    first = models.IntegerField(default=0)
+    last = models.IntegerField(default=0)
+    amount = models.BigIntegerField(default=0)  # cents, as every figure below
+    amount_first = models.BigIntegerField(default=0)
+    amount_last = models.BigIntegerField(default=0)
+    amount_touches = models.BigIntegerField(default=0)
+    linear_0 = models.BigIntegerField(default=0)
+    linear_1 = models.BigIntegerField(default=0)
+    linear_2 = models.BigIntegerField(default=0)
+    u_shaped_0 = models.BigIntegerField(default=0)
+    u_shaped_1 = models.BigIntegerField(default=0)
+    u_shaped_2 = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the revenue and cost reports' read
+            # of a period's rows (a range of day).
+            models.UniqueConstraint(
+                fields=["day", "campaign_id", "n"], name="deal_credit_daily_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} campaign {self.campaign_id} n {self.n}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
 

@@ -150,19 +150,25 @@ def won_facts(q: ReportQuery):
 def attributed_revenue(q: ReportQuery, missing: list | None = None) -> dict[int, Fraction]:
     """METRICS.md line 68: won deal amounts closed in the period credited under the model.
 
-    Choice: a deal's touches are those at or before its ``closed_at``. Served by the
-    ``DealCredit`` shape rows of the period's won deals; a won deal without rows yet (see
-    the model) is shaped from raw data here, so the figure never depends on the upkeep.
-    ``missing``: :func:`missing_won_deals` of ``q`` when the caller read them already.
+    Choice: a deal's touches are those at or before its ``closed_at``. Served by the day
+    rows of the deals' credit rows (``DealCreditDaily``, reports.deal_facts) or, with
+    contact filters, by the ``DealCredit`` shape rows of the period's won deals; a won
+    deal without rows yet (see the model) is shaped from raw data here, so the figure
+    never depends on the upkeep. ``missing``: :func:`missing_won_deals` of ``q`` when the
+    caller read them already (else looked for when the period's won deals outnumber
+    those with credit rows, which either read counts).
     """
-    from ..deal_facts import deal_credits_rows
+    from ..deal_facts import deal_credits_rows, deal_day_revenue
 
-    facts = DealCredit.objects.filter(closed_at__gte=q.start_dt, closed_at__lt=q.end_dt).filter(
-        q.contact_q("contact__")
-    )
-    out = _grouped_revenue(facts, q.attribution)
+    if q.has_contact_filters:
+        facts = DealCredit.objects.filter(closed_at__gte=q.start_dt, closed_at__lt=q.end_dt).filter(
+            q.contact_q("contact__")
+        )
+        out, credited = _grouped_revenue(facts, q.attribution)
+    else:
+        out, credited = deal_day_revenue(q.start, q.end, q.attribution)
     if missing is None:
-        missing = missing_won_deals(q)
+        missing = missing_won_deals(q, known=credited)
     rows = [
         (r.campaign_id, r.touches, r.n, r.first, r.last, r.amount)
         for r in deal_credits_rows([d[:4] for d in missing])
@@ -175,12 +181,12 @@ def attributed_revenue(q: ReportQuery, missing: list | None = None) -> dict[int,
 CENTS = DecimalField(max_digits=20, decimal_places=2)
 
 
-def _grouped_revenue(facts, model: str) -> dict[int, Fraction]:
+def _grouped_revenue(facts, model: str) -> tuple[dict[int, Fraction], int]:
     """:func:`weighted_credits` of the credit rows ``facts``, summed in the database per
     campaign × n (a few hundred rows instead of one Fraction sum per row): a row's share
     is linear in its touches and first/last flags, so the amount-weighted sums give the
     same exact total; a campaign gets an entry exactly when one of its rows has a share
-    (first/last touch: a flagged row)."""
+    (first/last touch: a flagged row). Also returns the deals (one first-touch row each)."""
     if model not in MODELS:
         raise ValueError(model)
     rows = (
@@ -197,7 +203,9 @@ def _grouped_revenue(facts, model: str) -> dict[int, Fraction]:
         .order_by()
     )
     out: dict[int, Fraction] = defaultdict(Fraction)
+    deals = 0
     for campaign_id, n, fc, lc, a, at, af, al in rows:
+        deals += fc
         a, at, af, al = (Fraction(v or 0) for v in (a, at, af, al))
         if model == "first_touch":
             if not fc:
@@ -218,7 +226,7 @@ def _grouped_revenue(facts, model: str) -> dict[int, Fraction]:
         else:
             credit = Fraction(2, 5) * (af + al) + (at - af - al) / (5 * (n - 2))
         out[campaign_id] += credit
-    return dict(out)
+    return dict(out), deals
 
 
 def attributed_revenue_raw(q: ReportQuery) -> dict[int, Fraction]:

@@ -5,10 +5,19 @@ from django.db import migrations, models
 
 
 def rebuild(apps, schema_editor):
-    """Fill the cost/revenue day rows and facts from the existing history."""
-    from reports.credit_facts import credit_facts_rebuild
+    """Fill the cost/revenue day rows and facts from the existing history (the tables
+    created here: ``credit_facts_rebuild`` also fills later ones)."""
+    from reports.credit_facts import (
+        campaign_leads_rebuild,
+        credit_daily_rebuild,
+        sales_cycle_rebuild,
+    )
+    from reports.deal_facts import won_deal_facts_rebuild
 
-    credit_facts_rebuild()
+    campaign_leads_rebuild()
+    credit_daily_rebuild()
+    sales_cycle_rebuild()
+    won_deal_facts_rebuild()
 
 
 class Migration(migrations.Migration):

@@ -24,9 +24,7 @@ QUERIES = {
     "dashboard": 19,
     "funnel": 8,  # was 9: the conversion cohorts are flow mode's unique contacts
     "email": 5,
-    # +1: the won deals without credit rows are looked for only when the period's won deals
-    # outnumber their facts (two counts instead of an anti-join over every won deal)
-    "cost-per-mql": 10,
+    "cost-per-mql": 9,
     # was 10: the month and period lifecycle counts read in 2 queries, not 6; +1: which
     # months' score profiles are frozen (reports.score_facts); -1: the lifecycle counts
     # read from StageEntryDaily in one query (reports.stage_facts)

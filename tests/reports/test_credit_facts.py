@@ -29,7 +29,7 @@ from reports.credit_facts import (
     sales_cycle_rebuild,
     shape_numerators,
 )
-from reports.deal_facts import won_deal_facts_rebuild
+from reports.deal_facts import DAY_COLS, DAY_KEY, _normal, deal_days_rebuild, won_deal_facts_rebuild
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
     lifecycle_facts_apply_transitions,
@@ -52,6 +52,7 @@ from reports.metrics.revenue import influenced, influenced_raw, sales_cycle, sal
 from reports.models import (
     CampaignLeadDaily,
     CreditDaily,
+    DealCreditDaily,
     EmailDaily,
     SalesCycleFact,
     WonDealFact,
@@ -92,7 +93,15 @@ def periods(model: str) -> list[ReportQuery]:
 
 def _world():
     # one database for all examples: the rows the upkeep keeps go with the raw ones
-    for model in (CreditDaily, CampaignLeadDaily, EmailDaily, Deal, Activity, LifecycleTransition):
+    for model in (
+        CreditDaily,
+        CampaignLeadDaily,
+        DealCreditDaily,
+        EmailDaily,
+        Deal,
+        Activity,
+        LifecycleTransition,
+    ):
         model.objects.all().delete()
     Contact.objects.all().delete()
     CampaignCost.objects.all().delete()
@@ -229,6 +238,18 @@ def _tables():
         ),
         sorted(SalesCycleFact.objects.values_list("transition_id", "contact_id", "at", "sql_at")),
         sorted(WonDealFact.objects.values_list("deal_id", "influenced")),
+        _deal_days(),
+    )
+
+
+def _deal_days():
+    """The deal day rows' values (limbs summed back: a rebuilt row holds the limbs of the
+    sum, an upkept one the sum of each row's limbs)."""
+    return _normal(
+        {
+            tuple(r[:3]): dict(zip(DAY_COLS, r[3:], strict=True))
+            for r in DealCreditDaily.objects.values_list(*DAY_KEY, *DAY_COLS)
+        }
     )
 
 
@@ -262,6 +283,7 @@ def test_served_cost_and_revenue_figures_equal_the_raw_ones(evs):
     credit_daily_rebuild()
     sales_cycle_rebuild()
     won_deal_facts_rebuild()
+    deal_days_rebuild()
     assert _tables() == kept
     diff = credit_facts_reconcile(contact_ids=[c.pk for c in contacts])
     assert not any(diff.values()), diff
