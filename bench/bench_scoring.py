@@ -8,6 +8,7 @@ Every benchmark leaves the data as it found it (changes are rolled back).
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
@@ -35,6 +36,36 @@ def _rolled_back(fn):
     return box.get("result")
 
 
+class _RssSampler:
+    """Resident set size of this process, sampled every 20 ms while the block runs."""
+
+    def __init__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.before_mb = self.peak_mb = self._now_mb()
+
+    @staticmethod
+    def _now_mb() -> float:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, self._now_mb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._now_mb())
+
+
 def bench_scoring_full_rescore(env):
     """Full rescore after a rule change (every 'page visit' point changes), and the bare
     SQL aggregate over the same activities, measured in the same run."""
@@ -60,11 +91,17 @@ def bench_scoring_full_rescore(env):
         if rule:
             Rule.objects.filter(pk=rule.pk).update(points=rule.points + 1)
         t, cpu = time.perf_counter(), time.process_time()
-        run = services.scores_rescore_all()
-        return time.perf_counter() - t, time.process_time() - cpu, run
+        with _RssSampler() as rss:
+            run = services.scores_rescore_all()
+        return time.perf_counter() - t, time.process_time() - cpu, run, rss
 
-    seconds, cpu_s, run = _rolled_back(rescore)
+    seconds, cpu_s, run, rss = _rolled_back(rescore)
     return {
+        # The worker's memory: this process's resident set sampled during the rescore
+        # (the runner's peak_rss_mb is the high-water mark of every benchmark so far,
+        # including the bare aggregate's result set, which the driver buffers whole).
+        "worker_rss_before_mb": rss.before_mb,
+        "worker_rss_peak_mb": rss.peak_mb,
         "contacts": env.n_contacts,
         "rules": rules,
         "rescore_s": seconds,

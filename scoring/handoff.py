@@ -17,7 +17,7 @@ from crm.models import Contact, Notification, Stage
 from crm.roles import Role
 
 from .models import AssignmentRule, LedgerEntry, Rule, ScoringSettings
-from .writes import int_array
+from .writes import ids_q, int_array
 
 MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never pulled back
 
@@ -43,7 +43,7 @@ def mqls_hand_off(
         gained = {c for c in gained if scores.get(c, conf.mql_threshold) >= conf.mql_threshold}
         if not gained:
             return []
-    found = _candidates(Q(pk__in=sorted(gained)), conf=conf)
+    found = _candidates(ids_q("pk", sorted(gained)), conf=conf)
     candidates = {row["pk"]: row["score"] for row in found}
     if not candidates:
         return []
