@@ -156,3 +156,23 @@ def test_a_chunk_statement_reads_nothing_back_but_the_hand_off_candidates(
     assert (run.contacts_changed, run.entries_created) == (1, 1)
     c.refresh_from_db()
     assert c.score == 10
+
+
+@pytest.mark.django_db
+def test_an_engagement_no_rule_counts_still_ends_inactivity_on_both_paths():
+    """The statement counts only activities some rule counts, and reads the inactivity
+    rules' latest engagement apart: a like (counted by no rule) still ends inactivity."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    now = timezone.now().replace(microsecond=0)
+    EngagementRuleFactory(points=10, url_contains="/pricing")
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=20, points=-5)
+    liked, idle = (ContactFactory(created_at=now - timedelta(days=100)) for _ in range(2))
+    ActivityFactory(contact=liked, kind=K.SOCIAL_LIKE, occurred_at=now - timedelta(days=2))
+    ActivityFactory(contact=idle, kind=K.SOCIAL_LIKE, occurred_at=now - timedelta(days=40))
+    ActivityFactory(contact=idle, kind=K.SOCIAL_LIKE, occurred_at=now - timedelta(days=1))
+    Activity.objects.filter(contact=idle, occurred_at__gt=now - timedelta(days=5)).update(
+        is_machine=True
+    )
+    statement = _outcome(now, portable=False)
+    assert statement == _outcome(now, portable=True)
+    assert statement["scores"] == {liked.pk: 0, idle.pk: -5}
