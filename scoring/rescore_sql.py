@@ -14,13 +14,11 @@ entries and leaves the same scores as the portable path on random rules and acti
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import reduce
 
 from django.db import connection
-from django.db.models import Case, IntegerField, Max, Value, When
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from crm.models import Activity, Contact
 from crm.models.choices import ENGAGEMENT_KINDS
@@ -111,22 +109,24 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
     contact_sql, contact_params = contacts.query.sql_with_params()
 
     # Per contact with activity: each engagement rule's counted buckets (and latest match
-    # for a half-life) — the same aggregate as engine.expected_values. Only the rows some
-    # rule counts reach it: the rows are filtered by the rules' conditions OR-ed (each
-    # also requires a human activity), so the ~60 % of a chunk's engagement rows that no
-    # rule counts (opens, likes, old plain page visits …) are not sorted and do not go
-    # through every rule's filtered aggregate. The inactivity rules need each contact's
-    # latest engagement of any kind: a separate one-column aggregate over those rows.
+    # for a half-life), and the latest engagement for the inactivity rules — the same
+    # aggregate as engine.expected_values. Every rule condition requires a human
+    # activity, so machine activities are left out before grouping.
     columns = []
     for r in engagement:
         q = activity_q(r, now=now)
         columns.append((f"c{r.pk}", r, q))
         if r.half_life_days:
             columns.append((f"l{r.pk}", r, q))
-    in_chunk = Activity.objects.filter(contact_id__gte=lo, contact_id__lt=hi).order_by()
+    if inactive:
+        columns.append(("last_engaged", None, Q(kind__in=list(ENGAGEMENT_KINDS))))
+    kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
     if columns:
         activities = (
-            in_chunk.filter(reduce(operator.or_, (q for _, _, q in columns)))
+            Activity.objects.filter(
+                contact_id__gte=lo, contact_id__lt=hi, kind__in=sorted(kinds), is_machine=False
+            )
+            .order_by()
             .values("contact_id")
             .annotate(**{n: engine._column(n, r, q) for n, r, q in columns})
             .values_list("contact_id", *(n for n, _, _ in columns))
@@ -134,19 +134,6 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
         activity_sql, activity_params = activities.query.sql_with_params()
     else:
         activity_sql, activity_params = "SELECT NULL::bigint AS contact_id WHERE false", ()
-    if inactive:
-        engaged = (
-            in_chunk.filter(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False)
-            .values("contact_id")
-            .annotate(last_engaged=Max("occurred_at"))
-            .values_list("contact_id", "last_engaged")
-        )
-        engaged_sql, engaged_params = engaged.query.sql_with_params()
-    else:
-        engaged_sql = (
-            "SELECT NULL::bigint AS contact_id, NULL::timestamptz AS last_engaged WHERE false"
-        )
-        engaged_params = ()
 
     # (rule id, SQL of its points for the contact row f and aggregate row a). Only ints
     # and the ORM's compiled SQL are interpolated; times and ids travel as parameters.
@@ -178,7 +165,7 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
         values.append(
             (
                 r.pk,
-                "CASE WHEN (CASE WHEN g.last_engaged IS NOT NULL THEN g.last_engaged < %s "
+                "CASE WHEN (CASE WHEN a.last_engaged IS NOT NULL THEN a.last_engaged < %s "
                 f"ELSE f.created_at < %s END) THEN {int(r.points)} ELSE 0 END",
             )
         )
@@ -191,8 +178,7 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
         expected = (
             "SELECT contact_id, rule_id, value FROM (SELECT f.id AS contact_id, "  # noqa: S608
             f"unnest('{{{ids}}}'::bigint[]) AS rule_id, unnest(ARRAY[{exprs}]::int[]) AS value "
-            "FROM fit f LEFT JOIN agg a ON a.contact_id = f.id "
-            "LEFT JOIN engaged g ON g.contact_id = f.id) v WHERE value <> 0"
+            "FROM fit f LEFT JOIN agg a ON a.contact_id = f.id) v WHERE value <> 0"
         )
     else:
         expected = (
@@ -203,7 +189,6 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
         f"WITH fit(id, created_at{''.join(', ' + n for n in fit_cols)}) AS MATERIALIZED "  # noqa: S608
         f"({contact_sql}), "
         f"agg AS MATERIALIZED ({activity_sql}), "
-        f"engaged AS MATERIALIZED ({engaged_sql}), "
         f"expected AS ({expected}), "
         # What the ledger holds per (contact, rule); recycle resets belong to no rule's
         # expectation (engine module docstring) but count in the score.
@@ -240,4 +225,4 @@ def _statement(lo, hi, rules, now, threshold) -> tuple[str, list]:
             "JOIN score s ON s.id = i.contact_id WHERE s.gained AND s.score >= %s"
         )
         tail_params.append(threshold)
-    return sql, [*contact_params, *activity_params, *engaged_params, *params, *tail_params]
+    return sql, [*contact_params, *activity_params, *params, *tail_params]
