@@ -118,8 +118,8 @@ def build_email(q: ReportQuery) -> dict:
 
 
 def build_cost(q: ReportQuery) -> dict:
-    rows, totals = cost.cost_per_mql(q)
-    return {"rows": rows, "totals": totals, "by_month": cost.cost_per_mql_by_month(q)}
+    rows, totals, by_month = cost.cost_report(q)
+    return {"rows": rows, "totals": totals, "by_month": by_month}
 
 
 def build_leads(q: ReportQuery) -> dict:

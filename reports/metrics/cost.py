@@ -243,17 +243,37 @@ def attributed_revenue_raw(q: ReportQuery) -> dict[int, Fraction]:
     return attribute([(c, k, amount) for c, _, amount, k in deals], touches, q.attribution)
 
 
-def cost_per_mql(q: ReportQuery) -> tuple[list[dict], dict]:
+def cost_report(q: ReportQuery) -> tuple[list[dict], dict, list[dict]]:
+    """:func:`cost_per_mql` and :func:`cost_per_mql_by_month` of one period, sharing their
+    reads: the cost entries overlapping the period (the same for both) and the emails sent
+    per campaign in each month (the period's sends, for the emails-sent split of shared
+    entries, are their sum: the clipped months partition the period)."""
+    entries = cost_entries(q)
+    sent = _sent_by_month(q, entries)  # {} when no entry is split by emails sent
+    period_sent = None
+    if _split_by_sent(q, entries):
+        period_sent = defaultdict(int)
+        for by_campaign in sent.values():
+            for campaign_id, n in by_campaign.items():
+                period_sent[campaign_id] += n
+    rows, totals = cost_per_mql(q, entries=entries, sent=period_sent)
+    return rows, totals, cost_per_mql_by_month(q, entries=entries, sent=sent)
+
+
+def cost_per_mql(
+    q: ReportQuery, *, entries: list | None = None, sent: dict | None = None
+) -> tuple[list[dict], dict]:
     """The cost-per-MQL report (METRICS.md lines 62–70), one row per program plus totals.
 
     MQLs/SQLs/customers are attributed credits (fractional, METRICS.md line 67) of the
     entries into those stages in the period, under ``q.attribution``; new leads are
     contacts the program first acquired (``acquired_by``) created in the period (line 64).
     Contact filters (source, owner, segment) restrict these contact figures; campaign and
-    channel restrict the rows. Costs are never filtered by contact.
+    channel restrict the rows. Costs are never filtered by contact. ``entries`` and
+    ``sent``: as :func:`program_costs` takes them, when the caller read them.
     """
     cq = q.contact_filters_only()
-    costs = program_costs(q)
+    costs = program_costs(q, entries, sent)
     credit = stage_credits(cq, q.attribution)
     revenue = attributed_revenue(cq)
     if cq.has_contact_filters:
@@ -401,21 +421,27 @@ def mql_credits_by_month(q: ReportQuery, *, served: bool | None = None) -> dict:
     }
 
 
-def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
+def cost_per_mql_by_month(
+    q: ReportQuery, *, entries: list | None = None, sent: dict | None = None
+) -> list[dict]:
     """Total cost per MQL for each calendar month of the period (the chart).
 
     Each month's figure is the cost-per-MQL report's total line for that month: program
     cost of the shown campaigns ÷ their MQL credits (plus the "(no campaign)" credit when
     no campaign/channel filter applies). The MQL credits of all months come from one
     grouped query of the credit facts (a change's credit depends only on its touches).
+    ``entries`` and ``sent``: :func:`cost_entries` and :func:`_sent_by_month` of ``q``
+    when the caller read them.
     """
     from .lifecycle import months
 
     by_month = mql_credits_by_month(q)
     shown = set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
     show_none = not (q.campaign or q.channel)
-    entries = cost_entries(q)  # once for all months, not two queries per month
-    sent = _sent_by_month(q, entries)
+    if entries is None:
+        entries = cost_entries(q)  # once for all months, not two queries per month
+        sent = _sent_by_month(q, entries)
+    sent = sent or {}
     out = []
     for first, s, e in months(q):
         mq = q.__class__(
@@ -444,6 +470,17 @@ def cost_per_mql_by_month(q: ReportQuery) -> list[dict]:
     return out
 
 
+def _split_by_sent(q: ReportQuery, entries: list) -> bool:
+    """Whether a shared entry split by emails sent overlaps the period."""
+    return any(
+        e.shared
+        and e.split == CampaignCost.Split.EMAILS_SENT
+        and e.period_start < q.end
+        and e.period_end >= q.start
+        for e in entries
+    )
+
+
 def _sent_by_month(q: ReportQuery, entries: list) -> dict:
     """Emails sent per campaign in each clipped month of the period (keyed by its first
     day), as :func:`program_costs` reads them per month for the emails-sent split of
@@ -452,13 +489,7 @@ def _sent_by_month(q: ReportQuery, entries: list) -> dict:
     from ..models import EmailDaily
     from .lifecycle import months
 
-    if not any(
-        e.shared
-        and e.split == CampaignCost.Split.EMAILS_SENT
-        and e.period_start < q.end
-        and e.period_end >= q.start
-        for e in entries
-    ):
+    if not _split_by_sent(q, entries):
         return {}
     month = Case(
         *[When(day__gte=s.date(), day__lt=e.date(), then=Value(s.date())) for _, s, e in months(q)],

@@ -42,6 +42,7 @@ from reports.metrics.cost import (
     cost_entries,
     cost_per_mql,
     cost_per_mql_by_month,
+    cost_report,
     mql_credits_by_month,
     program_costs,
     stage_credits,
@@ -269,6 +270,8 @@ def test_served_cost_and_revenue_figures_equal_the_raw_ones(evs):
             filtered = ReportQuery(**{**q.__dict__, "source": "paid"})  # every contact: raw
             assert cost_per_mql(q) == cost_per_mql(filtered), q
             assert cost_per_mql_by_month(q) == cost_per_mql_by_month(filtered), q
+            # the report's shared reads (cost entries, sends per month summed) change nothing
+            assert cost_report(q) == (*cost_per_mql(q), cost_per_mql_by_month(q)), q
     for q in periods("last_touch"):
         entries = cost_entries(q)
         sent = _sent_by_month(q, entries)
