@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reports', '0018_deal_credit_daily'),
-        ('reports', '0018_funnel_velocity_drop_facts'),
+        ("reports", "0018_deal_credit_daily"),
+        ("reports", "0018_funnel_velocity_drop_facts"),
     ]
 
-    operations = [
-    ]
+    operations = []
