@@ -12,12 +12,13 @@ earlier recycle resets are not replayed.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Case, Count, Exists, Max, OuterRef, Q, Value, When
 from django.db.models.lookups import LessThan
 from django.utils import timezone
@@ -25,7 +26,7 @@ from django.utils import timezone
 from crm.models import Activity, Contact, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
-from . import engine
+from . import backtest_sql, engine
 from .models import Rule, ScoringSettings
 from .rules import activity_q, fit_q, rule_errors
 from .services import RULE_FIELDS
@@ -195,15 +196,26 @@ def qualified_counts(
             ]
             a_cols[f"eng_{s}"] = sum(values[1:], values[0])
 
+    kinds = {r.activity_kind for rs in engagement.values() for r in rs}
+    if "engaged" in a_cols:
+        kinds |= set(ENGAGEMENT_KINDS)
     contacts = Contact.objects.order_by()
-    if every_active:
-        contacts = contacts.filter(pk__in=Activity.objects.filter(window).values("contact_id"))
-    c_sql, c_params = contacts.annotate(**c_cols).values("pk", *c_cols).query.sql_with_params()
-    sql_from, params_from = "c", []
-    if a_cols:
-        kinds = {r.activity_kind for rs in engagement.values() for r in rs}
-        if "engaged" in a_cols:
-            kinds |= set(ENGAGEMENT_KINDS)
+    fast = backtest_sql.supported()
+    if fast:
+        # One parallel aggregate over the window gives both the evaluated contacts (every
+        # contact with an activity in it, or with one of the kinds the rules read) and
+        # their engagement columns (see backtest_sql).
+        a_sql, a_params = backtest_sql.window_aggregate(
+            engagement=engagement,
+            inactive=inactive,
+            since=since,
+            now=now,
+            kinds=None if every_active else sorted(kinds),
+        )
+        a_join = "INNER JOIN"
+    else:
+        if every_active:
+            contacts = contacts.filter(pk__in=Activity.objects.filter(window).values("contact_id"))
         a_sql, a_params = (
             Activity.objects.filter(window, kind__in=sorted(kinds))
             .order_by()
@@ -211,9 +223,14 @@ def qualified_counts(
             .annotate(**a_cols)
             .values("contact_id", *a_cols)
             .query.sql_with_params()
+            if a_cols
+            else ("", [])
         )
-        join = "LEFT JOIN" if every_active else "INNER JOIN"
-        sql_from += f" {join} ({a_sql}) a ON a.{qn('contact_id')} = c.{qn('pk')}"
+        a_join = "LEFT JOIN" if every_active else "INNER JOIN"
+    c_sql, c_params = contacts.annotate(**c_cols).values("pk", *c_cols).query.sql_with_params()
+    sql_from, params_from = "c", []
+    if a_sql:
+        sql_from += f" {a_join} ({a_sql}) a ON a.{qn('contact_id')} = c.{qn('pk')}"
         params_from += a_params
 
     # d: sales' decisions in the window, one row per decided contact.
@@ -260,7 +277,12 @@ def qualified_counts(
         f"SELECT {', '.join(selects)}, d.{qn('acc')}, d.{qn('rej')}, COUNT(*) "
         f"FROM {sql_from} GROUP BY {', '.join(str(i + 1) for i in range(len(sides) + 2))}"
     )
-    with connection.cursor() as cursor:
+    # The fast path's planner settings are local to a transaction (no savepoint: a
+    # failed read fails the enclosing transaction anyway).
+    in_transaction = transaction.atomic(savepoint=False) if fast else nullcontext()
+    with in_transaction, connection.cursor() as cursor:
+        if fast:
+            backtest_sql.planner_settings(cursor)
         cursor.execute(sql, [*c_params, *params, *params_from])
         rows = cursor.fetchall()
     for *ok, acc, rej, n in rows:
