@@ -371,8 +371,29 @@ def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> 
 def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[int]) -> dict:
     """Stored clicks a batch goal action may convert (its contact, a campaign with that
     goal, within the window before it), as email → the email's first click (without the
-    batch): one query, the first click a correlated subquery per found email."""
+    batch): which goal contacts clicked (index only), then, if any, one query for their
+    clicks, the first click a correlated subquery per found email."""
     done = {g.kind for g in goals}
+    campaign_ids = [c for c, kind in goal_of.items() if kind in done]
+    window = {
+        "kind": K.EMAIL_CLICKED,
+        "campaign_id__in": campaign_ids,
+        "occurred_at__gte": min(g.occurred_at for g in goals) - CONVERSION_WINDOW,
+        "occurred_at__lte": max(g.occurred_at for g in goals),
+    }
+    # First which goal contacts clicked at all: every column it reads is in the
+    # activity_campaign_contact index (the contact included), so it is an index-only scan
+    # of the window's clicks. Asked together with the rows' message ids, the planner
+    # fetched the heap row of every click of those campaigns in the window to test its
+    # contact (3,700 rows, 3,000 pages, 34 ms warm / 400 ms cold at 1M), for one or none.
+    clicked = set(
+        Activity.objects.filter(_in("contact_id", {g.contact_id for g in goals}), **window)
+        .order_by()
+        .values_list("contact_id", flat=True)
+        .distinct()
+    )
+    if not clicked:
+        return {}
     # The campaign compared as camp0 (an expression): its index, ANDed with the contact's,
     # made the planner read every click of the campaign per found email (6 ms each).
     first_click = (
@@ -390,11 +411,7 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[in
     return {
         (contact_id, message_id, campaign_id): first
         for contact_id, message_id, campaign_id, first in Activity.objects.filter(
-            _in("contact_id", {g.contact_id for g in goals}),
-            kind=K.EMAIL_CLICKED,
-            campaign_id__in=[c for c, kind in goal_of.items() if kind in done],
-            occurred_at__gte=min(g.occurred_at for g in goals) - CONVERSION_WINDOW,
-            occurred_at__lte=max(g.occurred_at for g in goals),
+            _in("contact_id", clicked), **window
         )
         .exclude(_in("id", batch_ids))
         .annotate(first=Subquery(first_click))
