@@ -71,8 +71,10 @@ class Activity(models.Model):
             ),
             # Per-campaign email and attribution reports; the campaign foreign key's
             # lookups and SET NULL on delete (leading column). The contact rides along
-            # (PostgreSQL INCLUDE) so "contacts who touched campaign X" (the contact list's
-            # campaign filter, touch counts) is an index-only scan, not a heap read per row.
+            # (PostgreSQL INCLUDE) so "contacts who touched campaign X" (touch counts; the
+            # email upkeep's "which goal contacts clicked a goal campaign in the window",
+            # reports.upkeep._clicks_before_goals) is an index-only scan, not a heap read per
+            # row. (The contact list's campaign filter reads crm.CampaignMember.)
             models.Index(
                 fields=["campaign", "kind", "occurred_at"],
                 name="activity_campaign_contact",
