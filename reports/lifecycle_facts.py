@@ -33,6 +33,7 @@ from crm.models.choices import ENGAGEMENT_KINDS, FUNNEL_STAGES
 
 from .cohort_facts import cohort_apply, cohort_rebuild, cohort_reconcile, firsts_of, firsts_stored
 from .credit_facts import credit_daily_apply, credit_facts_reconcile, credit_rows_delete
+from .drop_facts import drops_apply, drops_of, drops_rebuild, drops_reconcile, drops_stored
 from .fact_writes import facts_insert
 from .landing_facts import (
     LANDING_KINDS,
@@ -167,15 +168,18 @@ def _facts_and_created(contact_ids) -> tuple[list[tuple], dict]:
 
 
 def transition_facts_refresh(*, contact_ids) -> None:
-    """Recompute the TransitionFact rows of these contacts (3–4 queries per 2,000), and
+    """Recompute the TransitionFact rows of these contacts (4–5 queries per 2,000), and
     move the funnel cohort counts of the first entries that changed (reports.cohort_facts:
-    one more upsert per table when any did)."""
+    one more upsert per table when any did) and the drop-off day rows of the drop moves
+    that changed (reports.drop_facts: one upsert when any did)."""
     for chunk in _chunks(set(contact_ids)):
         rows, created = _facts_and_created(chunk)
         before = firsts_stored(chunk, created)
+        drops_before = drops_stored(chunk)
         TransitionFact.objects.filter(contact_id__in=chunk).delete()
         facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
         cohort_apply(before, firsts_of(rows, created))
+        drops_apply(drops_before, drops_of(rows))
 
 
 # The batch's contacts' stored transitions other than the batch's: the latest move from
@@ -284,8 +288,10 @@ def transition_facts_append(*, transitions) -> None:
                 cols = [list(col) for col in zip(*next_at, strict=True)]
                 cursor.execute(NEXT_AT_SQL, [*cols, sorted(set(cols[0]))])
         facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
-        # Stored rows keep ``prev_same_at``: the only new first entries are new rows.
+        # Stored rows keep ``prev_same_at`` and ``prev_pair_at``: the only new first entries
+        # and drop moves are new rows.
         cohort_apply({}, firsts_of(rows, created))
+        drops_apply({}, drops_of(rows))
     if rewrite:
         transition_facts_refresh(contact_ids=rewrite)
 
@@ -530,6 +536,7 @@ def lifecycle_facts_rebuild(
         _rebuild_contacts(ids, transitions_only=transitions_only)
     if full and not transitions_only:
         cohort_rebuild()  # recount from the rebuilt facts (deltas kept any earlier drift)
+        drops_rebuild()
 
 
 def _rebuild_contacts(ids, *, transitions_only: bool = False) -> None:
@@ -619,6 +626,7 @@ def lifecycle_facts_reconcile(*, day: date) -> dict:
     # cost and revenue day rows: listed when they differ
     diff.update({k: v for k, v in credit_facts_reconcile(contact_ids=ids).items() if v})
     diff["cohort"] = cohort_reconcile()
+    diff["drops"] = drops_reconcile()
     diff["lead_scores"] = lead_scores_reconcile(
         months=set(LeadScoreMonth.objects.values_list("month", flat=True)) - fresh
     )

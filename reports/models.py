@@ -156,7 +156,7 @@ class TransitionFact(models.Model):
       previous transition from the same stage into the same stage (by time, id); a
       transition is its contact's first such move within a period exactly when
       ``prev_pair_at`` is null or before the period start (funnel drop-offs: unique
-      contacts recycled / disqualified from each stage).
+      contacts recycled / disqualified from each stage, summed per day in ``DropDaily``).
     """
 
     transition = models.OneToOneField(
@@ -197,14 +197,6 @@ class TransitionFact(models.Model):
                 include=["at", "lead_us"],
                 condition=models.Q(to_stage="mql", lead_at__isnull=False),
                 name="transition_fact_lead",
-            ),
-            # Funnel drop-offs (metrics.funnel.drop_offs): recycled / disqualified moves of
-            # a period per from-stage, first per contact (index-only).
-            models.Index(
-                fields=["to_stage", "at"],
-                include=["from_stage", "prev_pair_at"],
-                condition=models.Q(to_stage__in=["recycled", "disqualified"]),
-                name="transition_fact_drop",
             ),
         ]
 
@@ -395,6 +387,36 @@ class CohortReachDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} → {self.stage} on {self.reached_day}: {self.leads}"
+
+
+class DropDaily(models.Model):
+    """Funnel drop-offs per site-time-zone day, from-stage, ``recycled``/``disqualified``
+    and ``prev_day``: the day of the same contact's previous move between the same two
+    stages (``TransitionFact.prev_pair_at``), or 0001-01-01 for its first. A move is its
+    contact's first such within a period exactly when ``prev_day`` is before the period
+    start (periods are whole site days), so unique contacts recycled / disqualified from a
+    stage are a sum of the period's rows (METRICS.md funnel drop-offs). Kept by
+    ``reports.drop_facts`` from the changed ``TransitionFact`` rows (signed deltas),
+    rebuilt and reconciled with them.
+    """
+
+    day = models.DateField()
+    from_stage = models.CharField(max_length=20, blank=True)
+    to_stage = models.CharField(max_length=20)
+    prev_day = models.DateField()
+    moves = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the funnel's read of a period's
+            # rows (a range of day).
+            models.UniqueConstraint(
+                fields=["day", "from_stage", "to_stage", "prev_day"], name="drop_daily_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.from_stage}→{self.to_stage} (prev {self.prev_day}): {self.moves}"
 
 
 class NurturedDaily(models.Model):
@@ -714,6 +736,26 @@ class DealCreditDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} campaign {self.campaign_id} n {self.n}"
+
+
+class CsatDaily(models.Model):
+    """CSAT answers (1–5) recorded per site-time-zone day and answer (METRICS.md line 100;
+    see ``reports.csat_facts``). Serves the customers report's CSAT without contact
+    filters."""
+
+    day = models.DateField()
+    answer = models.SmallIntegerField()
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the customers report's read of a
+            # period's rows (a range of day).
+            models.UniqueConstraint(fields=["day", "answer"], name="csat_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} answer {self.answer}: {self.n}"
 
 
 # The review register's models live in their own module (reports/review/models.py).

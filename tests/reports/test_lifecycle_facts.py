@@ -44,6 +44,7 @@ from reports.models import (
     CreditDaily,
     DealCredit,
     DealCreditDaily,
+    DropDaily,
     LandingDaily,
     LandingSpan,
     LandingVisitFact,
@@ -104,6 +105,7 @@ def _world():
         LeadScoreMonth,
         NewLeadDaily,  # and its funnel cohort counts (reports.cohort_facts)
         CohortReachDaily,
+        DropDaily,  # reports.drop_facts (unfiltered drop-offs)
         DealCredit,
         DealCreditDaily,  # reports.deal_facts (unfiltered attributed revenue)
         Deal,
@@ -243,6 +245,7 @@ def test_lifecycle_facts_equal_raw_for_random_batches(batches):
         "reopened": {},
         "deals": {},
         "cohort": {},
+        "drops": {},
         "lead_scores": {},
     }
 
