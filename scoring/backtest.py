@@ -141,7 +141,11 @@ def qualified_counts(
     does one pass over the window's activities, as before. (Counting days and weeks
     without ``COUNT(DISTINCT …)``, by grouping per contact, week and day first, was
     tried: on the benchmark data a contact has ~1.2 activities per active day, so the
-    extra level costs more than the sorts it saves.)
+    extra level costs more than the sorts it saves.) On PostgreSQL ``a`` comes from
+    :func:`backtest_sql.window_aggregate` instead: the same columns from an aggregate
+    that runs in parallel workers (days and weeks as bit strings), over every activity
+    of the window when every active contact is evaluated, so that it also gives the
+    contacts evaluated (``c`` is then every contact, inner-joined to ``a``).
     """
     rules = [r for rs in sides.values() for r in rs]
     counts = {"evaluated": 0} | {f"{s}_{k}": 0 for s in sides for k in SIDE_COUNTS}
