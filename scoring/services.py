@@ -138,7 +138,7 @@ def rescore_execute(
     scores against the adjusted ledger: nothing is counted twice. Memory stays bounded by
     the chunk size, whatever the number of contacts.
 
-    On PostgreSQL a chunk is one statement (scoring.rescore_sql); elsewhere, or with
+    On PostgreSQL a chunk is one read and two writes (scoring.rescore_sql); elsewhere, or with
     ``portable=True`` (tests check both give the same ledger), the engine's reconcile.
     ``now`` dates the adjustments (default: the start of the run).
     """
@@ -167,8 +167,9 @@ def rescore_execute(
 
 
 def _rescore_postgresql(run_id, chunk, rules, now, totals, hand_off) -> None:
-    """Each chunk: lock its contacts, then one statement appends the adjustments and sets
-    the changed scores (scoring.rescore_sql); only the hand-off's candidates come back."""
+    """Each chunk: lock its contacts, then one read (parallel-capable) returns the
+    adjustments and changed scores, appended and set by two array-joined writes
+    (scoring.rescore_sql)."""
     bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
     lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
     while lo < hi:

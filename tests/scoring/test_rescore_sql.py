@@ -141,7 +141,7 @@ def test_the_statement_path_equals_the_engine_path(activities, changes, threshol
 
 
 @pytest.mark.django_db
-def test_a_chunk_statement_reads_nothing_back_but_the_hand_off_candidates(
+def test_a_chunk_costs_the_same_queries_whatever_its_contacts(
     django_assert_num_queries,
 ):
     ScoringSettings.objects.create(pk=1, mql_threshold=1000)
@@ -149,9 +149,10 @@ def test_a_chunk_statement_reads_nothing_back_but_the_hand_off_candidates(
     c = ContactFactory()
     ActivityFactory(contact=c)
     run = RescoreRun.objects.create(total=0)
-    # run → running, rules, id bounds, savepoint, lock, settings, the statement, progress,
-    # release, done, read back: whatever the number of contacts in the chunk
-    with django_assert_num_queries(11):
+    # run → running, rules, id bounds, savepoint, lock, settings, planner settings, the
+    # read, the entries' insert, the scores' update, progress, release, done, read back:
+    # whatever the number of contacts in the chunk
+    with django_assert_num_queries(14):
         run = services.rescore_execute(run_id=run.pk)
     assert (run.contacts_changed, run.entries_created) == (1, 1)
     c.refresh_from_db()
@@ -176,3 +177,25 @@ def test_an_engagement_no_rule_counts_still_ends_inactivity_on_both_paths():
     statement = _outcome(now, portable=False)
     assert statement == _outcome(now, portable=True)
     assert statement["scores"] == {liked.pk: 0, idle.pk: -5}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Auckland", "America/Los_Angeles"])
+@pytest.mark.parametrize("far_away", [False, True])
+def test_days_and_weeks_count_alike_in_any_zone_and_span(zone, far_away):
+    """Distinct days/weeks as bit counts (the statement) equal COUNT(DISTINCT) (the
+    engine), around midnights and week starts of the site's zone; an activity decades
+    away (a span too wide for bit strings) makes the statement count them distinctly."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    now = timezone.now().replace(microsecond=0)
+    EngagementRuleFactory(points=2, frequency=Rule.Frequency.ONCE_PER_DAY)
+    EngagementRuleFactory(points=3, frequency=Rule.Frequency.ONCE_PER_WEEK)
+    contacts = [ContactFactory() for _ in range(3)]
+    for i, hours in enumerate([1, 11, 13, 23, 25, 24 * 6 + 1, 24 * 7 + 13, 24 * 30, 24 * 300]):
+        ActivityFactory(contact=contacts[i % 3], occurred_at=now - timedelta(hours=hours))
+    if far_away:
+        ActivityFactory(contact=contacts[0], occurred_at=now - timedelta(days=365 * 30))
+    with timezone.override(zone):
+        statement = _outcome(now, portable=False)
+        assert statement == _outcome(now, portable=True)
+    assert statement["entries"]
