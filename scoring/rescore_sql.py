@@ -43,7 +43,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 from . import engine
 from .models import LedgerEntry, Rule
 from .rules import activity_q, fit_q
-from .writes import Entry, entries_append, scores_set, word_array
+from .writes import Entry, int_array, scores_set, word_array
 
 R = LedgerEntry.Reason
 BIG = engine.BIG
@@ -96,28 +96,43 @@ def chunk_rescore(
     bounds = _day_bounds(rules, now)
     sql, params = _statement(lo, hi, rules, now, bounds)
     outcome = ChunkOutcome()
-    entries: list[Entry] = []
-    scores: dict[int, tuple[int, bool]] = {}  # contact → (new score, cached one differs)
     with connection.cursor() as cursor:
         cursor.execute(_PLANNER_SQL, _PLANNER_SETTINGS)
         cursor.execute(sql, params)
-        for tag, contact_id, rule_id, value in cursor.fetchall():
-            if tag == 0:  # the totals row
-                outcome.contacts = contact_id or 0
-            elif tag == 1:
-                entries.append(Entry(contact_id, rule_id, None, value, now, R.RESCORE.value))
-            else:
-                scores[contact_id] = (value, bool(rule_id))
-    entries_append(entries)
+        rows = cursor.fetchall()
+        # Rows as they came: (1, contact, rule, points) per adjustment, (2, contact,
+        # stale, score) per contact adjusted or stale; plain tuples, no model or Entry
+        # per row (~30k per chunk in the benchmark).
+        adjustments = [row[1:] for row in rows if row[0] == 1]
+        scores = {row[1]: (row[3], row[2]) for row in rows if row[0] == 2}
+        outcome.contacts = next((row[1] for row in rows if row[0] == 0), 0) or 0
+        del rows
+        if adjustments:
+            # Every adjustment has the same time and reason and no activity: three arrays.
+            contacts, rule_ids, points = zip(*adjustments, strict=True)
+            cursor.execute(
+                _INSERT_SQL,
+                [now, R.RESCORE.value, int_array(contacts), int_array(rule_ids)]
+                + [int_array(points)],
+            )
     scores_set({c: score for c, (score, stale) in scores.items() if stale})
-    outcome.entries_created = len(entries)
-    outcome.contacts_changed = len({e.contact_id for e in entries})
+    outcome.entries_created = len(adjustments)
+    outcome.contacts_changed = len({c for c, _, _ in adjustments})
     if threshold is not None:
-        gained = {e.contact_id for e in entries if e.points > 0}
+        gained = {c for c, _, p in adjustments if p > 0}
         reach = {c for c in gained if scores[c][0] >= threshold}
-        outcome.handoff_entries = [e for e in entries if e.contact_id in reach]
+        outcome.handoff_entries = [
+            Entry(c, r, None, p, now, R.RESCORE.value) for c, r, p in adjustments if c in reach
+        ]
         outcome.handoff_scores = {c: scores[c][0] for c in reach}
     return outcome
+
+
+_INSERT_SQL = (
+    "INSERT INTO scoring_ledgerentry (contact_id, rule_id, activity_id, points, at, reason) "
+    "SELECT c, r, NULL, p, %s, %s FROM unnest(%s::bigint[], %s::bigint[], %s::integer[]) "
+    "AS v(c, r, p)"
+)
 
 
 # Planner settings local to the chunk's transaction. ``parallel_tuple_cost``: the fit
