@@ -283,6 +283,7 @@ ACTIVITIES_RECORDED_HANDLERS = [
     "nurture.handlers.on_activities_recorded",
     "reports.handlers.on_activities_recorded",
     "reports.credit_facts.on_activities_recorded",
+    "reports.csat_facts.on_activities_recorded",
 ]
 STAGE_CHANGED_HANDLERS = [
     "crm.segments.on_stage_changed",

@@ -285,10 +285,13 @@ def sales_cycle_rebuild() -> None:
 
 
 def credit_facts_rebuild() -> None:
-    """Recompute every table of this module and the won-deal facts (demo seeding,
-    migrations): after ``lifecycle_facts_rebuild`` (the credit rows it reads)."""
+    """Recompute every table of this module, the won-deal facts and the deal and CSAT day
+    rows (demo seeding, migrations): after ``lifecycle_facts_rebuild`` (the credit rows
+    it reads)."""
+    from .csat_facts import csat_daily_rebuild
     from .deal_facts import deal_days_rebuild, won_deal_facts_rebuild
 
+    csat_daily_rebuild()
     campaign_leads_rebuild()
     credit_daily_rebuild()
     sales_cycle_rebuild()
@@ -309,7 +312,8 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
     rows of ``contact_ids`` (the day's, after their credit rows were rebuilt); returns the
     differences found. The won-deal facts are compared with the deal credits
     (``lifecycle_facts_reconcile`` rebuilds both through ``deal_credits_refresh``), the
-    deal day rows with a recount of the credit rows (``reports.deal_facts``)."""
+    deal day rows with a recount of the credit rows (``reports.deal_facts``), the CSAT day
+    rows with a recount of the answers (``reports.csat_facts``)."""
     stored_leads = {
         (d, c): n
         for d, c, n in CampaignLeadDaily.objects.exclude(new_leads=0).values_list(
@@ -327,6 +331,7 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
         before = sales_cycle_snapshot(chunk)
         sales_cycle_refresh(contact_ids=chunk)
         cycle.update(_diff(before, sales_cycle_snapshot(chunk)))
+    from .csat_facts import csat_daily_reconcile
     from .deal_facts import deal_days_reconcile
 
     diff = {
@@ -334,6 +339,7 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
         "credit_days": credits,
         "sales_cycle": cycle,
         "deal_days": deal_days_reconcile(),
+        "csat_days": csat_daily_reconcile(),
     }
     if any(diff.values()):
         log.warning("Cost/revenue day rows differ from the raw data: %s", diff)

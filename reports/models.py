@@ -738,6 +738,26 @@ class DealCreditDaily(models.Model):
         return f"{self.day} campaign {self.campaign_id} n {self.n}"
 
 
+class CsatDaily(models.Model):
+    """CSAT answers (1–5) recorded per site-time-zone day and answer (METRICS.md line 100;
+    see ``reports.csat_facts``). Serves the customers report's CSAT without contact
+    filters."""
+
+    day = models.DateField()
+    answer = models.SmallIntegerField()
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upsert key of the upkeep; its index serves the customers report's read of a
+            # period's rows (a range of day).
+            models.UniqueConstraint(fields=["day", "answer"], name="csat_daily_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} answer {self.answer}: {self.n}"
+
+
 # The review register's models live in their own module (reports/review/models.py).
 from .review.models import ContentAsset, Review, ReviewItem  # noqa: E402, F401
 

@@ -9,6 +9,7 @@ report total stays (the page is kept, see crm.privacy._activities_scrub).
 
 from __future__ import annotations
 
+from .csat_facts import csat_days_recount
 from .landing_facts import landing_facts_rebuild
 
 
@@ -19,3 +20,4 @@ def export(contact) -> dict:
 
 def erase(contact) -> None:
     landing_facts_rebuild(contact_ids=[contact.pk])
+    csat_days_recount(contact_id=contact.pk)  # the scrub cleared the answers' details

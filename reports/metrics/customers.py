@@ -23,6 +23,7 @@ from django.db.models.functions import Cast, Coalesce
 from crm.models import Activity, ActivityKind, Contact, Deal, LifecycleTransition, Stage
 from crm.models.choices import OPEN_STAGES
 
+from ..csat_facts import csat_totals
 from ..models import TransitionFact
 from ..query import ReportQuery, money, ratio
 from ..stage_facts import UNTOUCHED, entry_counts, population_at
@@ -173,8 +174,21 @@ def clv_by_cohort(q: ReportQuery) -> list[dict]:
 def csat(q: ReportQuery) -> dict:
     """METRICS.md line 100: share of answers 4–5 and the mean (1–5 answers in the period).
 
-    Answers outside 1–5 are ignored. Every answer counts (not unique contacts).
+    Answers outside 1–5 are ignored. Every answer counts (not unique contacts). Served by
+    the CSAT day rows (reports.csat_facts) without contact filters.
     """
+    if not q.has_contact_filters:
+        answers, satisfied, total = csat_totals(q.start, q.end)
+        return {
+            "csat_answers": answers,
+            "csat": ratio(satisfied, answers),
+            "csat_mean": round(total / answers, 2) if answers else None,
+        }
+    return csat_raw(q)
+
+
+def csat_raw(q: ReportQuery) -> dict:
+    """:func:`csat` from the answer activities (contact filters; property-test reference)."""
     agg = (
         Activity.objects.filter(
             kind=ActivityKind.CSAT_ANSWER, occurred_at__gte=q.start_dt, occurred_at__lt=q.end_dt

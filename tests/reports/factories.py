@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 
 from crm.models import Activity, LifecycleTransition
 from reports.credit_facts import sales_cycle_apply_transitions
+from reports.csat_facts import csat_apply_activities
 from reports.holdout_facts import holdout_apply_transitions
 from reports.lifecycle_facts import (
     lifecycle_facts_apply_activities,
@@ -32,6 +33,7 @@ def act(contact, kind, when, campaign=None, message_id="", **kw) -> Activity:
         **kw,
     )
     lifecycle_facts_apply_activities(activities=[a])
+    csat_apply_activities([a])  # reports.csat_facts' handler
     return a
 
 
