@@ -92,30 +92,64 @@ def window_aggregate(
             (f"(({week_sql})::date - %s::date) / 7 + {WEEK_MARGIN}", [*week_params, first_week]),
         ),
     }
-    occurred = f"{qn(Activity._meta.db_table)}.{qn('occurred_at')}"
+    table = qn(Activity._meta.db_table)
+    occurred = f"{table}.{qn('occurred_at')}"
+    aggregates: dict[tuple, tuple[str, Sql]] = {}  # SQL + params → (alias, SQL and params)
+
+    def agg(sql: str, params: list) -> str:
+        """A column of the per-contact aggregate, each distinct aggregate computed once."""
+        key = (sql, tuple(map(repr, params)))
+        if key not in aggregates:
+            aggregates[key] = (f"g{len(aggregates)}", (sql, params))
+        return "g." + qn(aggregates[key][0])
 
     def where(q: Q) -> Sql:
         sql, params = compiler.compile(query.build_where(q))
         return sql, list(params)
 
-    def count(rule: Rule, cond: Sql) -> Sql:
-        """The rule's counted buckets among the contact's activities matching ``cond``."""
+    def halvings(half_life: timedelta) -> tuple[int, Sql]:
+        """``k`` such that ``now − (k+1)·half-life < occurred_at ≤ now − k·half-life``
+        (exact time comparisons), ``most + 1`` beyond the last halving that leaves
+        anything; and ``most``."""
+        most = min(int((now - since) / half_life), 62)
+        whens = " ".join(f"WHEN {occurred} > %s THEN {k}" for k in range(most + 1))
+        params = [now - (k + 1) * half_life for k in range(most + 1)]
+        return most, (f"CASE {whens} ELSE {most + 1} END", params)
+
+    def value(rule: Rule) -> Sql:
+        """SQL mirror of ``engine.rule_value_expression`` (caps, once ever, half-life).
+
+        A rule counting days (weeks) with a half-life reads one bit string: its buckets,
+        then a bit per number of halvings since each matching activity (the first set
+        one is the latest activity's). So each activity is tested against the rule's
+        condition once; other rules with a half-life add the latest match (``MAX``).
+        """
+        cond_sql, cond_params = where(activity_q(rule, now=now))
         unit = {Rule.Frequency.ONCE_PER_DAY: "d", Rule.Frequency.ONCE_PER_WEEK: "w"}.get(
             rule.frequency
         )
+        half_life = timedelta(days=rule.half_life_days or 0)
+        halving = None  # SQL of the 1-based number of halvings + 1 of the latest match
         if unit is None:
-            return f"COUNT(*) FILTER (WHERE {cond[0]})", cond[1]
-        bits, (pos_sql, pos_params) = position[unit]
-        return (
-            f"COALESCE(bit_count(BIT_OR(B'1'::bit({bits}) >> ({pos_sql})) "
-            f"FILTER (WHERE {cond[0]})), 0)",
-            [*pos_params, *cond[1]],
-        )
-
-    def value(rule: Rule) -> Sql:
-        """SQL mirror of ``engine.rule_value_expression`` (caps, once ever, half-life)."""
-        cond = where(activity_q(rule, now=now))
-        n, params = count(rule, cond)
+            n = agg(f"COUNT(*) FILTER (WHERE {cond_sql})", cond_params)
+        else:
+            bits, (pos_sql, pos_params) = position[unit]
+            if not rule.half_life_days:
+                mask = agg(
+                    f"BIT_OR(B'1'::bit({bits}) >> ({pos_sql})) FILTER (WHERE {cond_sql})",
+                    [*pos_params, *cond_params],
+                )
+                n = f"COALESCE(bit_count({mask}), 0)"
+            else:
+                most, (k_sql, k_params) = halvings(half_life)
+                width = bits + most + 2
+                mask = agg(
+                    f"BIT_OR((B'1'::bit({width}) >> ({pos_sql})) | "
+                    f"(B'1'::bit({width}) >> ({bits} + {k_sql}))) FILTER (WHERE {cond_sql})",
+                    [*pos_params, *k_params, *cond_params],
+                )
+                n = f"COALESCE(bit_count(substring({mask} FROM 1 FOR {bits})), 0)"
+                halving = f"position(B'1' IN substring({mask} FROM {bits + 1}))"
         cap = 1 if rule.frequency == Rule.Frequency.ONCE_EVER else None
         if rule.cap:
             cap = min(cap, rule.cap) if cap else rule.cap
@@ -123,28 +157,27 @@ def window_aggregate(
             n = f"LEAST({n}, {int(cap)})"
         points = f"({int(rule.points)} * {n})"
         if not rule.half_life_days:
-            return points, params
-        half_life = timedelta(days=rule.half_life_days)
-        last = f"MAX({occurred}) FILTER (WHERE {cond[0]})"
+            return points, []
+        if halving is not None:
+            most = min(int((now - since) / half_life), 62)
+            whens = " ".join(f"WHEN {k + 1} THEN {points} / {2**k}" for k in range(most + 1))
+            return f"CASE {halving} {whens} ELSE 0 END", []
+        last = agg(f"MAX({occurred}) FILTER (WHERE {cond_sql})", cond_params)
         most = min(int((now - since) / half_life), 62)
-        sql, out = [], []
-        for k in range(most + 1):
-            sql.append(f"WHEN {last} > %s THEN {points} / {2**k}")
-            out += [*cond[1], now - (k + 1) * half_life, *params]
-        return f"CASE {' '.join(sql)} ELSE 0 END", out
+        whens = " ".join(f"WHEN {last} > %s THEN {points} / {2**k}" for k in range(most + 1))
+        return f"CASE {whens} ELSE 0 END", [now - (k + 1) * half_life for k in range(most + 1)]
 
     cols: dict[str, Sql] = {}
     if any(inactive.values()):
-        cond = where(Q(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False))
-        cols["engaged"] = (f"MAX({occurred}) FILTER (WHERE {cond[0]})", cond[1])
+        cond_sql, cond_params = where(Q(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False))
+        cols["engaged"] = (agg(f"MAX({occurred}) FILTER (WHERE {cond_sql})", cond_params), [])
     for s in engagement.keys() | inactive.keys():
         if inactive.get(s):
-            engaged_sql, engaged_params = cols["engaged"]
             cols[f"idle_{s}"] = _sum(
                 [
                     (
-                        f"CASE WHEN {engaged_sql} < %s THEN {int(r.points)} ELSE 0 END",
-                        [*engaged_params, now - timedelta(days=r.inactive_days or 0)],
+                        f"CASE WHEN {cols['engaged'][0]} < %s THEN {int(r.points)} ELSE 0 END",
+                        [now - timedelta(days=r.inactive_days or 0)],
                     )
                     for r in inactive[s]
                 ]
@@ -156,13 +189,22 @@ def window_aggregate(
     if kinds is not None:
         scope &= Q(kind__in=kinds)
     scope_sql, scope_params = where(scope)
-    contact = f"{qn(Activity._meta.db_table)}.{qn('contact_id')}"
-    select = "".join(f", {sql} AS {qn(name)}" for name, (sql, _) in cols.items())
+    contact = f"{table}.{qn('contact_id')}"
+    # g: the aggregates, one row per contact (a grouped subquery is planned on its own,
+    # so each aggregate is computed once however often the values above read it).
+    inner = "".join(f", {sql} AS {qn(alias)}" for alias, (sql, _) in aggregates.values())
+    outer = "".join(f", {sql} AS {qn(name)}" for name, (sql, _) in cols.items())
     sql = (
-        f"SELECT {contact} AS {qn('contact_id')}{select} "  # noqa: S608
-        f"FROM {qn(Activity._meta.db_table)} WHERE {scope_sql} GROUP BY {contact}"
+        f"SELECT g.{qn('contact_id')}{outer} FROM ("  # noqa: S608
+        f"SELECT {contact} AS {qn('contact_id')}{inner} "
+        f"FROM {table} WHERE {scope_sql} GROUP BY {contact}) g"
     )
-    return sql, [*(p for _, ps in cols.values() for p in ps), *scope_params]
+    params = [
+        *(p for _, ps in cols.values() for p in ps),
+        *(p for _, (_, ps) in aggregates.values() for p in ps),
+        *scope_params,
+    ]
+    return sql, params
 
 
 def _sum(terms: list[Sql]) -> Sql:

@@ -62,7 +62,8 @@ def test_it_gives_every_contact_the_portable_window_score(monkeypatch, seed):
 @pytest.mark.parametrize("tz", ["UTC", "America/Sao_Paulo", "Pacific/Kiritimati", "Asia/Kolkata"])
 def test_it_counts_every_day_and_week_of_a_long_window_in_any_time_zone(monkeypatch, tz):
     """Hundreds of distinct days (a bit string far wider than a machine word), several
-    activities a day around local midnight, windows of every length up to a year."""
+    activities a day around local midnight, windows of every length up to a year, with
+    and without a half-life (the halvings share the days' bit string)."""
     now = timezone.now()
     busy, quiet = ContactFactory(), ContactFactory()
     items = []
@@ -80,10 +81,14 @@ def test_it_counts_every_day_and_week_of_a_long_window_in_any_time_zone(monkeypa
              frequency=F.ONCE_PER_DAY, points=1),
         Rule(name="weekly", kind=Rule.Kind.ENGAGEMENT, activity_kind=K.PAGE_VISIT,
              frequency=F.ONCE_PER_WEEK, points=3),
+        Rule(name="daily, fading", kind=Rule.Kind.ENGAGEMENT, activity_kind=K.PAGE_VISIT,
+             frequency=F.ONCE_PER_DAY, half_life_days=2, points=1),
+        Rule(name="weekly, fading", kind=Rule.Kind.ENGAGEMENT, activity_kind=K.PAGE_VISIT,
+             frequency=F.ONCE_PER_WEEK, half_life_days=5, cap=40, points=-4),
     ]  # fmt: skip
     with timezone.override(tz):
         for days in (1, 7, 8, 64, 65, 365):
-            for split in ([rules[0]], [rules[1]], rules):
+            for split in ([rules[0]], [rules[1]], rules[:2], rules[2:]):
                 sides = {"draft": split}
                 fast, portable = (
                     _window_scores(monkeypatch, fast=f, sides=sides, days=days, now=now)
@@ -108,7 +113,7 @@ def _window_scores(monkeypatch, *, fast, sides, days, now):
 
     scores = []
     for n in (1, 2):
-        lo, hi = -1, 1100  # qualified(lo) >= n > qualified(hi): scores are 0 to ~600
+        lo, hi = -400, 1100  # qualified(lo) >= n > qualified(hi): scores are -160 to ~600
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if qualified(mid) >= n else (lo, mid)
