@@ -14,18 +14,8 @@ from hypothesis import strategies as st
 from crm.models import Contact, LifecycleTransition
 from reports.drop_facts import drops_rebuild, drops_reconcile
 from reports.lifecycle_facts import lifecycle_facts_apply_transitions, lifecycle_facts_rebuild
-from reports.metrics.funnel import (
-    RANKS,
-    _r,
-    conversions,
-    conversions_raw,
-    drop_offs,
-    drop_offs_raw,
-    median,
-    percentile,
-    velocity_python,
-    velocity_sql,
-)
+from reports.metrics.funnel import _r, conversions, conversions_raw, drop_offs, drop_offs_raw
+from reports.metrics.velocity import RANKS, median, percentile, velocity_python, velocity_sql
 from reports.models import DropDaily, TransitionFact
 from reports.query import ReportQuery
 from tests.factories import ContactFactory
