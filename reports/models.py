@@ -260,19 +260,15 @@ class LandingVisitFact(models.Model):
     """
 
     url = models.CharField(max_length=2000)
+    # Its index (the foreign key's) serves the upkeep's read of the batch's contacts' rows
+    # (reports.landing_facts) and the contact's cascade. The landing-page report reads the
+    # day rows (LandingDaily/LandingSpan), so no index on day/prev_day: each index here is
+    # paid by every fact row an engagement batch writes.
     contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     kind = models.CharField(max_length=1)  # v | s
     prev_day = models.DateField(null=True)
     other_day = models.DateField(null=True)
-
-    class Meta:
-        indexes = [
-            # Landing-page report: the first-in-period rows of a period.
-            models.Index(fields=["day", "prev_day"], name="landing_fact_day"),
-            # Upkeep: a contact's rows (recomputed per touched url × contact).
-            models.Index(fields=["contact", "day"], name="landing_fact_contact"),
-        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.kind} contact {self.contact_id}"
