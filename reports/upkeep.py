@@ -389,6 +389,8 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[in
     clicked = _goal_contacts_clicked({g.contact_id for g in goals}, window)
     if not clicked:
         return {}
+    if _pg():
+        return _pg_clicks_before_goals(clicked, window, batch_ids)
     # The campaign compared as camp0 (an expression): its index, ANDed with the contact's,
     # made the planner read every click of the campaign per found email (6 ms each).
     first_click = (
@@ -450,6 +452,42 @@ def _goal_contacts_clicked(contact_ids: set[int], window: dict) -> set[int]:
             ],
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+# The ORM query of _clicks_before_goals as one statement (PostgreSQL): compiling the
+# correlated subquery cost ~4 ms of Python per goal batch with a clicker (profiled).
+_PG_GOAL_CLICKS = (
+    "SELECT DISTINCT a.contact_id, a.message_id, a.campaign_id, "  # noqa: S608
+    f"(SELECT u.occurred_at FROM {Activity._meta.db_table} u "
+    "WHERE u.contact_id = a.contact_id AND u.message_id = a.message_id "
+    "AND COALESCE(u.campaign_id, 0) = a.campaign_id AND u.kind = %b "
+    "AND NOT u.id = ANY(%b::bigint[]) ORDER BY u.occurred_at LIMIT 1) "
+    f"FROM {Activity._meta.db_table} a "
+    "WHERE a.contact_id = ANY(%b::bigint[]) AND a.kind = %b "
+    "AND a.campaign_id = ANY(%b::bigint[]) AND a.occurred_at >= %b AND a.occurred_at <= %b "
+    "AND NOT a.id = ANY(%b::bigint[])"
+)
+
+
+def _pg_clicks_before_goals(clicked: set[int], window: dict, batch_ids: set[int]) -> dict:
+    from crm.ingest import _pg_cursor  # binary array parameters, see there
+
+    kind, batch = str(window["kind"]), list(batch_ids)
+    with _pg_cursor() as cursor:
+        cursor.execute(
+            _PG_GOAL_CLICKS,
+            [
+                kind,
+                batch,
+                list(clicked),
+                kind,
+                list(window["campaign_id__in"]),
+                window["occurred_at__gte"],
+                window["occurred_at__lte"],
+                batch,
+            ],
+        )
+        return {(c, m, camp): first for c, m, camp, first in cursor.fetchall()}
 
 
 def _firsts_before(keys: set[EmailKey], batch_ids: set[int]) -> dict[EmailKey, dict]:
