@@ -7,7 +7,7 @@ The body is the JSON API contract: ``{"report", "start", "end", "filters", "rows
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -59,8 +59,11 @@ def build_dashboard(q: ReportQuery) -> dict:
     no campaign filter applies); CTR and unsubscribe rate are over all emails of the
     period; won revenue = amounts of deals won (closed) in the period.
     """
-    totals = dashboard_totals(q)
-    prev = dashboard_totals(q.previous())
+    prev_q = q.previous()
+    # The cost entries of both periods in one read (each period keeps its overlapping ones).
+    entries = cost.cost_entries(replace(q, start=prev_q.start))
+    totals = dashboard_totals(q, entries)
+    prev = dashboard_totals(prev_q, entries)
     alert_q = ReportQuery(
         start=timezone.localdate(timezone=site_tz()) - timedelta(days=89),
         end=timezone.localdate(timezone=site_tz()) + timedelta(days=1),
@@ -83,9 +86,11 @@ def _flat(ch: dict) -> dict:
     return {"change": ch["absolute"], "relative_change": ch["relative"]}
 
 
-def dashboard_totals(q: ReportQuery) -> dict:
+def dashboard_totals(q: ReportQuery, cost_entries: list | None = None) -> dict:
+    """The dashboard's figures for one period; ``cost_entries`` may hold the cost entries
+    of a longer period (:func:`reports.metrics.cost.cost_entries`)."""
     m = leads.mqls(q)
-    costs = cost.program_costs(q)
+    costs = cost.program_costs(q, cost_entries)
     program_cost = sum((c["program_cost"] for c in costs.values()), start=0)
     _, etotals = email.email_by_campaign(q)
     rev = revenue.influenced(q)

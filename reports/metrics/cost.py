@@ -49,12 +49,26 @@ def to_money(value: Fraction | Decimal | int) -> Decimal:
 
 
 def cost_entries(q: ReportQuery) -> list:
-    """Cost entries overlapping the period, with their sharing campaigns (two queries)."""
-    return list(
-        CampaignCost.objects.filter(period_start__lt=q.end, period_end__gte=q.start)
-        .prefetch_related("shared_with")
-        .order_by("id")
+    """Cost entries overlapping the period, each with ``shared_ids``: the ids of the
+    campaigns it is shared with (two queries).
+
+    The sharing campaigns are read as (entry, campaign) id pairs from the through table:
+    ``prefetch_related("shared_with")`` built a manager and a queryset per entry (~130 µs
+    each — 20 ms of the dashboard's CPU for the 148 entries of a year at 1M, read twice)
+    and loaded whole campaign rows where only their ids are used.
+    """
+    entries = list(
+        CampaignCost.objects.filter(period_start__lt=q.end, period_end__gte=q.start).order_by("id")
     )
+    if entries:
+        through = CampaignCost.shared_with.through
+        shared: dict[int, list[int]] = defaultdict(list)
+        pairs = through.objects.filter(campaigncost_id__in=[e.id for e in entries])
+        for cost_id, campaign_id in pairs.values_list("campaigncost_id", "campaign_id"):
+            shared[cost_id].append(campaign_id)
+        for e in entries:
+            e.shared_ids = shared.get(e.id, [])
+    return entries
 
 
 def program_costs(
@@ -92,7 +106,7 @@ def program_costs(
             continue
         parts: dict[int, Fraction]
         if e.shared:
-            members = sorted({e.campaign_id, *(c.id for c in e.shared_with.all())})
+            members = sorted({e.campaign_id, *e.shared_ids})
             weights = {m: sent.get(m, 0) for m in members}
             total = sum(weights.values())
             if e.split == CampaignCost.Split.EMAILS_SENT and total:
