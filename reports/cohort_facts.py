@@ -26,10 +26,10 @@ from django.db.models.functions import TruncDate
 
 from crm.models import Stage
 
+from .fact_writes import counts_upsert
 from .models import CohortReachDaily, NewLeadDaily, TransitionFact
 from .nurtured_facts import nurtured_apply_firsts, nurtured_reconcile
 from .query import site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from django.db.models.functions import TruncDate
 from crm.events import handler
 from crm.models import Contact, LifecycleTransition, Stage
 
+from .fact_writes import counts_upsert
 from .models import CampaignLeadDaily, CreditDaily, SalesCycleFact, TransitionCredit
 from .query import day_start, site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

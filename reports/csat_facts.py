@@ -26,9 +26,9 @@ from django.db.models.fields.json import KT
 from crm.events import handler
 from crm.models import Activity, ActivityKind
 
+from .fact_writes import counts_upsert
 from .models import CsatDaily
 from .query import day_start, site_tz
-from .upkeep import counts_upsert
 
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
 

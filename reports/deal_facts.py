@@ -21,11 +21,10 @@ from django.db.models.functions import TruncDate
 from crm.models import Activity, Deal
 
 from .credit_facts import DENOMINATOR, FOLD_N, _day, denominator, shape_numerators
-from .fact_writes import facts_insert
-from .lifecycle_facts import SHAPE_FIELDS, touch_shapes
+from .fact_writes import counts_upsert, facts_insert
 from .models import DealCredit, DealCreditDaily, WonDealFact
 from .query import site_tz
-from .upkeep import counts_upsert
+from .transition_credits import SHAPE_FIELDS, touch_shapes
 
 CHUNK = 2000
 

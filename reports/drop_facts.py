@@ -22,9 +22,9 @@ from django.db.models.functions import TruncDate
 
 from crm.models import Stage
 
+from .fact_writes import counts_upsert
 from .models import DropDaily, TransitionFact
 from .query import site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

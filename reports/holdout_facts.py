@@ -35,9 +35,9 @@ from django.db.models import Min, Q
 
 from crm.models import LifecycleTransition, Stage
 
+from .fact_writes import counts_upsert
 from .models import HoldoutDaily, HoldoutReachDaily
 from .query import site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from collections import defaultdict
 
 from crm.models import Activity, ActivityKind
 
-from .fact_writes import facts_insert
+from .fact_writes import _in, facts_insert
 from .landing_rollup import landing_rollup_move, stored_rows
 from .models import LandingVisitFact
 from .query import site_tz
-from .upkeep import _in
 
 K = ActivityKind
 VISIT_KINDS = {K.PAGE_VISIT}

@@ -33,9 +33,8 @@ from datetime import date, timedelta
 from django.db import transaction
 from django.db.models import Count, F, Q, Sum, Value
 
-from .fact_writes import facts_insert
+from .fact_writes import counts_upsert, facts_insert
 from .models import LandingDaily, LandingSpan, LandingVisitFact
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

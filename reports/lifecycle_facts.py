@@ -1,4 +1,5 @@
-"""Keeping the lifecycle facts current: ``TransitionFact`` and ``TransitionCredit``.
+"""Keeping the lifecycle facts current: ``TransitionFact`` and (through
+``reports.transition_credits``) ``TransitionCredit``.
 
 Both are pure functions of the raw data (transitions, contacts, campaign touches), so each
 upkeep step recomputes the facts of a small set of contacts or transitions from raw data
@@ -20,8 +21,7 @@ and replaces them (idempotent; safe to run twice or out of order):
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import date, timedelta
 
 from django.db import connection, transaction
@@ -56,10 +56,10 @@ from .score_facts import (
     lead_scores_rebuild,
     lead_scores_reconcile,
 )
+from .transition_credits import CREDIT_STAGES, transition_credits_refresh
 
 log = logging.getLogger(__name__)
 
-CREDIT_STAGES = (Stage.MQL, Stage.SQL, Stage.CUSTOMER)
 NEXT_STAGE = {str(a): str(b) for a, b in zip(FUNNEL_STAGES, FUNNEL_STAGES[1:], strict=False)}
 PREV_STAGE = {b: a for a, b in NEXT_STAGE.items()}
 CHUNK = 2000  # contacts or transitions per statement (SQLite's bound-parameter limit)
@@ -294,112 +294,6 @@ def transition_facts_append(*, transitions) -> None:
         drops_apply({}, drops_of(rows))
     if rewrite:
         transition_facts_refresh(contact_ids=rewrite)
-
-
-# --- TransitionCredit --------------------------------------------------------------------
-
-
-def touch_shapes(items: list[tuple[int, object]]) -> list[list[tuple[int, int, int, bool, bool]]]:
-    """Per ``(contact_id, at)`` item: ``(campaign_id, touches, n, first, last)`` of its
-    contact's campaign touches at or before ``at`` (``[(0, 0, 0, True, True)]`` if none).
-
-    One read of the contacts' campaign touches up to the latest item, in (time, id) order
-    (METRICS.md "attribution": ties in time are ordered by activity id).
-    """
-    if not items:
-        return []
-    if connection.vendor == "postgresql":
-        return _touch_shapes_sql(items)
-    touches: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
-    for contact_id, campaign_id, occurred_at in (
-        Activity.objects.filter(
-            contact_id__in={c for c, _ in items},
-            campaign__isnull=False,
-            occurred_at__lte=max(at for _, at in items),
-        )
-        .order_by("contact_id", "occurred_at", "id")
-        .values_list("contact_id", "campaign_id", "occurred_at")
-    ):
-        times, camps = touches[contact_id]
-        times.append(occurred_at)
-        camps.append(campaign_id)
-    out = []
-    for contact_id, at in items:
-        times, camps = touches.get(contact_id, ([], []))
-        seq = camps[: bisect_right(times, at)]
-        if not seq:
-            out.append([(0, 0, 0, True, True)])
-            continue
-        out.append(
-            [
-                (campaign_id, k, len(seq), seq[0] == campaign_id, seq[-1] == campaign_id)
-                for campaign_id, k in Counter(seq).items()
-            ]
-        )
-    return out
-
-
-# Per item (its ordinal ``k``) and campaign: the touches at or before the item's time, the
-# item's touches in all, and whether the item's first / last touch (by time, then id) is
-# this campaign's. Grouped in the database: a batch's contacts have ~10 touches each, and
-# reading them all into Python cost more (timestamp decoding) than the aggregate.
-SHAPES_SQL = """
-WITH item AS (
-    SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]) WITH ORDINALITY AS i(contact_id, at, k)
-), touch AS (
-    SELECT item.k, a.campaign_id,
-           row_number() OVER (PARTITION BY item.k ORDER BY a.occurred_at, a.id) AS from_first,
-           row_number() OVER (PARTITION BY item.k ORDER BY a.occurred_at DESC, a.id DESC)
-               AS from_last
-    FROM item
-    JOIN crm_activity a
-      ON a.contact_id = item.contact_id AND a.campaign_id IS NOT NULL AND a.occurred_at <= item.at
-)
-SELECT k, campaign_id, count(*)::int, (sum(count(*)) OVER (PARTITION BY k))::int,
-       bool_or(from_first = 1), bool_or(from_last = 1)
-FROM touch GROUP BY k, campaign_id ORDER BY k, min(from_first)
-"""
-
-
-def _touch_shapes_sql(items: list[tuple[int, object]]) -> list[list[tuple]]:
-    """:func:`touch_shapes` as one grouped query (PostgreSQL): rows per item and campaign
-    instead of every touch of the items' contacts."""
-    out: list[list[tuple]] = [[] for _ in items]
-    with connection.cursor() as cursor:
-        cursor.execute(SHAPES_SQL, [[c for c, _ in items], [at for _, at in items]])
-        for k, *shape in cursor.fetchall():
-            out[k - 1].append(tuple(shape))
-    return [rows or [(0, 0, 0, True, True)] for rows in out]
-
-
-SHAPE_FIELDS = ("campaign_id", "touches", "n", "first", "last")
-
-
-CREDIT_FIELDS = ("transition", "contact", "to_stage", "at", *SHAPE_FIELDS)
-
-
-def _credits_for(transitions: list[tuple[int, int, str, object]]) -> list[tuple]:
-    """Credit rows (:data:`CREDIT_FIELDS`) of ``(id, contact_id, to_stage, at)`` changes
-    from their contacts' touches; tuples, not instances (a batch makes thousands)."""
-    shapes = touch_shapes([(c, at) for _, c, _, at in transitions])
-    return [
-        (*transition, *shape)
-        for transition, rows in zip(transitions, shapes, strict=True)
-        for shape in rows
-    ]
-
-
-def transition_credits_refresh(*, transitions, day_rows: bool = True) -> None:
-    """Recompute the credit rows of these ``(id, contact_id, to_stage, at)`` changes, and
-    move their sums in ``CreditDaily`` (reports.credit_facts: the deleted rows come back
-    from the DELETE; one upsert). ``day_rows`` False: migration 0004, before that table."""
-    transitions = [t for t in transitions if t[2] in CREDIT_STAGES]
-    for chunk in _chunks(transitions):
-        old = credit_rows_delete(transition_ids=[t[0] for t in chunk])
-        rows = _credits_for(chunk)
-        facts_insert(TransitionCredit, rows, fields=CREDIT_FIELDS)
-        if day_rows:
-            credit_daily_apply(old=old, new=rows)
 
 
 # --- upkeep from the handlers ------------------------------------------------------------

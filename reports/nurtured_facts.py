@@ -32,9 +32,9 @@ from django.db.models.functions import TruncDate
 
 from crm.models import Contact, Stage
 
+from .fact_writes import counts_upsert
 from .models import NurturedDaily, NurturedReachDaily, TransitionFact
 from .query import site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

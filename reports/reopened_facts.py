@@ -14,10 +14,9 @@ from collections import defaultdict
 from crm.models import Activity, LifecycleTransition, Stage
 from crm.models.choices import ENGAGEMENT_KINDS
 
-from .fact_writes import facts_insert
+from .fact_writes import _in, facts_insert
 from .models import ReopenedDayFact
 from .query import site_tz
-from .upkeep import _in
 
 CHUNK = 2000
 

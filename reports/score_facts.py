@@ -39,10 +39,9 @@ from django.utils import timezone
 
 from crm.models import Contact
 
-from .fact_writes import facts_insert
+from .fact_writes import counts_upsert, facts_insert
 from .models import LeadScoreDaily, LeadScoreFact, LeadScoreMonth
 from .query import day_start, site_tz
-from .upkeep import counts_upsert
 
 log = logging.getLogger(__name__)
 

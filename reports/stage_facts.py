@@ -34,9 +34,9 @@ from django.db.models.functions import TruncDate
 
 from crm.models import Contact, LifecycleTransition
 
+from .fact_writes import _in, counts_upsert
 from .models import StageEntryDaily, StagePopulationDaily
 from .query import ReportQuery, day_start, site_tz
-from .upkeep import _in, counts_upsert
 
 log = logging.getLogger(__name__)
 

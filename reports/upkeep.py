@@ -23,15 +23,15 @@ deltas through one portable upsert per table (:func:`counts_upsert`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from datetime import date
 
 from django.db import connection
-from django.db.models import BooleanField, F, Func, Min, OuterRef, Q, Subquery, Value
+from django.db.models import Min, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity, ActivityKind, Campaign, Contact
 
+from .fact_writes import _in, _pg, counts_upsert, pg_array
 from .models import EmailDaily, EmailStepDaily, StageDaily
 from .query import site_tz
 from .rollups import (
@@ -41,7 +41,6 @@ from .rollups import (
     FIRST_EVENT_KINDS,
     OPEN_Q,
     STEP_FIELDS,
-    batched,
 )
 
 K = ActivityKind
@@ -249,44 +248,6 @@ def _pg_upsert_sql(fields: list[str], tables: list[tuple]) -> str:
         )
         selects.append(f"SELECT {i}, id FROM u{i} WHERE empty")  # noqa: S608
     return ", ".join(ctes) + " " + " UNION ALL ".join(selects)
-
-
-def pg_array(values, *, text: bool = False) -> str:
-    """A PostgreSQL array literal (``{1,2,3}``) for one ``%s::type[]`` parameter, built by
-    ``str.join``: psycopg dumps a list element by element in Python (profiled at a few ms
-    per 1,000 values), Django's ``__in`` makes one placeholder per value. Text elements
-    are double-quoted with ``\\`` and ``"`` escaped (PostgreSQL array literal syntax)."""
-    if text:
-        return (
-            "{"
-            + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-            + "}"
-        )
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def _pg() -> bool:
-    return connection.vendor == "postgresql"
-
-
-class AnyOf(Func):
-    """``column = ANY(%s)``: the values as one array literal (PostgreSQL, :func:`pg_array`)
-    instead of ``__in``'s one placeholder per value (built and parsed in Python)."""
-
-    output_field = BooleanField()
-
-    def __init__(self, column: str, values, sql_type: str):
-        super().__init__(F(column))
-        self.values, self.sql_type = pg_array(values, text=sql_type == "text"), sql_type
-
-    def as_sql(self, compiler, connection, **extra):
-        column, params = compiler.compile(self.source_expressions[0])
-        return f"{column} = ANY(%s::{self.sql_type}[])", [*params, self.values]
-
-
-def _in(column: str, values, sql_type: str = "bigint") -> Q:
-    """A filter ``column IN values``: ``= ANY(array)`` on PostgreSQL, ``__in`` elsewhere."""
-    return Q(AnyOf(column, values, sql_type)) if _pg() else Q(**{f"{column}__in": values})
 
 
 def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> None:
@@ -563,94 +524,3 @@ _PG_STAGE_UPSERT = (
     "ON CONFLICT (day, from_stage, to_stage, source, campaign_id) "
     "DO UPDATE SET entries = r.entries + excluded.entries"
 )
-
-
-def counts_upsert(
-    model,
-    *,
-    key: list[str],
-    rows: dict[tuple, Counter],
-    fields: list[str],
-    insert: Callable[[tuple], dict] | None = None,
-) -> None:
-    """Add signed counts to the rows of ``model`` named by ``key`` values.
-
-    ``INSERT … ON CONFLICT (key) DO UPDATE SET f = f + excluded.f`` on PostgreSQL (one
-    statement, rows as arrays) and SQLite (≥ 3.24, multi-row VALUES per chunk) instead of
-    insert-missing / lock / update.
-    Rows go in key order, so concurrent batches lock shared rows in the same order (no
-    deadlock) and never lose a count. ``insert`` gives columns set only on a new row (the
-    campaign's channel). A row a moved first event empties is deleted: a rebuild would not
-    have it (reconciliation agrees).
-    """
-    rows = {k: c for k, c in rows.items() if any(c.values())}
-    if not rows:
-        return
-    if _pg():
-        _counts_upsert_pg(model, key=key, rows=rows, fields=fields, insert=insert)
-    else:
-        _counts_upsert_values(model, key=key, rows=rows, fields=fields, insert=insert)
-    negative = [k for k, counts in rows.items() if any(n < 0 for n in counts.values())]
-    if negative:
-        model.objects.filter(
-            **{f"{name}__in": {k[i] for k in negative} for i, name in enumerate(key)},
-            **dict.fromkeys(fields, 0),
-        ).delete()
-
-
-def _counts_upsert_pg(model, *, key, rows, fields, insert) -> None:
-    """PostgreSQL: the whole upsert in one statement, each column one binary array
-    parameter (``INSERT … SELECT FROM unnest(…)``, rows in key order as they come): the
-    multi-row VALUES of :func:`_counts_upsert_values` built and quoted one placeholder per
-    value in Python, most of the upsert's cost for the landing upkeep's thousand span rows
-    (profiled)."""
-    from crm.ingest import _pg_cursor  # binary array parameters, see there
-
-    qn = connection.ops.quote_name
-    table = qn(model._meta.db_table)
-    ordered = sorted(rows.items())
-    extra = list(insert(ordered[0][0])) if insert else []
-    columns = [*key, *extra, *fields]
-    types = [model._meta.get_field(c).db_type(connection) for c in columns]
-    values = []
-    for k, counts in ordered:
-        values.append(
-            (*k, *(insert(k).values() if insert else ()), *(counts.get(f, 0) for f in fields))
-        )
-    used = [f for f in fields if any(counts.get(f) for _, counts in ordered)]
-    sql = (
-        f"INSERT INTO {table} ({', '.join(qn(c) for c in columns)}) "  # noqa: S608
-        f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
-        f"ON CONFLICT ({', '.join(qn(c) for c in key)}) DO UPDATE SET "
-        + ", ".join(f"{qn(f)} = {table}.{qn(f)} + excluded.{qn(f)}" for f in used)
-    )
-    with _pg_cursor() as cursor:
-        cursor.execute(sql, [list(col) for col in zip(*values, strict=True)])
-
-
-def _counts_upsert_values(model, *, key, rows, fields, insert) -> None:
-    """Elsewhere (SQLite): multi-row ``VALUES`` in chunks (the bound-parameter limit)."""
-    ops = connection.ops
-    qn = ops.quote_name
-    table = qn(model._meta.db_table)
-    extra = list(insert(next(iter(rows)))) if insert else []
-    columns = [*key, *extra, *fields]
-    per_row = len(columns)
-    size = max(1, min(500, (connection.features.max_query_params or 10**6) // per_row))
-    for chunk in batched(sorted(rows.items()), size):
-        used = [f for f in fields if any(counts.get(f) for _, counts in chunk)]
-        params: list = []
-        for values, counts in chunk:
-            params += [ops.adapt_datefield_value(v) if isinstance(v, date) else v for v in values]
-            if insert:
-                params += insert(values).values()
-            params += [counts.get(f, 0) for f in fields]
-        row_sql = "(" + ", ".join(["%s"] * per_row) + ")"
-        sql = (
-            f"INSERT INTO {table} ({', '.join(qn(c) for c in columns)}) "  # noqa: S608
-            f"VALUES {', '.join([row_sql] * len(chunk))} "
-            f"ON CONFLICT ({', '.join(qn(c) for c in key)}) DO UPDATE SET "
-            + ", ".join(f"{qn(f)} = {table}.{qn(f)} + excluded.{qn(f)}" for f in used)
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
