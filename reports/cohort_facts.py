@@ -30,6 +30,7 @@ from .fact_writes import counts_upsert
 from .models import CohortReachDaily, NewLeadDaily, TransitionFact
 from .nurtured_facts import nurtured_apply_firsts, nurtured_reconcile
 from .query import site_tz
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,7 @@ def cohort_reconcile() -> dict:
     stored, fresh = _stored(), _recount()
     diff = {}
     for name, have, want in zip(("totals", "reach"), stored, fresh, strict=True):
-        for k in set(have) | set(want):
-            if have.get(k) != want.get(k):
-                diff[f"{name} {k}"] = {"facts": have.get(k), "raw": want.get(k)}
+        diff.update({f"{name} {k}": v for k, v in snapshot_diff(have, want, "facts").items()})
     if diff:
         log.warning("Funnel cohort rows differ from the transition facts: %s", diff)
         cohort_rebuild()

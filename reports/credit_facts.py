@@ -42,6 +42,7 @@ from crm.models import Contact, LifecycleTransition, Stage
 from .fact_writes import counts_upsert
 from .models import CampaignLeadDaily, CreditDaily, SalesCycleFact, TransitionCredit
 from .query import day_start, site_tz
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +300,6 @@ def credit_facts_rebuild() -> None:
     deal_days_rebuild()
 
 
-def _diff(have: dict, want: dict) -> dict:
-    return {
-        str(k): {"facts": have.get(k), "raw": want.get(k)}
-        for k in set(have) | set(want)
-        if have.get(k) != want.get(k)
-    }
-
-
 def credit_facts_reconcile(*, contact_ids) -> dict:
     """Compare the day rows with a recount (repairing them) and recompute the sales-cycle
     rows of ``contact_ids`` (the day's, after their credit rows were rebuilt); returns the
@@ -320,17 +313,17 @@ def credit_facts_reconcile(*, contact_ids) -> dict:
             "day", "campaign_id", "new_leads"
         )
     }
-    leads = _diff(stored_leads, _leads_of(Contact.objects.all()))
+    leads = snapshot_diff(stored_leads, _leads_of(Contact.objects.all()), "facts")
     if leads:
         campaign_leads_rebuild()
-    credits = _diff(_credit_stored(), _credit_recount())
+    credits = snapshot_diff(_credit_stored(), _credit_recount(), "facts")
     if credits:
         credit_daily_rebuild()
     cycle: dict = {}
     for chunk in _chunks(contact_ids):
         before = sales_cycle_snapshot(chunk)
         sales_cycle_refresh(contact_ids=chunk)
-        cycle.update(_diff(before, sales_cycle_snapshot(chunk)))
+        cycle.update(snapshot_diff(before, sales_cycle_snapshot(chunk), "facts"))
     from .csat_facts import csat_daily_reconcile
     from .deal_facts import deal_days_reconcile
 

@@ -29,6 +29,7 @@ from crm.models import Activity, ActivityKind
 from .fact_writes import counts_upsert
 from .models import CsatDaily
 from .query import day_start, site_tz
+from .rollups import snapshot_diff
 
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
 
@@ -112,11 +113,7 @@ def csat_daily_reconcile() -> dict:
         (d, a): n for d, a, n in CsatDaily.objects.exclude(n=0).values_list("day", "answer", "n")
     }
     want = _recount(Activity.objects.all())
-    diff = {
-        str(k): {"facts": have.get(k), "raw": want.get(k)}
-        for k in set(have) | set(want)
-        if have.get(k) != want.get(k)
-    }
+    diff = snapshot_diff(have, want, "facts")
     if diff:
         csat_daily_rebuild()
     return diff

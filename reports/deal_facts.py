@@ -24,6 +24,7 @@ from .credit_facts import DENOMINATOR, FOLD_N, _day, denominator, shape_numerato
 from .fact_writes import counts_upsert, facts_insert
 from .models import DealCredit, DealCreditDaily, WonDealFact
 from .query import site_tz
+from .rollups import snapshot_diff
 from .transition_credits import SHAPE_FIELDS, touch_shapes
 
 CHUNK = 2000
@@ -274,11 +275,7 @@ def deal_days_reconcile() -> dict:
         for r in DealCreditDaily.objects.values_list(*DAY_KEY, *DAY_COLS)
     }
     have, want = _normal(stored), _normal(_day_recount(limbs=False))
-    diff = {
-        str(k): {"facts": have.get(k), "raw": want.get(k)}
-        for k in set(have) | set(want)
-        if have.get(k) != want.get(k)
-    }
+    diff = snapshot_diff(have, want, "facts")
     if diff:
         deal_days_rebuild()
     return diff

@@ -25,6 +25,7 @@ from crm.models import Stage
 from .fact_writes import counts_upsert
 from .models import DropDaily, TransitionFact
 from .query import site_tz
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,7 @@ def drops_rebuild() -> None:
 def drops_reconcile() -> dict:
     """Compare the day rows with a recount from the facts; repair and report differences."""
     have, want = _stored(), _recount()
-    diff = {
-        str(k): {"facts": have.get(k), "raw": want.get(k)}
-        for k in set(have) | set(want)
-        if have.get(k) != want.get(k)
-    }
+    diff = snapshot_diff(have, want, "facts")
     if diff:
         log.warning("Funnel drop-off day rows differ from the transition facts: %s", diff)
         drops_rebuild()

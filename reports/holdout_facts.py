@@ -38,6 +38,7 @@ from crm.models import LifecycleTransition, Stage
 from .fact_writes import counts_upsert
 from .models import HoldoutDaily, HoldoutReachDaily
 from .query import site_tz
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,7 @@ def holdout_reconcile() -> dict:
     stored, fresh = _stored(), _recount()
     diff = {}
     for name, have, want in zip(("holdout", "holdout reach"), stored, fresh, strict=True):
-        for k in set(have) | set(want):
-            if have.get(k) != want.get(k):
-                diff[f"{name} {k}"] = {"facts": have.get(k), "raw": want.get(k)}
+        diff.update({f"{name} {k}": v for k, v in snapshot_diff(have, want, "facts").items()})
     if diff:
         log.warning("Holdout rows differ from the enrollments and transitions: %s", diff)
         holdout_rebuild()

@@ -35,6 +35,7 @@ from django.db.models import Count, F, Q, Sum, Value
 
 from .fact_writes import counts_upsert, facts_insert
 from .models import LandingDaily, LandingSpan, LandingVisitFact
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +236,7 @@ def landing_rollup_reconcile() -> dict:
     for urls in _url_chunks():
         seen.update(urls)
         have, want = _stored(urls), _recount(urls)
-        diff.update(
-            {
-                str(k): {"facts": have.get(k), "raw": want.get(k)}
-                for k in set(have) | set(want)
-                if have.get(k) != want.get(k)
-            }
-        )
+        diff.update(snapshot_diff(have, want, "facts"))
     # Rows of urls no fact has any more (erased or re-recorded elsewhere).
     if LandingDaily.objects.exclude(url__in=seen).exists() or (
         LandingSpan.objects.exclude(n=0).exclude(url__in=seen).exists()

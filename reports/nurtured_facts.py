@@ -35,6 +35,7 @@ from crm.models import Contact, Stage
 from .fact_writes import counts_upsert
 from .models import NurturedDaily, NurturedReachDaily, TransitionFact
 from .query import site_tz
+from .rollups import snapshot_diff
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +285,7 @@ def nurtured_reconcile() -> dict:
     stored, fresh = _stored(), _recount()
     diff = {}
     for name, have, want in zip(("nurtured", "nurtured reach"), stored, fresh, strict=True):
-        for k in set(have) | set(want):
-            if have.get(k) != want.get(k):
-                diff[f"{name} {k}"] = {"facts": have.get(k), "raw": want.get(k)}
+        diff.update({f"{name} {k}": v for k, v in snapshot_diff(have, want, "facts").items()})
     if diff:
         log.warning("Nurtured cohort rows differ from the enrollments and facts: %s", diff)
         nurtured_rebuild()
