@@ -353,8 +353,12 @@ class Processes:
         )
 
     def stop_all(self) -> None:
+        """Stop every process gracefully: SIGTERM to each leader only (a Celery worker's
+        warm shutdown lets its running tasks finish, then stops its own pool — a SIGTERM
+        to the whole group killed a busy pool child under it, a WorkerLostError traceback
+        in the log), then whatever of the group is left is killed."""
         for name in list(self.procs):
-            self.kill(name, signal.SIGTERM)
+            _kill_group(self.procs.pop(name), signal.SIGTERM, group=False)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -362,8 +366,12 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
-    _signal_group(proc.pid, sig)
+def _kill_group(proc: subprocess.Popen, sig: int, *, group: bool = True) -> None:
+    if group:
+        _signal_group(proc.pid, sig)
+    else:
+        with suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
