@@ -39,6 +39,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from crm.models import Activity, Contact
 from crm.models.choices import ENGAGEMENT_KINDS
 
+from . import batch_sql
 from .models import LedgerEntry, Rule
 from .rules import activity_q, fit_q
 from .writes import Entry, entries_append, ids_q, scores_add, scores_set
@@ -437,6 +438,7 @@ def batch_reconcile(
     now: datetime,
     scores: dict[int, int],
     batch: Sequence[Activity] = (),
+    portable: bool = False,
 ) -> Outcome:
     """Score a batch: reconcile only the (contact, rule) pairs the batch's activities hit.
 
@@ -448,7 +450,9 @@ def batch_reconcile(
     contact's prior matches), computed by one aggregate restricted to the batch's contacts
     and the kinds of the matched rules; an inactivity penalty that a recent engagement of
     the batch ends is known to be 0 without a query. At most three queries: the aggregate,
-    the ledger sums of the matched pairs, and the bulk insert, plus one UPDATE of scores.
+    the ledger sums of the matched pairs, and the bulk insert, plus one UPDATE of scores;
+    on PostgreSQL (unless ``portable``) the first three are one statement
+    (:mod:`scoring.batch_sql`).
     The new scores are returned in ``Outcome.scores`` so the hand-off can skip its query
     when nobody reaches the threshold.
     """
@@ -472,8 +476,28 @@ def batch_reconcile(
         need[rule_id].add(contact_id)
     expected: dict[int, dict[int, int]] = {}
     agg_rules = [by_id[rid] for rid in sorted(need)]
+    agg_contacts = sorted(set().union(*need.values())) if agg_rules else []
+    outcome = Outcome()
+    if not portable and batch_sql.supported():
+        # PostgreSQL: the aggregate, the ledger sums, the diff and the append in one
+        # statement (scoring.batch_sql); only the entries' positions and points return.
+        pairs = sorted(matches)
+        for i, points in batch_sql.batch_diff(
+            pairs=pairs,
+            first=[matches[key] for key in pairs],
+            known=[key in known for key in pairs],
+            agg_rules=agg_rules,
+            agg_contacts=agg_contacts,
+            now=now,
+        ):
+            contact_id, rule_id = pairs[i]
+            reason, at, activity_id = _why(
+                by_id[rule_id], points, "activity", now, matches, contact_id
+            )
+            outcome.entries.append(Entry(contact_id, rule_id, activity_id, points, at, str(reason)))
+            outcome.contacts.add(contact_id)
+        return _scores_after(outcome, scores)
     if agg_rules:
-        agg_contacts = sorted(set().union(*need.values()))
         expected = expected_values(
             ids_q("pk", agg_contacts),
             RuleSet(agg_rules),
@@ -491,7 +515,6 @@ def batch_reconcile(
         .values_list("contact_id", "rule_id")
         .annotate(s=Sum("points", filter=~Q(reason=R.RECYCLE_RESET)))
     }
-    outcome = Outcome()
     for key in sorted(matches):
         contact_id, rule_id = key
         if key in known:
@@ -504,8 +527,14 @@ def batch_reconcile(
         reason, at, activity_id = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
         outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
         outcome.contacts.add(contact_id)
+    entries_append(outcome.entries)
+    return _scores_after(outcome, scores)
+
+
+def _scores_after(outcome: Outcome, scores: dict[int, int]) -> Outcome:
+    """Add the appended entries to the cached scores (one UPDATE); the new scores go in
+    ``Outcome.scores`` for the hand-off."""
     if outcome.entries:
-        entries_append(outcome.entries)
         deltas = outcome.delta_by_contact
         scores_add(deltas)
         outcome.scores = {c: scores.get(c, 0) + d for c, d in deltas.items()}
@@ -527,7 +556,7 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
         elif r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
             inactive.append(r.pk)
     found: dict[tuple[int, int], Activity] = {}
-    for a in sorted(batch, key=lambda a: (a.occurred_at, a.pk or 0)):
+    for a in sorted(batch, key=lambda a: (a.occurred_at, a.id or 0)):
         if a.is_machine:
             continue
         for pk, r in by_kind.get(a.kind, ()):

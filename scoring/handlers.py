@@ -1,5 +1,6 @@
 """How scoring reacts to what the core publishes (see crm.events and settings)."""
 
+from django.db import connection
 from django.utils import timezone
 
 from crm.events import handler
@@ -7,7 +8,7 @@ from crm.models import Contact
 
 from . import engine, handoff, services
 from .models import Rule
-from .writes import ids_q
+from .writes import ids_q, int_array
 
 
 def _lock(contact_ids) -> list[int]:
@@ -21,8 +22,19 @@ def _lock(contact_ids) -> list[int]:
     )
 
 
+# PostgreSQL: the ids as one array literal, the rows straight from the cursor (the ORM's
+# compile and per-value converters cost ~1 ms of the batch's CPU for two int columns).
+_LOCK_SCORES_SQL = (
+    "SELECT id, score FROM crm_contact WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+)
+
+
 def _lock_scores(contact_ids) -> dict[int, int]:
     """Lock like :func:`_lock` and return the locked contacts' cached scores."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_SCORES_SQL, [int_array(sorted(contact_ids))])
+            return dict(cursor.fetchall())
     return dict(
         Contact.objects.select_for_update(no_key=True)
         .filter(ids_q("pk", sorted(contact_ids)))
