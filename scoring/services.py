@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from crm.models import Contact
 
-from . import engine, handoff, rescore_sql
+from . import engine, handoff, rescore_pass, rescore_sql
 from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
 from .rules import rule_errors
 
@@ -138,8 +138,10 @@ def rescore_execute(
     scores against the adjusted ledger: nothing is counted twice. Memory stays bounded by
     the chunk size, whatever the number of contacts.
 
-    On PostgreSQL a chunk is one read and two writes (scoring.rescore_sql); elsewhere, or with
-    ``portable=True`` (tests check both give the same ledger), the engine's reconcile.
+    On PostgreSQL one parallel pass over the activities computes every contact's
+    adjustments first (scoring.rescore_pass), and a chunk is one check read and two writes;
+    elsewhere, or with ``portable=True`` (tests check both give the same ledger), the
+    engine's reconcile.
     ``now`` dates the adjustments (default: the start of the run).
     """
     RescoreRun.objects.filter(pk=run_id).update(
@@ -167,28 +169,45 @@ def rescore_execute(
 
 
 def _rescore_postgresql(run_id, chunk, rules, now, totals, hand_off) -> None:
-    """Each chunk: lock its contacts, then one read (parallel-capable) returns the
-    adjustments and changed scores, appended and set by two array-joined writes
-    (scoring.rescore_sql)."""
+    """One parallel pass computes every contact's adjustments (scoring.rescore_pass);
+    then each chunk: lock its contacts, check them against the pass (those changed since
+    are rescored exactly, scoring.rescore_sql), append the adjustments and set the
+    changed scores with two array-joined writes."""
     bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
     lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
-    while lo < hi:
-        with transaction.atomic():
-            locked = rescore_sql.chunk_lock(lo, lo + chunk)
-            if locked:
-                threshold = ScoringSettings.load().mql_threshold if hand_off else None
-                outcome = rescore_sql.chunk_rescore(
-                    lo=lo, hi=lo + chunk, rules=rules, now=now, threshold=threshold
-                )
-                totals["contacts_changed"] += outcome.contacts_changed
-                totals["entries_created"] += outcome.entries_created
-                if hand_off and outcome.handoff_entries:
-                    handoff.mqls_hand_off(
-                        entries=outcome.handoff_entries, scores=outcome.handoff_scores
-                    )
-            totals["processed"] += locked
-            RescoreRun.objects.filter(pk=run_id).update(**totals)
-        lo += chunk
+    if lo >= hi:
+        return
+    built = rescore_pass.pass_build(rules=rules, now=now)
+    try:
+        while lo < hi:
+            with transaction.atomic():
+                locked = rescore_sql.chunk_lock(lo, lo + chunk)
+                if locked:
+                    threshold = ScoringSettings.load().mql_threshold if hand_off else None
+                    if built is None:  # the pass gave up waiting: read chunk by chunk
+                        outcome = rescore_sql.chunk_rescore(
+                            lo=lo, hi=lo + chunk, rules=rules, now=now, threshold=threshold
+                        )
+                    else:
+                        outcome = rescore_pass.chunk_apply(
+                            lo=lo,
+                            hi=lo + chunk,
+                            rules=rules,
+                            built=built,
+                            now=now,
+                            threshold=threshold,
+                        )
+                    totals["contacts_changed"] += outcome.contacts_changed
+                    totals["entries_created"] += outcome.entries_created
+                    if hand_off and outcome.handoff_entries:
+                        handoff.mqls_hand_off(
+                            entries=outcome.handoff_entries, scores=outcome.handoff_scores
+                        )
+                totals["processed"] += locked
+                RescoreRun.objects.filter(pk=run_id).update(**totals)
+            lo += chunk
+    finally:
+        rescore_pass.pass_drop()
 
 
 def _rescore_portable(run_id, chunk, rules, now, totals, hand_off) -> None:
