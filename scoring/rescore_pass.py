@@ -7,16 +7,18 @@ everything once, before taking any contact lock:
 
 1. :func:`pass_build` — one ``CREATE TEMP TABLE … AS`` statement (PostgreSQL runs its
    query in parallel workers, as it does a plain SELECT) computes, for EVERY contact, the
-   diff the chunk statement would compute — the same SQL (``rescore_sql.diff_ctes``):
-   expected points per rule from a whole-table aggregate of the activities, the fit
-   conditions, the ledger sums — and keeps only, per contact, the adjustments (two
-   arrays: rules, points), the new score (ledger total + adjustments) and what the pass
-   saw of the contact: its row version (``xmin`` of its contact row and of its company
-   row), its number of activities (of any kind) and of ledger entries.
+   diff the chunk statement would compute, from the same SQL pieces
+   (``rescore_sql.diff_parts``): expected points per rule from a whole-table aggregate of
+   the activities and the fit conditions, minus the ledger's sums. It keeps per contact
+   the adjustments, the ledger total and what the pass saw of the contact: its row
+   versions (``xmin`` of its contact row and of its company row) and its number of
+   ledger entries; and, for all contacts, an activity watermark
+   (:func:`activity_watermark`): every activity with an id up to it was committed (or
+   rolled back) before the pass read.
 2. :func:`chunk_apply`, per chunk under the chunk's contact locks (``chunk_lock``, as
    before, so ingestion goes on meanwhile and waits for one chunk at most): one read
-   compares what the pass saw with what is committed now, and the chunk's contacts that
-   are unchanged get the pass's adjustments; the others ("dirty") are rescored exactly as
+   compares what the pass saw with what is committed now; the contacts that are
+   unchanged get the pass's adjustments, the others ("dirty") are rescored exactly as
    before, by the chunk statement restricted to their ids (or to the whole chunk when
    many are dirty).
 
@@ -28,22 +30,27 @@ activities, its ledger entries, the rules and ``now`` (the last two fixed for th
 * contact and company rows: any committed UPDATE writes a new row version, with another
   ``xmin``; same ``xmin`` ⇒ the version the pass read. (A company change still in flight
   is invisible to the chunk statement too; its "contacts changed" handler rescores fit.)
-* activities and ledger entries: only ever inserted — except by a contact merge (which
-  re-points the duplicate's rows to the kept contact and rewrites the kept contact's row)
-  and an erasure (which scrubs activities' details and URLs and rewrites the contact's
-  row), both caught by ``xmin``; a deleted contact is not locked and gets nothing. So the
-  same number of rows ⇒ the same rows. Rows inserted after the pass by a transaction not
-  yet committed when the check reads are invisible to the chunk statement as well, and
-  their writer (the scoring handler locks its contacts first) scores them after this
-  chunk commits, against the adjusted ledger — exactly as with the chunk statement.
+* activities: an activity the pass did not see has an id above the watermark, and the
+  check looks them up (a range of the primary key: none unless ingestion went on). Rows
+  change otherwise only by a contact merge (which re-points the duplicate's activities
+  and ledger entries to the kept contact and rewrites the kept contact's row) and an
+  erasure (which scrubs activities' details and URLs and rewrites the contact's row),
+  both caught by ``xmin``; a deleted contact is not locked and gets nothing.
+* ledger entries: only ever appended (merges aside, see above), so the same number of
+  entries ⇒ the same entries.
+* rows written after the pass by a transaction not yet committed when the check reads
+  are invisible to the chunk statement as well, and their writer (ingestion and the
+  scoring handler lock their contacts first) scores them after this chunk commits,
+  against the adjusted ledger — exactly as with the chunk statement.
 * the cached score is read at the check, and set where it differs from the new score
   (the ledger being unchanged, ledger total + adjustments is still the ledger sum).
 
 A contact created after the pass has no pass row and is dirty. Anything the argument
 does not cover makes a contact dirty, never wrong: dirty contacts take the exact path.
-tests/scoring/test_rescore_pass.py records activities, entries, profile changes and
-merges between the pass and the chunk's writes and checks the outcome equals the exact
-path's; tests/scoring/test_rescore_sql.py checks the pass path against the portable one.
+tests/scoring/test_rescore_pass.py records activities (through ingestion and without the
+handler), entries, profile and company changes, a merge and an erasure between the pass
+and the chunks' writes and checks the outcome equals the exact path's after the same
+changes; tests/scoring/test_rescore_sql.py checks the pass path against the portable one.
 """
 
 from __future__ import annotations
