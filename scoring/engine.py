@@ -488,6 +488,7 @@ def batch_reconcile(
             known=[key in known for key in pairs],
             agg_rules=agg_rules,
             agg_contacts=agg_contacts,
+            need=need,
             now=now,
         ):
             contact_id, rule_id = pairs[i]
