@@ -24,10 +24,10 @@ def _lock(contact_ids) -> list[int]:
 def _lock_scores(contact_ids) -> dict[int, int]:
     """Lock like :func:`_lock` and return the locked contacts' cached scores."""
     return dict(
-        Contact.objects.select_for_update(no_key=True)
+        Contact.objects.select_for_update(no_key=True, of=("self",))
         .filter(ids_q("pk", sorted(contact_ids)))
         .order_by("pk")
-        .values_list("pk", "score")
+        .values_list("pk", "scorecard__score")
     )
 
 

@@ -233,7 +233,7 @@ def _statement(lo, hi, rules, now, bounds) -> tuple[str, list]:
         Contact.objects.filter(pk__gte=lo, pk__lt=hi)
         .order_by()
         .annotate(**fit_cols)
-        .values_list("pk", "created_at", "score", *fit_cols)
+        .values_list("pk", "created_at", "scorecard__score", *fit_cols)
     )
     contact_sql, contact_params = contacts.query.sql_with_params()
 

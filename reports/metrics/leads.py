@@ -359,9 +359,9 @@ def _month_end(first: date) -> datetime:
 def _scores_current(q: ReportQuery, ms: list, only: set[int]) -> dict[int, Counter]:
     """Month index → Counter of month-end scores of the new leads of the months ``only``
     that have not ended yet (the current month), as one grouped read of those months' new
-    leads and their ``Contact.score``.
+    leads and their cached score (``crm.ContactScore``).
 
-    Why the stored score is the month-end score here: ``Contact.score`` is the sum of all
+    Why the stored score is the month-end score here: the cached score is the sum of all
     the contact's ledger entries (``scoring.engine`` keeps it so in the same transaction as
     every entry it appends), none of which is dated after the moment it was written —
     activities in the future are refused and decay, expiry and rescore entries are dated at
@@ -377,9 +377,9 @@ def _scores_current(q: ReportQuery, ms: list, only: set[int]) -> dict[int, Count
             created_at__lt=max(ms[i][2] for i in only),
         )
         .annotate(m=_by_month_created("created_at", list(range(len(ms))), ends, IntegerField()))
-        .values("m", "score")
+        .values("m", "scorecard__score")
         .annotate(n=Count("id"))
-        .values_list("m", "score", "n")
+        .values_list("m", "scorecard__score", "n")
         .order_by()
     )
     counts: dict[int, Counter] = {i: Counter() for i in only}
