@@ -31,7 +31,8 @@ CONTACT_ORDERINGS = {
     "created": ["-created_at", "-id"],
     "-created": ["created_at", "id"],
     "score": ["-scorecard__score", "id"],
-    "-score": ["scorecard__score", "id"],
+    # Every "-" sort is the exact reverse of its sort: the same index, read backwards.
+    "-score": ["scorecard__score", "-id"],
     "name": ["last_name", "first_name", "id"],
     "-name": ["-last_name", "-first_name", "-id"],
     "stage": ["scorecard__stage", "-scorecard__score", "id"],
