@@ -19,8 +19,9 @@ PG_CREATE = [
     """
     CREATE FUNCTION crm_contactscore_insert() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO crm_contactscore (contact_id, score, stage, owner_id)
-        SELECT id, 0, stage, owner_id FROM new_contacts;
+        INSERT INTO crm_contactscore
+            (contact_id, score, stage, owner_id, created_at, created_suppressed)
+        SELECT id, 0, stage, owner_id, created_at, created_suppressed FROM new_contacts;
         RETURN NULL;
     END $$
     """,
@@ -32,15 +33,19 @@ PG_CREATE = [
     """
     CREATE FUNCTION crm_contactscore_copy() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        UPDATE crm_contactscore SET stage = NEW.stage, owner_id = NEW.owner_id
+        UPDATE crm_contactscore SET stage = NEW.stage, owner_id = NEW.owner_id,
+            created_at = NEW.created_at, created_suppressed = NEW.created_suppressed
         WHERE contact_id = NEW.id;
         RETURN NULL;
     END $$
     """,
     """
-    CREATE TRIGGER crm_contact_scorecard_copy AFTER UPDATE OF stage, owner_id ON crm_contact
+    CREATE TRIGGER crm_contact_scorecard_copy
+    AFTER UPDATE OF stage, owner_id, created_at, created_suppressed ON crm_contact
     FOR EACH ROW WHEN (OLD.stage IS DISTINCT FROM NEW.stage
-                       OR OLD.owner_id IS DISTINCT FROM NEW.owner_id)
+                       OR OLD.owner_id IS DISTINCT FROM NEW.owner_id
+                       OR OLD.created_at IS DISTINCT FROM NEW.created_at
+                       OR OLD.created_suppressed IS DISTINCT FROM NEW.created_suppressed)
     EXECUTE FUNCTION crm_contactscore_copy()
     """,
 ]
@@ -54,15 +59,20 @@ SQLITE_CREATE = [
     """
     CREATE TRIGGER crm_contact_scorecard_insert AFTER INSERT ON crm_contact
     BEGIN
-        INSERT INTO crm_contactscore (contact_id, score, stage, owner_id)
-        VALUES (NEW.id, 0, NEW.stage, NEW.owner_id);
+        INSERT INTO crm_contactscore
+            (contact_id, score, stage, owner_id, created_at, created_suppressed)
+        VALUES (NEW.id, 0, NEW.stage, NEW.owner_id, NEW.created_at, NEW.created_suppressed);
     END
     """,
     """
-    CREATE TRIGGER crm_contact_scorecard_copy AFTER UPDATE OF stage, owner_id ON crm_contact
+    CREATE TRIGGER crm_contact_scorecard_copy
+    AFTER UPDATE OF stage, owner_id, created_at, created_suppressed ON crm_contact
     WHEN OLD.stage IS NOT NEW.stage OR OLD.owner_id IS NOT NEW.owner_id
+        OR OLD.created_at IS NOT NEW.created_at
+        OR OLD.created_suppressed IS NOT NEW.created_suppressed
     BEGIN
-        UPDATE crm_contactscore SET stage = NEW.stage, owner_id = NEW.owner_id
+        UPDATE crm_contactscore SET stage = NEW.stage, owner_id = NEW.owner_id,
+            created_at = NEW.created_at, created_suppressed = NEW.created_suppressed
         WHERE contact_id = NEW.id;
     END
     """,
@@ -88,8 +98,9 @@ def triggers_drop(apps, schema_editor):
 
 def scores_copy(apps, schema_editor):
     schema_editor.execute(
-        "INSERT INTO crm_contactscore (contact_id, score, stage, owner_id) "
-        "SELECT id, score, stage, owner_id FROM crm_contact"
+        "INSERT INTO crm_contactscore "
+        "(contact_id, score, stage, owner_id, created_at, created_suppressed) "
+        "SELECT id, score, stage, owner_id, created_at, created_suppressed FROM crm_contact"
     )
 
 
@@ -150,6 +161,8 @@ class Migration(migrations.Migration):
                         to=settings.AUTH_USER_MODEL,
                     ),
                 ),
+                ("created_at", models.DateTimeField()),
+                ("created_suppressed", models.BooleanField(default=False)),
             ],
         ),
         migrations.RunPython(scores_copy, scores_copy_back, elidable=False),
@@ -186,6 +199,15 @@ class Migration(migrations.Migration):
             model_name="contactscore",
             index=models.Index(
                 fields=["owner", "stage", "-score", "contact"], name="contactscore_owner"
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="contactscore",
+            index=models.Index(
+                condition=models.Q(("created_suppressed", False)),
+                fields=["created_at"],
+                include=("score",),
+                name="contactscore_new_leads",
             ),
         ),
         migrations.RunPython(triggers_create, triggers_drop, elidable=False),

@@ -177,9 +177,12 @@ class ContactScore(models.Model):
 
     ``stage`` and ``owner`` are copies of the contact's, so that the score-sorted lists
     (contact list ``?sort=score``/``stage``, filtered by owner or stage) read one index in
-    order. Database triggers keep them (migration 0016): every contact insert creates
-    its row (score 0, the contact's stage and owner) and every change of the contact's
-    stage or owner is copied — whatever writes it (lifecycle, bulk ``update()``, raw SQL).
+    order; ``created_at`` and ``created_suppressed`` too, so that the score profile of
+    the current month's new leads (reports.metrics.leads) is one index-only range here
+    instead of a join of every new lead. Database triggers keep the copies (migration
+    0016): every contact insert creates its row (score 0 and the contact's values) and
+    every change of one of those columns is copied — whatever writes it (lifecycle, bulk
+    ``update()``, the admin, raw SQL).
     tests/crm/test_contact_score.py checks the triggers on every database; a migration
     that rebuilds crm_contact on SQLite drops them and must create them again.
     """
@@ -200,6 +203,8 @@ class ContactScore(models.Model):
         db_index=False,  # contactscore_owner leads with it
         related_name="+",
     )
+    created_at = models.DateTimeField()
+    created_suppressed = models.BooleanField(default=False)
 
     class Meta:
         indexes = [
@@ -211,6 +216,14 @@ class ContactScore(models.Model):
             models.Index(fields=["stage", "-score", "contact"], name="contactscore_stage"),
             # Contact list filtered by owner (or unassigned) [and stage] sorted by score.
             models.Index(fields=["owner", "stage", "-score", "contact"], name="contactscore_owner"),
+            # Leads report: the current month's new leads (not suppressed when created)
+            # and their scores, index-only (reports.metrics.leads._scores_current).
+            models.Index(
+                fields=["created_at"],
+                include=["score"],
+                condition=models.Q(created_suppressed=False),
+                name="contactscore_new_leads",
+            ),
         ]
 
     def __str__(self) -> str:

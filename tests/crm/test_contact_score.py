@@ -2,6 +2,8 @@
 contact's stage and owner follow every write — the database triggers of migration 0016,
 on whichever database the suite runs."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -45,6 +47,15 @@ def test_stage_and_owner_changes_are_copied_whatever_writes_them():
     c.first_name = "Renamed"
     c.save()  # a save that writes stage and owner unchanged keeps the row as it is
     assert row(c) == (12, Stage.SQL, other.pk)
+
+
+def test_creation_time_and_suppression_at_creation_are_copied_and_follow_edits():
+    c = services.contact_create(email="u@example.com", email_status="unsubscribed")
+    copied = ContactScore.objects.values_list("created_at", "created_suppressed")
+    assert copied.get(contact=c) == (c.created_at, True)
+    moved = c.created_at - timedelta(days=3)
+    Contact.objects.filter(pk=c.pk).update(created_at=moved)  # e.g. the admin form
+    assert copied.get(contact=c) == (moved, True)
 
 
 def test_deleting_the_owner_or_the_contact_follows_through():
