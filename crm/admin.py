@@ -31,15 +31,39 @@ class ContactAdmin(admin.ModelAdmin):
     ]
     list_filter = ["stage", "email_status", "source", "consent_basis"]
     search_fields = ["email", "first_name", "last_name", "company__name"]
-    list_select_related = ["company", "owner"]
+    list_select_related = ["company", "owner", "scorecard"]
     raw_id_fields = ["company", "owner", "acquired_by"]
     readonly_fields = ["stage", "stage_changed_at", "recycle_round", "score", "created_suppressed"]
+
+    @admin.display(description="score", ordering="scorecard__score")
+    def score(self, obj):
+        return obj.scorecard.score
 
     def save_model(self, request, obj, form, change):
         # acquired_by may change here, outside crm.services: campaign members follow it.
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             campaign_members.members_acquired_sync(contact_ids=[obj.pk])
+
+
+@admin.register(models.ContactScore)
+class ContactScoreAdmin(admin.ModelAdmin):
+    """Read-only: the scoring engine writes scores, the triggers stage and owner."""
+
+    list_display = ["contact", "score", "stage", "owner"]
+    list_filter = ["stage"]
+    search_fields = ["contact__email"]
+    list_select_related = ["contact", "owner"]
+    ordering = ["-score", "contact"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.UserProfile)

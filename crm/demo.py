@@ -101,7 +101,7 @@ EMAIL_FIRST = [re.sub(r"[^a-z0-9-]", "", n.lower()) for n in story.FIRST_NAMES]
 EMAIL_LAST = [re.sub(r"[^a-z0-9-]", "", n.lower()) for n in story.LAST_NAMES]
 CONTACT_FIELDS = [
     "id", "email", "first_name", "last_name", "job_title", "phone", "company", "country",
-    "timezone", "source", "owner", "stage", "stage_changed_at", "recycle_round", "score",
+    "timezone", "source", "owner", "stage", "stage_changed_at", "recycle_round",
     "email_status", "consent_basis", "consent_given_at", "consent_source", "attributes",
     "created_suppressed", "created_at", "updated_at",
 ]  # fmt: skip
@@ -422,7 +422,7 @@ def contacts_create(ctx: SeedContext, *, companies: list[tuple], campaigns, user
             contact_rows.append(
                 (cid, email, story.FIRST_NAMES[fi], story.LAST_NAMES[li], title, phone,
                  company[0] if company else None, country, story.TIME_ZONES[country], source,
-                 user_ids.get(st.owner), "lead", created, 0, 0, "active", consent,
+                 user_ids.get(st.owner), "lead", created, 0, "active", consent,
                  created if consent != "none" else None, story.CONSENT_SOURCE[source],
                  story._js(attributes), consent == "none", created, ctx.now)
             )  # fmt: skip

@@ -30,11 +30,23 @@ from .roles import Role
 CONTACT_ORDERINGS = {
     "created": ["-created_at", "-id"],
     "-created": ["created_at", "id"],
-    "score": ["-score", "id"],
-    "-score": ["score", "id"],
+    "score": ["-scorecard__score", "id"],
+    # Every "-" sort is the exact reverse of its sort: the same index, read backwards.
+    "-score": ["scorecard__score", "-id"],
     "name": ["last_name", "first_name", "id"],
     "-name": ["-last_name", "-first_name", "-id"],
-    "stage": ["stage", "-score", "id"],
+    "stage": ["scorecard__stage", "-scorecard__score", "id"],
+}
+# Sorts read in order from an index of crm.ContactScore (the contact's score row, with
+# copies of its stage and owner). Under them the stage and owner filters test the copies,
+# so that one index of that table serves the filter and the order together — a filter on
+# the contact's own columns would make PostgreSQL walk the score order and probe contacts
+# until a page is full (seconds for an owner with few contacts of the stage).
+SCORECARD_SORTS = {"score", "-score", "stage"}
+SCORECARD_FIELDS = {
+    "stage": "scorecard__stage",
+    "owner": "scorecard__owner",
+    "unassigned": "scorecard__owner",
 }
 
 
@@ -170,8 +182,12 @@ class ContactFilter(filters.FilterSet):
         widget=InlineNullBooleanSelect,
     )
     source = filters.ChoiceFilter(choices=Source.choices, widget=InlineSelect)
-    score_min = filters.NumberFilter(field_name="score", lookup_expr="gte", label="Score ≥")
-    score_max = filters.NumberFilter(field_name="score", lookup_expr="lte", label="Score ≤")
+    score_min = filters.NumberFilter(
+        field_name="scorecard__score", lookup_expr="gte", label="Score ≥"
+    )
+    score_max = filters.NumberFilter(
+        field_name="scorecard__score", lookup_expr="lte", label="Score ≤"
+    )
     company = IdFilter(field_name="company_id", label="Company id")
     # Dates are days of the site time zone; compared as instants so the created_at index
     # serves them (``created_at::date`` in SQL would read every row of the sort order).
@@ -204,6 +220,12 @@ class ContactFilter(filters.FilterSet):
     class Meta:
         model = Contact
         fields: list[str] = []
+
+    def filter_queryset(self, queryset):
+        if self.form.cleaned_data.get("sort") in SCORECARD_SORTS:
+            for name, field_name in SCORECARD_FIELDS.items():
+                self.filters[name].field_name = field_name
+        return super().filter_queryset(queryset)
 
     def search(self, queryset, name, value):
         """Prefix search: index-friendly on big tables, and what people type anyway.
@@ -253,7 +275,12 @@ class ContactFilter(filters.FilterSet):
         return queryset.filter(Exists(members))
 
     def order(self, queryset, name, value):
-        return queryset.order_by(*CONTACT_ORDERINGS.get(value, CONTACT_ORDERINGS["created"]))
+        ordering = CONTACT_ORDERINGS.get(value, CONTACT_ORDERINGS["created"])
+        if value in SCORECARD_SORTS:
+            # An inner join (every contact has its row): a left join, Django's default for
+            # the reverse one-to-one, could not be read in the score index's order.
+            queryset = queryset.filter(scorecard__isnull=False)
+        return queryset.order_by(*ordering)
 
 
 class CompanyFilter(filters.FilterSet):

@@ -71,7 +71,7 @@ def contact_data_export(*, contact: Contact) -> dict:
             "stage": contact.stage,
             "stage_changed_at": _iso(contact.stage_changed_at),
             "recycle_round": contact.recycle_round,
-            "score": contact.score,
+            "score": contact.scorecard.score,
             "email_status": contact.email_status,
             "email_status_changed_at": _iso(contact.email_status_changed_at),
             "consent_basis": contact.consent_basis,

@@ -18,8 +18,8 @@ QUEUE_TABS = {
 }
 # Sort keys offered to users → ORDER BY; "age" is oldest first (the SLA is about the oldest).
 QUEUE_SORTS = {
-    "score": ("-score", "queued_at", "id"),
-    "-score": ("score", "queued_at", "id"),
+    "score": ("-scorecard__score", "queued_at", "id"),
+    "-score": ("scorecard__score", "queued_at", "id"),
     "age": ("queued_at", "id"),
     "-age": ("-queued_at", "-id"),
 }
@@ -38,7 +38,7 @@ def mql_queue(*, tab: str = "team", user=None, sort: str = "score") -> QuerySet[
     the re-opening time. The last few activities come in one prefetch query for the page
     (a sliced prefetch is a window function per contact, not N queries).
     """
-    base = Contact.objects.select_related("company", "owner")
+    base = Contact.objects.select_related("company", "owner", "scorecard")
     if tab == "reengaged":
         current = Reopening.objects.filter(
             contact=OuterRef("pk"), recycle_round=OuterRef("recycle_round")

@@ -55,7 +55,7 @@ def mqls_catch_up(*, now: datetime | None = None, chunk: int = CHUNK, notify: bo
     now = now or timezone.now()
     rules = engine.rules_enabled()
     ids = list(
-        Contact.objects.filter(stage__in=handoff.MQL_FROM, score__gte=conf.mql_threshold)
+        Contact.objects.filter(stage__in=handoff.MQL_FROM, scorecard__score__gte=conf.mql_threshold)
         .order_by("pk")
         .values_list("pk", flat=True)
     )

@@ -6,7 +6,8 @@ profile changed, or an id range of a rescore) and a set of rules, two aggregate 
 give each contact's *expected* points per rule (fit flags; distinct counted buckets of
 matching activities, with caps, expiry and half-life), one aggregate gives the points the
 ledger already holds per (contact, rule), and the difference is appended with
-``entries_append``. ``Contact.score`` is then set to the ledger sum in one UPDATE. Because
+``entries_append``. The cached score (``ContactScore``) is then set to the ledger sum in
+one UPDATE. Because
 incremental scoring, fit changes, decay and rescoring all compute the same function, the
 ledger after any sequence of batches equals a full rescore (tests/scoring/test_property.py).
 
@@ -36,7 +37,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 
-from crm.models import Activity, Contact
+from crm.models import Activity, Contact, ContactScore
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import batch_sql
@@ -300,7 +301,7 @@ def reconcile(
     ``mode`` picks the reason: ``activity`` (a batch; positive changes carry the batch
     activity that caused them), ``fit``, ``decay`` or ``rescore``. ``all_rules`` (rescore)
     also takes back points of rules that are disabled or deleted; ``cached_scores`` (the
-    chunk's ``Contact.score`` values, read when it was locked) saves it re-reading them.
+    chunk's cached scores, read when it was locked) saves it re-reading them.
     """
     if id_range is not None:
         contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
@@ -363,7 +364,7 @@ def reconcile(
         cached = (
             cached_scores.items()
             if cached_scores is not None
-            else Contact.objects.filter(contact_q).order_by().values_list("pk", "score")
+            else Contact.objects.filter(contact_q).order_by().values_list("pk", "scorecard__score")
         )
         outcome.scores = {}
         stale = {}
@@ -571,7 +572,7 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
 
 
 def scores_refresh(*, contact_ids: Iterable[int]) -> None:
-    """Set ``Contact.score`` to the ledger sum of each contact, in one UPDATE."""
+    """Set each contact's cached score (``ContactScore``) to its ledger sum, in one UPDATE."""
     ids = list(contact_ids)
     if not ids:
         return
@@ -582,4 +583,4 @@ def scores_refresh(*, contact_ids: Iterable[int]) -> None:
         .annotate(s=Sum("points"))
         .values("s")
     )
-    Contact.objects.filter(pk__in=ids).update(score=Coalesce(Subquery(total), Value(0)))
+    ContactScore.objects.filter(pk__in=ids).update(score=Coalesce(Subquery(total), Value(0)))

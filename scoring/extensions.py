@@ -12,7 +12,8 @@ def panel(request, contact) -> Panel:
     breakdown = queries.score_breakdown(contact_id=contact.pk)
     # No request context: the panel needs no context processors (and their queries).
     html = render_to_string("scoring/_panel.html", {"b": breakdown, "contact": contact})
-    return Panel(title=f"Score {contact.score}", html=html)
+    # The breakdown's total: the ledger sum, which the cached score always equals.
+    return Panel(title=f"Score {breakdown['score']}", html=html)
 
 
 def timeline(contact, *, before, limit) -> list[TimelineEntry]:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mass_mail
 from django.db import connection, transaction
-from django.db.models import Case, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from crm import lifecycle
@@ -75,10 +75,10 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
     these fields, so the rows stay valid through the move.
     """
     qs = Contact.objects.filter(
-        contact_q, stage__in=MQL_FROM, score__gte=conf.mql_threshold
+        contact_q, stage__in=MQL_FROM, scorecard__score__gte=conf.mql_threshold
     ).order_by("pk")
     if conf.min_fit is None:
-        return list(qs.values(*_ROW_FIELDS))
+        return list(qs.values(*_ROW_FIELDS, **_ROW_VALUES))
     fit = (
         LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
         .order_by()
@@ -88,7 +88,9 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
     )
     return [
         row
-        for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(*_ROW_FIELDS, "fit")
+        for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(
+            *_ROW_FIELDS, "fit", **_ROW_VALUES
+        )
         if row.pop("fit") >= conf.min_fit
     ]
 
@@ -136,8 +138,8 @@ _ROW_FIELDS = (
     "email",
     "first_name",
     "last_name",
-    "score",
 )
+_ROW_VALUES = {"score": F("scorecard__score")}
 
 
 def _rows(contact_ids: Iterable[int]) -> list[dict]:
@@ -145,7 +147,9 @@ def _rows(contact_ids: Iterable[int]) -> list[dict]:
     ids = sorted(contact_ids)
     if not ids:
         return []
-    return list(Contact.objects.filter(pk__in=ids).order_by("pk").values(*_ROW_FIELDS))
+    return list(
+        Contact.objects.filter(pk__in=ids).order_by("pk").values(*_ROW_FIELDS, **_ROW_VALUES)
+    )
 
 
 def _sales_pool() -> list[tuple[int, str]]:
@@ -284,7 +288,9 @@ def owner_emails_send(*, contact_ids: Iterable[int]) -> int:
     rows = list(
         Contact.objects.filter(pk__in=list(contact_ids), owner__isnull=False)
         .order_by("pk")
-        .values("pk", "email", "first_name", "last_name", "score", "owner__email")
+        .values(
+            "pk", "email", "first_name", "last_name", "owner__email", score=F("scorecard__score")
+        )
     )
     per_owner: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

@@ -1,7 +1,7 @@
 """Scoring rules, their history, the score ledger, settings, assignment and rescore runs.
 
 A contact's score is the sum of its ledger entries (METRICS.md, "Scores over time");
-``Contact.score`` caches that sum for sorting and is rewritten in bulk by the engine.
+``crm.ContactScore.score`` caches that sum for sorting and is rewritten in bulk by the engine.
 """
 
 from __future__ import annotations

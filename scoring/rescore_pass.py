@@ -214,7 +214,8 @@ _PASS_PLANNER_SETTINGS = ["0.001", "256MB"]
 # range of the primary key (none unless ingestion went on meanwhile).
 _CHECK_SQL = (
     "WITH cur AS MATERIALIZED (SELECT c.id, c.xmin::text AS cx, k.xmin::text AS kx, "  # noqa: S608
-    "c.score AS cached FROM crm_contact c LEFT JOIN crm_company k ON k.id = c.company_id "
+    "s.score AS cached FROM crm_contact c LEFT JOIN crm_company k ON k.id = c.company_id "
+    "LEFT JOIN crm_contactscore s ON s.contact_id = c.id "
     "WHERE c.id >= %s AND c.id < %s), "
     "nl AS (SELECT contact_id, COUNT(*) AS n FROM scoring_ledgerentry "
     "WHERE contact_id >= %s AND contact_id < %s GROUP BY contact_id), "

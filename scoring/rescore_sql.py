@@ -80,7 +80,7 @@ def chunk_rescore(
 ) -> ChunkOutcome:
     """Rescore the (already locked) contacts with ids in ``[lo, hi)``: append the entries
     that make the ledger equal every enabled rule's worth (and take back the points of
-    rules not enabled), set ``Contact.score`` to the ledger sum where it differs.
+    rules not enabled), set the cached score to the ledger sum where it differs.
 
     Must run in the transaction that locked the chunk, after the lock: the read's snapshot
     then holds every committed activity and entry of these contacts, and no ingestion
@@ -109,7 +109,7 @@ def chunk_rescore(
 def rows_apply(rows, *, now: datetime, threshold: int | None) -> ChunkOutcome:
     """Write what a chunk's read returned: rows ``(1, contact, rule, points)`` per
     adjustment (appended, dated ``now``) and ``(2, contact, stale, score)`` per contact
-    adjusted or stale (``Contact.score`` set where stale); other rows are ignored.
+    adjusted or stale (the cached score set where stale); other rows are ignored.
     Plain tuples, no model or Entry per row (~30k per chunk in the benchmark)."""
     outcome = ChunkOutcome()
     adjustments = [row[1:] for row in rows if row[0] == 1]
@@ -305,7 +305,7 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         Contact.objects.filter(scope.q("pk"))
         .order_by()
         .annotate(**fit_cols, **markers)
-        .values_list("pk", "created_at", "score", *company, *fit_cols, *markers)
+        .values_list("pk", "created_at", "scorecard__score", *company, *fit_cols, *markers)
     )
     contact_sql, contact_params = contacts.query.sql_with_params()
     names = ["id", "created_at", "cached", *company, *fit_cols, *markers]

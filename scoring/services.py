@@ -272,10 +272,10 @@ def _each_locked_chunk(chunk: int, work) -> None:
     while lo < hi:
         with transaction.atomic():
             locked = dict(
-                Contact.objects.select_for_update(no_key=True)
+                Contact.objects.select_for_update(no_key=True, of=("self",))
                 .filter(pk__gte=lo, pk__lt=lo + chunk)
                 .order_by("pk")
-                .values_list("pk", "score")
+                .values_list("pk", "scorecard__score")
             )
             work((lo, lo + chunk), locked)
         lo += chunk

@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.models import Case, F, IntegerField, Q, Value, When
 from django.db.models.expressions import RawSQL
 
-from crm.models import Contact
+from crm.models import ContactScore
 
 from .models import LedgerEntry
 
@@ -101,12 +101,12 @@ SCORE_UPDATE_BATCH = 2000
 # two parameters instead of a CASE of thousands of ids, which Django took longer to build
 # than PostgreSQL took to run (rescore at 100k contacts: ~16 s of Python for 57k scores).
 _SET_SQL = (
-    "UPDATE crm_contact SET score = v.s FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) "
-    "WHERE crm_contact.id = v.id"
+    "UPDATE crm_contactscore SET score = v.s "
+    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) WHERE contact_id = v.id"
 )
 _ADD_SQL = (
-    "UPDATE crm_contact SET score = crm_contact.score + v.s "
-    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) WHERE crm_contact.id = v.id"
+    "UPDATE crm_contactscore SET score = crm_contactscore.score + v.s "
+    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, s) WHERE contact_id = v.id"
 )
 
 
@@ -128,6 +128,7 @@ def scores_set(values: dict[int, int]) -> None:
 
     Callers pass only contacts whose score changes: every row written is a non-HOT update
     (``score`` is indexed for the score-sorted lists), so an unchanged row is pure cost.
+    The rows are ``crm.ContactScore``'s, narrow on purpose (see its docstring).
     """
     if not values:
         return
@@ -137,7 +138,7 @@ def scores_set(values: dict[int, int]) -> None:
     items = list(values.items())
     for i in range(0, len(items), SCORE_UPDATE_BATCH):
         part = dict(items[i : i + SCORE_UPDATE_BATCH])
-        Contact.objects.filter(pk__in=list(part)).update(
+        ContactScore.objects.filter(pk__in=list(part)).update(
             score=Case(*_grouped_case(part), output_field=IntegerField())
         )
 
@@ -154,6 +155,6 @@ def scores_add(deltas: dict[int, int]) -> None:
     pairs = list(items.items())
     for i in range(0, len(pairs), SCORE_UPDATE_BATCH):
         part = dict(pairs[i : i + SCORE_UPDATE_BATCH])
-        Contact.objects.filter(pk__in=list(part)).update(
+        ContactScore.objects.filter(pk__in=list(part)).update(
             score=F("score") + Case(*_grouped_case(part), output_field=IntegerField())
         )

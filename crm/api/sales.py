@@ -103,6 +103,7 @@ class MQLSerializer(serializers.ModelSerializer):
     age_hours = serializers.SerializerMethodField()
     overdue = serializers.BooleanField()
     recent_activities = ActivityRefSerializer(many=True)
+    score = serializers.IntegerField(source="scorecard.score", read_only=True)
 
     class Meta:
         model = Contact
@@ -258,7 +259,7 @@ class MQLViewSet(viewsets.GenericViewSet, mixins.ListModelMixin):
         elif owner:
             qs = qs.filter(owner_id=int(owner))
         if "min_score" in p:
-            qs = qs.filter(score__gte=p["min_score"])
+            qs = qs.filter(scorecard__score__gte=p["min_score"])
         qs = queue_age_filter(
             qs, min_hours=p.get("min_age_hours"), max_hours=p.get("max_age_hours")
         )

@@ -70,6 +70,7 @@ class MemberChangeSerializer(serializers.Serializer):
 
 
 class ContactSummarySerializer(serializers.ModelSerializer):
+    score = serializers.IntegerField(source="scorecard.score", read_only=True)
     company = serializers.CharField(source="company.name", read_only=True, default=None)
 
     class Meta:
@@ -149,7 +150,8 @@ class SegmentViewSet(viewsets.ModelViewSet):
         segment = self.get_object()
         if request.method == "POST":
             return self._change_members(request, segment, segment_members_add)
-        contacts = segment_members(segment).select_related("company").order_by("-created_at", "-id")
+        contacts = segment_members(segment).select_related("company", "scorecard")
+        contacts = contacts.order_by("-created_at", "-id")
         page = self.paginate_queryset(contacts)
         return self.get_paginated_response(ContactSummarySerializer(page, many=True).data)
 
@@ -181,7 +183,8 @@ class SegmentViewSet(viewsets.ModelViewSet):
         except DefinitionError as exc:
             raise _definition_error(exc) from exc
         contacts = Contact.objects.filter(q)
-        sample = contacts.select_related("company").order_by("-created_at", "-id")[:SAMPLE_SIZE]
+        sample = contacts.select_related("company", "scorecard").order_by("-created_at", "-id")
+        sample = sample[:SAMPLE_SIZE]
         return Response(
             {"count": contacts.count(), "sample": ContactSummarySerializer(sample, many=True).data}
         )

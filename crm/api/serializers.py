@@ -47,6 +47,7 @@ class ContactSerializer(serializers.ModelSerializer):
     # PATCH answer would lack them; a missing company/owner already reads as None.
     company_name = serializers.CharField(source="company.name", read_only=True, allow_null=True)
     owner_username = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
+    score = serializers.IntegerField(source="scorecard.score", read_only=True)
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
     owner = serializers.PrimaryKeyRelatedField(
         queryset=get_user_model().objects.all(), required=False, allow_null=True
@@ -84,7 +85,6 @@ class ContactSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "stage_changed_at",
             "recycle_round",
-            "score",
             "created_at",
             "updated_at",
         ]

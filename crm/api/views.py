@@ -158,7 +158,9 @@ class ContactViewSet(BodyLimitMixin, viewsets.ModelViewSet):
     serializer_class = s.ContactSerializer
     filterset_class = ContactFilter
     pagination_class = ContactPagination
-    queryset = Contact.objects.select_related("company", "owner").order_by("-created_at", "-id")
+    queryset = Contact.objects.select_related("company", "owner", "scorecard").order_by(
+        "-created_at", "-id"
+    )
 
     def perform_create(self, serializer):
         serializer.instance = services.contact_create(
@@ -230,7 +232,7 @@ class ContactViewSet(BodyLimitMixin, viewsets.ModelViewSet):
         return (
             queryset
             if self.action == "list"
-            else Contact.objects.select_related("company", "owner")
+            else Contact.objects.select_related("company", "owner", "scorecard")
         )
 
     def filter_queryset(self, queryset):

@@ -10,7 +10,7 @@ from .choices import (
     Source,
     Stage,
 )
-from .contacts import Company, Contact, Notification, UserProfile
+from .contacts import Company, Contact, ContactScore, Notification, UserProfile
 from .deals import Deal, RejectionReason
 from .segments import Segment, SegmentChange, SegmentMembership, SegmentVersion
 
@@ -24,6 +24,7 @@ __all__ = [
     "Company",
     "ConsentBasis",
     "Contact",
+    "ContactScore",
     "Deal",
     "EmailStatus",
     "LifecycleTransition",

@@ -89,7 +89,7 @@ FIELDS: dict[str, Field] = {
     "country": Field("country", "text", "Country"),
     "source": Field("source", "choice", "Source", tuple(Source.values)),
     "stage": Field("stage", "choice", "Stage", tuple(Stage.values)),
-    "score": Field("score", "number", "Score"),
+    "score": Field("scorecard__score", "number", "Score"),
     "email_status": Field("email_status", "choice", "Email status", tuple(EmailStatus.values)),
     "consent_basis": Field("consent_basis", "choice", "Consent basis", tuple(ConsentBasis.values)),
     "created_at": Field("created_at", "datetime", "Created"),

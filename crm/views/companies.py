@@ -33,7 +33,7 @@ def company_detail(request, pk: int):
     company = get_object_or_404(Company.objects.select_related("owner"), pk=pk)
     contacts = Page(
         Contact.objects.filter(company=company)
-        .select_related("owner")
+        .select_related("owner", "scorecard")
         .order_by("-created_at", "-id"),
         page_number(request),
     )

@@ -57,7 +57,7 @@ ROW_FIELDS = (
     "company_id",
     "company__name",
     "stage",
-    "score",
+    "scorecard__score",
     "owner__username",
     "email_status",
     "created_at",
@@ -92,7 +92,7 @@ def contact_rows(values) -> list[dict]:
                 "company": v["company__name"] if v["company_id"] else None,
                 "company_url": company_url.format(v["company_id"]) if v["company_id"] else "",
                 "stage": stages.get(v["stage"], v["stage"]),
-                "score": v["score"],
+                "score": v["scorecard__score"],
                 "owner": v["owner__username"] or "",
                 "email_status": statuses.get(v["email_status"], v["email_status"]),
                 "suppressed": v["email_status"] != EmailStatus.ACTIVE,
@@ -224,7 +224,7 @@ def _back(request) -> str:
 @allow(SALES_AND_MARKETING_WRITE)
 def contact_detail(request, pk: int):
     contact = get_object_or_404(
-        Contact.objects.select_related("company", "owner", "acquired_by"), pk=pk
+        Contact.objects.select_related("company", "owner", "acquired_by", "scorecard"), pk=pk
     )
     before = (
         parse_datetime(request.GET.get("before", "") or "") if request.GET.get("before") else None

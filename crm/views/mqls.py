@@ -99,7 +99,8 @@ def detail(request, pk: int):
     contact = with_recent_activities(mql_queue(tab="team")).filter(pk=pk).first()
     if contact is None:  # decided already, or re-engaged: no SLA clock running
         contact = get_object_or_404(
-            with_recent_activities(Contact.objects.select_related("company", "owner")), pk=pk
+            with_recent_activities(Contact.objects.select_related("company", "owner", "scorecard")),
+            pk=pk,
         )
         contact.queued_at = None
     mark_overdue([contact])

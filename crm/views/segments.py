@@ -159,7 +159,7 @@ def segment_detail(request, pk: int):
     if request.GET.get("format") == "csv":
         return _csv(segment, contacts)
     page = Paginator(
-        contacts.select_related("company").order_by("-created_at", "-id"), PAGE_SIZE
+        contacts.select_related("company", "scorecard").order_by("-created_at", "-id"), PAGE_SIZE
     ).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
@@ -206,11 +206,12 @@ class _Echo:
 
 def _csv(segment: Segment, contacts):
     columns = ["id", "email", "first_name", "last_name", "job_title", "country", "stage", "score"]
+    fields = [*columns[:-1], "scorecard__score"]
     writer = csv.writer(_Echo())
 
     def rows():
         yield writer.writerow(columns)
-        for row in contacts.order_by("id").values_list(*columns).iterator(chunk_size=2000):
+        for row in contacts.order_by("id").values_list(*fields).iterator(chunk_size=2000):
             # A leading =, +, - or @ would be a formula in a spreadsheet.
             yield writer.writerow(
                 [f"'{v}" if isinstance(v, str) and v[:1] in "=+-@" else v for v in row]

@@ -162,7 +162,7 @@ def _advance_batch(*, now: datetime, batch_size: int, conn) -> AdvanceResult:
 # owner notifications); the rest of a wide contact row is not loaded 1,000 times a batch.
 CONTACT_FIELDS = (
     "id", "first_name", "last_name", "email", "job_title", "country", "company_id",
-    "owner_id", "email_status", "consent_basis", "timezone", "score",
+    "owner_id", "email_status", "consent_basis", "timezone", "scorecard__score",
 )  # fmt: skip
 
 
@@ -172,7 +172,7 @@ def _lock_and_load(now: datetime, batch_size: int) -> list[Enrollment]:
     qs = (
         Enrollment.objects.due(now)
         .order_by("next_run_at", "pk")
-        .select_related("contact__company")
+        .select_related("contact__company", "contact__scorecard")
         .only(
             *(f.attname for f in Enrollment._meta.concrete_fields),
             *(f"contact__{f}" for f in CONTACT_FIELDS),

@@ -79,7 +79,7 @@ def branch_holds(enrollment: Enrollment, step: Step) -> bool:
             .exists()
         )
     if kind == "score_above":
-        return contact.score > int(cond.get("value", 0))
+        return contact.scorecard.score > int(cond.get("value", 0))
     if kind == "in_segment":
         return SegmentMembership.objects.filter(
             segment_id=cond.get("segment"), contact_id=contact.pk

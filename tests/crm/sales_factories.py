@@ -7,7 +7,7 @@ from django.utils import timezone
 from crm import lifecycle
 from crm.models import Stage
 from crm.services import contact_create
-from tests.factories import CompanyFactory, ContactFactory
+from tests.factories import CompanyFactory, ContactFactory, score_set
 
 
 def make_mql(*, hours_ago: float = 1, owner=None, score: int = 50, company=None, **fields):
@@ -18,10 +18,10 @@ def make_mql(*, hours_ago: float = 1, owner=None, score: int = 50, company=None,
         email=email,
         created_at=now - timedelta(hours=hours_ago + 24),
         owner=owner,
-        score=score,
         company=company if company is not None else CompanyFactory(),
         **fields,
     )
+    score_set(contact, score)
     lifecycle.stage_change(
         contact=contact,
         to_stage=Stage.MQL,

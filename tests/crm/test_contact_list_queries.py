@@ -11,7 +11,7 @@ from crm.filters import CONTACT_ORDERINGS, ContactFilter, day_start
 from crm.models import Contact, EmailStatus, Stage
 from crm.queries_contacts import page_slice
 from crm.views.contacts import ROW_FIELDS, contact_queryset
-from tests.factories import CompanyFactory, ContactFactory
+from tests.factories import CompanyFactory, ContactFactory, score_set
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +22,14 @@ def contacts(sales_user):
     rng = random.Random(7)
     companies = [CompanyFactory(name=n) for n in ("Acme", "Bolt", "Kowal")]
     start = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
-    rows = []
+    rows, scores = [], []
     for i in range(90):
+        scores.append(rng.choice([0, 10, 50, 90]))
         rows.append(
             ContactFactory.build(
                 email=f"c{i}@example.com",
                 first_name=rng.choice(["Ann", "Bob", ""]),
                 last_name=rng.choice(["Kowalski", "Lee", "", "lee"]),
-                score=rng.choice([0, 10, 50, 90]),
                 stage=rng.choice([Stage.LEAD, Stage.MQL, Stage.SQL]),
                 owner=rng.choice([None, sales_user]),
                 company=rng.choice([None, *companies]),
@@ -37,7 +37,10 @@ def contacts(sales_user):
                 created_at=start + timedelta(hours=rng.randrange(0, 24 * 6)),
             )
         )
-    return Contact.objects.bulk_create(rows)
+    created = Contact.objects.bulk_create(rows)
+    for contact, score in zip(created, scores, strict=True):
+        score_set(contact, score)
+    return created
 
 
 FILTERS = [

@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from crm import ingest, services
 from crm.models import Contact, Stage
-from tests.factories import CompanyFactory, UserFactory
+from tests.factories import CompanyFactory, UserFactory, score_set
 
 pytestmark = pytest.mark.django_db
 XSS = "<script>alert(1)</script>"
@@ -29,8 +29,10 @@ def test_a_user_without_a_role_is_refused(client, no_role_user):
 
 def test_it_filters_searches_and_sorts(marketing_client):
     acme = CompanyFactory(name="Acme")
-    services.contact_create(email="low@example.com", last_name="Zed", score=5, company=acme)
-    services.contact_create(email="high@example.com", last_name="Alpha", score=90, stage=Stage.MQL)
+    low = services.contact_create(email="low@example.com", last_name="Zed", company=acme)
+    high = services.contact_create(email="high@example.com", last_name="Alpha", stage=Stage.MQL)
+    score_set(low, 5)
+    score_set(high, 90)
     r = marketing_client.get(reverse("crm:contact-list"), {"stage": "mql"})
     assert b"high@example.com" in r.content
     assert b"low@example.com" not in r.content

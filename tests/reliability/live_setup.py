@@ -174,7 +174,7 @@ def scores_check() -> dict:
     )
     score_mismatch = [
         [pk, score, totals.get(pk, 0)]
-        for pk, score in Contact.objects.values_list("pk", "score")
+        for pk, score in Contact.objects.values_list("pk", "scorecard__score")
         if score != totals.get(pk, 0)
     ]
     duplicated = (
@@ -186,7 +186,7 @@ def scores_check() -> dict:
     )
     return {
         "pairs": len(want),
-        "scored_contacts": Contact.objects.filter(score__gt=0).count(),
+        "scored_contacts": Contact.objects.filter(scorecard__score__gt=0).count(),
         "ledger_mismatch": ledger_mismatch[:20],
         "ledger_mismatch_count": len(ledger_mismatch),
         "score_mismatch": score_mismatch[:20],

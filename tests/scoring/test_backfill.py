@@ -47,7 +47,9 @@ def test_a_lead_over_the_threshold_becomes_an_mql_at_the_activity_that_pushed_it
         recycled, 15, now=now, kind=K.EMAIL_CLICKED
     )  # … so the first visit after it hands it off
     services.scores_rescore_all(hand_off=False)
-    assert Contact.objects.filter(stage__in=[Stage.LEAD, Stage.RECYCLED], score__gte=30).count()
+    assert Contact.objects.filter(
+        stage__in=[Stage.LEAD, Stage.RECYCLED], scorecard__score__gte=30
+    ).count()
 
     assert backfill.mqls_catch_up(now=now, notify=False) == 2
 

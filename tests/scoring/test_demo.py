@@ -26,7 +26,7 @@ def test_the_seeder_creates_rules_settings_assignment_and_scores():
     assert AssignmentRule.objects.count() == 3
     vp.refresh_from_db()
     ledger = LedgerEntry.objects.filter(contact=vp).aggregate(s=Sum("points"))["s"]
-    assert vp.score == ledger == 15  # "Senior title: VP"; created now, so not inactive
+    assert vp.scorecard.score == ledger == 15  # "Senior title: VP"; created now, so not inactive
     assert Contact.objects.get(pk=vp.pk).stage == "lead"
 
 
@@ -46,7 +46,7 @@ def test_a_seeded_lead_over_the_threshold_is_an_mql_dated_at_its_crossing():
     over = ActivityFactory(contact=hot, kind=K.DEMO_REQUESTED, occurred_at=now - timedelta(days=9))
     demo.seed(SeedContext(seed=1, contacts=1, users=users))
     hot.refresh_from_db()
-    assert (hot.stage, hot.score) == ("mql", 100)
+    assert (hot.stage, hot.scorecard.score) == ("mql", 100)
     assert hot.owner_id is not None
     mql = LifecycleTransition.objects.get(contact=hot, to_stage="mql")
     assert (mql.at, mql.activity_id) == (over.occurred_at, over.pk)

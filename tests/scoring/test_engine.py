@@ -35,7 +35,7 @@ def record(contact, kind=K.PAGE_VISIT, at=None, **extra):
 
 def score(contact) -> int:
     contact.refresh_from_db()
-    return contact.score
+    return contact.scorecard.score
 
 
 def test_it_scores_an_activity_and_writes_a_ledger_entry():
@@ -171,7 +171,7 @@ def test_a_contact_past_mql_is_not_pulled_back():
     record(c)
     c.refresh_from_db()
     assert c.stage == Stage.SQL
-    assert c.score == 30
+    assert c.scorecard.score == 30
 
 
 def test_minimum_fit_holds_back_a_poor_fit():

@@ -76,7 +76,7 @@ def test_incremental_scoring_equals_a_full_rescore(batches):
                 ]
             )
         services.decay_run()
-        incremental = dict(Contact.objects.values_list("pk", "score"))
+        incremental = dict(Contact.objects.values_list("pk", "scorecard__score"))
         ledger = {
             c.pk: sum(LedgerEntry.objects.filter(contact=c).values_list("points", flat=True))
             for c in contacts
@@ -84,5 +84,5 @@ def test_incremental_scoring_equals_a_full_rescore(batches):
         assert incremental == ledger
         run = services.scores_rescore_all()
         assert run.entries_created == 0
-        assert dict(Contact.objects.values_list("pk", "score")) == incremental
+        assert dict(Contact.objects.values_list("pk", "scorecard__score")) == incremental
         transaction.set_rollback(True)

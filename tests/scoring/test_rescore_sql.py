@@ -79,7 +79,7 @@ def _outcome(now, portable):
     )
     result = {
         "entries": entries,
-        "scores": dict(Contact.objects.values_list("pk", "score")),
+        "scores": dict(Contact.objects.values_list("pk", "scorecard__score")),
         "stages": dict(Contact.objects.values_list("pk", "stage")),
         "owners": dict(Contact.objects.values_list("pk", "owner_id")),
         "transitions": sorted(
@@ -158,7 +158,7 @@ def test_a_chunk_costs_the_same_queries_whatever_its_contacts(
         run = services.rescore_execute(run_id=run.pk)
     assert (run.contacts_changed, run.entries_created) == (1, 1)
     c.refresh_from_db()
-    assert c.score == 10
+    assert c.scorecard.score == 10
     # Each chunk costs the same 8 (6 with nothing to write: c's, rescored already).
     others = [ActivityFactory(contact=ContactFactory()).contact_id for _ in range(3)]
     assert others == list(range(c.pk + 1, c.pk + 4))

@@ -19,7 +19,7 @@ def test_the_rescore_task_runs_the_queued_run_to_done():
     run.refresh_from_db()
     c.refresh_from_db()
     assert (run.status, run.processed, run.percent) == ("done", 1, 100)
-    assert c.score == 15
+    assert c.scorecard.score == 15
 
 
 def test_the_decay_tick_does_nothing_without_time_dependent_rules():

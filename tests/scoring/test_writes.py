@@ -48,7 +48,7 @@ def test_scores_are_set_and_added_and_unchanged_contacts_are_not_written(
     a, b = ContactFactory(score=5), ContactFactory(score=9)
     scores_set({a.pk: 20, b.pk: 30})
     scores_add({a.pk: 3, b.pk: 0})
-    assert dict(Contact.objects.values_list("pk", "score")) == {a.pk: 23, b.pk: 30}
+    assert dict(Contact.objects.values_list("pk", "scorecard__score")) == {a.pk: 23, b.pk: 30}
     with django_assert_num_queries(0):
         scores_add({a.pk: 0})
         scores_set({})

@@ -168,7 +168,7 @@ def _totals() -> dict:
         ),
         "enrollments": Enrollment.objects.count(),
         "memberships": SegmentMembership.objects.count(),
-        "scores": list(Contact.objects.order_by("pk").values_list("pk", "score")),
+        "scores": list(Contact.objects.order_by("pk").values_list("pk", "scorecard__score")),
         "acquired_by": list(Contact.objects.order_by("pk").values_list("pk", "acquired_by")),
     }
 
