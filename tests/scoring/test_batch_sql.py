@@ -100,7 +100,7 @@ def _outcome(batch, now, portable):
         ),
         "entries": outcome.entries,
         "outcome_scores": outcome.scores,
-        "scores": dict(Contact.objects.values_list("pk", "score")),
+        "scores": dict(Contact.objects.values_list("pk", "scorecard__score")),
         "mqls": mqls,
         "transitions": sorted(
             LifecycleTransition.objects.values_list("contact_id", "to_stage", "at", "activity_id"),

@@ -131,7 +131,7 @@ def _outcome(now, *, portable, before=None, after_pass=None):
             (e[:5] + (None if e[6] == LedgerEntry.Reason.FIT else e[5], e[6]) for e in entries),
             key=repr,
         ),
-        "scores": dict(Contact.objects.values_list("pk", "score")),
+        "scores": dict(Contact.objects.values_list("pk", "scorecard__score")),
         "stages": dict(Contact.objects.values_list("pk", "stage")),
         "transitions": sorted(
             LifecycleTransition.objects.values_list("contact_id", "to_stage", "at"), key=repr
