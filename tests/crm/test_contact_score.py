@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from crm import lifecycle, services
 from crm.models import Contact, ContactScore, Stage
@@ -72,3 +73,22 @@ def test_score_set_changes_only_the_score():
     score_set(c, 70)
     c.refresh_from_db()
     assert (c.scorecard.score, c.stage) == (70, Stage.MQL)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="storage parameters are PostgreSQL's")
+def test_the_big_tables_read_index_only_are_vacuumed_early():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+            [["crm_activity", "crm_contact", "crm_contactscore", "reports_transitionfact"]],
+        )
+        options = dict(cursor.fetchall())
+    assert set(options) == {
+        "crm_activity",
+        "crm_contact",
+        "crm_contactscore",
+        "reports_transitionfact",
+    }
+    for table, opts in options.items():
+        assert any(o.startswith("autovacuum_vacuum_scale_factor=0.0") for o in opts), table
+        assert any(o.startswith("autovacuum_vacuum_insert_scale_factor=") for o in opts), table
