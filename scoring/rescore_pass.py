@@ -16,11 +16,12 @@ everything once, before taking any contact lock:
    (:func:`activity_watermark`): every activity with an id up to it was committed (or
    rolled back) before the pass read.
 2. :func:`chunk_apply`, per chunk under the chunk's contact locks (``chunk_lock``, as
-   before, so ingestion goes on meanwhile and waits for one chunk at most): one read
-   compares what the pass saw with what is committed now; the contacts that are
-   unchanged get the pass's adjustments, the others ("dirty") are rescored exactly as
+   before, so ingestion goes on meanwhile and waits for one chunk at most): one
+   statement compares what the pass saw with what is committed now and writes the
+   pass's adjustments and new scores of the contacts that are unchanged (only the
+   hand-off candidates come back); the others ("dirty") are rescored exactly as
    before, by the chunk statement restricted to their ids (or to the whole chunk when
-   many are dirty).
+   many are dirty: the statement then writes nothing).
 
 Why a clean contact's pass diff is the diff the chunk statement would compute now, under
 the lock (so that nothing that arrived between the pass and the lock is lost or counted
@@ -56,7 +57,6 @@ changes; tests/scoring/test_rescore_sql.py checks the pass path against the port
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,13 +65,14 @@ from django.db import connection, transaction
 from . import rescore_sql
 from .models import LedgerEntry, Rule
 from .rescore_sql import ChunkOutcome, Scope
-from .writes import int_array
+from .writes import Entry, int_array
 
 TABLE = "scoring_rescore_pass"  # a temporary table: one per database session
 # Share of a chunk's contacts above which the dirty ones are rescored by the range
 # statement (one read of the chunk) rather than by id (index probes per contact).
 DIRTY_SHARE = 0.2
 RESET = LedgerEntry.Reason.RECYCLE_RESET.value
+RESCORE = LedgerEntry.Reason.RESCORE.value
 # How long the pass waits for the transactions writing activities when it starts (one
 # ingestion batch each); past it, the rescore reads chunk by chunk instead.
 WAIT_SECONDS = 60.0
@@ -150,7 +151,12 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
         f", SUM(points) FILTER (WHERE rule_id = {pk} AND reason <> '{RESET}') AS o{pk}"
         for pk in rule_ids
     )
-    diffs = ", ".join(f"({expr}) - COALESCE(o.o{pk}, 0)" for pk, expr in parts.values)
+    diffs = [f"({expr}) - COALESCE(o.o{pk}, 0)" for pk, expr in parts.values]
+    # The sum of a contact's adjustments (its new score is the ledger total plus it), and
+    # whether any of them is a gain (only those contacts can be handed off).
+    cells = [f"d[{i}]" for i in range(1, len(diffs) + 1)]
+    total = " + ".join(cells) or "0"
+    gain = f"GREATEST({', '.join(cells)}) > 0" if cells else "false"
     sql = (
         f"CREATE TEMPORARY TABLE {TABLE} AS "  # noqa: S608
         f"WITH fit({', '.join(parts.fit_names)}) AS MATERIALIZED ({parts.fit[0]}), "
@@ -158,15 +164,19 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
         f"ow AS MATERIALIZED (SELECT contact_id, SUM(points) AS t, COUNT(*) AS n{owned} "
         "FROM scoring_ledgerentry GROUP BY contact_id), "
         "other AS (SELECT contact_id, array_agg(rule_id ORDER BY rule_id) AS xr, "
-        "array_agg(-s ORDER BY rule_id) AS xp FROM ("
+        "array_agg(-s ORDER BY rule_id) AS xp, -SUM(s)::int AS xs, bool_or(s < 0) AS xg FROM ("
         f"SELECT contact_id, rule_id, SUM(points) FILTER (WHERE reason <> '{RESET}') AS s "
         "FROM scoring_ledgerentry WHERE rule_id IS NULL OR rule_id <> ALL(%s::bigint[]) "
         "GROUP BY contact_id, rule_id) x WHERE s <> 0 GROUP BY contact_id) "
+        f"SELECT id, cx, kx, nl, t, NULLIF(d, array_fill(0, ARRAY[{len(rule_ids)}])) AS d, "
+        f"({total}) + COALESCE(xs, 0) AS s, ({gain} OR COALESCE(xg, false)) AS g, xr, xp "
+        "FROM ("
         "SELECT f.id, f.cx, f.kx, COALESCE(o.n, 0) AS nl, COALESCE(o.t, 0)::int AS t, "
-        f"NULLIF(ARRAY[{diffs}]::int[], array_fill(0, ARRAY[{len(rule_ids)}])) AS d, "
-        "x.xr, x.xp FROM fit f LEFT JOIN agg a ON a.contact_id = f.id "
+        f"ARRAY[{', '.join(diffs)}]::int[] AS d, "
+        "x.xr, x.xp, x.xs, x.xg FROM fit f LEFT JOIN agg a ON a.contact_id = f.id "
         "LEFT JOIN ow o ON o.contact_id = f.id LEFT JOIN other x ON x.contact_id = f.id "
-        "ORDER BY f.id"
+        # OFFSET 0: q is not pulled up, or every d[i] would rebuild the whole array.
+        "OFFSET 0) q ORDER BY id"
     )
     params = [*parts.fit[1], *parts.agg[1], int_array(rule_ids), *parts.value_params]
     with transaction.atomic(), connection.cursor() as cursor:
@@ -205,38 +215,59 @@ _PASS_PLANNER_SQL = (
 _PASS_PLANNER_SETTINGS = ["0.001", "256MB"]
 
 
-# The check of a locked chunk against the pass. Rows: (0, contacts of the chunk), (3,
-# contact) per dirty contact, and for the clean ones: (1, contact, rule, points) per
-# adjustment; (4, contact, cached score, ledger total) per contact with adjustments
-# (its new score is the total plus its adjustments); (2, contact, 1, total) per contact
-# without any whose cached score differs from its ledger total. The ledger's counts
-# are an index-only scan of its (contact, time) index; the activities after the mark a
-# range of the primary key (none unless ingestion went on meanwhile).
-_CHECK_SQL = (
-    "WITH cur AS MATERIALIZED (SELECT c.id, c.xmin::text AS cx, k.xmin::text AS kx, "  # noqa: S608
+# The check of a locked chunk against the pass, and the writes of its clean contacts, in
+# one statement (no row of theirs travels to the worker and back). ``chk``: per contact
+# of the chunk, what the pass computed and whether it is dirty (changed since the pass).
+# Unless more than ``DIRTY_SHARE`` of them are dirty (the whole chunk is then rescored
+# by range, and nothing here writes), the clean contacts' adjustments are appended
+# (``ins``) and their new score (ledger total + adjustments) set where it differs from
+# the cached one (``upd``, in contact id order through the primary key's range). The
+# ledger's counts are an index-only scan of its (contact, time) index; the activities
+# after the mark a range of the primary key (none unless ingestion went on meanwhile).
+# Rows returned: (0, contacts, 1 if the clean ones were written, NULL); (5, entries
+# appended, contacts adjusted, NULL); (3, contact, NULL, NULL) per dirty contact; and for
+# the hand-off, of the written contacts that gained points and now reach the threshold
+# (none when it is NULL): (1, contact, rule, points) per adjustment and (2, contact, 0,
+# new score).
+_APPLY_SQL = (
+    # cur and p are read once (inlined): the planner joins them on the tables' statistics.
+    "WITH cur AS (SELECT c.id, c.xmin::text AS cx, k.xmin::text AS kx, "  # noqa: S608
     "s.score AS cached FROM crm_contact c LEFT JOIN crm_company k ON k.id = c.company_id "
+    # The range repeated on the score rows: a range of their primary key, not a scan of
+    # the whole table per chunk.
     "LEFT JOIN crm_contactscore s ON s.contact_id = c.id "
-    "WHERE c.id >= %s AND c.id < %s), "
+    "AND s.contact_id >= %(lo)s AND s.contact_id < %(hi)s "
+    "WHERE c.id >= %(lo)s AND c.id < %(hi)s), "
     "nl AS (SELECT contact_id, COUNT(*) AS n FROM scoring_ledgerentry "
-    "WHERE contact_id >= %s AND contact_id < %s GROUP BY contact_id), "
+    "WHERE contact_id >= %(lo)s AND contact_id < %(hi)s GROUP BY contact_id), "
     "na AS (SELECT DISTINCT contact_id FROM crm_activity "
-    "WHERE id > %s AND contact_id >= %s AND contact_id < %s), "
-    f"p AS MATERIALIZED (SELECT * FROM {TABLE} WHERE id >= %s AND id < %s), "
-    "chk AS MATERIALIZED (SELECT cur.id, cur.cached, p.t, p.d, p.xr, p.xp, "
+    "WHERE id > %(mark)s AND contact_id >= %(lo)s AND contact_id < %(hi)s), "
+    f"p AS (SELECT * FROM {TABLE} WHERE id >= %(lo)s AND id < %(hi)s), "
+    "chk AS MATERIALIZED (SELECT cur.id, cur.cached, p.t, p.d, p.s, p.g, p.xr, p.xp, "
     "(p.id IS NULL OR p.cx IS DISTINCT FROM cur.cx OR p.kx IS DISTINCT FROM cur.kx "
     "OR p.nl <> COALESCE(nl.n, 0) OR na.contact_id IS NOT NULL) AS dirty "
     "FROM cur LEFT JOIN p ON p.id = cur.id "
-    "LEFT JOIN nl ON nl.contact_id = cur.id LEFT JOIN na ON na.contact_id = cur.id) "
-    "SELECT 0, (SELECT count(*) FROM chk), NULL::bigint, NULL::int "
+    "LEFT JOIN nl ON nl.contact_id = cur.id LEFT JOIN na ON na.contact_id = cur.id), "
+    "few AS MATERIALIZED (SELECT count(*) AS n, "
+    "count(*) FILTER (WHERE dirty) <= %(share)s::float8 * count(*) AS go FROM chk), "
+    # Per clean contact: its new score, and whether it is a hand-off candidate (a gain
+    # and the threshold reached; never when the threshold is NULL).
+    "ok AS MATERIALIZED (SELECT chk.id, chk.cached, chk.d, chk.xr, chk.xp, "
+    "chk.t + chk.s AS score, COALESCE(chk.g AND chk.t + chk.s >= %(threshold)s::int, false) "
+    "AS reach FROM chk, few WHERE few.go AND NOT chk.dirty), "
+    "adj AS MATERIALIZED (SELECT ok.id AS c, u.r, u.p, ok.reach "
+    "FROM ok, unnest(%(rules)s::bigint[], ok.d) AS u(r, p) WHERE ok.d IS NOT NULL AND u.p <> 0 "
+    "UNION ALL SELECT id, unnest(xr), unnest(xp), reach FROM ok WHERE xr IS NOT NULL), "
+    "ins AS (INSERT INTO scoring_ledgerentry (contact_id, rule_id, activity_id, points, at, "
+    "reason) SELECT c, r, NULL, p, %(now)s, %(reason)s FROM adj), "
+    "upd AS (UPDATE crm_contactscore cs SET score = ok.score FROM ok "
+    "WHERE cs.contact_id = ok.id AND ok.score IS DISTINCT FROM ok.cached "
+    "AND cs.contact_id >= %(lo)s AND cs.contact_id < %(hi)s) "
+    "SELECT 0, n, go::int, NULL::int FROM few "
+    "UNION ALL SELECT 5, count(*), count(DISTINCT c), NULL FROM adj "
     "UNION ALL SELECT 3, id, NULL, NULL FROM chk WHERE dirty "
-    "UNION ALL SELECT 1, chk.id, u.r, u.p FROM chk, unnest(%s::bigint[], chk.d) AS u(r, p) "
-    "WHERE NOT dirty AND d IS NOT NULL AND u.p <> 0 "
-    "UNION ALL SELECT 1, id, unnest(xr), unnest(xp) FROM chk "
-    "WHERE NOT dirty AND xr IS NOT NULL "
-    "UNION ALL SELECT 4, id, cached, t FROM chk "
-    "WHERE NOT dirty AND (d IS NOT NULL OR xr IS NOT NULL) "
-    "UNION ALL SELECT 2, id, 1, t FROM chk "
-    "WHERE NOT dirty AND d IS NULL AND xr IS NULL AND t <> cached"
+    "UNION ALL SELECT 1, c, r, p FROM adj WHERE reach "
+    "UNION ALL SELECT 2, id, 0, score FROM ok WHERE reach"
 )
 
 
@@ -245,29 +276,44 @@ def chunk_apply(
 ) -> ChunkOutcome:
     """Rescore the (already locked) contacts with ids in ``[lo, hi)`` from the pass
     ``built``: what ``rescore_sql.chunk_rescore`` does, with the clean contacts' diff
-    read from the pass (module docstring) and the dirty ones' computed now."""
+    read from the pass (module docstring) and written by the same statement, and the
+    dirty ones' computed now."""
+    params = {
+        "lo": lo,
+        "hi": hi,
+        "mark": built.mark,
+        "share": DIRTY_SHARE,
+        "rules": int_array(built.rule_ids),
+        "now": now,
+        "reason": RESCORE,
+        "threshold": threshold,
+    }
     with connection.cursor() as cursor:
-        params = [lo, hi, lo, hi, built.mark, lo, hi, lo, hi, int_array(built.rule_ids)]
-        cursor.execute(_CHECK_SQL, params)
+        cursor.execute(_APPLY_SQL, params)
         rows = cursor.fetchall()
-    contacts = next((row[1] for row in rows if row[0] == 0), 0) or 0
+    contacts = applied = 0
+    outcome = ChunkOutcome()
+    for kind, a, b, _ in rows:
+        if kind == 0:
+            contacts, applied = a, b
+        elif kind == 5:
+            outcome.entries_created, outcome.contacts_changed = a, b
     dirty = [row[1] for row in rows if row[0] == 3]
-    if len(dirty) > DIRTY_SHARE * contacts:
+    if not applied:
         return rescore_sql.chunk_rescore(lo=lo, hi=hi, rules=rules, now=now, threshold=threshold)
-    added: dict[int, int] = defaultdict(int)
-    for kind, contact, _, points in rows:
-        if kind == 1:
-            added[contact] += points
-    for i, (kind, contact, cached, total) in enumerate(rows):
-        if kind == 4:
-            score = total + added[contact]
-            rows[i] = (2, contact, int(score != cached), score)
+    outcome.handoff_entries = [
+        Entry(c, r, None, p, now, RESCORE) for kind, c, r, p in rows if kind == 1
+    ]
+    outcome.handoff_scores = {c: score for kind, c, _, score in rows if kind == 2}
     if dirty:
         bounds = rescore_sql._day_bounds(rules, now)
         sql, params = rescore_sql._statement(Scope(ids=tuple(dirty)), rules, now, bounds)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            rows += cursor.fetchall()
-    outcome = rescore_sql.rows_apply(rows, now=now, threshold=threshold)
+            exact = rescore_sql.rows_apply(cursor.fetchall(), now=now, threshold=threshold)
+        outcome.entries_created += exact.entries_created
+        outcome.contacts_changed += exact.contacts_changed
+        outcome.handoff_entries += exact.handoff_entries
+        outcome.handoff_scores.update(exact.handoff_scores)
     outcome.contacts = contacts
     return outcome

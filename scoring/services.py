@@ -139,7 +139,7 @@ def rescore_execute(
     the chunk size, whatever the number of contacts.
 
     On PostgreSQL one parallel pass over the activities computes every contact's
-    adjustments first (scoring.rescore_pass), and a chunk is one check read and two writes;
+    adjustments first (scoring.rescore_pass), and a chunk is one statement (check and writes);
     elsewhere, or with ``portable=True`` (tests check both give the same ledger), the
     engine's reconcile.
     ``now`` dates the adjustments (default: the start of the run).
@@ -170,9 +170,9 @@ def rescore_execute(
 
 def _rescore_postgresql(run_id, chunk, rules, now, totals, hand_off) -> None:
     """One parallel pass computes every contact's adjustments (scoring.rescore_pass);
-    then each chunk: lock its contacts, check them against the pass (those changed since
-    are rescored exactly, scoring.rescore_sql), append the adjustments and set the
-    changed scores with two array-joined writes."""
+    then each chunk: lock its contacts, and in one statement check them against the pass
+    and append the unchanged ones' adjustments and set their changed scores (those
+    changed since are rescored exactly, scoring.rescore_sql)."""
     bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
     lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
     if lo >= hi:

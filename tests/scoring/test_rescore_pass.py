@@ -224,3 +224,51 @@ def test_a_pass_that_gives_up_waiting_leaves_the_rescore_to_the_chunk_reads(monk
     monkeypatch.undo()
     assert fast == _outcome(now, portable=True)
     assert fast["counts"][1] > 0
+
+
+@pytest.mark.django_db
+def test_the_check_writes_clean_contacts_and_returns_only_the_hand_off(monkeypatch):
+    """The check statement appends the clean contacts' adjustments and sets their scores
+    itself: the worker gets back only the totals, the dirty ids and the rows of the
+    contacts it may hand off (gained points and reach the threshold)."""
+    now = timezone.now().replace(microsecond=0)
+    _world(now)
+    monkeypatch.setattr(
+        rescore_sql, "rows_apply", lambda *a, **k: pytest.fail("nothing comes back to write")
+    )
+    returned = []
+    execute = rescore_pass.chunk_apply
+
+    def spy(**kwargs):
+        outcome = execute(**kwargs)
+        returned.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(rescore_pass, "chunk_apply", spy)
+    fast = _outcome(now, portable=False)
+    monkeypatch.undo()
+    assert fast == _outcome(now, portable=True)
+    (outcome,) = returned
+    threshold = ScoringSettings.load().mql_threshold
+    assert outcome.handoff_scores
+    assert min(outcome.handoff_scores.values()) >= threshold
+    assert {e.contact_id for e in outcome.handoff_entries} == set(outcome.handoff_scores)
+    assert outcome.contacts_changed > len(outcome.handoff_scores)
+    assert all(fast["scores"][c] == s for c, s in outcome.handoff_scores.items())
+
+
+@pytest.mark.django_db
+def test_without_hand_off_the_check_returns_no_candidates(monkeypatch):
+    now = timezone.now().replace(microsecond=0)
+    _world(now)
+    returned = []
+    execute = rescore_pass.chunk_apply
+    monkeypatch.setattr(
+        rescore_pass,
+        "chunk_apply",
+        lambda **kw: returned.append(execute(**kw)) or returned[-1],
+    )
+    services.scores_rescore_all(hand_off=False)
+    (outcome,) = returned
+    assert outcome.contacts_changed > 0
+    assert (outcome.handoff_entries, outcome.handoff_scores) == ([], {})
