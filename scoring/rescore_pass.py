@@ -205,14 +205,16 @@ def pass_drop() -> None:
 
 # Planner settings of the pass, local to its transaction: those of the chunk's read
 # (parallel workers for the costly per-row conditions, rescore_sql._PLANNER_SQL), with
-# more memory for the aggregate, which holds a state per contact of the whole table
-# (the rules' day/week bit strings) in each process; and hash joins, which the planner
-# (estimating ~100k groups for ~1M contacts) would replace by sorts of every input.
+# more memory for the aggregates, which hold a state per contact of the whole table in
+# each process (the rules' day/week bit strings; the ledger's sums per rule) — at 1M
+# contacts ~0.5 GB each, over the 2 × 256 MB a hash may take at 256 MB, so they spilled
+# to disk in batches; and hash joins, which the planner (estimating ~100k groups for
+# ~1M contacts) would replace by sorts of every input.
 _PASS_PLANNER_SQL = (
     "SELECT set_config('parallel_tuple_cost', %s, true), set_config('work_mem', %s, true), "
     "set_config('enable_mergejoin', 'off', true)"
 )
-_PASS_PLANNER_SETTINGS = ["0.001", "256MB"]
+_PASS_PLANNER_SETTINGS = ["0.001", "1GB"]
 
 
 # The check of a locked chunk against the pass, and the writes of its clean contacts, in
