@@ -340,6 +340,18 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
             .values_list("contact_id", *(n for n, _, _ in columns))
         )
         activity_sql, activity_params = activities.query.sql_with_params()
+        halving = [r for r in engagement if r.half_life_days]
+        if halving:
+            # A half-life rule's halvings since its latest match, once per contact (its
+            # points' CASE reads them four times): engine.rule_value's
+            # h = int((now - last) / half-life), exact — the epoch difference is numeric.
+            hs = ", ".join(
+                f'trunc(extract(epoch from (%s::timestamptz - q."l{r.pk}")) '
+                f'/ {int(r.half_life_days) * 86400})::int AS "h{r.pk}"'
+                for r in halving
+            )
+            activity_sql = f"SELECT q.*, {hs} FROM ({activity_sql}) q"  # noqa: S608
+            activity_params = (*([now] * len(halving)), *activity_params)
     else:
         activity_sql, activity_params = "SELECT NULL::bigint AS contact_id WHERE false", ()
 
@@ -354,14 +366,10 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
             cap = min(cap, r.cap) if cap else r.cap
         value = f"({int(r.points)} * LEAST({n}, {int(cap)}))" if cap else f"({int(r.points)} * {n})"
         if r.half_life_days:
-            # engine.rule_value: int(value / 2**h), h = int((now - last) / half-life),
-            # 0 from 64 halvings on. Exact: the epoch difference is numeric, and value /
-            # 2**h truncates toward zero like integer division.
-            h = (
-                f'trunc(extract(epoch from (%s::timestamptz - a."l{r.pk}")) '
-                f"/ {int(r.half_life_days) * 86400})::int"
-            )
-            params.extend([now] * 4)
+            # engine.rule_value: int(value / 2**h), h the halvings (the aggregate's
+            # column), 0 from 64 halvings on; value / 2**h truncates toward zero like
+            # integer division.
+            h = f'a."h{r.pk}"'
             value = (
                 f"CASE WHEN {n} = 0 THEN 0 WHEN {h} >= 63 THEN 0 "
                 f"WHEN {h} >= 0 THEN {value} / (1::bigint << {h}) "
