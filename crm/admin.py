@@ -66,6 +66,32 @@ class ContactScoreAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(models.QueuedBatch)
+class QueuedBatchAdmin(admin.ModelAdmin):
+    """The activity queue's backlog; parked batches are retried from here after a fix."""
+
+    list_display = ["pk", "size", "queued_at", "attempts", "retry_at", "parked_at"]
+    list_filter = [("parked_at", admin.EmptyFieldListFilter)]
+    readonly_fields = [f.name for f in models.QueuedBatch._meta.fields]
+    actions = ["retry"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deleting a batch would silently skip its scores, segments and facts
+
+    @admin.action(description="Retry the selected batches now")
+    def retry(self, request, queryset):
+        from .activity_queue import batches_retry
+
+        count = batches_retry(batch_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} batch(es) queued again.")
+
+
 @admin.register(models.UserProfile)
 class UserProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "title", "territory", "accepts_leads"]

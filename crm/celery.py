@@ -22,6 +22,8 @@ app.conf.beat_schedule = {
         "task": "nurture.tasks.tick",
         "schedule": float(os.environ.get("NURTURE_TICK_SECONDS", "60")),
     },
+    # Safety net: the queue is drained when each batch commits (crm.activity_queue).
+    "activity-queue-drain": {"task": "crm.tasks.drain_activity_queue", "schedule": 60.0},
     "segments-refresh": {"task": "crm.tasks.refresh_segments", "schedule": crontab(minute=7)},
     "scoring-decay": {"task": "scoring.tasks.decay_tick", "schedule": crontab(minute=17)},
     "reports-reconcile": {

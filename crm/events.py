@@ -4,8 +4,10 @@ Settings hold ordered lists of dotted paths (``ACTIVITIES_RECORDED_HANDLERS``,
 ``STAGE_CHANGED_HANDLERS``, ``CONTACTS_CHANGED_HANDLERS``), the way Django chains
 middleware. The core calls them in that order, once per batch, never per row. Each
 handler declares with :func:`handler` whether it runs inside the core's transaction
-(its writes commit or roll back with the batch) or after the commit (it may enqueue
-tasks or send mail). No ``post_save`` receivers drive domain flow.
+(its writes commit or roll back with the batch), after the commit (it may enqueue
+tasks or send mail), or — "activities recorded" handlers only — from the activity queue:
+the batch is queued in the recording transaction and a worker applies queued batches in
+bulk right after (:mod:`crm.activity_queue`). No ``post_save`` receivers drive domain flow.
 """
 
 from __future__ import annotations
@@ -17,21 +19,30 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
     from .models import Activity, LifecycleTransition
 
-Phase = Literal["in_transaction", "on_commit"]
+Phase = Literal["in_transaction", "on_commit", "queued"]
 
 
 @dataclass(frozen=True)
 class ActivitiesRecorded:
-    """A batch of activities that was just stored (duplicates already dropped)."""
+    """A batch of activities that was just stored (duplicates already dropped).
+
+    ``unapplied_ids``: stored activities of *other* batches still waiting in the activity
+    queue (crm.activity_queue) when this one is applied. A handler that keeps running
+    totals by comparing the batch with what was stored before it (reports.upkeep's first
+    opens and clicks) must not count those as "before": their own turn comes later. A
+    handler that recomputes from everything stored (scoring, segments) may ignore it.
+    """
 
     activities: list[Activity]
     created_contact_ids: frozenset[int] = frozenset()
+    unapplied_ids: frozenset[int] = frozenset()
 
     @property
     def contact_ids(self) -> set[int]:
@@ -77,35 +88,68 @@ def handlers_for(setting_name: str) -> tuple[Callable, ...]:
     return _load(tuple(getattr(settings, setting_name, ())))
 
 
-def publish(setting_name: str, event: object) -> None:
+def queued_handlers(setting_name: str) -> tuple[Callable, ...]:
+    """The handlers of ``setting_name`` that declared the "queued" phase, in order."""
+    return tuple(f for f in handlers_for(setting_name) if getattr(f, "phase", "") == "queued")
+
+
+def publish(
+    setting_name: str, event: object, *, queue: Callable[[object], None] | None = None
+) -> None:
     """Call every handler named in ``setting_name`` for ``event``, in order.
 
     Must be called inside the transaction that wrote the event's rows, so in-transaction
-    handlers share its fate; on-commit handlers are deferred until it commits.
+    handlers share its fate; on-commit handlers are deferred until it commits. With
+    ``queue``, "queued" handlers are not called: ``queue(event)`` is, once, and a drain
+    calls them later (without it they run in the transaction like the others).
     """
+    queued = False
     for func in handlers_for(setting_name):
-        if getattr(func, "phase", "in_transaction") == "on_commit":
+        phase = getattr(func, "phase", "in_transaction")
+        if phase == "on_commit":
             transaction.on_commit(lambda func=func: func(event))
+        elif phase == "queued" and queue is not None:
+            queued = True
         else:
             func(event)
+    if queued:
+        queue(event)
 
 
 def activities_recorded(activities: Iterable[Activity], created_contact_ids=()) -> None:
+    """Publish a stored batch; its "queued" handlers go through the activity queue when
+    ``ACTIVITY_HANDLERS_QUEUED`` is on (the default), else they run in this transaction."""
     activities = list(activities)
-    if activities:
-        publish(
-            "ACTIVITIES_RECORDED_HANDLERS",
-            ActivitiesRecorded(activities, frozenset(created_contact_ids)),
-        )
+    if not activities:
+        return
+    queue = None
+    if settings.ACTIVITY_HANDLERS_QUEUED:
+        from .activity_queue import batch_queue as queue
+    publish(
+        "ACTIVITIES_RECORDED_HANDLERS",
+        ActivitiesRecorded(activities, frozenset(created_contact_ids)),
+        queue=queue,
+    )
 
 
 def stage_changed(transitions: Iterable[LifecycleTransition]) -> None:
+    _check_not_queued("STAGE_CHANGED_HANDLERS")
     transitions = list(transitions)
     if transitions:
         publish("STAGE_CHANGED_HANDLERS", StageChanged(transitions))
 
 
 def contacts_changed(contact_ids: Iterable[int], fields: Iterable[str] = (), at=None) -> None:
+    _check_not_queued("CONTACTS_CHANGED_HANDLERS")
     ids = frozenset(contact_ids)
     if ids:
         publish("CONTACTS_CHANGED_HANDLERS", ContactsChanged(ids, frozenset(fields), at))
+
+
+def _check_not_queued(setting_name: str) -> None:
+    """Only activity batches have a queue; a "queued" handler elsewhere is a mistake."""
+    if queued_handlers(setting_name):
+        raise ImproperlyConfigured(
+            f"{setting_name} lists a handler with the 'queued' phase; only "
+            "ACTIVITIES_RECORDED_HANDLERS may (crm.activity_queue stores activity batches)."
+        )

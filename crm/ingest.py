@@ -4,8 +4,10 @@ Every way an activity arrives (REST API, CSV import, tracking pixel and redirect
 provider webhooks, the demo seeder) ends here. A batch is validated as a whole,
 duplicates are dropped by ``external_id`` (a retried delivery is a no-op, and so is a
 concurrent one: PostgreSQL inserts with ``ON CONFLICT DO NOTHING``), the rest is stored
-in one transaction with one INSERT and the "activities recorded" handlers are called once
-for the batch with the activities actually stored.
+in one transaction with one INSERT and the "activities recorded" event is published once
+for the batch with the activities actually stored — its handlers run from the activity
+queue after the commit (crm.activity_queue), or inside this transaction when
+``ACTIVITY_HANDLERS_QUEUED`` is off.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def _store(parsed: list[_Item], *, source: str, by_user) -> IngestResult:
 
         created_ids = _resolve_contacts(fresh, source=source, by_user=by_user)
         result.contacts_created = len(created_ids)
-        recycled = _contacts_lock({i.contact_id for i in fresh})
+        recycled = contacts_lock({i.contact_id for i in fresh})
         activities = _insert(fresh)
         result.duplicates += len(fresh) - len(activities)
         result.created = len(activities)
@@ -321,7 +323,7 @@ _PG_LOCK = (
 )
 
 
-def _contacts_lock(contact_ids: set[int]) -> dict[int, dict] | None:
+def contacts_lock(contact_ids: set[int]) -> dict[int, dict] | None:
     """Lock the batch's contacts up front, in id order (PostgreSQL; SQLite serialises
     writers anyway), and return the recycled ones among them (``None`` where nothing was
     locked: :func:`crm.reopenings.reopenings_mark` reads them itself).

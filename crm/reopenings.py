@@ -12,7 +12,7 @@ from .models.choices import ENGAGEMENT_KINDS
 def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict] | None) -> None:
     """A recycled contact's first engagement after being recycled re-opens it (once a round).
 
-    ``locked_recycled``: the recycled contacts ``crm.ingest._contacts_lock`` read under the lock
+    ``locked_recycled``: the recycled contacts ``crm.ingest.contacts_lock`` read under the lock
     (stages do not change between that read and this call), or ``None`` to read them here.
     """
     engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}

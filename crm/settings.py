@@ -277,6 +277,17 @@ SPECTACULAR_SETTINGS = {
 # See ARCHITECTURE.md, "Dependencies between apps". Each entry is a dotted path to a function
 # decorated with crm.events.handler, which declares whether it runs inside the recording
 # transaction or after it commits.
+#
+# The "activities recorded" handlers that declare the "queued" phase (all of them today) run
+# off the request: the batch is queued with its activities and a worker applies queued
+# batches in bulk right after the commit (crm.activity_queue). Off, they run inside the
+# recording transaction (the test suite's default, so a test reads a score right after
+# recording; tests/crm/test_activity_queue.py and the live tests cover the queue).
+ACTIVITY_HANDLERS_QUEUED = env_bool("ACTIVITY_HANDLERS_QUEUED", True)
+# Activities one drain transaction applies (several queued batches merged into one event).
+ACTIVITY_QUEUE_DRAIN_SIZE = int(os.environ.get("ACTIVITY_QUEUE_DRAIN_SIZE", "5000"))
+# Failed drains of one batch before it is parked for an admin to retry.
+ACTIVITY_QUEUE_MAX_ATTEMPTS = 5
 ACTIVITIES_RECORDED_HANDLERS = [
     "crm.segments.on_activities_recorded",
     "scoring.handlers.on_activities_recorded",

@@ -25,3 +25,15 @@ def refresh_segment(segment_id: int) -> None:
     segment = Segment.objects.filter(pk=segment_id).first()
     if segment is not None:
         segment_refresh(segment=segment)
+
+
+@shared_task(name="crm.tasks.drain_activity_queue")
+def drain_activity_queue() -> None:
+    """Apply the queued "activities recorded" batches (crm.activity_queue).
+
+    Enqueued when a recording transaction commits, and every minute by beat in case a
+    message was lost. Drains take turns, so several workers apply batches in order.
+    """
+    from crm.activity_queue import queue_drain
+
+    queue_drain()

@@ -39,7 +39,7 @@ def _matches(trigger: Trigger, activity) -> bool:
     return not (trigger.form and (activity.details or {}).get("form") != trigger.form)
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """Exit on goal / suppression, then enroll contacts whose activity matches a trigger."""
     activities = [a for a in event.activities if a.kind not in SELF_KINDS]

@@ -469,7 +469,7 @@ def on_contacts_changed(event) -> None:
         campaign_leads_refresh_contacts(event.contact_ids)
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """Ingestion sets ``acquired_by`` of the contacts it created after creating them (from
     the batch's first campaign touch): recount their creation days again."""

@@ -136,7 +136,7 @@ def csat_totals(start, end) -> tuple[int, int, int]:
     return answers, satisfied, total
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """The batch's CSAT answers, counted into their days."""
     csat_apply_activities(event.activities)

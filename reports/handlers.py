@@ -9,10 +9,10 @@ from .stage_facts import stage_facts_apply_transitions
 from .upkeep import upkeep_apply_activities, upkeep_apply_transitions
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """Add the batch's deltas to the email rollup and the step facts (one pass, set-based)."""
-    upkeep_apply_activities(activities=event.activities)
+    upkeep_apply_activities(activities=event.activities, unapplied=event.unapplied_ids)
     lifecycle_facts_apply_activities(activities=event.activities)  # attribution credits
 
 

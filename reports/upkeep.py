@@ -88,9 +88,17 @@ def _local_day(dt) -> date:
 
 
 def upkeep_apply_activities(
-    *, activities, email_rollup: bool = True, step_facts: bool = True
+    *,
+    activities,
+    email_rollup: bool = True,
+    step_facts: bool = True,
+    unapplied: frozenset[int] = frozenset(),
 ) -> None:
     """Bring ``EmailDaily`` and/or ``EmailStepDaily`` up to date with a stored batch.
+
+    ``unapplied``: ids of stored activities of batches still queued (see
+    ``crm.events.ActivitiesRecorded``): the deltas compare the batch with the activities
+    applied before it, so those are read as if not stored yet.
 
     Queries: campaigns (goal actions, channels) always; then only what the batch needs:
     clicks a goal action may convert, earlier first events, goal actions in the window,
@@ -112,7 +120,7 @@ def upkeep_apply_activities(
         if name is not None and (email_rollup or name in STEP_FIELD_SET):
             day = _local_day(a.occurred_at)
             deltas[(day, a.campaign_id or 0, a.contact_id, a.message_id or "", name)] += 1
-    email_deltas(activities, goal_of, deltas)
+    email_deltas(activities, goal_of, deltas, unapplied)
     deltas = {k: n for k, n in deltas.items() if n}
     if not deltas:
         return
@@ -250,8 +258,11 @@ def _pg_upsert_sql(fields: list[str], tables: list[tuple]) -> str:
     return ", ".join(ctes) + " " + " UNION ALL ".join(selects)
 
 
-def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> None:
-    """Add to ``deltas`` the first-event and conversion changes of the batch (see module)."""
+def email_deltas(
+    activities: list, goal_of: dict[int, str], deltas: Counter, unapplied=frozenset()
+) -> None:
+    """Add to ``deltas`` the first-event and conversion changes of the batch (see module);
+    activities in ``unapplied`` count as not stored yet."""
 
     def add(day: date, key: EmailKey, name: str, n: int) -> None:
         deltas[(day, key[2], key[0], key[1], name)] += n
@@ -272,15 +283,16 @@ def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> 
         k for k, facts in batch_first.items() if "unique_clicks" in facts and k[2] in goal_of
     }
     batch_ids = {a.pk for a in activities if a.pk is not None}
+    hidden = batch_ids | unapplied  # left out of "before the batch"
     probed: dict[EmailKey, object] = {}  # email clicked before a batch goal action → first click
     if goals:
-        probed = _clicks_before_goals(goals, goal_of, batch_ids)
+        probed = _clicks_before_goals(goals, goal_of, hidden)
         converting.update(probed)
     if not batch_first and not converting:
         return
     # Earlier first events of the batch's emails; an email only a goal action touches needs
     # its first click alone, which the probe read.
-    before = _firsts_before(set(batch_first), batch_ids) if batch_first else {}
+    before = _firsts_before(set(batch_first), hidden) if batch_first else {}
     for key, first_click in probed.items():
         before.setdefault(key, {"unique_clicks": first_click})
     for key, facts in batch_first.items():
@@ -314,7 +326,8 @@ def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> 
         .order_by()
         .values_list("contact_id", "kind", "occurred_at", "id")
     ):
-        found.setdefault((contact_id, kind), []).append((occurred_at, pk))
+        if pk not in unapplied:
+            found.setdefault((contact_id, kind), []).append((occurred_at, pk))
 
     def converted(key: EmailKey, click_at, *, with_batch: bool) -> bool:
         return any(
@@ -329,11 +342,12 @@ def email_deltas(activities: list, goal_of: dict[int, str], deltas: Counter) -> 
             add(_local_day(now_first), key, "conversions", 1)
 
 
-def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[int]) -> dict:
+def _clicks_before_goals(goals: list, goal_of: dict[int, str], hidden: set[int]) -> dict:
     """Stored clicks a batch goal action may convert (its contact, a campaign with that
-    goal, within the window before it), as email → the email's first click (without the
-    batch): which goal contacts clicked (index only), then, if any, one query for their
-    clicks, the first click a correlated subquery per found email."""
+    goal, within the window before it), as email → the email's first click (leaving out
+    ``hidden``: the batch, activities still queued): which goal contacts clicked (index
+    only), then, if any, one query for their clicks, the first click a correlated subquery
+    per found email."""
     done = {g.kind for g in goals}
     campaign_ids = [c for c, kind in goal_of.items() if kind in done]
     window = {
@@ -351,7 +365,7 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[in
     if not clicked:
         return {}
     if _pg():
-        return _pg_clicks_before_goals(clicked, window, batch_ids)
+        return _pg_clicks_before_goals(clicked, window, hidden)
     # The campaign compared as camp0 (an expression): its index, ANDed with the contact's,
     # made the planner read every click of the campaign per found email (6 ms each).
     first_click = (
@@ -362,7 +376,7 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[in
             camp0=OuterRef("campaign_id"),
             kind=K.EMAIL_CLICKED,
         )
-        .exclude(_in("id", batch_ids))
+        .exclude(_in("id", hidden))
         .order_by("occurred_at")
         .values("occurred_at")[:1]
     )
@@ -371,7 +385,7 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], batch_ids: set[in
         for contact_id, message_id, campaign_id, first in Activity.objects.filter(
             _in("contact_id", clicked), **window
         )
-        .exclude(_in("id", batch_ids))
+        .exclude(_in("id", hidden))
         .annotate(first=Subquery(first_click))
         .order_by()
         .values_list("contact_id", "message_id", "campaign_id", "first")
@@ -430,10 +444,10 @@ _PG_GOAL_CLICKS = (
 )
 
 
-def _pg_clicks_before_goals(clicked: set[int], window: dict, batch_ids: set[int]) -> dict:
+def _pg_clicks_before_goals(clicked: set[int], window: dict, hidden: set[int]) -> dict:
     from crm.ingest import _pg_cursor  # binary array parameters, see there
 
-    kind, batch = str(window["kind"]), list(batch_ids)
+    kind, batch = str(window["kind"]), list(hidden)
     with _pg_cursor() as cursor:
         cursor.execute(
             _PG_GOAL_CLICKS,
@@ -451,8 +465,9 @@ def _pg_clicks_before_goals(clicked: set[int], window: dict, batch_ids: set[int]
         return {(c, m, camp): first for c, m, camp, first in cursor.fetchall()}
 
 
-def _firsts_before(keys: set[EmailKey], batch_ids: set[int]) -> dict[EmailKey, dict]:
-    """Each fact's earliest time per email, without the batch: one grouped query.
+def _firsts_before(keys: set[EmailKey], hidden: set[int]) -> dict[EmailKey, dict]:
+    """Each fact's earliest time per email, leaving out ``hidden`` (the batch and the
+    activities still queued): one grouped query.
 
     Emails with a message id are found through the partial activity_message index, the
     others through their contact; no kind filter (the aggregates filter), which would tempt
@@ -466,7 +481,7 @@ def _firsts_before(keys: set[EmailKey], batch_ids: set[int]) -> dict[EmailKey, d
             (_in("message_id", with_id, "text") & ~Q(message_id=""))
             | (Q(message_id="") & _in("contact_id", without_id))
         )
-        .exclude(_in("id", batch_ids))
+        .exclude(_in("id", hidden))
         .annotate(camp0=Coalesce("campaign_id", Value(0)))
         .values("contact_id", "message_id", "camp0")
         .annotate(**{name: Min("occurred_at", filter=q) for name, q in FACTS.items()})

@@ -46,7 +46,7 @@ def _lock_scores(contact_ids) -> dict[int, int]:
     )
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """Score the batch set-based, then hand off contacts that crossed the threshold."""
     rules = engine.rules_enabled(kinds=[Rule.Kind.ENGAGEMENT, Rule.Kind.NEGATIVE])

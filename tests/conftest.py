@@ -8,6 +8,21 @@ from tests.factories import UserFactory
 pytest_plugins = ["tests.services"]  # real services (PostgreSQL, Redis, Chromium), test broker
 
 
+@pytest.fixture(autouse=True)
+def _activity_handlers_inline(settings):
+    """Run the queued "activities recorded" handlers inside the recording transaction, so a
+    test reads a score or a segment right after recording (production queues them: see
+    crm.activity_queue; tests/crm/test_activity_queue.py and the live tests run the queue;
+    `queued_handlers` turns it back on)."""
+    settings.ACTIVITY_HANDLERS_QUEUED = False
+
+
+@pytest.fixture
+def queued_handlers(settings):
+    """Production's activity queue: handlers run when the queue is drained."""
+    settings.ACTIVITY_HANDLERS_QUEUED = True
+
+
 @pytest.fixture
 def marketing_user(db):
     return UserFactory(username="maya", role="marketing")

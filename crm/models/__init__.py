@@ -12,6 +12,7 @@ from .choices import (
 )
 from .contacts import Company, Contact, ContactScore, Notification, UserProfile
 from .deals import Deal, RejectionReason
+from .queue import QueuedBatch
 from .segments import Segment, SegmentChange, SegmentMembership, SegmentVersion
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "EmailStatus",
     "LifecycleTransition",
     "Notification",
+    "QueuedBatch",
     "RejectionReason",
     "Reopening",
     "Segment",

@@ -53,7 +53,7 @@ from .services import (
 )
 
 
-@handler("in_transaction")
+@handler("queued")
 def on_activities_recorded(event) -> None:
     """Re-evaluate dynamic segments the batch can change, for the contacts it touched."""
     segments_refresh_for_activities(

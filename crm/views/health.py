@@ -1,9 +1,15 @@
-"""/healthz: is the database reachable, is the broker reachable (JSON, 200 or 503)."""
+"""/healthz: is the database reachable, is the broker reachable (JSON, 200 or 503).
+
+It also reports the activity queue (crm.activity_queue): batches waiting for their
+handlers, parked ones and the oldest's age — for a monitor to alert on a growing backlog;
+they do not change the status, since the activities themselves are stored.
+"""
 
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
+from crm.activity_queue import queue_status
 from crm.celery import app as celery_app
 from crm.roles import public
 
@@ -33,7 +39,7 @@ def healthz(request):
     db_ok, db_msg = _database_ok()
     broker_ok, broker_msg = _broker_ok()
     ok = db_ok and broker_ok
-    return JsonResponse(
-        {"status": "ok" if ok else "unavailable", "database": db_msg, "broker": broker_msg},
-        status=200 if ok else 503,
-    )
+    body = {"status": "ok" if ok else "unavailable", "database": db_msg, "broker": broker_msg}
+    if db_ok:
+        body["activity_queue"] = queue_status()
+    return JsonResponse(body, status=200 if ok else 503)

@@ -50,7 +50,12 @@ def database_down(tmp_path):
 def test_it_answers_200_when_database_and_broker_are_up(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "activity_queue": {"pending_batches": 0, "parked_batches": 0, "oldest_pending_seconds": 0},
+    }
     assert "no-cache" in response["Cache-Control"]
 
 

@@ -5,8 +5,8 @@ What it proves: with several workers taking ticks at once (beat every second plu
 enqueued by hand), every due email step is sent exactly once — one ``EmailSend`` per
 (enrollment, step), one ``email_sent`` activity per send, one message per recipient and
 step accepted by the mail backend — and a rescore racing with ingestion (two rescores on
-two workers, even) leaves every contact's ledger and score equal to a fresh computation,
-with no activity counted twice.
+two workers, even, while both workers drain the activity queue) leaves every contact's
+ledger and score equal to a fresh computation, with no activity counted twice.
 """
 
 import subprocess
@@ -141,6 +141,15 @@ def test_two_workers_and_beat_send_each_step_once_and_rescore_exactly(
     except AssertionError:
         raise AssertionError(processes.all_logs()) from None
 
+    # The ingested batches' handlers ran on the workers, from the activity queue
+    # (crm.activity_queue): both workers drain it, in turns, while the rescores run.
+    wait_until(
+        lambda: sql_value(live_db, "SELECT count(*) FROM crm_queuedbatch") == 0,
+        timeout=120,
+        interval=0.5,
+        what="the activity queue to drain",
+    )
+    assert "crm.tasks.drain_activity_queue" in processes.log("worker1") + processes.log("worker2")
     check = live_call(env, "scores_check")
     assert check["pairs"] > 1000
     assert check["ledger_mismatch_count"] == 0, check

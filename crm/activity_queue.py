@@ -1,0 +1,229 @@
+"""The activity queue: "activities recorded" handlers applied off the request, in bulk.
+
+Recording a batch (crm.ingest) stores its activities and the core's own consequences —
+suppression, re-opening, campaign members, first touch — in one transaction, and adds one
+:class:`~crm.models.QueuedBatch` row naming the stored activities. When that transaction
+commits, a Celery task drains the queue: it takes the oldest batches (up to
+``ACTIVITY_QUEUE_DRAIN_SIZE`` activities at a time, several batches merged into one
+event), calls the handlers that declared the "queued" phase (scoring, nurture, segments,
+reports) once for the merged event, and deletes the rows, all in one transaction. So:
+
+* a batch is applied exactly once: its row is written with its activities and deleted with
+  the handlers' writes; a drain that fails or dies leaves it queued;
+* batches are applied in the order they were recorded: drains take one database-wide lock
+  in turn (PostgreSQL advisory lock; SQLite serialises writers anyway), so a batch is never
+  applied before an older one;
+* the request does not wait for scoring, segments or reports, and a failing handler does
+  not refuse a mail provider's webhook — the batch waits, is retried, and after
+  ``ACTIVITY_QUEUE_MAX_ATTEMPTS`` failures is parked (visible in the admin and /healthz);
+  it never holds up the batches behind it;
+* the beat schedule drains every minute too, in case a task message was lost.
+
+Scores, segment membership, enrollments and report figures therefore follow an activity
+by the drain's delay (well under a second on an idle worker), not inside its request.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from . import events
+from .models import Activity, QueuedBatch
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key of the drain ("leadcycle activity queue" → a fixed bigint).
+_DRAIN_LOCK = 0x1EADC7C1E
+
+
+@dataclass
+class DrainResult:
+    batches: int = 0
+    activities: int = 0
+    failed: int = 0
+    parked: int = 0
+
+
+def batch_queue(event: events.ActivitiesRecorded) -> None:
+    """Queue a recorded batch; must run inside the transaction that stored it."""
+    QueuedBatch.objects.create(
+        activity_ids=[a.pk for a in event.activities],
+        created_contact_ids=sorted(event.created_contact_ids),
+        size=len(event.activities),
+    )
+    # robust: the batch is committed whatever the broker says; the beat drain finds it.
+    transaction.on_commit(_drain_soon, robust=True)
+
+
+def _drain_soon() -> None:
+    from .tasks import drain_activity_queue
+
+    drain_activity_queue.delay()
+
+
+def queue_drain(*, size: int | None = None, max_rounds: int | None = None) -> DrainResult:
+    """Apply queued batches, oldest first, until none is left (or ``max_rounds`` ran).
+
+    Each round is one transaction over up to ``size`` activities. A batch that fails is
+    retried by a later drain (not this one), and parked after too many attempts.
+    """
+    size = size or settings.ACTIVITY_QUEUE_DRAIN_SIZE
+    result = DrainResult()
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
+        if not _drain_round(size=size, result=result):
+            break
+    return result
+
+
+def queue_status() -> dict:
+    """What /healthz and the admin show: pending and parked batches, the oldest's age."""
+    pending = QueuedBatch.objects.pending()
+    oldest = pending.order_by("pk").values_list("queued_at", flat=True).first()
+    return {
+        "pending_batches": pending.count(),
+        "parked_batches": QueuedBatch.objects.filter(parked_at__isnull=False).count(),
+        "oldest_pending_seconds": (
+            round((timezone.now() - oldest).total_seconds(), 1) if oldest else 0
+        ),
+    }
+
+
+def batches_retry(*, batch_ids: Sequence[int]) -> int:
+    """Un-park batches (after the handler's fault is fixed); the next drain applies them."""
+    count = QueuedBatch.objects.filter(pk__in=batch_ids).update(
+        parked_at=None, retry_at=None, attempts=0, last_error=""
+    )
+    if count:
+        transaction.on_commit(_drain_soon, robust=True)
+    return count
+
+
+def _drain_round(*, size: int, result: DrainResult) -> bool:
+    """One transaction: take the oldest batches, apply them merged; False when none left.
+
+    If the merged apply fails, each batch is applied on its own (in a savepoint) so one
+    faulty batch does not hold up the others; the faulty one records the error.
+    """
+    with transaction.atomic():
+        _serialise()
+        batches = _take(size=size)
+        if not batches:
+            return False
+        try:
+            with transaction.atomic():
+                _apply(batches)
+        except Exception:
+            if len(batches) == 1:
+                _failed(batches[0], result)
+                return True
+            logger.warning("activity queue: merged drain of %d batches failed", len(batches))
+        else:
+            _done(batches, result)
+            return True
+        for batch in batches:
+            try:
+                with transaction.atomic():
+                    _apply([batch])
+            except Exception:
+                _failed(batch, result)
+            else:
+                _done([batch], result)
+    return True
+
+
+def _serialise() -> None:
+    """Drains run one at a time, so batches are applied in the order they were queued."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DRAIN_LOCK])
+
+
+def _take(*, size: int) -> list[QueuedBatch]:
+    """The oldest due batches holding up to ``size`` activities (at least one)."""
+    candidates = QueuedBatch.objects.due(timezone.now()).order_by("pk")
+    taken: list[QueuedBatch] = []
+    total = 0
+    # A batch holds at most ACTIVITY_BATCH_LIMIT activities, so this reads few rows.
+    for batch in candidates[: max(1, size)]:
+        if taken and total + batch.size > size:
+            break
+        taken.append(batch)
+        total += batch.size
+    return taken
+
+
+def _apply(batches: list[QueuedBatch]) -> None:
+    """Run the queued handlers once for the batches' activities, then drop the batches.
+
+    Activities deleted since they were queued (a contact erased or merged away) are left
+    out; the contacts are locked up front in id order, as ingestion does (crm.ingest).
+    Other batches still queued are read *after* the lock: ingestion locks the same contact
+    rows before it stores an activity, so every stored activity of these contacts is by
+    then either applied, in these batches, or in a queued row read here (the event's
+    ``unapplied_ids``).
+    """
+    from .ingest import contacts_lock
+
+    activities = _activities([pk for batch in batches for pk in batch.activity_ids])
+    created = frozenset(pk for batch in batches for pk in batch.created_contact_ids)
+    if activities:
+        contacts_lock({a.contact_id for a in activities})
+        event = events.ActivitiesRecorded(activities, created, _unapplied(batches))
+        for func in events.queued_handlers("ACTIVITIES_RECORDED_HANDLERS"):
+            func(event)
+    QueuedBatch.objects.filter(pk__in=[b.pk for b in batches]).delete()
+
+
+def _unapplied(batches: list[QueuedBatch]) -> frozenset[int]:
+    """Activity ids of the queued batches other than ``batches`` (parked ones included)."""
+    mine = [b.pk for b in batches]
+    return frozenset(
+        pk
+        for ids in QueuedBatch.objects.exclude(pk__in=mine).values_list("activity_ids", flat=True)
+        for pk in ids
+    )
+
+
+def _activities(ids: list[int]) -> list[Activity]:
+    """The activities by id, in id order: one array parameter on PostgreSQL, chunks of
+    SQLite's parameter limit elsewhere."""
+    if connection.vendor == "postgresql":
+        rows = Activity.objects.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [ids]))
+        return list(rows.order_by("pk"))
+    found = []
+    for start in range(0, len(ids), 500):
+        found += Activity.objects.filter(pk__in=ids[start : start + 500])
+    return sorted(found, key=lambda a: a.pk)
+
+
+def _done(batches: list[QueuedBatch], result: DrainResult) -> None:
+    result.batches += len(batches)
+    result.activities += sum(b.size for b in batches)
+
+
+def _failed(batch: QueuedBatch, result: DrainResult) -> None:
+    """Record the failure (the transaction around still commits): the batch is retried
+    after a back-off that doubles from a minute, and parked after too many attempts."""
+    logger.exception("activity queue: batch %s failed", batch.pk)
+    attempts = batch.attempts + 1
+    park = attempts >= settings.ACTIVITY_QUEUE_MAX_ATTEMPTS
+    now = timezone.now()
+    result.failed += 1
+    result.parked += park
+    QueuedBatch.objects.filter(pk=batch.pk).update(
+        attempts=attempts,
+        last_error=traceback.format_exc(limit=5)[-4000:],
+        retry_at=now + timedelta(minutes=2 ** (attempts - 1)),
+        parked_at=now if park else None,
+    )
