@@ -10,9 +10,12 @@ reports) once for the merged event, and deletes the rows, all in one transaction
 
 * a batch is applied exactly once: its row is written with its activities and deleted with
   the handlers' writes; a drain that fails or dies leaves it queued;
-* batches are applied in the order they were recorded: drains take one database-wide lock
-  in turn (PostgreSQL advisory lock; SQLite serialises writers anyway), so a batch is never
-  applied before an older one;
+* batches are applied in the order they were recorded: one drain runs at a time (a
+  PostgreSQL advisory lock; SQLite serialises writers anyway), so a batch is never applied
+  before an older one. A drain task that finds another drain running returns at once
+  instead of holding a worker slot: the running one loops until the queue is empty, and
+  in the rare case it had just found it empty, the next commit or the minute's drain
+  takes the batch;
 * the request does not wait for scoring, segments or reports, and a failing handler does
   not refuse a mail provider's webhook — the batch waits, is retried, and after
   ``ACTIVITY_QUEUE_MAX_ATTEMPTS`` failures is parked (visible in the admin and /healthz);
@@ -116,7 +119,8 @@ def _drain_round(*, size: int, result: DrainResult) -> bool:
     faulty batch does not hold up the others; the faulty one records the error.
     """
     with transaction.atomic():
-        _serialise()
+        if not _serialise():
+            return False  # another drain is running; it loops until the queue is empty
         batches = _take(size=size)
         if not batches:
             return False
@@ -142,11 +146,15 @@ def _drain_round(*, size: int, result: DrainResult) -> bool:
     return True
 
 
-def _serialise() -> None:
-    """Drains run one at a time, so batches are applied in the order they were queued."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DRAIN_LOCK])
+def _serialise() -> bool:
+    """Drains run one at a time, so batches are applied in the order they were queued;
+    False when another drain holds the turn (PostgreSQL's transaction-level advisory lock,
+    released at commit; SQLite's IMMEDIATE transactions already serialise writers)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_DRAIN_LOCK])
+        return cursor.fetchone()[0]
 
 
 def _take(*, size: int) -> list[QueuedBatch]:
