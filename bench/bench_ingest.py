@@ -139,12 +139,13 @@ def _ingestion(env):
             else:
                 queue_drain()  # the warm-up batch's handlers, untimed
         api_rate = BATCH * len(latencies) / sum(latencies)
-        drain_s = 0.0
+        drain_s, drained_n = 0.0, 0
         if settings.ACTIVITY_HANDLERS_QUEUED:
             started = time.perf_counter()
             drained = queue_drain()
             drain_s = time.perf_counter() - started
             assert drained.failed == 0, drained
+            drained_n = drained.activities
         sustained = BATCH * len(latencies) / (sum(latencies) + drain_s)
 
         timed = batches[1:]
@@ -170,7 +171,7 @@ def _ingestion(env):
         "activities_posted": BATCH * len(latencies),
         "api_accepted_per_s": round(api_rate),
         "drain_s": round(drain_s, 2),
-        "drain_activities_per_s": round(BATCH * len(latencies) / drain_s) if drain_s else None,
+        "drain_activities_per_s": round(drained_n / drain_s) if drained_n else None,
         "sustained_activities_per_s": round(sustained),
         "batch_p50_ms": round(env.percentile(latencies, 50) * 1000, 1),
         "batch_p95_ms": round(env.percentile(latencies, 95) * 1000, 1),
