@@ -9,13 +9,20 @@ log = logging.getLogger(__name__)
 
 @shared_task(name="nurture.tasks.tick")
 def tick(max_seconds: float = 50) -> dict:
-    """Run entry triggers, then advance due enrollments (every minute, from beat).
+    """Apply queued activities, run entry triggers, then advance due enrollments (every
+    minute, from beat).
 
     ``max_seconds`` bounds the sending loop (beat ticks every minute); the benchmark
     raises it to advance a whole backlog in one call."""
+    from crm.activity_queue import queue_drain
+
     from .services.enrollment import triggers_run
     from .services.sending import enrollments_advance
 
+    # Queued activities first (crm.activity_queue): a goal reached or a trigger fired a
+    # moment ago ends or starts its enrollment before due steps go out. Returns at once
+    # when the queue is empty or another worker is draining it.
+    queue_drain()
     entered = triggers_run()
     result = enrollments_advance(max_seconds=max_seconds)
     if entered or result.processed:

@@ -131,6 +131,23 @@ def test_the_goal_action_exits_and_suppression_exits():
     assert mail.outbox == []
 
 
+def test_the_tick_applies_queued_activities_before_it_sends(queued_handlers):
+    from nurture.tasks import tick
+
+    campaign = CampaignFactory(goal_action="demo_requested")
+    program = ProgramFactory(campaign=campaign)
+    StepFactory(program=program)
+    goal = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[goal.pk], source="m")
+    activities_record(
+        items=[{"kind": "demo_requested", "occurred_at": timezone.now(), "contact": goal.pk}]
+    )
+    assert Enrollment.objects.get(contact=goal).exit_reason == ""  # still queued
+    tick()
+    assert Enrollment.objects.get(contact=goal).exit_reason == "goal"
+    assert mail.outbox == []
+
+
 def test_goal_exits_match_each_program_to_its_own_goal_in_one_update():
     demo = ProgramFactory(campaign=CampaignFactory(goal_action="demo_requested"))
     buy = ProgramFactory(campaign=CampaignFactory(goal_action="purchase"))
