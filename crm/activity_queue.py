@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,6 +61,7 @@ def batch_queue(event: events.ActivitiesRecorded) -> None:
     """Queue a recorded batch; must run inside the transaction that stored it."""
     QueuedBatch.objects.create(
         activity_ids=[a.pk for a in event.activities],
+        contact_ids=[a.contact_id for a in event.activities],
         created_contact_ids=sorted(event.created_contact_ids),
         size=len(event.activities),
     )
@@ -81,10 +83,11 @@ def queue_drain(*, size: int | None = None, max_rounds: int | None = None) -> Dr
     """
     size = size or settings.ACTIVITY_QUEUE_DRAIN_SIZE
     result = DrainResult()
+    pending = _PendingIndex()
     rounds = 0
     while max_rounds is None or rounds < max_rounds:
         rounds += 1
-        if not _drain_round(size=size, result=result):
+        if not _drain_round(size=size, result=result, pending=pending):
             break
     return result
 
@@ -112,7 +115,7 @@ def batches_retry(*, batch_ids: Sequence[int]) -> int:
     return count
 
 
-def _drain_round(*, size: int, result: DrainResult) -> bool:
+def _drain_round(*, size: int, result: DrainResult, pending: _PendingIndex) -> bool:
     """One transaction: take the oldest batches, apply them merged; False when none left.
 
     If the merged apply fails, each batch is applied on its own (in a savepoint) so one
@@ -126,7 +129,7 @@ def _drain_round(*, size: int, result: DrainResult) -> bool:
             return False
         try:
             with transaction.atomic():
-                _apply(batches)
+                _apply(batches, pending)
         except Exception:
             if len(batches) == 1:
                 _failed(batches[0], result)
@@ -138,7 +141,7 @@ def _drain_round(*, size: int, result: DrainResult) -> bool:
         for batch in batches:
             try:
                 with transaction.atomic():
-                    _apply([batch])
+                    _apply([batch], pending)
             except Exception:
                 _failed(batch, result)
             else:
@@ -158,20 +161,22 @@ def _serialise() -> bool:
 
 
 def _take(*, size: int) -> list[QueuedBatch]:
-    """The oldest due batches holding up to ``size`` activities (at least one)."""
-    candidates = QueuedBatch.objects.due(timezone.now()).order_by("pk")
-    taken: list[QueuedBatch] = []
+    """The oldest due batches holding up to ``size`` activities (at least one).
+
+    Sizes first, then only the chosen rows: a backlog of small batches (tracking hits) must
+    not cost reading every row's id list."""
+    due = QueuedBatch.objects.due(timezone.now()).order_by("pk")
+    chosen: list[int] = []
     total = 0
-    # A batch holds at most ACTIVITY_BATCH_LIMIT activities, so this reads few rows.
-    for batch in candidates[: max(1, size)]:
-        if taken and total + batch.size > size:
+    for pk, n in due.values_list("pk", "size")[: max(1, size)]:
+        if chosen and total + n > size:
             break
-        taken.append(batch)
-        total += batch.size
-    return taken
+        chosen.append(pk)
+        total += n
+    return list(QueuedBatch.objects.filter(pk__in=chosen).order_by("pk"))
 
 
-def _apply(batches: list[QueuedBatch]) -> None:
+def _apply(batches: list[QueuedBatch], pending: _PendingIndex) -> None:
     """Run the queued handlers once for the batches' activities, then drop the batches.
 
     Activities deleted since they were queued (a contact erased or merged away) are left
@@ -179,28 +184,60 @@ def _apply(batches: list[QueuedBatch]) -> None:
     Other batches still queued are read *after* the lock: ingestion locks the same contact
     rows before it stores an activity, so every stored activity of these contacts is by
     then either applied, in these batches, or in a queued row read here (the event's
-    ``unapplied_ids``).
+    ``unapplied_ids``, only those of these contacts).
     """
     from .ingest import contacts_lock
 
     activities = _activities([pk for batch in batches for pk in batch.activity_ids])
     created = frozenset(pk for batch in batches for pk in batch.created_contact_ids)
     if activities:
-        contacts_lock({a.contact_id for a in activities})
-        event = events.ActivitiesRecorded(activities, created, _unapplied(batches))
+        contact_ids = {a.contact_id for a in activities}
+        contacts_lock(contact_ids)
+        pending.refresh()
+        unapplied = pending.unapplied(contact_ids, exclude={b.pk for b in batches})
+        event = events.ActivitiesRecorded(activities, created, unapplied)
         for func in events.queued_handlers("ACTIVITIES_RECORDED_HANDLERS"):
             func(event)
     QueuedBatch.objects.filter(pk__in=[b.pk for b in batches]).delete()
 
 
-def _unapplied(batches: list[QueuedBatch]) -> frozenset[int]:
-    """Activity ids of the queued batches other than ``batches`` (parked ones included)."""
-    mine = [b.pk for b in batches]
-    return frozenset(
-        pk
-        for ids in QueuedBatch.objects.exclude(pk__in=mine).values_list("activity_ids", flat=True)
-        for pk in ids
-    )
+class _PendingIndex:
+    """The queued activities by contact, kept up to date across one drain's rounds.
+
+    Each round needs the still-queued activities of the contacts it applies. Re-reading every
+    queued row each round would cost O(backlog) per round — O(backlog²) to catch up after a
+    worker was down; this reads the new rows' id lists once and forgets drained rows.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, list[tuple[int, int]]] = {}  # batch → [(contact, activity)]
+        self._by_contact: dict[int, set[int]] = defaultdict(set)
+
+    def refresh(self) -> None:
+        present = set(QueuedBatch.objects.values_list("pk", flat=True))
+        for pk in self._rows.keys() - present:
+            for contact, activity in self._rows.pop(pk):
+                self._by_contact[contact].discard(activity)
+        new = sorted(present - self._rows.keys())
+        for start in range(0, len(new), 500):
+            rows = QueuedBatch.objects.filter(pk__in=new[start : start + 500])
+            for pk, activities, contacts in rows.values_list("pk", "activity_ids", "contact_ids"):
+                if len(contacts) != len(activities):  # not recorded with the row: look up
+                    found = dict(
+                        Activity.objects.filter(pk__in=activities).values_list("pk", "contact_id")
+                    )
+                    contacts = [found.get(a, 0) for a in activities]
+                pairs = list(zip(contacts, activities, strict=True))
+                self._rows[pk] = pairs
+                for contact, activity in pairs:
+                    self._by_contact[contact].add(activity)
+
+    def unapplied(self, contact_ids: set[int], *, exclude: set[int]) -> frozenset[int]:
+        """Queued activities of ``contact_ids`` outside the batches ``exclude``."""
+        mine = {a for pk in exclude for _, a in self._rows.get(pk, ())}
+        return frozenset(
+            a for c in contact_ids for a in self._by_contact.get(c, ()) if a not in mine
+        )
 
 
 def _activities(ids: list[int]) -> list[Activity]:

@@ -23,6 +23,9 @@ class QueuedBatch(models.Model):
     """
 
     activity_ids = models.JSONField(help_text="Ids of the batch's stored activities.")
+    contact_ids = models.JSONField(
+        default=list, help_text="Each activity's contact, in the order of activity_ids."
+    )
     created_contact_ids = models.JSONField(
         default=list, help_text="Contacts the batch created (self-identifying activities)."
     )

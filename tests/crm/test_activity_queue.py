@@ -375,3 +375,22 @@ def test_rules_are_only_read_inside_the_drain(queued_handlers):
     EngagementRuleFactory(points=7, activity_kind=K.PAGE_VISIT, name="Late rule")
     queue_drain()
     assert _score(contact) == 7
+
+
+def test_the_pending_index_follows_the_queue_between_rounds(queued_handlers):
+    from crm.activity_queue import _PendingIndex
+
+    a, b = ContactFactory(), ContactFactory()
+    first = activities_record(items=_items(a, n=2) + _items(b)).activities
+    second = activities_record(items=_items(a)).activities
+    rows = list(QueuedBatch.objects.order_by("pk"))
+    index = _PendingIndex()
+    index.refresh()
+    assert index.unapplied({a.pk}, exclude={rows[0].pk}) == {second[0].pk}
+    assert index.unapplied({a.pk, b.pk}, exclude={rows[1].pk}) == {x.pk for x in first}
+    rows[0].delete()  # drained
+    # A row queued without its contacts (before they were recorded) is looked up.
+    third = activities_record(items=_items(b)).activities
+    QueuedBatch.objects.filter(activity_ids=[third[0].pk]).update(contact_ids=[])
+    index.refresh()
+    assert index.unapplied({a.pk, b.pk}, exclude=set()) == {second[0].pk, third[0].pk}
