@@ -118,35 +118,50 @@ def batches_retry(*, batch_ids: Sequence[int]) -> int:
 def _drain_round(*, size: int, result: DrainResult, pending: _PendingIndex) -> bool:
     """One transaction: take the oldest batches, apply them merged; False when none left.
 
-    If the merged apply fails, each batch is applied on its own (in a savepoint) so one
-    faulty batch does not hold up the others; the faulty one records the error.
+    If the merged apply fails, the whole round rolls back and each of its batches is then
+    applied in a transaction of its own, so one faulty batch does not hold up the others;
+    the faulty one records the error (no savepoint in the common path: the handlers' row
+    locks and writes stay in the top-level transaction).
     """
-    with transaction.atomic():
-        if not _serialise():
-            return False  # another drain is running; it loops until the queue is empty
-        batches = _take(size=size)
-        if not batches:
-            return False
-        try:
-            with transaction.atomic():
-                _apply(batches, pending)
-        except Exception:
-            if len(batches) == 1:
-                _failed(batches[0], result)
-                return True
-            logger.warning("activity queue: merged drain of %d batches failed", len(batches))
-        else:
-            _done(batches, result)
-            return True
-        for batch in batches:
-            try:
-                with transaction.atomic():
-                    _apply([batch], pending)
-            except Exception:
-                _failed(batch, result)
-            else:
-                _done([batch], result)
+    taken: list[int] = []
+    try:
+        with transaction.atomic():
+            if not _serialise():
+                return False  # another drain is running; it loops until the queue is empty
+            batches = _take(size=size)
+            if not batches:
+                return False
+            taken = [b.pk for b in batches]
+            _apply(batches, pending)
+    except Exception:
+        if not taken:
+            raise  # reading the queue failed: nothing to retry batch by batch
+        logger.warning("activity queue: drain of batches %s failed; one by one", taken)
+        for pk in taken:
+            _drain_one(pk, result=result, pending=pending)
+        return True
+    _done(batches, result)
     return True
+
+
+def _drain_one(pk: int, *, result: DrainResult, pending: _PendingIndex) -> None:
+    """Apply one batch in its own transaction, or record its failure in another."""
+    batch = None
+    try:
+        with transaction.atomic():
+            if not _serialise():
+                return  # another drain took over; it applies the batch
+            batch = QueuedBatch.objects.filter(pk=pk).first()
+            if batch is None:
+                return
+            _apply([batch], pending)
+    except Exception:
+        if batch is None:
+            raise
+        with transaction.atomic():
+            _failed(batch, result)
+    else:
+        _done([batch], result)
 
 
 def _serialise() -> bool:
