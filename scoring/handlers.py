@@ -25,10 +25,12 @@ def _lock(contact_ids) -> list[int]:
 # PostgreSQL: the ids as one array literal, the rows straight from the cursor (the ORM's
 # compile and per-value converters cost ~1 ms of the batch's CPU for two int columns).
 # The lock is the contact row's (what ingestion and the rescore chunks take); the cached
-# score comes from its row in crm_contactscore.
+# score comes from its row in crm_contactscore, read by a per-row primary-key probe: as a
+# join, a few thousand ids (a queue drain's) made the planner hash-join a sequential scan
+# of all of crm_contactscore (205 ms at 1M contacts for 3,900 ids, against 22 ms).
 _LOCK_SCORES_SQL = (
-    "SELECT c.id, s.score FROM crm_contact c JOIN crm_contactscore s ON s.contact_id = c.id "
-    "WHERE c.id = ANY(%s::bigint[]) ORDER BY c.id FOR NO KEY UPDATE OF c"
+    "SELECT c.id, (SELECT s.score FROM crm_contactscore s WHERE s.contact_id = c.id) "
+    "FROM crm_contact c WHERE c.id = ANY(%s::bigint[]) ORDER BY c.id FOR NO KEY UPDATE OF c"
 )
 
 
@@ -37,7 +39,8 @@ def _lock_scores(contact_ids) -> dict[int, int]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_LOCK_SCORES_SQL, [int_array(sorted(contact_ids))])
-            return dict(cursor.fetchall())
+            # Every contact has its score row (a trigger makes it); skip one that has not.
+            return {pk: score for pk, score in cursor.fetchall() if score is not None}
     return dict(
         Contact.objects.select_for_update(no_key=True, of=("self",))
         .filter(ids_q("pk", sorted(contact_ids)))
