@@ -10,17 +10,20 @@ reports) once for the merged event, and deletes the rows, all in one transaction
 
 * a batch is applied exactly once: its row is written with its activities and deleted with
   the handlers' writes; a drain that fails or dies leaves it queued;
-* batches are applied in the order they were recorded: one drain runs at a time (a
-  PostgreSQL advisory lock; SQLite serialises writers anyway), so a batch is never applied
-  before an older one. A drain task that finds another drain running returns at once
-  instead of holding a worker slot: the running one loops until the queue is empty, and
-  in the rare case it had just found it empty, the next commit or the minute's drain
-  takes the batch;
+* batches are applied oldest queued first, one drain at a time (a PostgreSQL advisory
+  lock; SQLite serialises writers anyway). Batches that share contacts are queued in the
+  order they were recorded (ingestion locks the contacts before it stores), so each
+  contact's batches apply in recording order — except that a batch waiting out a back-off
+  after a failure is overtaken. A drain task that finds another drain running returns at
+  once instead of holding a worker slot: the running one loops until nothing is due, and
+  looks once more after releasing its turn;
 * the request does not wait for scoring, segments or reports, and a failing handler does
   not refuse a mail provider's webhook — the batch waits, is retried, and after
   ``ACTIVITY_QUEUE_MAX_ATTEMPTS`` failures is parked (visible in the admin and /healthz);
   it never holds up the batches behind it;
-* the beat schedule drains every minute too, in case a task message was lost.
+* the beat schedule drains every minute too, in case a task message was lost;
+* a contact merge re-points the queued rows that name the duplicate, and the nightly
+  report check waits while batches are queued (reports.tasks).
 
 Scores, segment membership, enrollments and report figures therefore follow an activity
 by the drain's delay (well under a second on an idle worker), not inside its request.
@@ -29,6 +32,7 @@ by the drain's delay (well under a second on an idle worker), not inside its req
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -75,19 +79,35 @@ def _drain_soon() -> None:
     drain_activity_queue.delay()
 
 
-def queue_drain(*, size: int | None = None, max_rounds: int | None = None) -> DrainResult:
-    """Apply queued batches, oldest first, until none is left (or ``max_rounds`` ran).
+def queue_drain(
+    *,
+    size: int | None = None,
+    max_rounds: int | None = None,
+    max_seconds: float | None = None,
+) -> DrainResult:
+    """Apply queued batches, oldest first, until none is due (or the round or time budget
+    is spent).
 
-    Each round is one transaction over up to ``size`` activities. A batch that fails is
-    retried by a later drain (not this one), and parked after too many attempts.
+    Each round is one transaction over up to ``size`` activities. A batch that fails waits
+    out a back-off (later drains retry it) and is parked after too many attempts. A drain
+    that finds another drain running returns: that one loops until nothing is due, and
+    after finding nothing it looks once more with the turn released, so a batch committed
+    while it was finishing (whose own task gave way to it) is not left for the minute's
+    drain.
     """
     size = size or settings.ACTIVITY_QUEUE_DRAIN_SIZE
     result = DrainResult()
     pending = _PendingIndex()
+    started = time.monotonic()
     rounds = 0
     while max_rounds is None or rounds < max_rounds:
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            break
         rounds += 1
-        if not _drain_round(size=size, result=result, pending=pending):
+        outcome = _drain_round(size=size, result=result, pending=pending)
+        if outcome == _BUSY:
+            break
+        if outcome == _EMPTY and not QueuedBatch.objects.due(timezone.now()).exists():
             break
     return result
 
@@ -105,6 +125,27 @@ def queue_status() -> dict:
     }
 
 
+def batches_repoint(*, duplicate_id: int, keep_id: int) -> int:
+    """A merge moved ``duplicate_id``'s activities to ``keep_id``: re-point the queued
+    rows that name it (in the merge's transaction). The rows are re-created, not updated,
+    so a drain's cached index (which reads each row once) sees them as new."""
+    moved = 0
+    for batch in QueuedBatch.objects.select_for_update().order_by("pk"):
+        if duplicate_id not in batch.contact_ids:
+            continue
+        contact_ids = [keep_id if c == duplicate_id else c for c in batch.contact_ids]
+        old_pk = batch.pk
+        batch.pk = None
+        batch.contact_ids = contact_ids
+        batch.created_contact_ids = [
+            keep_id if c == duplicate_id else c for c in batch.created_contact_ids
+        ]
+        batch.save(force_insert=True)
+        QueuedBatch.objects.filter(pk=old_pk).delete()
+        moved += 1
+    return moved
+
+
 def batches_retry(*, batch_ids: Sequence[int]) -> int:
     """Un-park batches (after the handler's fault is fixed); the next drain applies them."""
     count = QueuedBatch.objects.filter(pk__in=batch_ids).update(
@@ -115,8 +156,14 @@ def batches_retry(*, batch_ids: Sequence[int]) -> int:
     return count
 
 
-def _drain_round(*, size: int, result: DrainResult, pending: _PendingIndex) -> bool:
-    """One transaction: take the oldest batches, apply them merged; False when none left.
+_APPLIED, _EMPTY, _BUSY = "applied", "empty", "busy"
+# Failures of the database itself (a lost connection, a deadlock) are not the batch's
+# fault: the drain stops and a later one retries, without counting an attempt.
+_TRANSIENT = (OperationalError, InterfaceError)
+
+
+def _drain_round(*, size: int, result: DrainResult, pending: _PendingIndex) -> str:
+    """One transaction: take the oldest due batches and apply them merged.
 
     If the merged apply fails, the whole round rolls back and each of its batches is then
     applied in a transaction of its own, so one faulty batch does not hold up the others;
@@ -127,21 +174,23 @@ def _drain_round(*, size: int, result: DrainResult, pending: _PendingIndex) -> b
     try:
         with transaction.atomic():
             if not _serialise():
-                return False  # another drain is running; it loops until the queue is empty
+                return _BUSY  # another drain is running; it loops until nothing is due
             batches = _take(size=size)
             if not batches:
-                return False
+                return _EMPTY
             taken = [b.pk for b in batches]
-            _apply(batches, pending)
+            applied = _apply(batches, pending)
+    except _TRANSIENT:
+        raise
     except Exception:
         if not taken:
             raise  # reading the queue failed: nothing to retry batch by batch
         logger.warning("activity queue: drain of batches %s failed; one by one", taken)
         for pk in taken:
             _drain_one(pk, result=result, pending=pending)
-        return True
-    _done(batches, result)
-    return True
+        return _APPLIED
+    _done(batches, applied, result)
+    return _APPLIED
 
 
 def _drain_one(pk: int, *, result: DrainResult, pending: _PendingIndex) -> None:
@@ -151,17 +200,20 @@ def _drain_one(pk: int, *, result: DrainResult, pending: _PendingIndex) -> None:
         with transaction.atomic():
             if not _serialise():
                 return  # another drain took over; it applies the batch
-            batch = QueuedBatch.objects.filter(pk=pk).first()
+            # Due only: another drain may have recorded this batch's failure meanwhile.
+            batch = QueuedBatch.objects.due(timezone.now()).filter(pk=pk).first()
             if batch is None:
                 return
-            _apply([batch], pending)
+            applied = _apply([batch], pending)
+    except _TRANSIENT:
+        raise
     except Exception:
         if batch is None:
             raise
         with transaction.atomic():
             _failed(batch, result)
     else:
-        _done([batch], result)
+        _done([batch], applied, result)
 
 
 def _serialise() -> bool:
@@ -191,29 +243,37 @@ def _take(*, size: int) -> list[QueuedBatch]:
     return list(QueuedBatch.objects.filter(pk__in=chosen).order_by("pk"))
 
 
-def _apply(batches: list[QueuedBatch], pending: _PendingIndex) -> None:
-    """Run the queued handlers once for the batches' activities, then drop the batches.
+def _apply(batches: list[QueuedBatch], pending: _PendingIndex) -> int:
+    """Run the queued handlers once for the batches' activities, then drop the batches;
+    return how many activities the handlers saw.
 
-    Activities deleted since they were queued (a contact erased or merged away) are left
-    out; the contacts are locked up front in id order, as ingestion does (crm.ingest).
-    Other batches still queued are read *after* the lock: ingestion locks the same contact
-    rows before it stores an activity, so every stored activity of these contacts is by
-    then either applied, in these batches, or in a queued row read here (the event's
-    ``unapplied_ids``, only those of these contacts).
+    The contacts are locked up front in id order, as ingestion does (crm.ingest), and the
+    activities read after the lock (then a contact merge cannot move one under the
+    handlers' feet; one moved before it is locked too, under its new contact). Activities
+    deleted since they were queued (a contact erased) are left out. Other batches still
+    queued are read after the lock as well: ingestion locks the same contact rows before it
+    stores an activity, and a merge re-points the queued rows it touches, so every stored
+    activity of these contacts is by then either applied, in these batches, or in a queued
+    row read here (the event's ``unapplied_ids``, only those of these contacts).
     """
     from .ingest import contacts_lock
 
+    locked = {c for batch in batches for c in batch.contact_ids}
+    contacts_lock(locked)
     activities = _activities([pk for batch in batches for pk in batch.activity_ids])
+    moved = {a.contact_id for a in activities} - locked
+    if moved:  # merged since they were queued (or a row queued without its contacts)
+        contacts_lock(moved)
     created = frozenset(pk for batch in batches for pk in batch.created_contact_ids)
     if activities:
         contact_ids = {a.contact_id for a in activities}
-        contacts_lock(contact_ids)
         pending.refresh()
         unapplied = pending.unapplied(contact_ids, exclude={b.pk for b in batches})
         event = events.ActivitiesRecorded(activities, created, unapplied)
         for func in events.queued_handlers("ACTIVITIES_RECORDED_HANDLERS"):
             func(event)
     QueuedBatch.objects.filter(pk__in=[b.pk for b in batches]).delete()
+    return len(activities)
 
 
 class _PendingIndex:
@@ -267,9 +327,9 @@ def _activities(ids: list[int]) -> list[Activity]:
     return sorted(found, key=lambda a: a.pk)
 
 
-def _done(batches: list[QueuedBatch], result: DrainResult) -> None:
+def _done(batches: list[QueuedBatch], applied: int, result: DrainResult) -> None:
     result.batches += len(batches)
-    result.activities += sum(b.size for b in batches)
+    result.activities += applied
 
 
 def _failed(batch: QueuedBatch, result: DrainResult) -> None:

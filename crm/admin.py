@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from . import campaign_members, models
+from .roles import Role, has_role
 
 admin.site.site_header = "Leadcycle administration"
 
@@ -75,6 +76,9 @@ class QueuedBatchAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in models.QueuedBatch._meta.fields]
     actions = ["retry"]
 
+    def has_retry_permission(self, request) -> bool:
+        return has_role(request.user, Role.ADMIN)
+
     def has_add_permission(self, request):
         return False
 
@@ -84,7 +88,7 @@ class QueuedBatchAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # deleting a batch would silently skip its scores, segments and facts
 
-    @admin.action(description="Retry the selected batches now")
+    @admin.action(description="Retry the selected batches now", permissions=["retry"])
     def retry(self, request, queryset):
         from .activity_queue import batches_retry
 

@@ -1,7 +1,8 @@
 """How nurture reacts to what the core publishes (see crm.events and settings).
 
-Both handlers run inside the core's transaction and work per batch: one query for the
-triggers, set-based exits with ``.update()``, set-based enrollment with ``bulk_create``.
+The activities handler runs from the activity queue (crm.activity_queue), the stage
+handler inside the core's transaction; both work per batch: one query for the triggers,
+set-based exits with ``.update()``, set-based enrollment with ``bulk_create``.
 """
 
 from __future__ import annotations

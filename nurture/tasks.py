@@ -21,8 +21,12 @@ def tick(max_seconds: float = 50) -> dict:
 
     # Queued activities first (crm.activity_queue): a goal reached or a trigger fired a
     # moment ago ends or starts its enrollment before due steps go out. Returns at once
-    # when the queue is empty or another worker is draining it.
-    queue_drain()
+    # when the queue is empty or another worker is draining it; bounded, so a backlog
+    # after downtime does not hold up sending (the queue's own drains work through it).
+    try:
+        queue_drain(max_seconds=10)
+    except Exception:
+        log.exception("nurture tick: draining the activity queue failed; sending anyway")
     entered = triggers_run()
     result = enrollments_advance(max_seconds=max_seconds)
     if entered or result.processed:

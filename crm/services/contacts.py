@@ -13,7 +13,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from .. import campaign_members, events, lifecycle
+from .. import activity_queue, campaign_members, events, lifecycle
 from ..models import (
     Activity,
     CampaignMember,
@@ -354,6 +354,8 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         keep, duplicate = locked[keep.pk], locked[duplicate.pk]
         dup_id, keep_id = duplicate.pk, keep.pk
         Activity.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
+        # Batches still queued name the duplicate for the moved activities (crm.activity_queue).
+        activity_queue.batches_repoint(duplicate_id=dup_id, keep_id=keep_id)
         # The kept contact's campaigns from its activities, now both contacts' (bounded).
         campaign_members.members_rebuild(contact_ids=[keep_id])
         LifecycleTransition.objects.filter(contact_id=dup_id).update(contact_id=keep_id)

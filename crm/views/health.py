@@ -41,5 +41,8 @@ def healthz(request):
     ok = db_ok and broker_ok
     body = {"status": "ok" if ok else "unavailable", "database": db_msg, "broker": broker_msg}
     if db_ok:
-        body["activity_queue"] = queue_status()
+        try:
+            body["activity_queue"] = queue_status()
+        except Exception as exc:  # noqa: BLE001 - the status above still answers
+            body["activity_queue"] = exc.__class__.__name__
     return JsonResponse(body, status=200 if ok else 503)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -27,6 +27,7 @@ from crm.models import (
 )
 from crm.models.choices import ActivityKind as K
 from crm.segments import segment_queryset, segment_save
+from reports.models import EmailDaily
 from reports.tasks import reconcile_rollups
 from scoring import services as scoring
 from scoring.models import LedgerEntry, ScoringSettings
@@ -394,3 +395,62 @@ def test_the_pending_index_follows_the_queue_between_rounds(queued_handlers):
     QueuedBatch.objects.filter(activity_ids=[third[0].pk]).update(contact_ids=[])
     index.refresh()
     assert index.unapplied({a.pk, b.pk}, exclude=set()) == {second[0].pk, third[0].pk}
+
+
+@handler("queued")
+def broken_database_handler(event) -> None:
+    from django.db import OperationalError
+
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_merge_repoints_queued_batches_and_the_rollup_stays_right(queued_handlers):
+    from crm.services import contact_merge
+
+    older, newer = ContactFactory(), ContactFactory()
+    now = timezone.now() - timedelta(hours=1)
+    opened = {"kind": K.EMAIL_OPENED, "message_id": "m-1", "url": ""}
+    activities_record(items=[{**opened, "contact": newer.pk, "occurred_at": now}])
+    activities_record(
+        items=[{**opened, "contact": older.pk, "occurred_at": now - timedelta(days=2)}]
+    )
+    kept = contact_merge(keep=older, duplicate=newer)
+    assert all(kept.pk in row.contact_ids for row in QueuedBatch.objects.all())
+    queue_drain(size=1)  # one batch per round: the other is still queued each time
+    # The first open moved two days back: one unique open, on that day, none on the other.
+    rows = dict(EmailDaily.objects.values_list("day", "unique_opens"))
+    assert rows == {timezone.localdate(now - timedelta(days=2)): 1}
+    for day in {timezone.localdate(now), timezone.localdate(now - timedelta(days=2))}:
+        assert reconcile_rollups(day.isoformat())["email"] == 0, day
+
+
+def test_the_nightly_report_check_waits_while_batches_are_queued(queued_handlers, poisonable):
+    contact = ContactFactory()
+    activities_record(items=_items(contact, url="https://acme.example/poison"))
+    queue_drain()  # fails: the batch backs off and stays queued
+    result = reconcile_rollups()
+    assert result["deferred_queued_batches"] == 1
+
+
+def test_a_database_failure_does_not_count_against_the_batch(queued_handlers, settings):
+    settings.ACTIVITIES_RECORDED_HANDLERS = [
+        *settings.ACTIVITIES_RECORDED_HANDLERS,
+        "tests.crm.test_activity_queue.broken_database_handler",
+    ]
+    activities_record(items=_items(ContactFactory()))
+    with pytest.raises(OperationalError):
+        queue_drain()
+    batch = QueuedBatch.objects.get()
+    assert (batch.attempts, batch.retry_at, batch.parked_at) == (0, None, None)
+
+
+def test_only_admins_may_retry_parked_batches(rf, admin_user, marketing_user):
+    from django.contrib.admin.sites import site
+
+    from crm.admin import QueuedBatchAdmin
+
+    model_admin = QueuedBatchAdmin(QueuedBatch, site)
+    for user, allowed in ((admin_user, True), (marketing_user, False)):
+        request = rf.get("/")
+        request.user = user
+        assert model_admin.has_retry_permission(request) is allowed
