@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('activity_ids', models.JSONField(help_text="Ids of the batch's stored activities.")),
+                ('contact_ids', models.JSONField(default=list, help_text="Each activity's contact, in the order of activity_ids.")),
                 ('created_contact_ids', models.JSONField(default=list, help_text='Contacts the batch created (self-identifying activities).')),
                 ('size', models.PositiveIntegerField(help_text='How many activities the batch holds.')),
                 ('queued_at', models.DateTimeField(auto_now_add=True)),
