@@ -196,6 +196,7 @@ def _vacuum() -> None:
 
 def _handler_cost(env, handle, *, repeat: int = 7) -> list[float]:
     """Seconds ``handle(stored_batch)`` takes after a fresh 1,000-activity batch is stored."""
+    from bench.rollback import checks_at_each_statement
     from crm.models import Activity
 
     template = activity_batch()
@@ -203,6 +204,7 @@ def _handler_cost(env, handle, *, repeat: int = 7) -> list[float]:
     samples = []
     for i in range(repeat + 1):
         with transaction.atomic():
+            checks_at_each_statement()  # the rolled-back commit's FK checks are timed too
             batch = [
                 Activity(
                     **{f.attname: getattr(a, f.attname) for f in Activity._meta.concrete_fields}

@@ -133,8 +133,18 @@ def _outcome(now, *, portable, before=None, after_pass=None):
         ),
         "scores": dict(Contact.objects.values_list("pk", "scorecard__score")),
         "stages": dict(Contact.objects.values_list("pk", "stage")),
+        # Likewise a hand-off by that handler: every other transition is dated at an
+        # activity or at the rescore's ``now``, never after it. (Whether the merge's handler
+        # hands a contact off depends on the time of day: an activity two hours ago falls
+        # on a day the contact has already been counted for once it is past midnight.)
         "transitions": sorted(
-            LifecycleTransition.objects.values_list("contact_id", "to_stage", "at"), key=repr
+            (
+                (contact, stage, at if at <= now else None)
+                for contact, stage, at in LifecycleTransition.objects.values_list(
+                    "contact_id", "to_stage", "at"
+                )
+            ),
+            key=repr,
         ),
         "counts": (run.processed, run.contacts_changed, run.entries_created, run.status),
     }
