@@ -7,12 +7,13 @@ time of each half-life rule as a timestamp), then the ledger sums of the matched
 (contact, rule) pairs, diffs them in Python and sends the entries back as six arrays:
 per 1,000-activity batch ~30 ms of worker CPU, most of it converting values the diff
 only subtracts. Here one statement does the same arithmetic where the rows are: the
-matched pairs travel in as arrays (contact, rule, first matching activity and its time,
-whether the target is known to be 0), the aggregate (built from the same ORM conditions:
-``activity_q``, ``engine._column``), the ledger sums and their difference are CTEs, the
-non-zero differences are inserted as ledger entries in the portable path's order, and
-only (pair position, points) comes back, from which the caller builds the entries the
-hand-off reads. The cached score update stays with the caller (``scores_add``).
+matched pairs travel in as arrays (contact, rule, whether the target is known to be 0),
+with the batch activities that each add a counted unit to a pair; the aggregate (built
+from the same ORM conditions: ``activity_q``, ``engine._column``), the ledger sums and
+their difference are CTEs, the non-zero differences are inserted as ledger entries — a
+gain split over its units as ``engine.gain_split`` splits it — in the portable path's
+order, and only (pair position, unit, points) comes back, from which the caller builds
+the entries the hand-off reads. The cached score update stays with the caller (``scores_add``).
 
 tests/scoring/test_batch_sql.py checks this path appends the same entries, leaves the
 same scores and hands off the same MQLs as the portable path on random rules, batches
@@ -46,38 +47,60 @@ def supported() -> bool:
 def batch_diff(
     *,
     pairs: Sequence[tuple[int, int]],
-    first: Sequence[Activity],
+    units: Sequence[Sequence[Activity]],
+    rules: Sequence[Rule],
     known: Sequence[bool],
     agg_rules: Sequence[Rule],
     agg_contacts: Sequence[int],
     need: Mapping[int, set[int]] | None = None,
     now: datetime,
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, int, int]]:
     """Append the ledger entries of a batch's matched ``pairs`` (sorted (contact, rule))
-    and return ``[(position in pairs, points)]`` of the entries appended, in order.
+    and return ``[(position in pairs, unit, points)]`` of the entries appended, in order:
+    ``unit`` k > 0 for the share of a gain dated at the pair's k-th unit (``units[i]``,
+    split as ``engine.gain_split`` splits it), 0 for a loss.
 
-    ``first[i]`` is the batch's earliest activity counted for ``pairs[i]`` (the activity
-    and time of a positive entry); ``known[i]`` says the pair's target is 0 without the
-    aggregate (an inactivity penalty a recent engagement of the batch ends).
-    ``agg_rules``/``agg_contacts``: the rules and contacts of the other pairs, whose
+    ``units[i]`` are the batch's activities that each add a counted unit to ``pairs[i]``
+    (``engine.batch_matches``), ``rules[i]`` its rule; ``known[i]`` says the pair's target
+    is 0 without the aggregate (an inactivity penalty a recent engagement of the batch
+    ends). ``agg_rules``/``agg_contacts``: the rules and contacts of the other pairs, whose
     target is the rule's full worth for the contact, as ``engine.expected_values``
     computes it; ``need`` (rule id → contacts) narrows the aggregate to the activity
     kinds each contact needs.
     """
     if not pairs:
         return []
-    contacts, rules = zip(*pairs, strict=True)
-    # Plain ints and flags only (the array literals of ~2,000 pairs cost ~1 ms; their
-    # times as ISO strings cost 3 more): a gain's time is its activity's, read by id.
+    contacts, rule_ids = zip(*pairs, strict=True)
+    # The units as rows (pair position, k, units of the pair, activity, worth of a unit;
+    # NULL worth: the whole gain to the first unit). Plain ints and flags only (the array
+    # literals of ~2,000 pairs cost ~1 ms; their times as ISO strings cost 3 more): a
+    # gain's time is its activity's, read by id.
+    u_pair, u_k, u_n, u_activity, u_worth = [], [], [], [], []
+    for i, (mine, rule) in enumerate(zip(units, rules, strict=True), 1):
+        worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else 0
+        if worth <= 0 or len(mine) == 1:
+            mine, worth = mine[:1], None
+        for k, activity in enumerate(mine, 1):
+            u_pair.append(i)
+            u_k.append(k)
+            u_n.append(len(mine))
+            u_activity.append(activity.id)
+            u_worth.append(worth)
     params: list = [
         _ints(contacts),
-        _ints(rules),
-        _ints([a.id for a in first]),
+        _ints(rule_ids),
         "{" + ",".join(["t" if k else "f" for k in known]) + "}",
+        _ints(u_pair),
+        _ints(u_k),
+        _ints(u_n),
+        _ints(u_activity),
+        int_array(u_worth),
     ]
     ctes = [
-        "m AS MATERIALIZED (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
-        "%s::boolean[]) WITH ORDINALITY AS m(contact_id, rule_id, activity_id, known, i))"
+        "m AS MATERIALIZED (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) "
+        "WITH ORDINALITY AS m(contact_id, rule_id, known, i))",
+        "u AS MATERIALIZED (SELECT * FROM unnest(%s::int[], %s::int[], %s::int[], "
+        "%s::bigint[], %s::int[]) AS u(i, k, n, activity_id, w))",
     ]
     joins = ""
     targets: list[str] = []
@@ -116,34 +139,48 @@ def batch_diff(
         "GROUP BY contact_id, rule_id)"
     )
     params.extend(
-        [R.RECYCLE_RESET.value, int_array(sorted(set(contacts))), int_array(sorted(set(rules)))]
+        [
+            R.RECYCLE_RESET.value,
+            int_array(sorted(set(contacts))),
+            int_array(sorted(set(rule_ids))),
+        ]
     )
     # Only ints and the ORM's compiled SQL are interpolated; values travel as parameters.
     ctes.append(
-        "diff AS MATERIALIZED (SELECT m.i, m.contact_id, m.rule_id, m.activity_id, "  # noqa: S608
+        "diff AS MATERIALIZED (SELECT m.i, m.contact_id, m.rule_id, "  # noqa: S608
         f"(CASE WHEN m.known THEN 0 {' '.join(targets)} ELSE 0 END) - COALESCE(o.s, 0) "
         f"AS points FROM m{joins} LEFT JOIN owned o ON o.contact_id = m.contact_id "
         "AND o.rule_id = m.rule_id)"
     )
     params.extend(target_params)
-    # engine._why in "activity" mode: a gain is the activity's, dated at it; a loss is
-    # expiry (rules with an expiry) or decay, dated now. Entries go in in pair order, as
-    # the portable path appends them.
+    # engine.gain_split in SQL: the k-th of a pair's n units takes the unit's worth while
+    # the gain lasts, the first also what is left when all have theirs (NULL worth: the
+    # whole gain). engine._why in "activity" mode: a gain is its activities', dated at
+    # them; a loss is expiry (rules with an expiry) or decay, dated now. Entries go in in
+    # (pair, unit) order, as the portable path appends them.
+    ctes.append(
+        "rows AS MATERIALIZED (SELECT * FROM (SELECT d.i, u.k, d.contact_id, d.rule_id, "
+        "u.activity_id, CASE WHEN u.w IS NULL THEN d.points "
+        "ELSE LEAST(u.w, GREATEST(d.points - u.w * (u.k - 1), 0)) "
+        "+ CASE WHEN u.k = 1 THEN GREATEST(d.points - u.w * u.n, 0) ELSE 0 END END AS points "
+        "FROM diff d JOIN u ON u.i = d.i WHERE d.points > 0) g WHERE g.points > 0 "
+        "UNION ALL SELECT i, 0, contact_id, rule_id, NULL, points FROM diff WHERE points < 0)"
+    )
     expiring = [r.pk for r in [*engagement, *inactive] if r.expire_after_days]
     ctes.append(
         "ins AS (INSERT INTO scoring_ledgerentry "
         "(contact_id, rule_id, activity_id, points, at, reason) "
-        "SELECT d.contact_id, d.rule_id, CASE WHEN d.points > 0 THEN d.activity_id END, "
-        "d.points, CASE WHEN d.points > 0 THEN (SELECT x.occurred_at FROM crm_activity x "
-        "WHERE x.id = d.activity_id) ELSE %s::timestamptz END, "
-        "CASE WHEN d.points > 0 THEN %s WHEN d.rule_id = ANY(%s::bigint[]) THEN %s ELSE %s END "
-        "FROM diff d WHERE d.points <> 0 ORDER BY d.i)"
+        "SELECT r.contact_id, r.rule_id, r.activity_id, r.points, CASE WHEN r.k > 0 THEN "
+        "(SELECT x.occurred_at FROM crm_activity x WHERE x.id = r.activity_id) "
+        "ELSE %s::timestamptz END, "
+        "CASE WHEN r.k > 0 THEN %s WHEN r.rule_id = ANY(%s::bigint[]) THEN %s ELSE %s END "
+        "FROM rows r ORDER BY r.i, r.k)"
     )
     params.extend([now, R.ACTIVITY.value, int_array(expiring), R.EXPIRY.value, R.DECAY.value])
-    sql = "WITH " + ", ".join(ctes) + " SELECT i, points FROM diff WHERE points <> 0 ORDER BY i"  # noqa: S608
+    sql = "WITH " + ", ".join(ctes) + " SELECT i, k, points FROM rows ORDER BY i, k"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(i - 1, points) for i, points in cursor.fetchall()]
+        return [(i - 1, k, points) for i, k, points in cursor.fetchall()]
 
 
 def _ints(values: Sequence[int]) -> str:

@@ -36,6 +36,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce, TruncDate, TruncWeek
+from django.utils import timezone
 
 from crm.models import Activity, Contact, ContactScore
 from crm.models.choices import ENGAGEMENT_KINDS
@@ -46,6 +47,7 @@ from .rules import activity_q, fit_q
 from .writes import Entry, entries_append, ids_q, scores_add, scores_set
 
 R = LedgerEntry.Reason
+ACTIVITY = R.ACTIVITY.value
 MASK_BITS = 60
 BIG = BigIntegerField()
 
@@ -415,9 +417,9 @@ def rows_fetch(qs, names: Sequence[str]):
 def _why(rule, delta, mode, now, first_match, contact_id):
     """Reason, time and activity of one adjustment."""
     if mode == "activity" and delta > 0 and rule is not None:
-        activity = first_match.get((contact_id, rule.pk))
-        if activity is not None:
-            return R.ACTIVITY, activity.occurred_at, activity.pk
+        units = first_match.get((contact_id, rule.pk))
+        if units:
+            return R.ACTIVITY, units[0].occurred_at, units[0].pk
     if mode == "fit" and rule is not None and is_flag(rule):
         return R.FIT, now, None
     if mode in {"decay", "activity"} and rule is not None and delta < 0:
@@ -427,14 +429,43 @@ def _why(rule, delta, mode, now, first_match, contact_id):
     return R.RESCORE, now, None
 
 
-def batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
+def batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
     """Public name of :func:`_batch_matches` (the handler decides what to lock with it)."""
     return _batch_matches(batch, rules, now)
 
 
+def gain_split(points: int, units: Sequence[Activity], rule: Rule) -> list[tuple[Activity, int]]:
+    """A batch's gain of ``points`` for one (contact, rule), as entries per activity.
+
+    ``units`` are the batch's activities that each add one counted unit of the rule (see
+    :func:`_batch_matches`), in time order. Each is worth the rule's points until the gain
+    is spent (a cap can leave the last ones nothing); what is left when every unit has its
+    points — the ledger held less than the rule's worth before the batch: a rule edited
+    and not yet rescored, a half-life's refresh by the first new match — goes to the
+    first. So every point is dated at the activity that earned it: a contact's score at a
+    moment (METRICS.md, "Scores over time") and the MQL hand-off's "dated at the activity
+    that pushed it over" hold within a batch too, not only between batches (a history
+    imported in one batch, or a queue drain of several batches, used to date all of a
+    pair's points at its first activity). scoring.batch_sql splits the same way in SQL.
+    """
+    worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else 0
+    if worth <= 0 or len(units) == 1:
+        return [(units[0], points)]
+    shares: list[list] = []
+    left = points
+    for activity in units:
+        take = min(worth, left)
+        if take <= 0:
+            break
+        shares.append([activity, take])
+        left -= take
+    shares[0][1] += left
+    return [(activity, share) for activity, share in shares]
+
+
 def batch_reconcile(
     *,
-    matches: dict[tuple[int, int], Activity],
+    matches: dict[tuple[int, int], list[Activity]],
     rules: Sequence[Rule],
     now: datetime,
     scores: dict[int, int],
@@ -483,9 +514,10 @@ def batch_reconcile(
         # PostgreSQL: the aggregate, the ledger sums, the diff and the append in one
         # statement (scoring.batch_sql); only the entries' positions and points return.
         pairs = sorted(matches)
-        for i, points in batch_sql.batch_diff(
+        for i, k, points in batch_sql.batch_diff(
             pairs=pairs,
-            first=[matches[key] for key in pairs],
+            units=[matches[key] for key in pairs],
+            rules=[by_id[rule_id] for _, rule_id in pairs],
             known=[key in known for key in pairs],
             agg_rules=agg_rules,
             agg_contacts=agg_contacts,
@@ -493,10 +525,13 @@ def batch_reconcile(
             now=now,
         ):
             contact_id, rule_id = pairs[i]
-            reason, at, activity_id = _why(
-                by_id[rule_id], points, "activity", now, matches, contact_id
-            )
-            outcome.entries.append(Entry(contact_id, rule_id, activity_id, points, at, str(reason)))
+            if k:  # a gain's share of the pair's k-th unit (gain_split)
+                unit = matches[pairs[i]][k - 1]
+                entry = Entry(contact_id, rule_id, unit.pk, points, unit.occurred_at, ACTIVITY)
+            else:
+                reason, at, _ = _why(by_id[rule_id], points, "activity", now, matches, contact_id)
+                entry = Entry(contact_id, rule_id, None, points, at, str(reason))
+            outcome.entries.append(entry)
             outcome.contacts.add(contact_id)
         return _scores_after(outcome, scores)
     if agg_rules:
@@ -526,9 +561,15 @@ def batch_reconcile(
         delta = target - owned.get(key, 0)
         if not delta:
             continue
-        reason, at, activity_id = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
-        outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
         outcome.contacts.add(contact_id)
+        if delta > 0:
+            for unit, points in gain_split(delta, matches[key], by_id[rule_id]):
+                outcome.entries.append(
+                    Entry(contact_id, rule_id, unit.pk, points, unit.occurred_at, ACTIVITY)
+                )
+            continue
+        reason, at, _ = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
+        outcome.entries.append(Entry(contact_id, rule_id, None, delta, at, str(reason)))
     entries_append(outcome.entries)
     return _scores_after(outcome, scores)
 
@@ -543,9 +584,18 @@ def _scores_after(outcome: Outcome, scores: dict[int, int]) -> Outcome:
     return outcome
 
 
-def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
-    """Earliest batch activity per (contact, rule) that the rule counts (or, for an
-    inactivity rule, the engagement that ended the inactivity). Python over ≤ 1,000 rows."""
+def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
+    """Per (contact, rule), the batch's activities that each add one counted unit of the
+    rule, in time order: every match of an every-time rule, the first match of each day
+    (week) of a once-per-day (week) rule — the engine's buckets, ``TruncDate`` and
+    ``TruncWeek`` in the current time zone — and the first of a once-ever rule; for an
+    inactivity rule, the engagement that ended the inactivity. The first is the pair's
+    earliest match. Python over the batch's rows.
+
+    A day (week) already counted before the batch is not known here, so its first batch
+    activity is still taken as a unit: :func:`gain_split` then gives it points that belong
+    to a later unit of the batch (the gain itself is exact; only its split is early).
+    """
     from .rules import activity_matches
 
     # Rules indexed by the activity kind they read, so each activity is checked only
@@ -557,18 +607,42 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], Activity]:
             by_kind[r.activity_kind].append((r.pk, r))
         elif r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
             inactive.append(r.pk)
-    found: dict[tuple[int, int], Activity] = {}
+    found: dict[tuple[int, int], list[Activity]] = {}
+    buckets: dict[tuple[int, int], set] = defaultdict(set)
+    once = Rule.Frequency.ONCE_EVER
     for a in sorted(batch, key=lambda a: (a.occurred_at, a.id or 0)):
         if a.is_machine:
             continue
         for pk, r in by_kind.get(a.kind, ()):
             key = (a.contact_id, pk)
-            if key not in found and activity_matches(r, a, now=now):
-                found[key] = a
+            units = found.get(key)
+            if units is not None and r.frequency == once:
+                continue
+            if not activity_matches(r, a, now=now):
+                continue
+            bucket = _bucket(r, a.occurred_at)
+            if bucket is not None:
+                if bucket in buckets[key]:
+                    continue
+                buckets[key].add(bucket)
+            if units is None:
+                found[key] = [a]
+            else:
+                units.append(a)
         if inactive and a.kind in ENGAGEMENT_KINDS:
             for pk in inactive:
-                found.setdefault((a.contact_id, pk), a)
+                found.setdefault((a.contact_id, pk), [a])
     return found
+
+
+def _bucket(rule: Rule, at: datetime):
+    """The day (week) an activity counts in for a once-per-day (week) rule, else None."""
+    if rule.frequency == Rule.Frequency.ONCE_PER_DAY:
+        return timezone.localtime(at).date()
+    if rule.frequency == Rule.Frequency.ONCE_PER_WEEK:
+        day = timezone.localtime(at).date()
+        return day - timedelta(days=day.weekday())
+    return None
 
 
 def scores_refresh(*, contact_ids: Iterable[int]) -> None:

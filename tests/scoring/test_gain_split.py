@@ -1,0 +1,183 @@
+"""A batch's points are dated at the activities that earned them (scoring.engine.gain_split,
+scoring.batch_sql), so that the MQL hand-off is dated at the activity that pushed the
+contact over even when a whole history arrives in one batch (a CSV import, a queue drain
+of several batches)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from crm.ingest import activities_record
+from crm.models import Activity, ContactScore, LifecycleTransition
+from crm.models.choices import ActivityKind
+from scoring import engine
+from scoring.models import LedgerEntry, Rule, ScoringSettings
+from tests.factories import ContactFactory
+
+from .factories import EngagementRuleFactory, NegativeRuleFactory
+
+K = ActivityKind
+F = Rule.Frequency
+
+
+def _activity(pk, at, kind=K.PAGE_VISIT, contact_id=1):
+    return Activity(pk=pk, contact_id=contact_id, kind=kind, occurred_at=at)
+
+
+def _rule(points=10, **fields):
+    kind = Rule.Kind.ENGAGEMENT
+    return Rule(pk=1, kind=kind, activity_kind=K.PAGE_VISIT, points=points, **fields)
+
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.mark.parametrize(
+    ("gain", "units", "points", "expected"),
+    [
+        (10, 1, 10, [10]),  # one unit: the whole gain
+        (35, 1, 10, [35]),
+        (30, 3, 10, [10, 10, 10]),  # each unit its worth
+        (20, 3, 10, [10, 10]),  # a cap reached: the last unit earns nothing
+        (25, 3, 10, [10, 10, 5]),  # a half-life's fraction: the last unit gets the rest
+        (45, 3, 10, [25, 10, 10]),  # more than the units' worth: the rest to the first
+        (12, 3, -5, [12]),  # a negative rule's gain (a penalty taken back): the first
+    ],
+)
+def test_a_gain_is_spread_over_its_units_in_time_order(gain, units, points, expected):
+    activities = [_activity(i + 1, T0 + timedelta(days=i)) for i in range(units)]
+    split = engine.gain_split(gain, activities, _rule(points))
+    assert [share for _, share in split] == expected
+    assert [a.pk for a, _ in split] == [a.pk for a in activities[: len(expected)]]
+    assert sum(expected) == gain
+
+
+def _units(batch, rule, zone="UTC"):
+    with timezone.override(zone):
+        found = engine.batch_matches(batch, [rule], T0 + timedelta(days=30))
+    return [a.pk for a in found[(1, rule.pk)]]
+
+
+def test_every_match_of_an_every_time_rule_is_a_unit():
+    batch = [_activity(i, T0 + timedelta(hours=i)) for i in (3, 1, 2)]
+    assert _units(batch, _rule(frequency=F.EVERY_TIME)) == [1, 2, 3]  # in time order
+
+
+def test_a_once_ever_rule_has_one_unit():
+    batch = [_activity(i, T0 + timedelta(days=i)) for i in (1, 2, 3)]
+    assert _units(batch, _rule(frequency=F.ONCE_EVER)) == [1]
+
+
+def test_a_once_per_day_rule_has_a_unit_per_local_day():
+    # 23:30 and 00:30 UTC are two days in UTC, one (00:30 and 01:30) in Paris.
+    late = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
+    batch = [
+        _activity(1, late),
+        _activity(2, late + timedelta(hours=1)),
+        _activity(3, late + timedelta(hours=2)),
+    ]
+    rule = _rule(frequency=F.ONCE_PER_DAY)
+    assert _units(batch, rule, "UTC") == [1, 2]
+    assert _units(batch, rule, "Europe/Paris") == [1]
+    assert _units(batch, rule, "America/New_York") == [1]  # 18:30, 19:30, 20:30 on the 2nd
+
+
+def test_a_once_per_week_rule_has_a_unit_per_week_from_monday():
+    sunday, monday = T0 - timedelta(days=1), T0  # Sunday and Monday, 09:00 UTC
+    batch = [
+        _activity(1, sunday - timedelta(days=3)),
+        _activity(2, sunday),
+        _activity(3, monday),
+        _activity(4, monday + timedelta(days=6)),
+    ]
+    assert _units(batch, _rule(frequency=F.ONCE_PER_WEEK)) == [1, 3]
+
+
+def _history(contact, days, now):
+    return [
+        {
+            "contact": contact.pk,
+            "kind": K.PAGE_VISIT,
+            "occurred_at": now - timedelta(days=d),
+            "url": "https://acme.example/pricing",
+        }
+        for d in days
+    ]
+
+
+@pytest.mark.django_db
+def test_a_history_in_one_batch_is_dated_visit_by_visit_and_the_mql_at_the_crossing():
+    """Five visits of 10 points over five days, threshold 30: the third visit makes the
+    MQL — on both databases (SQLite: the portable path; PostgreSQL: batch_sql)."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    rule = EngagementRuleFactory(points=10, frequency=F.ONCE_PER_DAY)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=_history(contact, [5, 4, 3, 2, 1], now))
+
+    visits = list(Activity.objects.filter(contact=contact).order_by("occurred_at"))
+    entries = list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule)
+        .order_by("at")
+        .values_list("activity_id", "points", "at", "reason")
+    )
+    assert entries == [(v.pk, 10, v.occurred_at, "activity") for v in visits]
+    contact.refresh_from_db()
+    assert contact.stage == "mql"
+    assert contact.scorecard.score == 50
+    mql = LifecycleTransition.objects.get(contact=contact, to_stage="mql")
+    assert (mql.at, mql.activity_id) == (visits[2].occurred_at, visits[2].pk)
+
+
+@pytest.mark.django_db
+def test_a_cap_leaves_the_later_visits_of_a_batch_nothing():
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = EngagementRuleFactory(points=10, cap=2)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=_history(contact, [4, 3, 2, 1], now))
+
+    first_two = list(Activity.objects.filter(contact=contact).order_by("occurred_at")[:2])
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule)
+        .order_by("at")
+        .values_list("activity_id", "points")
+    ) == [(first_two[0].pk, 10), (first_two[1].pk, 10)]
+
+
+@pytest.mark.django_db
+def test_a_visit_on_an_already_counted_day_adds_no_unit_of_its_own():
+    """Two batches: the second's first visit falls on a day the first already counted.
+    The gain (one new day) is exact; its split dates it at that first visit, the early
+    side of the truth (documented in engine._batch_matches)."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = EngagementRuleFactory(points=10, frequency=F.ONCE_PER_DAY)
+    # Noon: the second batch's visit an hour later is on the same day in any hour.
+    now = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=_history(contact, [3], now))
+    second = _history(contact, [3, 2], now)
+    second[0]["occurred_at"] += timedelta(hours=1)
+    activities_record(items=second)
+    assert ContactScore.objects.get(pk=contact.pk).score == 20
+    assert sorted(
+        LedgerEntry.objects.filter(contact=contact, rule=rule).values_list("points", flat=True)
+    ) == [10, 10]
+
+
+@pytest.mark.django_db
+def test_a_penalty_taken_back_is_one_entry_at_the_engagement_that_ended_it():
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=20, points=-5)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    LedgerEntry.objects.create(contact=contact, rule=rule, points=-5, at=now, reason="decay")
+    activities_record(items=_history(contact, [3, 2, 1], now))
+
+    first = Activity.objects.filter(contact=contact).order_by("occurred_at").first()
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule, points__gt=0).values_list(
+            "activity_id", "points", "at"
+        )
+    ) == [(first.pk, 5, first.occurred_at)]
