@@ -36,8 +36,10 @@ class ActivitiesRecorded:
     ``unapplied_ids``: stored activities of *other* batches still waiting in the activity
     queue (crm.activity_queue) when this one is applied. A handler that keeps running
     totals by comparing the batch with what was stored before it (reports.upkeep's first
-    opens and clicks) must not count those as "before": their own turn comes later. A
-    handler that recomputes from everything stored (scoring, segments) may ignore it.
+    opens and clicks) must not count those as "before": their own turn comes later; nor
+    may one that dates what it computes at the batch's activities (scoring leaves them out
+    of its aggregate, or their points would be dated at this batch's). A handler that
+    recomputes from everything stored and dates nothing by it (segments) may ignore it.
     """
 
     activities: list[Activity]

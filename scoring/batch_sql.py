@@ -53,6 +53,7 @@ def batch_diff(
     agg_rules: Sequence[Rule],
     agg_contacts: Sequence[int],
     need: Mapping[int, set[int]] | None = None,
+    unapplied: frozenset[int] = frozenset(),
     now: datetime,
 ) -> list[tuple[int, int, int]]:
     """Append the ledger entries of a batch's matched ``pairs`` (sorted (contact, rule))
@@ -66,7 +67,8 @@ def batch_diff(
     ends). ``agg_rules``/``agg_contacts``: the rules and contacts of the other pairs, whose
     target is the rule's full worth for the contact, as ``engine.expected_values``
     computes it; ``need`` (rule id → contacts) narrows the aggregate to the activity
-    kinds each contact needs.
+    kinds each contact needs; ``unapplied``: activities of batches still queued, left out
+    of the aggregate (``engine.batch_reconcile``).
     """
     if not pairs:
         return []
@@ -77,6 +79,8 @@ def batch_diff(
     # gain's time is its activity's, read by id.
     u_pair, u_k, u_n, u_activity, u_worth = [], [], [], [], []
     for i, (mine, rule) in enumerate(zip(units, rules, strict=True), 1):
+        if not mine:  # a gain needs an activity to date it (JOIN u would drop it)
+            raise ValueError(f"pair {pairs[i - 1]} has no unit")
         worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else 0
         if worth <= 0 or len(mine) == 1:
             mine, worth = mine[:1], None
@@ -107,7 +111,9 @@ def batch_diff(
     engagement = [r for r in agg_rules if r.kind == Rule.Kind.ENGAGEMENT]
     inactive = [r for r in agg_rules if r.kind == Rule.Kind.NEGATIVE]
     if agg_rules:
-        activity_sql, activity_params = _aggregate(engagement, inactive, agg_contacts, need, now)
+        activity_sql, activity_params = _aggregate(
+            engagement, inactive, agg_contacts, need, now, unapplied
+        )
         ctes.append(f"agg AS MATERIALIZED ({activity_sql})")
         params.extend(activity_params)
         joins += " LEFT JOIN agg a ON a.contact_id = m.contact_id"
@@ -188,7 +194,7 @@ def _ints(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _aggregate(engagement, inactive, contact_ids, need, now) -> tuple[str, tuple]:
+def _aggregate(engagement, inactive, contact_ids, need, now, unapplied) -> tuple[str, tuple]:
     """The SQL of ``engine.expected_values``' activity aggregate for these rules and
     contacts: per contact, each rule's counted buckets (``c<pk>``), latest match of a
     half-life rule (``l<pk>``) and the latest engagement (``last_engaged``). Every
@@ -220,8 +226,9 @@ def _aggregate(engagement, inactive, contact_ids, need, now) -> tuple[str, tuple
         )
     else:
         scope = ids_q("contact_id", contact_ids)
+    queued = [~ids_q("id", sorted(unapplied))] if unapplied else []
     qs = (
-        Activity.objects.filter(scope, kind__in=sorted(kinds), is_machine=False)
+        Activity.objects.filter(scope, *queued, kind__in=sorted(kinds), is_machine=False)
         .order_by()
         .values("contact_id")
         .annotate(**{n: engine._column(n, r, q) for n, r, q in columns})

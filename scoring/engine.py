@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db import connection
 from django.db.models import (
@@ -294,14 +294,13 @@ def reconcile(
     rules: Sequence[Rule],
     now: datetime,
     mode: str,
-    batch: Sequence[Activity] = (),
     all_rules: bool = False,
     cached_scores: dict[int, int] | None = None,
 ) -> Outcome:
     """Append the entries that make the ledger equal the rules' worth, and refresh scores.
 
-    ``mode`` picks the reason: ``activity`` (a batch; positive changes carry the batch
-    activity that caused them), ``fit``, ``decay`` or ``rescore``. ``all_rules`` (rescore)
+    ``mode`` picks the reason: ``fit``, ``decay`` or ``rescore`` (a batch's activities go
+    through :func:`batch_reconcile`). ``all_rules`` (rescore)
     also takes back points of rules that are disabled or deleted; ``cached_scores`` (the
     chunk's cached scores, read when it was locked) saves it re-reading them.
     """
@@ -342,7 +341,6 @@ def reconcile(
         owned[contact_id][rule_id] = points or 0
         ledger_total[contact_id] += total
 
-    first_match = _batch_matches(batch, rule_set.rules, now) if batch else {}
     outcome = Outcome()
     pks = [r.pk for r in rule_set.rules]
     for contact_id in expected.keys() | owned.keys():
@@ -355,7 +353,7 @@ def reconcile(
             if not delta:
                 continue
             rule = pos_rule[1] if pos_rule else None
-            reason, at, activity_id = _why(rule, delta, mode, now, first_match, contact_id)
+            reason, at, activity_id = _why(rule, delta, mode, now, {}, contact_id)
             outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
             outcome.contacts.add(contact_id)
     if outcome.entries:
@@ -470,6 +468,7 @@ def batch_reconcile(
     now: datetime,
     scores: dict[int, int],
     batch: Sequence[Activity] = (),
+    unapplied: frozenset[int] = frozenset(),
     portable: bool = False,
 ) -> Outcome:
     """Score a batch: reconcile only the (contact, rule) pairs the batch's activities hit.
@@ -487,6 +486,11 @@ def batch_reconcile(
     (:mod:`scoring.batch_sql`).
     The new scores are returned in ``Outcome.scores`` so the hand-off can skip its query
     when nobody reaches the threshold.
+
+    ``unapplied`` (a queue drain's ``ActivitiesRecorded.unapplied_ids``): stored activities
+    of batches still queued, left out of the aggregate. Counted now, their points would be
+    dated at this batch's activities (the gain split gives what its units cannot explain
+    to the first); their own turn scores them, dated at themselves.
     """
     by_id = {r.pk: r for r in rules}
     known: dict[tuple[int, int], int] = {}
@@ -522,6 +526,7 @@ def batch_reconcile(
             agg_rules=agg_rules,
             agg_contacts=agg_contacts,
             need=need,
+            unapplied=unapplied,
             now=now,
         ):
             contact_id, rule_id = pairs[i]
@@ -539,7 +544,7 @@ def batch_reconcile(
             ids_q("pk", agg_contacts),
             RuleSet(agg_rules),
             now=now,
-            activity_scope=ids_q("contact_id", agg_contacts),
+            activity_scope=ids_q("contact_id", agg_contacts) & ~Q(pk__in=sorted(unapplied)),
         )
     positions = {r.pk: i for i, r in enumerate(agg_rules)}
     contact_ids = sorted({c for c, _ in matches})
@@ -588,40 +593,45 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
     """Per (contact, rule), the batch's activities that each add one counted unit of the
     rule, in time order: every match of an every-time rule, the first match of each day
     (week) of a once-per-day (week) rule — the engine's buckets, ``TruncDate`` and
-    ``TruncWeek`` in the current time zone — and the first of a once-ever rule; for an
-    inactivity rule, the engagement that ended the inactivity. The first is the pair's
-    earliest match. Python over the batch's rows.
+    ``TruncWeek`` in the current time zone — and the first of a once-ever rule, up to the
+    rule's cap; for an inactivity rule, one: the first engagement inside the rule's window
+    (the one that ends the inactivity), or the first engagement if none is. The first is
+    the pair's earliest match. Python over the batch's rows.
 
-    A day (week) already counted before the batch is not known here, so its first batch
-    activity is still taken as a unit: :func:`gain_split` then gives it points that belong
-    to a later unit of the batch (the gain itself is exact; only its split is early).
+    A gain smaller than its units' worth — a day (week) counted before the batch, points
+    lowered or expiring and not yet taken back by the decay tick — is dated at the
+    earliest units (:func:`gain_split`): the gain itself is exact, its split early.
     """
     from .rules import activity_matches
 
     # Rules indexed by the activity kind they read, so each activity is checked only
     # against rules that can count it (most kinds of a batch, e.g. sends, match none).
     by_kind: dict[str, list[tuple[int, Rule]]] = defaultdict(list)
-    inactive: list[int] = []
+    inactive: list[tuple[int, datetime]] = []
     for r in rules:
         if r.kind == Rule.Kind.ENGAGEMENT:
             by_kind[r.activity_kind].append((r.pk, r))
         elif r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE:
-            inactive.append(r.pk)
+            inactive.append((r.pk, now - timedelta(days=r.inactive_days or 0)))
     found: dict[tuple[int, int], list[Activity]] = {}
     buckets: dict[tuple[int, int], set] = defaultdict(set)
-    once = Rule.Frequency.ONCE_EVER
+    days: dict[int, date] = {}  # activity → local day (one time zone lookup per batch)
+    zone = timezone.get_current_timezone()
     for a in sorted(batch, key=lambda a: (a.occurred_at, a.id or 0)):
         if a.is_machine:
             continue
         for pk, r in by_kind.get(a.kind, ()):
             key = (a.contact_id, pk)
             units = found.get(key)
-            if units is not None and r.frequency == once:
+            if units is not None and len(units) >= _unit_limit(r):
                 continue
             if not activity_matches(r, a, now=now):
                 continue
-            bucket = _bucket(r, a.occurred_at)
-            if bucket is not None:
+            if r.frequency in _BUCKETED:
+                day = days.get(id(a))
+                if day is None:
+                    day = days[id(a)] = a.occurred_at.astimezone(zone).date()
+                bucket = day - timedelta(days=day.weekday()) if r.frequency == _WEEK else day
                 if bucket in buckets[key]:
                     continue
                 buckets[key].add(bucket)
@@ -630,19 +640,24 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
             else:
                 units.append(a)
         if inactive and a.kind in ENGAGEMENT_KINDS:
-            for pk in inactive:
-                found.setdefault((a.contact_id, pk), [a])
+            for pk, cutoff in inactive:
+                key = (a.contact_id, pk)
+                units = found.get(key)
+                if units is None or (units[0].occurred_at < cutoff <= a.occurred_at):
+                    found[key] = [a]
     return found
 
 
-def _bucket(rule: Rule, at: datetime):
-    """The day (week) an activity counts in for a once-per-day (week) rule, else None."""
-    if rule.frequency == Rule.Frequency.ONCE_PER_DAY:
-        return timezone.localtime(at).date()
-    if rule.frequency == Rule.Frequency.ONCE_PER_WEEK:
-        day = timezone.localtime(at).date()
-        return day - timedelta(days=day.weekday())
-    return None
+_WEEK = Rule.Frequency.ONCE_PER_WEEK
+_BUCKETED = {Rule.Frequency.ONCE_PER_DAY, _WEEK}
+
+
+def _unit_limit(rule: Rule) -> int:
+    """How many units of the rule a contact can hold (its cap; one when once-ever)."""
+    limit = 1 if rule.frequency == Rule.Frequency.ONCE_EVER else None
+    if rule.cap:
+        limit = min(limit, rule.cap) if limit else rule.cap
+    return limit or 1_000_000_000
 
 
 def scores_refresh(*, contact_ids: Iterable[int]) -> None:

@@ -64,7 +64,12 @@ def on_activities_recorded(event) -> None:
         return
     scores = _lock_scores({c for c, _ in matches})
     outcome = engine.batch_reconcile(
-        matches=matches, rules=rules, now=now, scores=scores, batch=event.activities
+        matches=matches,
+        rules=rules,
+        now=now,
+        scores=scores,
+        batch=event.activities,
+        unapplied=event.unapplied_ids,
     )
     handoff.mqls_hand_off(entries=outcome.entries, scores=outcome.scores)
 

@@ -147,10 +147,10 @@ def test_a_cap_leaves_the_later_visits_of_a_batch_nothing():
 
 
 @pytest.mark.django_db
-def test_a_visit_on_an_already_counted_day_adds_no_unit_of_its_own():
+def test_a_visit_on_a_day_counted_by_an_earlier_batch_takes_that_days_points_early():
     """Two batches: the second's first visit falls on a day the first already counted.
-    The gain (one new day) is exact; its split dates it at that first visit, the early
-    side of the truth (documented in engine._batch_matches)."""
+    The gain (one new day) is exact; its split dates it at that first visit rather than
+    at the next day's — the early side of the truth (engine._batch_matches)."""
     ScoringSettings.objects.create(pk=1, mql_threshold=1000)
     rule = EngagementRuleFactory(points=10, frequency=F.ONCE_PER_DAY)
     # Noon: the second batch's visit an hour later is on the same day in any hour.
@@ -160,10 +160,29 @@ def test_a_visit_on_an_already_counted_day_adds_no_unit_of_its_own():
     second = _history(contact, [3, 2], now)
     second[0]["occurred_at"] += timedelta(hours=1)
     activities_record(items=second)
+
+    visits = list(Activity.objects.filter(contact=contact).order_by("occurred_at"))
     assert ContactScore.objects.get(pk=contact.pk).score == 20
-    assert sorted(
-        LedgerEntry.objects.filter(contact=contact, rule=rule).values_list("points", flat=True)
-    ) == [10, 10]
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule)
+        .order_by("at")
+        .values_list("activity_id", "points")
+    ) == [(visits[0].pk, 10), (visits[1].pk, 10)]
+
+
+def test_a_capped_rule_has_no_more_units_than_its_cap():
+    batch = [_activity(i, T0 + timedelta(days=i)) for i in range(1, 6)]
+    assert _units(batch, _rule(frequency=F.EVERY_TIME, cap=2)) == [1, 2]
+    assert _units(batch, _rule(frequency=F.ONCE_PER_DAY, cap=3)) == [1, 2, 3]
+
+
+def test_an_inactivity_rules_unit_is_the_first_engagement_inside_its_window():
+    rule = Rule(pk=2, kind=Rule.Kind.NEGATIVE, negative=Rule.Negative.INACTIVE, inactive_days=20)
+    now = T0 + timedelta(days=100)
+    batch = [_activity(i, now - timedelta(days=d)) for i, d in ((1, 90), (2, 10), (3, 5))]
+    assert [a.pk for a in engine.batch_matches(batch, [rule], now)[(1, 2)]] == [2]
+    old = batch[:1]  # none inside: the first engagement still names the pair
+    assert [a.pk for a in engine.batch_matches(old, [rule], now)[(1, 2)]] == [1]
 
 
 @pytest.mark.django_db
@@ -173,11 +192,36 @@ def test_a_penalty_taken_back_is_one_entry_at_the_engagement_that_ended_it():
     now = timezone.now().replace(microsecond=0)
     contact = ContactFactory(created_at=now - timedelta(days=60))
     LedgerEntry.objects.create(contact=contact, rule=rule, points=-5, at=now, reason="decay")
-    activities_record(items=_history(contact, [3, 2, 1], now))
+    # An old visit (before the 20-day window: it ends nothing) and two recent ones.
+    activities_record(items=_history(contact, [45, 3, 1], now))
 
-    first = Activity.objects.filter(contact=contact).order_by("occurred_at").first()
+    ended = Activity.objects.filter(contact=contact).order_by("occurred_at")[1]
     assert list(
         LedgerEntry.objects.filter(contact=contact, rule=rule, points__gt=0).values_list(
             "activity_id", "points", "at"
         )
-    ) == [(first.pk, 5, first.occurred_at)]
+    ) == [(ended.pk, 5, ended.occurred_at)]
+
+
+@pytest.mark.django_db
+def test_a_drain_round_leaves_batches_still_queued_to_their_own_turn(queued_handlers):
+    """Two queued batches of one contact, drained one per round: the first round's
+    aggregate does not count the second batch's visits (its ``unapplied_ids``), or their
+    points would be dated at the first batch's visits."""
+    from crm.activity_queue import queue_drain
+
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = EngagementRuleFactory(points=10)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=_history(contact, [4, 3], now))
+    activities_record(items=_history(contact, [2, 1], now))
+    assert queue_drain(size=2).batches == 2
+
+    visits = Activity.objects.filter(contact=contact).order_by("occurred_at")
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule)
+        .order_by("at")
+        .values_list("activity_id", "points")
+    ) == [(v.pk, 10) for v in visits]
+    assert ContactScore.objects.get(pk=contact.pk).score == 40
