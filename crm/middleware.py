@@ -1,4 +1,5 @@
-"""Project middleware: deny-by-default role checks, security headers, database-down 503."""
+"""Project middleware: deny-by-default role checks, security headers, the API body limit,
+database-down 503."""
 
 import logging
 
@@ -69,6 +70,37 @@ class SecurityHeadersMiddleware:
         )
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return response
+
+
+class ApiBodyLimitMiddleware:
+    """413 for an API request whose body is over ``DATA_UPLOAD_MAX_MEMORY_SIZE``, before
+    anything reads it.
+
+    DRF's parsers read the request stream themselves, bypassing the check Django makes
+    when ``request.body`` is read, so without this every API endpoint would parse (and
+    hold in memory) a body of any size. Django's WSGI request reads at most
+    Content-Length bytes, so that header is what counts.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit and request.path.startswith("/api/"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                return JsonResponse(
+                    {
+                        "detail": f"The body is {length} bytes; the limit is {limit}. "
+                        "Send smaller batches."
+                    },
+                    status=413,
+                )
+        return self.get_response(request)
 
 
 class DatabaseUnavailableMiddleware:

@@ -82,26 +82,6 @@ class NoCountPagination(pagination.LimitOffsetPagination):
         }
 
 
-class BodyLimitMixin:
-    """Refuse an oversized body with 413 before anything parses it.
-
-    DRF reads the request stream itself, bypassing Django's DATA_UPLOAD_MAX_MEMORY_SIZE
-    check, so the Content-Length is checked here.
-    """
-
-    def initial(self, request, *args, **kwargs):
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit and length > limit:
-            raise PayloadTooLarge(
-                f"The body is {length} bytes; the limit is {limit}. Send smaller batches."
-            )
-        super().initial(request, *args, **kwargs)
-
-
 def _batch(data, limit: int) -> list:
     """A JSON list (or one object) of at most ``limit`` items, else 400/413."""
     if isinstance(data, dict):
@@ -115,7 +95,7 @@ def _batch(data, limit: int) -> list:
     return data
 
 
-class CompanyViewSet(BodyLimitMixin, viewsets.ModelViewSet):
+class CompanyViewSet(viewsets.ModelViewSet):
     access = MARKETING_WRITES
     serializer_class = s.CompanySerializer
     filterset_class = CompanyFilter
@@ -151,7 +131,7 @@ class ContactPagination(NoCountPagination):
         return rows[: self.limit]
 
 
-class ContactViewSet(BodyLimitMixin, viewsets.ModelViewSet):
+class ContactViewSet(viewsets.ModelViewSet):
     """Contacts: marketing and sales write, everyone with a role reads."""
 
     access = SALES_AND_MARKETING_WRITE
@@ -240,7 +220,7 @@ class ContactViewSet(BodyLimitMixin, viewsets.ModelViewSet):
         return super().filter_queryset(queryset) if self.action == "list" else queryset
 
 
-class CampaignViewSet(BodyLimitMixin, viewsets.ModelViewSet):
+class CampaignViewSet(viewsets.ModelViewSet):
     access = MARKETING_WRITES
     serializer_class = s.CampaignSerializer
     filterset_class = CampaignFilter
@@ -316,9 +296,7 @@ class CampaignViewSet(BodyLimitMixin, viewsets.ModelViewSet):
         return queryset
 
 
-class ActivityViewSet(
-    BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
+class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Activities: everyone reads; marketing/admin record through crm.ingest."""
 
     access = MARKETING_WRITES

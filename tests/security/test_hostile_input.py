@@ -649,3 +649,27 @@ def test_the_api_refuses_a_session_post_without_the_csrf_token(admin_user):
     response = api.post("/api/v1/contacts/", {"email": "csrf@example.com"}, format="json")
     assert response.status_code == 403
     assert not Contact.objects.filter(email="csrf@example.com").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/activities/",
+        "/api/v1/segments/",
+        "/api/v1/deals/",
+        "/api/v1/scoring/rules/",
+        "/api/v1/programs/",
+        "/api/v1/email-templates/",
+        "/api/v1/scoring/backtest/",
+    ],
+)
+def test_an_oversized_body_is_refused_with_413_on_every_api_endpoint(admin_api, settings, url):
+    """Every endpoint, not only the ingestion ones: DRF's parsers read the stream
+    themselves, past Django's own check (crm.middleware.ApiBodyLimitMiddleware)."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"name": "x" * 2000})
+    r = admin_api.post(url, data=body, content_type="application/json")
+    assert r.status_code == 413
+    assert r.json()["detail"].startswith(f"The body is {len(body)} bytes; the limit is 1000.")
+    small = admin_api.post(url, data=json.dumps({}), content_type="application/json")
+    assert small.status_code != 413
