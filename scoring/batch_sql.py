@@ -73,38 +73,40 @@ def batch_diff(
     if not pairs:
         return []
     contacts, rule_ids = zip(*pairs, strict=True)
-    # The units as rows (pair position, k, units of the pair, activity, worth of a unit;
-    # NULL worth: the whole gain to the first unit). Plain ints and flags only (the array
+    # Per pair its signed worth of a unit (an engagement rule's points; NULL for an
+    # inactivity rule: its gain goes whole to the first unit) and its units as rows (pair
+    # position, k, units of the pair, activity). Plain ints and flags only (the array
     # literals of ~2,000 pairs cost ~1 ms; their times as ISO strings cost 3 more): a
-    # gain's time is its activity's, read by id.
-    u_pair, u_k, u_n, u_activity, u_worth = [], [], [], [], []
+    # share's time is its activity's, read by id.
+    worths: list[int | None] = []
+    u_pair, u_k, u_n, u_activity = [], [], [], []
     for i, (mine, rule) in enumerate(zip(units, rules, strict=True), 1):
-        if not mine:  # a gain needs an activity to date it (JOIN u would drop it)
+        if not mine:  # a change needs an activity to date it (JOIN u would drop it)
             raise ValueError(f"pair {pairs[i - 1]} has no unit")
-        worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else 0
-        if worth <= 0 or len(mine) == 1:
-            mine, worth = mine[:1], None
+        worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else None
+        worths.append(worth)
+        if not worth or len(mine) == 1:
+            mine = mine[:1]
         for k, activity in enumerate(mine, 1):
             u_pair.append(i)
             u_k.append(k)
             u_n.append(len(mine))
             u_activity.append(activity.id)
-            u_worth.append(worth)
     params: list = [
         _ints(contacts),
         _ints(rule_ids),
         "{" + ",".join(["t" if k else "f" for k in known]) + "}",
+        int_array(worths),
         _ints(u_pair),
         _ints(u_k),
         _ints(u_n),
         _ints(u_activity),
-        int_array(u_worth),
     ]
     ctes = [
-        "m AS MATERIALIZED (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) "
-        "WITH ORDINALITY AS m(contact_id, rule_id, known, i))",
+        "m AS MATERIALIZED (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[], "
+        "%s::int[]) WITH ORDINALITY AS m(contact_id, rule_id, known, w, i))",
         "u AS MATERIALIZED (SELECT * FROM unnest(%s::int[], %s::int[], %s::int[], "
-        "%s::bigint[], %s::int[]) AS u(i, k, n, activity_id, w))",
+        "%s::bigint[]) AS u(i, k, n, activity_id))",
     ]
     joins = ""
     targets: list[str] = []
@@ -153,26 +155,32 @@ def batch_diff(
     )
     # Only ints and the ORM's compiled SQL are interpolated; values travel as parameters.
     ctes.append(
-        "diff AS MATERIALIZED (SELECT m.i, m.contact_id, m.rule_id, "  # noqa: S608
+        "diff0 AS (SELECT m.i, m.contact_id, m.rule_id, m.w, "  # noqa: S608
         f"(CASE WHEN m.known THEN 0 {' '.join(targets)} ELSE 0 END) - COALESCE(o.s, 0) "
         f"AS points FROM m{joins} LEFT JOIN owned o ON o.contact_id = m.contact_id "
-        "AND o.rule_id = m.rule_id)"
+        "AND o.rule_id = m.rule_id), "
+        # engine.activity_caused: toward the rule's sign (an engagement rule), a gain (else).
+        "diff AS MATERIALIZED (SELECT *, CASE WHEN w IS NULL THEN points > 0 "
+        "ELSE w::bigint * points > 0 END AS caused FROM diff0)"
     )
     params.extend(target_params)
-    # engine.gain_split in SQL: the k-th of a pair's n units takes the unit's worth while
-    # the gain lasts, the first also what is left when all have theirs (NULL worth: the
-    # whole gain). engine._why in "activity" mode: a gain is its activities', dated at
-    # them; a loss is expiry (rules with an expiry) or decay, dated now. Entries go in in
-    # (pair, unit) order, as the portable path appends them.
+    # engine.gain_split in SQL, on |change| and |worth| with the sign put back: the k-th
+    # of a pair's n units takes a unit's worth while the change lasts, the first also what
+    # is left when all have theirs (NULL worth: the whole change). A change the batch
+    # caused is its activities', dated at them; any other is expiry (rules with an expiry)
+    # or decay, dated now (engine._clock_reason). Entries go in in (pair, unit) order, as
+    # the portable path appends them.
     ctes.append(
         "rows AS MATERIALIZED (SELECT * FROM (SELECT d.i, u.k, d.contact_id, d.rule_id, "
-        "u.activity_id, CASE WHEN u.w IS NULL THEN d.points "
-        "ELSE LEAST(u.w, GREATEST(d.points - u.w * (u.k - 1), 0)) "
-        "+ CASE WHEN u.k = 1 THEN GREATEST(d.points - u.w * u.n, 0) ELSE 0 END END AS points "
-        "FROM diff d JOIN u ON u.i = d.i WHERE d.points > 0) g WHERE g.points > 0 "
-        "UNION ALL SELECT i, 0, contact_id, rule_id, NULL, points FROM diff WHERE points < 0)"
+        "u.activity_id, CASE WHEN d.w IS NULL OR d.w = 0 THEN d.points "
+        "ELSE sign(d.points)::int * (LEAST(abs(d.w), GREATEST(abs(d.points) "
+        "- abs(d.w) * (u.k - 1), 0)) + CASE WHEN u.k = 1 THEN GREATEST(abs(d.points) "
+        "- abs(d.w) * u.n, 0) ELSE 0 END) END AS points "
+        "FROM diff d JOIN u ON u.i = d.i WHERE d.caused) g WHERE g.points <> 0 "
+        "UNION ALL SELECT i, 0, contact_id, rule_id, NULL, points FROM diff "
+        "WHERE points <> 0 AND NOT caused)"
     )
-    expiring = [r.pk for r in [*engagement, *inactive] if r.expire_after_days]
+    expiring = sorted({r.pk for r in rules if r.expire_after_days})
     ctes.append(
         "ins AS (INSERT INTO scoring_ledgerentry "
         "(contact_id, rule_id, activity_id, points, at, reason) "

@@ -353,8 +353,8 @@ def reconcile(
             if not delta:
                 continue
             rule = pos_rule[1] if pos_rule else None
-            reason, at, activity_id = _why(rule, delta, mode, now, {}, contact_id)
-            outcome.entries.append(Entry(contact_id, rule_id, activity_id, delta, at, str(reason)))
+            reason = _why(rule, delta, mode)
+            outcome.entries.append(Entry(contact_id, rule_id, None, delta, now, reason))
             outcome.contacts.add(contact_id)
     if outcome.entries:
         entries_append(outcome.entries)
@@ -412,19 +412,13 @@ def rows_fetch(qs, names: Sequence[str]):
                     yield tuple(row[i] for i in order)
 
 
-def _why(rule, delta, mode, now, first_match, contact_id):
-    """Reason, time and activity of one adjustment."""
-    if mode == "activity" and delta > 0 and rule is not None:
-        units = first_match.get((contact_id, rule.pk))
-        if units:
-            return R.ACTIVITY, units[0].occurred_at, units[0].pk
-    if mode == "fit" and rule is not None and is_flag(rule):
-        return R.FIT, now, None
-    if mode in {"decay", "activity"} and rule is not None and delta < 0:
-        return (R.EXPIRY if rule.expire_after_days else R.DECAY), now, None
+def _why(rule, delta, mode) -> str:
+    """Reason of one adjustment of :func:`reconcile` (dated now)."""
     if mode == "fit":
-        return R.FIT, now, None
-    return R.RESCORE, now, None
+        return R.FIT.value
+    if mode == "decay" and rule is not None and delta < 0:
+        return _clock_reason(rule)
+    return R.RESCORE.value
 
 
 def batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
@@ -432,25 +426,39 @@ def batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
     return _batch_matches(batch, rules, now)
 
 
+def activity_caused(rule: Rule, delta: int) -> bool:
+    """Whether a batch's change ``delta`` of a rule's points is its activities' doing
+    (dated at them, :func:`gain_split`) rather than the clock's or an edit's (dated now:
+    expiry or decay). For an engagement rule, a change toward the rule's sign — a
+    positive rule's gain, a negative rule's loss ("visited the careers page −10"); for an
+    inactivity rule, a gain: the penalty an engagement ends."""
+    if rule.kind == Rule.Kind.ENGAGEMENT:
+        return rule.points * delta > 0
+    return delta > 0
+
+
 def gain_split(points: int, units: Sequence[Activity], rule: Rule) -> list[tuple[Activity, int]]:
-    """A batch's gain of ``points`` for one (contact, rule), as entries per activity.
+    """A batch's activity-caused change of ``points`` for one (contact, rule), as entries
+    per activity.
 
     ``units`` are the batch's activities that each add one counted unit of the rule (see
-    :func:`_batch_matches`), in time order. Each is worth the rule's points until the gain
-    is spent (a cap can leave the last ones nothing); what is left when every unit has its
-    points — the ledger held less than the rule's worth before the batch: a rule edited
-    and not yet rescored, a half-life's refresh by the first new match — goes to the
-    first. So every point is dated at the activity that earned it: a contact's score at a
-    moment (METRICS.md, "Scores over time") and the MQL hand-off's "dated at the activity
-    that pushed it over" hold within a batch too, not only between batches (a history
-    imported in one batch, or a queue drain of several batches, used to date all of a
-    pair's points at its first activity). scoring.batch_sql splits the same way in SQL.
+    :func:`_batch_matches`), in time order. Each is worth the rule's points until the
+    change is spent (a cap can leave the last ones nothing); what is left when every unit
+    has its points — the ledger held less than the rule's worth before the batch: a rule
+    edited and not yet rescored, a half-life's refresh by the first new match — goes to
+    the first. So every point is dated at the activity that earned it: a contact's score
+    at a moment (METRICS.md, "Scores over time") and the MQL hand-off's "dated at the
+    activity that pushed it over" hold within a batch too, not only between batches (a
+    history imported in one batch, or a queue drain of several batches, used to date all
+    of a pair's points at its first activity). scoring.batch_sql splits the same way in
+    SQL. A negative engagement rule's loss splits the same way, with the signs turned.
     """
-    worth = rule.points if rule.kind == Rule.Kind.ENGAGEMENT else 0
-    if worth <= 0 or len(units) == 1:
+    worth = abs(rule.points) if rule.kind == Rule.Kind.ENGAGEMENT else 0
+    if worth == 0 or len(units) == 1:
         return [(units[0], points)]
+    sign = -1 if points < 0 else 1
     shares: list[list] = []
-    left = points
+    left = abs(points)
     for activity in units:
         take = min(worth, left)
         if take <= 0:
@@ -458,7 +466,13 @@ def gain_split(points: int, units: Sequence[Activity], rule: Rule) -> list[tuple
         shares.append([activity, take])
         left -= take
     shares[0][1] += left
-    return [(activity, share) for activity, share in shares]
+    return [(activity, sign * share) for activity, share in shares]
+
+
+def _clock_reason(rule: Rule) -> str:
+    """The reason of a change a batch did not cause: expiry for a rule whose points expire,
+    else decay (a half-life, or points the ledger holds beyond an edited rule's worth)."""
+    return (R.EXPIRY if rule.expire_after_days else R.DECAY).value
 
 
 def batch_reconcile(
@@ -530,12 +544,11 @@ def batch_reconcile(
             now=now,
         ):
             contact_id, rule_id = pairs[i]
-            if k:  # a gain's share of the pair's k-th unit (gain_split)
+            if k:  # a share of the pair's k-th unit (gain_split)
                 unit = matches[pairs[i]][k - 1]
                 entry = Entry(contact_id, rule_id, unit.pk, points, unit.occurred_at, ACTIVITY)
             else:
-                reason, at, _ = _why(by_id[rule_id], points, "activity", now, matches, contact_id)
-                entry = Entry(contact_id, rule_id, None, points, at, str(reason))
+                entry = Entry(contact_id, rule_id, None, points, now, _clock_reason(by_id[rule_id]))
             outcome.entries.append(entry)
             outcome.contacts.add(contact_id)
         return _scores_after(outcome, scores)
@@ -567,14 +580,16 @@ def batch_reconcile(
         if not delta:
             continue
         outcome.contacts.add(contact_id)
-        if delta > 0:
-            for unit, points in gain_split(delta, matches[key], by_id[rule_id]):
+        rule = by_id[rule_id]
+        if activity_caused(rule, delta):
+            for unit, points in gain_split(delta, matches[key], rule):
                 outcome.entries.append(
                     Entry(contact_id, rule_id, unit.pk, points, unit.occurred_at, ACTIVITY)
                 )
-            continue
-        reason, at, _ = _why(by_id[rule_id], delta, "activity", now, matches, contact_id)
-        outcome.entries.append(Entry(contact_id, rule_id, None, delta, at, str(reason)))
+        else:
+            outcome.entries.append(
+                Entry(contact_id, rule_id, None, delta, now, _clock_reason(rule))
+            )
     entries_append(outcome.entries)
     return _scores_after(outcome, scores)
 

@@ -42,7 +42,8 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
         (20, 3, 10, [10, 10]),  # a cap reached: the last unit earns nothing
         (25, 3, 10, [10, 10, 5]),  # a half-life's fraction: the last unit gets the rest
         (45, 3, 10, [25, 10, 10]),  # more than the units' worth: the rest to the first
-        (12, 3, -5, [12]),  # a negative rule's gain (a penalty taken back): the first
+        (-12, 3, -5, [-5, -5, -2]),  # a negative rule's loss: the same, signs turned
+        (-20, 3, -5, [-10, -5, -5]),
     ],
 )
 def test_a_gain_is_spread_over_its_units_in_time_order(gain, units, points, expected):
@@ -225,3 +226,36 @@ def test_a_drain_round_leaves_batches_still_queued_to_their_own_turn(queued_hand
         .values_list("activity_id", "points")
     ) == [(v.pk, 10) for v in visits]
     assert ContactScore.objects.get(pk=contact.pk).score == 40
+
+
+@pytest.mark.django_db
+def test_a_negative_engagement_rules_loss_is_dated_visit_by_visit():
+    """ "Visited the careers page −10": each visit's loss is the visit's (reason activity),
+    not the clock's."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = EngagementRuleFactory(points=-10, url_contains="/careers")
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    items = _history(contact, [3, 2, 1], now)
+    for item in items:
+        item["url"] = "https://acme.example/careers"
+    activities_record(items=items)
+
+    visits = Activity.objects.filter(contact=contact).order_by("occurred_at")
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule)
+        .order_by("at")
+        .values_list("activity_id", "points", "at", "reason")
+    ) == [(v.pk, -10, v.occurred_at, "activity") for v in visits]
+    assert ContactScore.objects.get(pk=contact.pk).score == -30
+
+
+@pytest.mark.parametrize(
+    ("points", "delta", "caused"),
+    [(10, 5, True), (10, -5, False), (-10, -5, True), (-10, 5, False), (0, 5, False)],
+)
+def test_a_change_toward_an_engagement_rules_sign_is_the_batchs_doing(points, delta, caused):
+    assert engine.activity_caused(_rule(points), delta) is caused
+    inactive = Rule(kind=Rule.Kind.NEGATIVE, negative=Rule.Negative.INACTIVE, points=-5)
+    assert engine.activity_caused(inactive, 5)
+    assert not engine.activity_caused(inactive, -5)
