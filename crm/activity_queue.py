@@ -125,6 +125,18 @@ def queue_status() -> dict:
     }
 
 
+def queued_activity_ids(*, contact_range: tuple[int, int]) -> set[int]:
+    """Activities of the batches still queued (pending or parked) whose contacts have ids
+    in ``[lo, hi)``: what scoring's decay leaves out until the batch's turn. Read under the
+    range's contact locks, it cannot miss a batch recorded meanwhile (recording locks its
+    contacts too) nor keep one a drain has just applied (a drain deletes its rows in the
+    transaction that applies them)."""
+    lo, hi = contact_range
+    index = _PendingIndex()
+    index.refresh()
+    return {a for c, ids in index.by_contact.items() if lo <= c < hi for a in ids}
+
+
 def batches_repoint(*, duplicate_id: int, keep_id: int) -> int:
     """A merge moved ``duplicate_id``'s activities to ``keep_id``: re-point the queued
     rows that name it (in the merge's transaction). The rows are re-created, not updated,
@@ -286,13 +298,13 @@ class _PendingIndex:
 
     def __init__(self) -> None:
         self._rows: dict[int, list[tuple[int, int]]] = {}  # batch → [(contact, activity)]
-        self._by_contact: dict[int, set[int]] = defaultdict(set)
+        self.by_contact: dict[int, set[int]] = defaultdict(set)  # contact → activities
 
     def refresh(self) -> None:
         present = set(QueuedBatch.objects.values_list("pk", flat=True))
         for pk in self._rows.keys() - present:
             for contact, activity in self._rows.pop(pk):
-                self._by_contact[contact].discard(activity)
+                self.by_contact[contact].discard(activity)
         new = sorted(present - self._rows.keys())
         for start in range(0, len(new), 500):
             rows = QueuedBatch.objects.filter(pk__in=new[start : start + 500])
@@ -305,13 +317,13 @@ class _PendingIndex:
                 pairs = list(zip(contacts, activities, strict=True))
                 self._rows[pk] = pairs
                 for contact, activity in pairs:
-                    self._by_contact[contact].add(activity)
+                    self.by_contact[contact].add(activity)
 
     def unapplied(self, contact_ids: set[int], *, exclude: set[int]) -> frozenset[int]:
         """Queued activities of ``contact_ids`` outside the batches ``exclude``."""
         mine = {a for pk in exclude for _, a in self._rows.get(pk, ())}
         return frozenset(
-            a for c in contact_ids for a in self._by_contact.get(c, ()) if a not in mine
+            a for c in contact_ids for a in self.by_contact.get(c, ()) if a not in mine
         )
 
 

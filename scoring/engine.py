@@ -296,13 +296,16 @@ def reconcile(
     mode: str,
     all_rules: bool = False,
     cached_scores: dict[int, int] | None = None,
+    queued: Iterable[int] = (),
 ) -> Outcome:
     """Append the entries that make the ledger equal the rules' worth, and refresh scores.
 
     ``mode`` picks the reason: ``fit``, ``decay`` or ``rescore`` (a batch's activities go
     through :func:`batch_reconcile`). ``all_rules`` (rescore)
     also takes back points of rules that are disabled or deleted; ``cached_scores`` (the
-    chunk's cached scores, read when it was locked) saves it re-reading them.
+    chunk's cached scores, read when it was locked) saves it re-reading them. ``queued``:
+    activities of batches still in the activity queue, left out as incremental scoring
+    leaves them out until their own turn (:func:`batch_reconcile`).
     """
     if id_range is not None:
         contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
@@ -314,6 +317,9 @@ def reconcile(
             return Outcome()
         contact_q, ledger_q = Q(pk__in=ids), Q(contact_id__in=ids)
         scope = ledger_q
+    queued = sorted(queued)
+    if queued:
+        scope &= ~ids_q("pk", queued)
     rule_set = RuleSet(list(rules))
     expected = (
         expected_values(contact_q, rule_set, now=now, activity_scope=scope)
@@ -416,8 +422,8 @@ def _why(rule, delta, mode) -> str:
     """Reason of one adjustment of :func:`reconcile` (dated now)."""
     if mode == "fit":
         return R.FIT.value
-    if mode == "decay" and rule is not None and delta < 0:
-        return _clock_reason(rule)
+    if mode == "decay" and rule is not None:
+        return _clock_reason(rule)  # either sign: a negative rule's points expire too
     return R.RESCORE.value
 
 
@@ -557,7 +563,7 @@ def batch_reconcile(
             ids_q("pk", agg_contacts),
             RuleSet(agg_rules),
             now=now,
-            activity_scope=ids_q("contact_id", agg_contacts) & ~Q(pk__in=sorted(unapplied)),
+            activity_scope=ids_q("contact_id", agg_contacts) & ~ids_q("pk", sorted(unapplied)),
         )
     positions = {r.pk: i for i, r in enumerate(agg_rules)}
     contact_ids = sorted({c for c, _ in matches})

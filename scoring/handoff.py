@@ -54,13 +54,18 @@ def mqls_hand_off(
     at_by_contact, activity_by_contact = {}, {}
     for contact_id, mine in by_contact.items():
         mine.sort(key=lambda e: (e.at, e.points))
+        # The last rise to the threshold: a batch's losses are dated at their activities
+        # too (a negative rule's visit), so the running score can reach the threshold,
+        # fall below it and reach it again; the lead qualified at the last of those. A
+        # contact already at the threshold before the batch is dated at its first entry.
         running = candidates[contact_id] - sum(e.points for e in mine)
-        crossing = mine[-1]
+        below = running < conf.mql_threshold
+        crossing = mine[0]
         for e in mine:
             running += e.points
-            if running >= conf.mql_threshold:
+            if below and running >= conf.mql_threshold:
                 crossing = e
-                break
+            below = running < conf.mql_threshold
         at_by_contact[contact_id] = crossing.at
         if crossing.activity_id:
             activity_by_contact[contact_id] = crossing.activity_id

@@ -11,6 +11,7 @@ from django.db.models import Max, Min, Sum
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from crm.activity_queue import queued_activity_ids
 from crm.models import Contact
 
 from . import engine, handoff, rescore_pass, rescore_sql
@@ -253,7 +254,12 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
 
     def work(id_range, locked):
         if locked:
-            outcome = engine.reconcile(id_range=id_range, rules=rules, now=now, mode="decay")
+            # Activities still queued count from their own turn, as incremental scoring
+            # has them (read per chunk, under its lock: a drain holds its contacts' locks).
+            queued = queued_activity_ids(contact_range=id_range)
+            outcome = engine.reconcile(
+                id_range=id_range, rules=rules, now=now, mode="decay", queued=queued
+            )
             created.append(len(outcome.entries))
 
     _each_locked_chunk(chunk, work)

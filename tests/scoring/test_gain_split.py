@@ -259,3 +259,50 @@ def test_a_change_toward_an_engagement_rules_sign_is_the_batchs_doing(points, de
     inactive = Rule(kind=Rule.Kind.NEGATIVE, negative=Rule.Negative.INACTIVE, points=-5)
     assert engine.activity_caused(inactive, 5)
     assert not engine.activity_caused(inactive, -5)
+
+
+@pytest.mark.django_db
+def test_the_mql_is_dated_at_the_last_rise_to_the_threshold():
+    """40 points, threshold 50, then in one batch: pricing +15 (55), careers −10 (45),
+    pricing +15 (60). The lead qualified at the second pricing visit, not the first."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=50)
+    EngagementRuleFactory(points=15, url_contains="/pricing")
+    EngagementRuleFactory(points=-10, url_contains="/careers")
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    LedgerEntry.objects.create(
+        contact=contact, points=40, at=now - timedelta(days=30), reason="rescore"
+    )
+    engine.scores_refresh(contact_ids=[contact.pk])
+    items = _history(contact, [3, 2, 1], now)
+    items[1]["url"] = "https://acme.example/careers"
+    activities_record(items=items)
+
+    last = Activity.objects.filter(contact=contact).order_by("occurred_at").last()
+    mql = LifecycleTransition.objects.get(contact=contact, to_stage="mql")
+    assert (mql.at, mql.activity_id) == (last.occurred_at, last.pk)
+    assert ContactScore.objects.get(pk=contact.pk).score == 60
+
+
+@pytest.mark.django_db
+def test_decay_leaves_queued_activities_to_their_own_turn(queued_handlers):
+    """The hourly decay counts what incremental scoring counts: a batch still queued is
+    scored, dated at its visit, when it is drained — not by the decay as a clock entry."""
+    from crm.activity_queue import queue_drain
+    from scoring import services
+
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    rule = EngagementRuleFactory(points=10, expire_after_days=30)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=_history(contact, [2], now))
+    services.decay_run(now=now)
+    assert not LedgerEntry.objects.filter(contact=contact, rule=rule).exists()
+    queue_drain()
+
+    visit = Activity.objects.get(contact=contact)
+    assert list(
+        LedgerEntry.objects.filter(contact=contact, rule=rule).values_list(
+            "activity_id", "points", "at", "reason"
+        )
+    ) == [(visit.pk, 10, visit.occurred_at, "activity")]

@@ -673,3 +673,15 @@ def test_an_oversized_body_is_refused_with_413_on_every_api_endpoint(admin_api, 
     assert r.json()["detail"].startswith(f"The body is {len(body)} bytes; the limit is 1000.")
     small = admin_api.post(url, data=json.dumps({}), content_type="application/json")
     assert small.status_code != 413
+
+
+def test_the_body_limit_holds_under_a_script_prefix(admin_api, settings):
+    """Mounted under a prefix (SCRIPT_NAME), the API's paths still start with /api/."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    r = admin_api.post(
+        "/api/v1/segments/",
+        data=json.dumps({"name": "x" * 2000}),
+        content_type="application/json",
+        SCRIPT_NAME="/crm",
+    )
+    assert r.status_code == 413
