@@ -359,3 +359,30 @@ def _failed(batch: QueuedBatch, result: DrainResult) -> None:
         retry_at=now + timedelta(minutes=2 ** (attempts - 1)),
         parked_at=now if park else None,
     )
+    if park:
+        _parked_notify(batch, attempts)
+
+
+def _parked_notify(batch: QueuedBatch, attempts: int) -> None:
+    """Tell every admin in the app: a parked batch waits for one of them (its activities
+    are stored but not scored, segmented or counted, and the nightly report check waits
+    for it), and a log line is easy to miss."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+    from django.urls import reverse
+
+    from .models import Notification
+    from .roles import Role
+
+    admins = (
+        get_user_model()
+        .objects.filter(Q(groups__name=Role.ADMIN) | Q(is_superuser=True), is_active=True)
+        .distinct()
+    )
+    text = (
+        f"Activity batch {batch.pk} was parked after {attempts} failed attempts: its "
+        f"{batch.size} activities are stored but not yet scored, segmented or counted in "
+        "reports. Fix the cause (its last error is on the batch), then retry it."
+    )
+    url = reverse("admin:crm_queuedbatch_change", args=[batch.pk])
+    Notification.objects.bulk_create(Notification(user=u, text=text, url=url) for u in admins)

@@ -22,6 +22,7 @@ from crm.models import (
     Contact,
     EmailStatus,
     LifecycleTransition,
+    Notification,
     QueuedBatch,
     SegmentMembership,
 )
@@ -190,7 +191,7 @@ def test_a_failing_batch_waits_and_the_others_go_on(queued_handlers, poisonable)
 
 
 def test_a_batch_that_keeps_failing_is_parked_and_an_admin_retries_it(
-    queued_handlers, poisonable, settings
+    queued_handlers, poisonable, settings, admin_user, marketing_user
 ):
     EngagementRuleFactory(points=10, activity_kind=K.PAGE_VISIT)
     contact = ContactFactory()
@@ -202,6 +203,10 @@ def test_a_batch_that_keeps_failing_is_parked_and_an_admin_retries_it(
     assert batch.parked_at is not None
     assert batch.attempts == settings.ACTIVITY_QUEUE_MAX_ATTEMPTS
     assert queue_status()["parked_batches"] == 1
+    notice = Notification.objects.get(user=admin_user)  # every admin is told, once
+    assert notice.text.startswith(f"Activity batch {batch.pk} was parked after 5 failed")
+    assert notice.url == f"/admin/crm/queuedbatch/{batch.pk}/change/"
+    assert not Notification.objects.exclude(user=admin_user).exists()
     QueuedBatch.objects.update(retry_at=None)
     assert queue_drain().batches == 0  # parked: not retried by itself
 
