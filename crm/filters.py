@@ -141,7 +141,7 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
-def _staff_users(request=None):
+def staff_users(request=None):
     return (
         get_user_model()
         .objects.filter(is_active=True, groups__name__in=[Role.SALES, Role.MARKETING, Role.ADMIN])
@@ -174,7 +174,7 @@ class ContactFilter(filters.FilterSet):
     stage = filters.MultipleChoiceFilter(
         choices=Stage.choices, widget=InlineSelectMultiple, distinct=False
     )
-    owner = FetchedModelChoiceFilter(queryset=_staff_users, widget=InlineSelect)
+    owner = FetchedModelChoiceFilter(queryset=staff_users, widget=InlineSelect)
     unassigned = filters.BooleanFilter(
         field_name="owner",
         lookup_expr="isnull",

@@ -6,7 +6,7 @@ import json
 
 from django import forms
 
-from .filters import FetchedModelChoiceField, InlineSelect, _staff_users
+from .filters import FetchedModelChoiceField, InlineSelect, staff_users
 from .models import Campaign, CampaignCost, Company, Contact, Stage
 from .services.campaigns import CAMPAIGN_FIELDS
 from .services.contacts import EDITABLE_FIELDS
@@ -30,7 +30,7 @@ class ContactForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].queryset = _staff_users()
+        self.fields["owner"].queryset = staff_users()
         self.fields["company"].queryset = Company.objects.order_by("name")
         self.fields["acquired_by"].queryset = Campaign.objects.order_by("name")
         if self.instance.pk:
@@ -81,7 +81,7 @@ class CompanyForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].queryset = _staff_users()
+        self.fields["owner"].queryset = staff_users()
 
     def _post_clean(self):
         pass
@@ -95,7 +95,7 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].queryset = _staff_users()
+        self.fields["owner"].queryset = staff_users()
 
     def clean(self):
         data = super().clean()
@@ -146,7 +146,7 @@ class BulkActionForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].queryset = _staff_users()
+        self.fields["owner"].queryset = staff_users()
 
 
 class ImportUploadForm(forms.Form):

@@ -20,10 +20,13 @@ from .models import Activity, Contact, LifecycleTransition, Stage
 
 S = Stage
 # Which moves are allowed from each stage. Backward moves (recycle, churn, revive) are
-# normal business; moving to the stage a contact is already in is not a move.
+# normal business; moving to the stage a contact is already in is not a move. An MQL leaves
+# only by a sales decision — accepted (sql), rejected (recycled) or disqualified — so that
+# every MQL counts in the acceptance rate (METRICS.md); a deal on an MQL accepts it first
+# (crm.sales).
 ALLOWED_MOVES: dict[str, frozenset[str]] = {
     S.LEAD: frozenset({S.MQL, S.SQL, S.OPPORTUNITY, S.CUSTOMER, S.DISQUALIFIED}),
-    S.MQL: frozenset({S.SQL, S.OPPORTUNITY, S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
+    S.MQL: frozenset({S.SQL, S.RECYCLED, S.DISQUALIFIED}),
     S.SQL: frozenset({S.OPPORTUNITY, S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
     S.OPPORTUNITY: frozenset({S.CUSTOMER, S.RECYCLED, S.DISQUALIFIED}),
     S.CUSTOMER: frozenset({S.CHURNED, S.OPPORTUNITY}),
@@ -100,6 +103,36 @@ def stage_change(
             contact.recycle_round = locked.recycle_round
         events.stage_changed([transition])
     return transition
+
+
+# The stages a profile edit or a contact import may move a contact from: an MQL waits for
+# sales to decide it (crm.sales), and an edit must not make that decision for them.
+EDITABLE_FROM = frozenset(Stage) - {Stage.MQL}
+
+
+def stage_edit(
+    *, contact: Contact | int, to_stage: str, by_user=None, by_system: str = "", reason_code: str
+) -> LifecycleTransition:
+    """A stage set by editing a contact or importing it: a :func:`stage_change` that is
+    refused for an MQL (checked under the row lock, so an MQL made meanwhile is refused too).
+    """
+    try:
+        return stage_change(
+            contact=contact,
+            to_stage=to_stage,
+            by_user=by_user,
+            by_system=by_system,
+            reason_code=reason_code,
+            expected_from=EDITABLE_FROM,
+        )
+    except StageChangeError as exc:
+        if exc.current_stage != Stage.MQL:
+            raise
+        raise StageChangeError(
+            "This contact is an MQL waiting for a sales decision: accept or reject it in the "
+            "MQL queue.",
+            current_stage=Stage.MQL,
+        ) from None
 
 
 def stages_change_bulk(
@@ -214,8 +247,11 @@ def stage_import(
 ) -> LifecycleTransition:
     """Record a past stage change (history import) at its real time.
 
-    The move is checked against the stage the contact was in at ``at`` (from its history);
-    the contact's current stage changes only when this is now its latest transition.
+    History is appended, oldest first: the change must not be older than the contact's
+    latest recorded change, so every transition's ``from_stage`` stays the stage the one
+    before it reached and the recycle rounds stay numbered in order (nothing recorded is
+    rewritten). A contact imported with its history is created with its original
+    ``created_at`` first.
     """
     if timezone.is_naive(at):
         raise ValueError("A stage change needs a time with a time zone.")
@@ -225,35 +261,35 @@ def stage_import(
         )
     with transaction.atomic():
         locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
-        before = (
-            LifecycleTransition.objects.filter(contact=locked, at__lte=at)
-            .order_by("-at", "-id")
-            .values_list("to_stage", flat=True)
-            .first()
-        ) or Stage.LEAD
-        if not can_move(before, to_stage):
+        if locked.stage_changed_at is not None and at < locked.stage_changed_at:
             raise StageChangeError(
-                f"At {at:%Y-%m-%d %H:%M} the contact was {Stage(before).label}; it cannot move "
-                f"to {Stage(to_stage).label}.",
+                f"This contact's latest stage change is at "
+                f"{timezone.localtime(locked.stage_changed_at):%Y-%m-%d %H:%M %Z}; import its "
+                f"history oldest first (a change cannot be inserted before a later one).",
                 current_stage=locked.stage,
             )
-        is_latest = locked.stage_changed_at is None or at >= locked.stage_changed_at
-        round_ = locked.recycle_round + (1 if to_stage == Stage.RECYCLED and is_latest else 0)
-        transition = LifecycleTransition.objects.create(
-            contact=locked,
-            from_stage=before,
-            to_stage=to_stage,
+        if not can_move(locked.stage, to_stage):
+            raise StageChangeError(
+                f"A contact in stage {locked.get_stage_display()} cannot move to "
+                f"{Stage(to_stage).label}.",
+                current_stage=locked.stage,
+            )
+        transition = _record(
+            locked,
+            to_stage,
             at=at,
             by_user=by_user,
             by_system="" if by_user else "import",
             reason_code=reason_code,
             note=note,
-            recycle_round=round_,
+            activity=None,
         )
-        if is_latest:
-            Contact.objects.filter(pk=locked.pk).update(
-                stage=to_stage, stage_changed_at=at, recycle_round=round_, updated_at=timezone.now()
-            )
+        Contact.objects.filter(pk=locked.pk).update(
+            stage=locked.stage,
+            stage_changed_at=locked.stage_changed_at,
+            recycle_round=locked.recycle_round,
+            updated_at=timezone.now(),
+        )
         events.stage_changed([transition])
     return transition
 

@@ -76,15 +76,20 @@ def _ago(at: datetime) -> str:
 
 
 def _already_decided(contact_id: int, err: StageChangeError, by) -> AlreadyDecided:
-    """Explain a lost race: "Sasha accepted this lead 2 minutes ago"."""
-    last = (
-        LifecycleTransition.objects.filter(contact_id=contact_id, from_stage=Stage.MQL)
-        .select_related("by_user")
-        .order_by("-at", "-id")
-        .first()
-    )
+    """Explain a lost race: "Sasha accepted this lead 2 minutes ago; it is Opportunity now".
+
+    The decision is the latest move out of ``mql`` after the latest move into it, whatever
+    happened since (an accept that opened a deal went on to ``opportunity``).
+    """
+    history = LifecycleTransition.objects.filter(contact_id=contact_id).order_by("-at", "-id")
+    last = history.filter(from_stage=Stage.MQL).select_related("by_user").first()
+    entered = history.filter(to_stage=Stage.MQL).first()
     stage_label = Stage(err.current_stage).label
-    if last is None or last.to_stage != err.current_stage:
+    if (
+        last is None
+        or err.current_stage == Stage.MQL
+        or (entered is not None and (entered.at, entered.pk) > (last.at, last.pk))
+    ):
         return AlreadyDecided(
             f"This contact is not an MQL: it is {stage_label} now.",
             current_stage=err.current_stage,
@@ -159,14 +164,7 @@ def mql_accept(
     value = None if amount is None or amount == "" else _parse_amount(amount)
     try:
         with transaction.atomic():
-            transition = lifecycle.stage_change(
-                contact=contact_id, to_stage=Stage.SQL, by_user=by, expected_from=[Stage.MQL]
-            )
-            claimed = Contact.objects.filter(pk=contact_id, owner__isnull=True).update(owner=by)
-            if claimed:
-                events.contacts_changed([contact_id], fields={"owner"})
-            else:
-                _notify_owner(contact_id, by, "accepted your lead")
+            transition = _accept(contact_id, by)
             deal = None
             if value is not None:
                 contact = Contact.objects.get(pk=contact_id)
@@ -174,6 +172,32 @@ def mql_accept(
     except StageChangeError as err:
         raise _already_decided(contact_id, err, by) from err
     return Decision(transition=transition, deal=deal)
+
+
+def _accept(contact_id: int, by, at: datetime | None = None) -> LifecycleTransition:
+    """mql → sql by ``by`` (claiming the lead if unassigned, else telling its owner);
+    the caller holds a transaction."""
+    transition = lifecycle.stage_change(
+        contact=contact_id, to_stage=Stage.SQL, at=at, by_user=by, expected_from=[Stage.MQL]
+    )
+    claimed = Contact.objects.filter(pk=contact_id, owner__isnull=True).update(owner=by)
+    if claimed:
+        events.contacts_changed([contact_id], fields={"owner"})
+    else:
+        _notify_owner(contact_id, by, "accepted your lead")
+    return transition
+
+
+def _accept_if_mql(contact_id: int, by, at: datetime | None) -> None:
+    """A deal opened or won on an MQL is its acceptance: record the decision first, so the
+    lead counts as accepted (METRICS.md) instead of leaving the queue undecided."""
+    stage = (
+        Contact.objects.select_for_update(no_key=True)
+        .values_list("stage", flat=True)
+        .get(pk=contact_id)
+    )
+    if stage == Stage.MQL:
+        _accept(contact_id, by, at)
 
 
 def mql_reject(*, contact_id: int, by, reason_code: str, note: str = "") -> Decision:
@@ -237,6 +261,8 @@ def _deal_open(
         owner=by,
         created_at=created_at,
     )
+    _accept_if_mql(contact.pk, by, created_at)
+    contact.refresh_from_db(fields=["stage", "stage_changed_at", "recycle_round"])
     if contact.stage not in (Stage.OPPORTUNITY, Stage.CUSTOMER):
         lifecycle.stage_change(
             contact=contact, to_stage=Stage.OPPORTUNITY, at=created_at, by_user=by
@@ -301,6 +327,7 @@ def deal_win(*, deal: Deal, by, closed_at: datetime | None = None) -> Deal:
         if closed_at < locked.created_at:
             raise ValidationError({"closed_at": ["A deal cannot close before it was created."]})
         Deal.objects.filter(pk=locked.pk).update(status=Deal.Status.WON, closed_at=closed_at)
+        _accept_if_mql(locked.contact_id, by, closed_at)
         contact = Contact.objects.get(pk=locked.contact_id)
         if contact.stage != Stage.CUSTOMER:
             lifecycle.stage_change(

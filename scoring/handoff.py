@@ -187,9 +187,15 @@ def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
 
 
 def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
-    """Owners for the unowned ``rows`` (id order), advancing the round-robin cursor; the
-    caller writes them."""
-    rows = [r for r in rows if r["owner_id"] is None]
+    """Owners for the ``rows`` (id order) without one that can take them, advancing the
+    round-robin cursor; the caller writes them.
+
+    A recycled lead that qualifies again keeps its owner only if that user still takes
+    leads: active, sales or admin, not opted out — else it is assigned like a new one (its
+    notice and email must not go to someone who left or stopped taking leads).
+    """
+    kept = _owners_taking_leads({r["owner_id"] for r in rows} - {None})
+    rows = [r for r in rows if r["owner_id"] not in kept]
     if not rows:
         return {}
     rules = list(AssignmentRule.objects.filter(enabled=True, user__is_active=True))
@@ -215,6 +221,19 @@ def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]
         if cursor != start:
             ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
     return chosen
+
+
+def _owners_taking_leads(user_ids: set[int]) -> set[int]:
+    """Which of ``user_ids`` may still own a lead."""
+    if not user_ids:
+        return set()
+    return set(
+        get_user_model()
+        .objects.filter(pk__in=user_ids, is_active=True)
+        .filter(Q(groups__name__in=[Role.SALES, Role.ADMIN]) | Q(is_superuser=True))
+        .exclude(profile__accepts_leads=False)
+        .values_list("pk", flat=True)
+    )
 
 
 # PostgreSQL: one UPDATE joined to unnest()ed ids and owners (no CASE per owner of id lists).

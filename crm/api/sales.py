@@ -9,10 +9,8 @@ retried request is harmless and says what happened.
 from __future__ import annotations
 
 import django_filters
-from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -31,6 +29,7 @@ from crm.sales_queries import (
 )
 
 from .errors import Conflict
+from .serializers import MAX_YEAR, MIN_YEAR, AwareDateTimeField, _owner_field
 
 urlpatterns: list = []
 
@@ -38,9 +37,6 @@ urlpatterns: list = []
 # --- Serializers ---------------------------------------------------------------------------
 
 
-# Deals and decisions happen in business time; years far outside it are input errors (and
-# near year 1 or 9999 a time-zone shift leaves the range datetime can represent).
-MIN_YEAR, MAX_YEAR = 1900, 2200
 MAX_AMOUNT = 10**12
 
 
@@ -53,25 +49,6 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
                 {self.field_name: f"Give a time between {MIN_YEAR} and {MAX_YEAR}."}
             )
         return super().filter(qs, value)
-
-
-class AwareDateTimeField(serializers.DateTimeField):
-    """ISO 8601 with a zone: a time without one is ambiguous, so it is refused."""
-
-    def to_internal_value(self, value):
-        if isinstance(value, str):
-            try:
-                parsed = parse_datetime(value.strip())
-            except ValueError:  # well formed but impossible, e.g. month 13
-                parsed = None
-            if parsed is not None and timezone.is_naive(parsed):
-                raise serializers.ValidationError(
-                    "Give the time with a time zone, e.g. 2025-03-01T09:00:00Z."
-                )
-        result = super().to_internal_value(value)
-        if not MIN_YEAR <= result.year <= MAX_YEAR:
-            raise serializers.ValidationError(f"Give a time between {MIN_YEAR} and {MAX_YEAR}.")
-        return result
 
 
 class UserRefSerializer(serializers.Serializer):
@@ -194,9 +171,7 @@ class DealCreateSerializer(serializers.Serializer):
 class DealUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False)
-    owner = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.filter(is_active=True), required=False, allow_null=True
-    )
+    owner = _owner_field()
 
 
 class DealWinSerializer(serializers.Serializer):

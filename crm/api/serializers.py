@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from crm.filters import staff_users
 from crm.models import (
     Activity,
     Campaign,
@@ -18,11 +18,39 @@ from crm.models import (
 )
 from crm.services.campaigns import CAMPAIGN_FIELDS
 
+# Deals, decisions and history happen in business time; years far outside it are input
+# errors (and near year 1 or 9999 a time-zone shift leaves the range datetime can represent).
+MIN_YEAR, MAX_YEAR = 1900, 2200
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a zone: a time without one is ambiguous, so it is refused."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well formed but impossible, e.g. month 13
+                parsed = None
+            if parsed is not None and timezone.is_naive(parsed):
+                raise serializers.ValidationError(
+                    "Give the time with a time zone, e.g. 2025-03-01T09:00:00Z."
+                )
+        result = super().to_internal_value(value)
+        if not MIN_YEAR <= result.year <= MAX_YEAR:
+            raise serializers.ValidationError(f"Give a time between {MIN_YEAR} and {MAX_YEAR}.")
+        return result
+
+
+def _owner_field():
+    """An owner is an active user with a role, as the pages' owner choices."""
+    return serializers.PrimaryKeyRelatedField(
+        queryset=staff_users(), required=False, allow_null=True
+    )
+
 
 class CompanySerializer(serializers.ModelSerializer):
-    owner = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.all(), required=False, allow_null=True
-    )
+    owner = _owner_field()
 
     class Meta:
         model = Company
@@ -49,8 +77,12 @@ class ContactSerializer(serializers.ModelSerializer):
     owner_username = serializers.CharField(source="owner.username", read_only=True, allow_null=True)
     score = serializers.IntegerField(source="scorecard.score", read_only=True)
     stage = serializers.ChoiceField(choices=Stage.choices, required=False)
-    owner = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.all(), required=False, allow_null=True
+    owner = _owner_field()
+    created_at = AwareDateTimeField(
+        required=False,
+        help_text="Set on create only, for a contact brought over from another system with "
+        "its history (then import its stage changes oldest first); never in the future. "
+        "Default: now.",
     )
 
     class Meta:
@@ -85,9 +117,21 @@ class ContactSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "stage_changed_at",
             "recycle_round",
-            "created_at",
             "updated_at",
         ]
+
+    def validate_created_at(self, value):
+        if self.instance is not None:
+            if value != self.instance.created_at:
+                raise serializers.ValidationError("Set when the contact is created; it stays.")
+        elif value > timezone.now():
+            raise serializers.ValidationError("A contact cannot be created in the future.")
+        return value
+
+    def validate(self, attrs):
+        if self.instance is not None:
+            attrs.pop("created_at", None)  # unchanged (validate_created_at): not an edit
+        return attrs
 
     def validate_email(self, value: str) -> str:
         email = Contact.normalise_email(value)
@@ -149,25 +193,13 @@ class TransitionSerializer(serializers.ModelSerializer):
 
 class HistoryImportSerializer(serializers.Serializer):
     to_stage = serializers.ChoiceField(choices=Stage.choices)
-    at = serializers.DateTimeField()
+    at = AwareDateTimeField()
     reason_code = serializers.CharField(max_length=50, required=False, default="import")
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
-    def validate_at(self, value):
-        # DRF makes naive input aware in the site zone; a past change needs its real zone.
-        try:
-            parsed = parse_datetime(str(self.initial_data.get("at", "")))
-        except ValueError:
-            parsed = None
-        if parsed is not None and timezone.is_naive(parsed):
-            raise serializers.ValidationError("Give the time zone (e.g. Z or +02:00).")
-        return value
-
 
 class CampaignSerializer(serializers.ModelSerializer):
-    owner = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.all(), required=False, allow_null=True
-    )
+    owner = _owner_field()
 
     class Meta:
         model = Campaign

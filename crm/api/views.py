@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from crm import ingest, lifecycle, services
 from crm.models import Activity, Campaign, CampaignCost, Company, Contact, LifecycleTransition
 from crm.queries_contacts import page_slice
-from crm.roles import MARKETING_WRITES, SALES_AND_MARKETING_WRITE
+from crm.roles import ADMIN_WRITES, MARKETING_WRITES, SALES_AND_MARKETING_WRITE
 
 from . import serializers as s
 from .filters import ActivityFilter, CampaignFilter, CompanyFilter, ContactFilter
@@ -95,8 +95,27 @@ def _batch(data, limit: int) -> list:
     return data
 
 
-class CompanyViewSet(viewsets.ModelViewSet):
+class NoDeleteMixin:
+    """``DELETE`` of the record answers 405, saying what to do instead.
+
+    Contacts, companies and campaigns are what the history hangs off: deleting a contact
+    cascades to its deals, stage history and score ledger, and deleting a campaign to its
+    costs (past cost per MQL would change). The web UI offers no delete for them either.
+    (Only ``destroy``: nested routes such as a campaign's cost entries keep their DELETE.)
+    """
+
+    delete_instead = ""
+
+    @extend_schema(exclude=True)
+    def destroy(self, request, *args, **kwargs):
+        raise exceptions.MethodNotAllowed("DELETE", detail=self.delete_instead)
+
+
+class CompanyViewSet(NoDeleteMixin, viewsets.ModelViewSet):
     access = MARKETING_WRITES
+    delete_instead = (
+        "Companies are not deleted through the API: their contacts and deals refer to them."
+    )
     serializer_class = s.CompanySerializer
     filterset_class = CompanyFilter
     queryset = Company.objects.select_related("owner").order_by("name", "id")
@@ -131,10 +150,14 @@ class ContactPagination(NoCountPagination):
         return rows[: self.limit]
 
 
-class ContactViewSet(viewsets.ModelViewSet):
+class ContactViewSet(NoDeleteMixin, viewsets.ModelViewSet):
     """Contacts: marketing and sales write, everyone with a role reads."""
 
     access = SALES_AND_MARKETING_WRITE
+    delete_instead = (
+        "Contacts are not deleted through the API: merge a duplicate into the record it "
+        "duplicates, or erase a person's data (admin) with POST /api/v1/contacts/{id}/erase/."
+    )
     serializer_class = s.ContactSerializer
     filterset_class = ContactFilter
     pagination_class = ContactPagination
@@ -190,9 +213,19 @@ class ContactViewSet(viewsets.ModelViewSet):
         methods=["POST"],
         request=s.HistoryImportSerializer,
         responses={201: s.TransitionSerializer, 409: OpenApiResponse(description="Not allowed")},
-        description="Import a past stage change at its real time (crm.lifecycle.stage_import).",
+        description="Import a past stage change at its real time (crm.lifecycle.stage_import); "
+        "admin only. Changes are appended oldest first: one older than the contact's latest "
+        "change is refused (409).",
     )
-    @action(detail=True, methods=["get", "post"], pagination_class=None, filterset_class=None)
+    # Importing history rewrites what past periods' reports count (and can record a past
+    # sales decision): an admin's data migration; everyone reads it.
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        pagination_class=None,
+        filterset_class=None,
+        access=ADMIN_WRITES,
+    )
     def history(self, request, pk=None):
         contact = self.get_object()
         if request.method == "GET":
@@ -220,8 +253,12 @@ class ContactViewSet(viewsets.ModelViewSet):
         return super().filter_queryset(queryset) if self.action == "list" else queryset
 
 
-class CampaignViewSet(viewsets.ModelViewSet):
+class CampaignViewSet(NoDeleteMixin, viewsets.ModelViewSet):
     access = MARKETING_WRITES
+    delete_instead = (
+        "Campaigns are not deleted: their costs and activities are report history. "
+        "Set the status to archived instead."
+    )
     serializer_class = s.CampaignSerializer
     filterset_class = CampaignFilter
     queryset = Campaign.objects.select_related("owner").order_by("-start_date", "name", "id")

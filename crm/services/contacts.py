@@ -271,7 +271,7 @@ def contacts_upsert(*, rows: Sequence[dict[str, Any]], by=None, source: str = So
         moved = set()
         for contact, stage in stage_moves:
             try:
-                lifecycle.stage_change(
+                lifecycle.stage_edit(
                     contact=contact,
                     to_stage=stage,
                     by_user=by,
@@ -315,7 +315,7 @@ def contact_update(*, contact: Contact, by=None, **fields) -> set[str]:
                 raise ValidationError({"email": "Another contact has this email."}) from exc
             events.contacts_changed([contact.pk], fields=changed, at=now)
         if stage and stage != contact.stage:
-            lifecycle.stage_change(contact=contact, to_stage=stage, by_user=by, reason_code="edit")
+            lifecycle.stage_edit(contact=contact, to_stage=stage, by_user=by, reason_code="edit")
             changed.add("stage")
     return changed
 

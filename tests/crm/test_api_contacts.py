@@ -63,9 +63,9 @@ def test_upsert_rejects_invalid_items_and_oversized_batches(marketing_api):
     assert r.status_code == 413
 
 
-def test_history_get_and_import_a_past_stage_change(sales_api):
+def test_history_get_and_import_a_past_stage_change(admin_api, sales_api):
     contact = services.contact_create(email="h@example.com")
-    r = sales_api.post(
+    r = admin_api.post(
         f"{URL}{contact.pk}/history/",
         {"to_stage": "mql", "at": contact.created_at.isoformat()},
         format="json",
@@ -73,13 +73,13 @@ def test_history_get_and_import_a_past_stage_change(sales_api):
     assert r.status_code == 201, r.json()
     r = sales_api.get(f"{URL}{contact.pk}/history/")
     assert [t["to_stage"] for t in r.json()] == ["mql", "lead"]
-    r = sales_api.post(
+    r = admin_api.post(
         f"{URL}{contact.pk}/history/",
         {"to_stage": "sql", "at": "2026-01-01T10:00:00"},
         format="json",
     )
     assert r.status_code == 400
-    r = sales_api.post(
+    r = admin_api.post(
         f"{URL}{contact.pk}/history/",
         {"to_stage": "churned", "at": contact.created_at.isoformat()},
         format="json",

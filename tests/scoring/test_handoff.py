@@ -54,3 +54,27 @@ def test_a_contact_with_an_owner_keeps_it():
     owner = UserFactory(username="mine", role="sales")
     c = ContactFactory(owner=owner)
     assert owners_assign(contact_ids=[c.pk]) == {}
+
+
+@pytest.mark.parametrize("gone", ["inactive", "opted_out", "no_longer_sales"])
+def test_a_requalified_lead_whose_owner_no_longer_takes_leads_is_assigned_again(gone):
+    taker = UserFactory(username="rr-a", role="sales")
+    old = UserFactory(username="left", role="sales")
+    if gone == "inactive":
+        old.is_active = False
+        old.save()
+    elif gone == "opted_out":
+        UserProfile.objects.create(user=old, accepts_leads=False)
+    else:
+        old.groups.clear()
+    c = ContactFactory(owner=old)
+    assert owners_assign(contact_ids=[c.pk]) == {c.pk: taker.pk}
+    c.refresh_from_db()
+    assert c.owner == taker
+
+
+def test_an_admin_owner_keeps_the_lead():
+    UserFactory(username="rr-a", role="sales")
+    boss = UserFactory(username="boss", role="admin")
+    c = ContactFactory(owner=boss)
+    assert owners_assign(contact_ids=[c.pk]) == {}

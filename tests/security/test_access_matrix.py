@@ -184,7 +184,7 @@ ACCESS_TABLE: dict[str, Row] = {
     "api:contact-list": Row(EVERY, EVERY),
     "api:contact-upsert": Row(EVERY, EVERY),
     "api:contact-detail": Row(EVERY, EVERY, obj="contact"),
-    "api:contact-history": Row(EVERY, EVERY, obj="contact"),
+    "api:contact-history": Row(EVERY, ADM, obj="contact"),
     "api:contact-score": Row(EVERY, obj="contact"),
     "api:contact-personal-data": Row(ADM, obj="contact"),
     "api:contact-erase": Row(ADM, ADM, obj="contact"),
