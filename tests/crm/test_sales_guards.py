@@ -202,7 +202,7 @@ def test_a_change_older_than_the_latest_is_refused(admin_api):
     ("value", "message"),
     [
         ("2020-01-01T10:00:00", "time zone"),
-        ((timezone.now() + timedelta(days=2)).isoformat(), "future"),
+        ("2199-01-01T00:00:00Z", "future"),
     ],
 )
 def test_a_creation_time_without_a_zone_or_in_the_future_is_refused(admin_api, value, message):
