@@ -13,6 +13,8 @@ pytestmark = pytest.mark.django_db
 
 LIST = "/crm/notifications/"
 READ_ALL = "/crm/notifications/read-all/"
+API = "/api/v1/notifications/"
+API_READ = "/api/v1/notifications/read/"
 HOSTILE = '<script>alert("x")</script>'
 
 
@@ -242,3 +244,83 @@ def test_the_log_in_page_reads_no_notices(client, django_assert_num_queries):
         response = client.get("/accounts/login/")
     assert response.status_code == 200
     assert badge(response) is None
+
+
+# --- API ---------------------------------------------------------------------------------
+
+
+def test_the_api_lists_my_notices_newest_first(sales_api, sales_user, other_sales_user):
+    old = notice(sales_user, text="Old", read_at=timezone.now())
+    new = notice(sales_user, text=HOSTILE)
+    Notification.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=1))
+    notice(other_sales_user, text="Not yours")
+    body = sales_api.get(API).json()
+    assert body["count"] == 2
+    assert [r["id"] for r in body["results"]] == [new.pk, old.pk]
+    first = body["results"][0]
+    assert first == {
+        "id": new.pk,
+        "text": HOSTILE,  # JSON carries the text as stored; escaping is the renderer's job
+        "url": "/crm/contacts/1/",
+        "created_at": first["created_at"],
+        "read_at": None,
+        "unread": True,
+    }
+
+
+def test_the_api_filters_unread_and_read(sales_api, sales_user):
+    read = notice(sales_user, read_at=timezone.now())
+    unread = notice(sales_user)
+    assert [r["id"] for r in sales_api.get(API, {"unread": "1"}).json()["results"]] == [unread.pk]
+    assert [r["id"] for r in sales_api.get(API, {"unread": "true"}).json()["results"]] == [
+        unread.pk
+    ]
+    assert [r["id"] for r in sales_api.get(API, {"unread": "0"}).json()["results"]] == [read.pk]
+
+
+def test_the_api_paginates(sales_api, sales_user):
+    Notification.objects.bulk_create(Notification(user=sales_user, text=f"n{i}") for i in range(7))
+    body = sales_api.get(API, {"page_size": 5}).json()
+    assert body["count"] == 7
+    assert len(body["results"]) == 5
+    assert body["next"]
+
+
+def test_the_api_marks_ids_read_and_ignores_other_users(sales_api, sales_user, other_sales_user):
+    a, b = notice(sales_user), notice(sales_user)
+    theirs = notice(other_sales_user)
+    response = sales_api.post(API_READ, {"ids": [a.pk, theirs.pk]}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"marked": 1}
+    a.refresh_from_db()
+    b.refresh_from_db()
+    theirs.refresh_from_db()
+    assert a.read_at is not None
+    assert b.read_at is None
+    assert theirs.read_at is None
+
+
+def test_the_api_marks_all_read(sales_api, sales_user, other_sales_user):
+    notice(sales_user)
+    notice(sales_user)
+    theirs = notice(other_sales_user)
+    assert sales_api.post(API_READ, {"all": True}, format="json").json() == {"marked": 2}
+    assert sales_api.post(API_READ, {"all": True}, format="json").json() == {"marked": 0}
+    assert sales_api.get(API, {"unread": "1"}).json()["count"] == 0
+    theirs.refresh_from_db()
+    assert theirs.read_at is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"all": False}, {"all": True, "ids": [1]}, {"ids": ["x"]}, {"ids": 5}],
+)
+def test_the_api_wants_either_ids_or_all(sales_api, sales_user, body):
+    notice(sales_user)
+    assert sales_api.post(API_READ, body, format="json").status_code == 400
+    assert Notification.objects.filter(read_at=None).count() == 1
+
+
+def test_the_api_wants_a_log_in(api_client):
+    assert api_client.get(API).status_code in (401, 403)
+    assert api_client.post(API_READ, {"all": True}, format="json").status_code in (401, 403)

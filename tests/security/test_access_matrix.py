@@ -211,6 +211,8 @@ ACCESS_TABLE: dict[str, Row] = {
     "api:deal-detail": Row(EVERY, SLS, obj="deal"),
     "api:deal-win": Row(EVERY, SLS, obj="deal"),
     "api:deal-lose": Row(EVERY, SLS, obj="deal"),
+    "api:notification-list": Row(EVERY),
+    "api:notification-read": Row(EVERY, EVERY),
     "api:scoring-rule-list": Row(EVERY, ADM),
     "api:scoring-rule-detail": Row(EVERY, ADM, obj="rule"),
     "api:scoring-rule-versions": Row(EVERY, obj="rule"),
