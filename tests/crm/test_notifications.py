@@ -2,12 +2,19 @@
 and the API — each user only ever sees and marks their own."""
 
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.utils import timezone
 
-from crm.models import Notification
+from crm import sales
+from crm.ingest import activities_record
+from crm.models import ActivityKind, Notification, Stage
 from crm.notifications import UNREAD_SHOWN_MAX
+from scoring.models import ScoringSettings
+from tests.crm.sales_factories import make_mql
+from tests.factories import ContactFactory
+from tests.scoring.factories import EngagementRuleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -324,3 +331,48 @@ def test_the_api_wants_either_ids_or_all(sales_api, sales_user, body):
 def test_the_api_wants_a_log_in(api_client):
     assert api_client.get(API).status_code in (401, 403)
     assert api_client.post(API_READ, {"all": True}, format="json").status_code in (401, 403)
+
+
+# --- End to end: a notice written where things happen shows up for its user ---------------
+
+
+def test_an_mql_hand_off_notice_reaches_its_owners_page(client, sales_user):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    EngagementRuleFactory(points=30, activity_kind=ActivityKind.DEMO_REQUESTED)
+    lead = ContactFactory(
+        first_name="Nora",
+        last_name="Quist",
+        created_at=timezone.now() - timedelta(days=3),
+    )
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.DEMO_REQUESTED,
+                "contact": lead.pk,
+                "occurred_at": timezone.now() - timedelta(minutes=5),
+            }
+        ]
+    )
+    lead.refresh_from_db()
+    assert (lead.stage, lead.owner) == (Stage.MQL, sales_user)
+
+    client.force_login(sales_user)
+    page = client.get(LIST)
+    assert badge(page) == "1"
+    (shown,) = page.context["page"].object_list
+    assert "New MQL: Nora Quist" in page.content.decode()
+
+    opened = client.post(open_url(shown))
+    assert opened["Location"] == lead.get_absolute_url()
+    assert client.get(opened["Location"]).status_code == 200
+    assert badge(client.get(LIST)) is None
+
+
+def test_another_reps_decision_reaches_the_owners_page(client, sales_user, other_sales_user):
+    lead = make_mql(owner=other_sales_user, first_name="Ann", last_name="Lee")
+    sales.mql_accept(contact_id=lead.pk, by=sales_user)
+    client.force_login(other_sales_user)
+    html = unescape(client.get(LIST).content.decode())
+    assert f"{sales_user.get_full_name()} accepted your lead Ann Lee." in html
+    client.force_login(sales_user)
+    assert "accepted your lead" not in client.get(LIST).content.decode()
