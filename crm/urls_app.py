@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .urls_sales import urlpatterns as sales_urlpatterns
-from .views import campaigns, companies, contacts, imports, privacy
+from .views import campaigns, companies, contacts, imports, notifications, privacy
 from .views import segments as segment_views
 
 app_name = "crm"
@@ -45,6 +45,18 @@ urlpatterns: list = [
     path("segments/<int:pk>/refresh/", segment_views.segment_refresh_now, name="segment-refresh"),
     path("segments/<int:pk>/delete/", segment_views.segment_remove, name="segment-delete"),
     path("segments/<int:pk>/why/<int:contact_pk>/", segment_views.segment_why, name="segment-why"),
+    # The signed-in user's in-app notices (crm/views/notifications.py)
+    path("notifications/", notifications.notification_list, name="notification-list"),
+    path(
+        "notifications/<int:pk>/open/",
+        notifications.notification_open,
+        name="notification-open",
+    ),
+    path(
+        "notifications/read-all/",
+        notifications.notification_read_all,
+        name="notification-read-all",
+    ),
     # Sales hand-off: MQL queue and deals (crm/urls_sales.py)
     *sales_urlpatterns,
 ]

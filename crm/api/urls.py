@@ -9,7 +9,7 @@ from reports.api import urlpatterns as report_urls
 from scoring.api import register as register_scoring
 from scoring.api import urlpatterns as scoring_urls
 
-from . import privacy, sales, segments, views
+from . import notifications, privacy, sales, segments, views
 
 
 class ApiRootView(APIRootView):
@@ -21,6 +21,7 @@ router.APIRootView = ApiRootView
 views.register(router)
 segments.register(router)
 sales.register(router)
+notifications.register(router)
 register_scoring(router)
 register_nurture(router)
 

@@ -248,8 +248,18 @@ class UserProfile(models.Model):
         return f"Profile of {self.user}"
 
 
+class NotificationQuerySet(models.QuerySet):
+    def for_user(self, user) -> "NotificationQuerySet":
+        """The user's own notices: nobody reads another user's."""
+        return self.filter(user_id=user.pk)
+
+    def unread(self) -> "NotificationQuerySet":
+        return self.filter(read_at__isnull=True)
+
+
 class Notification(models.Model):
-    """An in-app notice for a user (new MQL assigned, nurture "notify the owner" step …)."""
+    """An in-app notice for a user (new MQL assigned, nurture "notify the owner" step …),
+    listed on the user's notifications page (crm.views.notifications)."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
@@ -258,6 +268,8 @@ class Notification(models.Model):
     url = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

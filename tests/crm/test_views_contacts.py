@@ -51,8 +51,9 @@ def test_the_list_pages_without_counting_and_pins_its_queries(
     services.contacts_create_bulk(rows=[{"email": f"c{i}@example.com"} for i in range(60)])
     marketing_client.get(reverse("crm:contact-list"))  # warm the session
     # session, user, roles, page rows, owner and campaign filter choices, static segments,
-    # bulk-action owner choices: constant whatever the page size
-    with django_assert_num_queries(8):
+    # bulk-action owner choices, the top bar's unread-notices count: constant whatever the
+    # page size
+    with django_assert_num_queries(9):
         r = marketing_client.get(reverse("crm:contact-list"), {"page": 1})
     assert b"Next" in r.content
     r = marketing_client.get(reverse("crm:contact-list"), {"page": 2})
@@ -89,8 +90,9 @@ def test_the_contact_page_merges_the_timeline_with_pinned_queries(
         items=[{"contact": contact.pk, "kind": "email_opened", "occurred_at": contact.created_at}]
     )
     marketing_client.get(contact.get_absolute_url())
-    # session, user, roles, contact, activities, transitions, re-openings, deals
-    with django_assert_num_queries(8):
+    # session, user, roles, contact, activities, transitions, re-openings, deals, the top
+    # bar's unread-notices count
+    with django_assert_num_queries(9):
         r = marketing_client.get(contact.get_absolute_url())
     body = r.content.decode()
     assert "Stage Lead → MQL" in body

@@ -47,12 +47,13 @@ def test_the_deal_list_query_count_is_fixed(sales_client, sales_user, django_ass
     for _ in range(3):
         DealFactory(owner=sales_user)
     sales_client.get(LIST)
-    # session, user, groups, owner choices, count, page (contact/company/owner joined)
-    with django_assert_num_queries(6):
+    # session, user, groups, owner choices, count, page (contact/company/owner joined), the
+    # top bar's unread-notices count
+    with django_assert_num_queries(7):
         sales_client.get(LIST)
     for _ in range(10):
         DealFactory(owner=sales_user)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         response = sales_client.get(LIST)
     assert len(response.context["page"].object_list) == 13
 

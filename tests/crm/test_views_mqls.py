@@ -98,12 +98,13 @@ def test_the_queue_query_count_is_fixed(sales_client, django_assert_num_queries)
     for i in range(3):
         ActivityFactory(contact=make_mql(hours_ago=i))
     sales_client.get(QUEUE, {"tab": "team"})  # warm the session/user caches
-    # session, user, groups, count, page, activities prefetch, reasons
-    with django_assert_num_queries(7):
+    # session, user, groups, count, page, activities prefetch, reasons, the top bar's
+    # unread-notices count
+    with django_assert_num_queries(8):
         sales_client.get(QUEUE, {"tab": "team"})
     for i in range(10):
         ActivityFactory(contact=make_mql(hours_ago=i))
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         response = sales_client.get(QUEUE, {"tab": "team"})
     assert len(response.context["contacts"]) == 13
 

@@ -11,7 +11,8 @@ works on the team's objects, so ``other`` defaults to the same classes as ``own`
 
 Status classes: LOGIN = anonymous HTML → 302 to the log-in page, anonymous API → 401/403;
 DENY = 403; OK = any of 200/201/204/301/302/400/404/405/409 (a 4xx form or input error is
-fine; 401/403 and 5xx never are); PUBLIC = like OK and never a log-in redirect.
+fine; 401/403 and 5xx never are); PUBLIC = like OK and never a log-in redirect; HIDDEN =
+404 (an object only its owner may see, such as a notice: another user's does not exist).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.urls import resolve, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from crm.models import CampaignCost, Segment, Stage
+from crm.models import CampaignCost, Notification, Segment, Stage
 from nurture.models import Enrollment, Trigger
 from reports.review.models import ReviewItem
 from scoring.models import RescoreRun
@@ -40,7 +41,7 @@ from tests.scoring.factories import AssignmentRuleFactory, EngagementRuleFactory
 
 from .test_access_walk import walkable_urls
 
-OK, DENY, LOGIN, PUBLIC = "ok", "deny", "login", "public"
+OK, DENY, LOGIN, PUBLIC, HIDDEN = "ok", "deny", "login", "public", "hidden"
 ROLES = ("marketing", "sales", "admin")
 PERSONAS = ("anonymous", *ROLES)
 
@@ -54,6 +55,7 @@ MKT = cols(OK, DENY, OK)  # marketing and admin
 SLS = cols(DENY, OK, OK)  # sales and admin
 ADM = cols(DENY, DENY, OK)  # admin only
 OPEN = cols(PUBLIC, PUBLIC, PUBLIC, anonymous=PUBLIC)
+OWN_ONLY = cols(HIDDEN, HIDDEN, HIDDEN)  # every role, but another user's object is a 404
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ ACCESS_TABLE: dict[str, Row] = {
     "crm:deal-win": Row(EVERY, SLS, obj="deal"),
     "crm:deal-lose": Row(EVERY, SLS, obj="deal"),
     "crm:contact-churn": Row(EVERY, SLS, kwargs={"contact_pk": "contact"}),
+    "crm:notification-list": Row(EVERY),
+    "crm:notification-open": Row(EVERY, EVERY, obj="notification", other_write=OWN_ONLY),
+    "crm:notification-read-all": Row(EVERY, EVERY),
     # --- Nurture pages -------------------------------------------------------------------
     "nurture:program-list": Row(EVERY),
     "nurture:program-create": Row(EVERY, MKT),
@@ -206,6 +211,8 @@ ACCESS_TABLE: dict[str, Row] = {
     "api:deal-detail": Row(EVERY, SLS, obj="deal"),
     "api:deal-win": Row(EVERY, SLS, obj="deal"),
     "api:deal-lose": Row(EVERY, SLS, obj="deal"),
+    "api:notification-list": Row(EVERY),
+    "api:notification-read": Row(EVERY, EVERY),
     "api:scoring-rule-list": Row(EVERY, ADM),
     "api:scoring-rule-detail": Row(EVERY, ADM, obj="rule"),
     "api:scoring-rule-versions": Row(EVERY, obj="rule"),
@@ -291,6 +298,9 @@ def _owned_objects(owner) -> dict:
             cadence_days=90,
         ),
         "activity": contact.activities.create(kind="page_visit", occurred_at=now),
+        "notification": Notification.objects.create(
+            user=owner, text=f"New MQL: {mql}", url=mql.get_absolute_url()
+        ),
     }
 
 
@@ -323,6 +333,8 @@ def _problem(expect: str, response, is_api: bool) -> str | None:
         return None if ok else f"expected a log-in demand, got {status}"
     if expect == DENY:
         return None if status == 403 else f"expected 403, got {status}"
+    if expect == HIDDEN:
+        return None if status == 404 else f"expected 404, got {status}"
     if status in (401, 403) or to_login:
         return f"expected access, got {status} {response.get('Location', '')}"
     return None
