@@ -87,12 +87,13 @@ def click_q() -> Q:
     return Q(kind=K.EMAIL_CLICKED, is_machine=False) & ~Q(url__istartswith=unsubscribe_prefix())
 
 
-def is_click(activity, prefix: str) -> bool:
-    """:func:`click_q` for one activity (``prefix``: :func:`unsubscribe_prefix`)."""
+def is_click(kind: str, is_machine: bool, url: str, prefix: str) -> bool:
+    """:func:`click_q` in Python, for an activity's fields (``prefix``:
+    :func:`unsubscribe_prefix`)."""
     return (
-        activity.kind == K.EMAIL_CLICKED
-        and not activity.is_machine
-        and not (activity.url or "").lower().startswith(prefix.lower())
+        kind == K.EMAIL_CLICKED
+        and not is_machine
+        and not (url or "").lower().startswith(prefix.lower())
     )
 
 

@@ -29,7 +29,7 @@ from collections import Counter
 from datetime import date
 
 from django.db import connection
-from django.db.models import Exists, Min, Q, Value
+from django.db.models import BooleanField, Case, Exists, Min, Q, Value, When
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity, ActivityKind, Campaign, Contact
@@ -81,7 +81,8 @@ def _facts_of(a, prefix: str) -> tuple[str, ...]:
         return ("machine_opens",) if a.is_machine else ("unique_opens",)
     if kind == K.EMAIL_CLICKED:
         # a click implies an open; a machine's click or the unsubscribe link's is neither
-        return ("unique_opens", "unique_clicks") if is_click(a, prefix) else ()
+        counts = is_click(kind, a.is_machine, a.url, prefix)
+        return ("unique_opens", "unique_clicks") if counts else ()
     if kind == K.EMAIL_BOUNCED:
         hard = isinstance(a.details, dict) and a.details.get("bounce_type") == "hard"
         return ("bounced", "hard_bounced") if hard else ("bounced",)
@@ -324,33 +325,55 @@ def _converting_clicks(keys: set[EmailKey], batch_ids: set[int], unapplied) -> d
     """Each email's first converting click (rollups.email_fact_aggregates: a click that
     counts, followed by the goal action within the window) before the batch and with it,
     as email → (before, now), None for none; activities still queued (``unapplied``) are
-    left out of both. One query: the emails' clicks, each with whether a goal action
-    follows it with and without the batch's."""
+    left out of both.
+
+    One query: the emails' activities, a click with whether a goal action follows it with
+    and without the batch's (a CASE, so only clicks probe). Found as :func:`_firsts_before`
+    finds them, with no kind filter (the click rule is applied here, in Python), which
+    would tempt the planner into AND-ing the large activity_kind_time bitmap.
+    """
+
+    def goal_follows(left_out) -> Case:
+        return Case(
+            When(kind=K.EMAIL_CLICKED, then=Exists(after.exclude(_in("id", left_out)))),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+
     after = goal_actions_after()
+    prefix = unsubscribe_prefix()
     with_id = {k[1] for k in keys if k[1]}
     without_id = {k[0] for k in keys if not k[1]}
     rows = (
-        Activity.objects.filter(click_q())
-        .filter(
+        Activity.objects.filter(
             (_in("message_id", with_id, "text") & ~Q(message_id=""))
             | (Q(message_id="") & _in("contact_id", without_id))
         )
         .exclude(_in("id", unapplied))
         .annotate(
             camp0=Coalesce("campaign_id", Value(0)),
-            goal_now=Exists(after.exclude(_in("id", unapplied))),
-            goal_before=Exists(after.exclude(_in("id", batch_ids | unapplied))),
+            goal_now=goal_follows(unapplied),
+            goal_before=goal_follows(batch_ids | unapplied),
         )
         .values_list(
-            "contact_id", "message_id", "camp0", "occurred_at", "id", "goal_now", "goal_before"
+            "contact_id",
+            "message_id",
+            "camp0",
+            "occurred_at",
+            "id",
+            "kind",
+            "is_machine",
+            "url",
+            "goal_now",
+            "goal_before",
         )
         .order_by()
     )
     was: dict[EmailKey, object] = {}
     now: dict[EmailKey, object] = {}
-    for contact_id, message_id, camp0, at, pk, goal_now, goal_before in rows:
+    for contact_id, message_id, camp0, at, pk, kind, machine, url, goal_now, goal_before in rows:
         key = (contact_id, message_id, camp0)
-        if key not in keys:
+        if key not in keys or not is_click(kind, machine, url, prefix):
             continue
         if goal_now and (key not in now or at < now[key]):
             now[key] = at
