@@ -12,6 +12,9 @@ from .models.choices import ENGAGEMENT_KINDS
 def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict] | None) -> None:
     """A recycled contact's first engagement after being recycled re-opens it (once a round).
 
+    The contact is recycled as stored before the batch's handlers run, so an engagement
+    that re-qualifies it at once (its MQL dated at the activity) still re-opens it.
+
     ``locked_recycled``: the recycled contacts ``crm.ingest.contacts_lock`` read under the lock
     (stages do not change between that read and this call), or ``None`` to read them here.
     """
@@ -36,7 +39,9 @@ def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict]
         if (
             a.kind in ENGAGEMENT_KINDS
             and not a.is_machine
-            and (c["stage_changed_at"] is None or a.occurred_at >= c["stage_changed_at"])
+            # strictly after the recycle: an activity at its very instant is not "after"
+            # it (reports.metrics.leads.reopened_qs counts by the same rule)
+            and (c["stage_changed_at"] is None or a.occurred_at > c["stage_changed_at"])
         ):
             first.setdefault(a.contact_id, a)
     if not first:

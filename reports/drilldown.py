@@ -5,21 +5,26 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
-from crm.models import Activity, ActivityKind, Contact, LifecycleTransition, Stage
+from crm.models import ActivityKind, Contact, LifecycleTransition, Stage
 
 from .metrics.leads import reopened_qs
 from .metrics.lifecycle import entries, new_leads_qs
 from .query import ReportParamError, ReportQuery
+from .rollups import click_q, email_activities, first_event, open_q
 
+K = ActivityKind
+# The email report's counts (reports.rollups.email_fact_aggregates): sends per event, the
+# others per email on the day of its first such event; built per call (click_q reads
+# the settings).
 EMAIL_METRICS = {
-    "email_sent": ActivityKind.EMAIL_SENT,
-    "email_bounced": ActivityKind.EMAIL_BOUNCED,
-    "email_opened": ActivityKind.EMAIL_OPENED,
-    "email_clicked": ActivityKind.EMAIL_CLICKED,
-    "email_unsubscribed": ActivityKind.EMAIL_UNSUBSCRIBED,
-    "email_complained": ActivityKind.EMAIL_COMPLAINED,
+    "email_sent": lambda: Q(kind=K.EMAIL_SENT),
+    "email_bounced": lambda: first_event(Q(kind=K.EMAIL_BOUNCED)),
+    "email_opened": lambda: first_event(open_q()),
+    "email_clicked": lambda: first_event(click_q()),
+    "email_unsubscribed": lambda: first_event(Q(kind=K.EMAIL_UNSUBSCRIBED)),
+    "email_complained": lambda: first_event(Q(kind=K.EMAIL_COMPLAINED)),
 }
 STAGE_METRICS = {"mqls": Stage.MQL, "sqls": Stage.SQL, "customers": Stage.CUSTOMER}
 METRICS = {
@@ -48,7 +53,13 @@ def narrow(q: ReportQuery, month: str) -> ReportQuery:
 
 
 def contacts_for(q: ReportQuery, metric: str, *, row_campaign=None, stage: str = ""):
-    """The contacts a report count is made of (unique contacts, newest first)."""
+    """The contacts a report count is made of (unique contacts, newest first).
+
+    Each list follows its count's rule: the email figures the first event of each email
+    in the period (an open includes a click; machine and unsubscribe-link clicks are not
+    clicks), the CLV cohort the customers' first entry into ``customer``. The email counts
+    are of emails, so a contact with two counted emails is listed once.
+    """
     if metric not in METRICS:
         raise ReportParamError(f"Unknown drill-down metric '{metric}'.")
     if stage and stage not in Stage.values:
@@ -60,9 +71,18 @@ def contacts_for(q: ReportQuery, metric: str, *, row_campaign=None, stage: str =
         qs = new_leads_qs(q.contact_filters_only()).filter(acquired_by_id=row_campaign)
     elif metric == "reopened":
         qs = base.filter(id__in=reopened_qs(q).values("contact_id"))
-    elif metric in STAGE_METRICS or metric == "entries" or metric == "customer_cohort":
+    elif metric in STAGE_METRICS or metric == "entries":
         target = STAGE_METRICS.get(metric) or stage or Stage.CUSTOMER
         qs = base.filter(id__in=entries(q, target).values("contact_id"))
+    elif metric == "customer_cohort":
+        # the CLV cohort's customers start at their first entry (metrics.customers
+        # .clv_by_cohort): a customer returning after churn is not listed again
+        earlier = LifecycleTransition.objects.filter(
+            contact_id=OuterRef("id"), to_stage=Stage.CUSTOMER, at__lt=q.start_dt
+        )
+        qs = base.filter(id__in=entries(q, Stage.CUSTOMER).values("contact_id")).exclude(
+            Exists(earlier)
+        )
     elif metric == "cohort":
         qs = new_leads_qs(q)
         if stage and stage != Stage.LEAD:
@@ -79,11 +99,9 @@ def contacts_for(q: ReportQuery, metric: str, *, row_campaign=None, stage: str =
             id__in=entries(q, to).filter(from_stage=stage or Stage.MQL).values("contact_id")
         )
     else:
-        acts = Activity.objects.filter(
-            kind=EMAIL_METRICS[metric], occurred_at__gte=q.start_dt, occurred_at__lt=q.end_dt
-        ).filter(q.contact_filters_only().contact_q("contact__"))
-        if metric == "email_opened":
-            acts = acts.exclude(is_machine=True)
+        acts = email_activities(
+            q.start_dt, q.end_dt, contact_q=q.contact_filters_only().contact_q("contact__")
+        ).filter(EMAIL_METRICS[metric]())
         if row_campaign is not None:
             acts = acts.filter(campaign_id=row_campaign or None)
         elif q.campaign:

@@ -6,7 +6,9 @@ Design (issue 8, METRICS.md "Email and program engagement"):
   "contacts with ≥1 open of the email" is "emails with ≥1 open". Each email is counted
   once per metric, on the site-time-zone day of its *first* qualifying event (first
   human open-or-click, first click, first bounce, first hard bounce, first unsubscribe,
-  first complaint, first machine open). Because every email lands in exactly one day per
+  first complaint, first machine open, first click the goal action followed — a
+  conversion). A click is a person's (not flagged as a machine's) on any link but the
+  unsubscribe link (``reports.rollups.click_q``). Because every email lands in exactly one day per
   metric, the daily rows can be **summed over any period** and still count unique
   contacts per email correctly. Choice: an email opened both before and inside a period
   counts in the period of its first open only.

@@ -54,10 +54,12 @@ def change(current, previous) -> dict:
 def build_dashboard(q: ReportQuery) -> dict:
     """Dashboard figures (issue 8 §1), each as defined in METRICS.md.
 
-    Choices: cost per MQL = all program cost of the period ÷ MQL entries in the period
+    Choices: cost per MQL = program cost of the period ÷ MQL entries in the period
     (credits sum to 1 per entry, so this equals the cost-per-MQL report's total line when
-    no campaign filter applies); CTR and unsubscribe rate are over all emails of the
-    period; won revenue = amounts of deals won (closed) in the period.
+    no campaign filter applies). A campaign/channel filter keeps the costs of its
+    campaigns, as the cost-per-MQL report does, and the MQL entries of the contacts they
+    acquired, as every contact-level count does (``ReportQuery``). CTR and unsubscribe rate
+    are over the period's emails; won revenue = amounts of deals won (closed) in the period.
     """
     prev_q = q.previous()
     # The cost entries of both periods in one read (each period keeps its overlapping ones).
@@ -91,7 +93,11 @@ def dashboard_totals(q: ReportQuery, cost_entries: list | None = None) -> dict:
     of a longer period (:func:`reports.metrics.cost.cost_entries`)."""
     m = leads.mqls(q)
     costs = cost.program_costs(q, cost_entries)
-    program_cost = sum((c["program_cost"] for c in costs.values()), start=0)
+    shown = cost.shown_campaigns(q)
+    program_cost = sum(
+        (c["program_cost"] for cid, c in costs.items() if shown is None or cid in shown),
+        start=0,
+    )
     _, etotals = email.email_by_campaign(q)
     rev = revenue.influenced(q)
     return {

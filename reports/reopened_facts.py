@@ -8,7 +8,7 @@ transitions and engagement activities (idempotent, out-of-order safe).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from collections import defaultdict
 
 from crm.models import Activity, LifecycleTransition, Stage
@@ -24,8 +24,8 @@ CHUNK = 2000
 def _rows(contact_ids) -> list[ReopenedDayFact]:
     """Rows of these contacts: days with a non-machine engagement activity while recycled.
 
-    The stage at an activity is the stage of the latest transition at or before it (ties
-    by id), as in ``reports.metrics.leads.reopened_qs``.
+    The stage at an activity is the stage of the latest transition strictly before it
+    (ties by id), as in ``reports.metrics.leads.reopened_qs`` (see there why).
     """
     history: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
     for contact_id, at, stage in (
@@ -43,7 +43,7 @@ def _rows(contact_ids) -> list[ReopenedDayFact]:
         .values_list("contact_id", "occurred_at")
     ):
         times, stages = history.get(contact_id, ([], []))
-        i = bisect_right(times, occurred_at)
+        i = bisect_left(times, occurred_at)  # the transitions strictly before it
         if i and stages[i - 1] == Stage.RECYCLED:
             days[contact_id].add(occurred_at.astimezone(site_tz()).date())
     out = []

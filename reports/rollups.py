@@ -7,6 +7,7 @@ import logging
 from datetime import date, timedelta
 from itertools import islice
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import (
     Count,
@@ -38,8 +39,6 @@ def batched(items, size: int):
 
 
 K = ActivityKind
-# METRICS.md "unique opens": a human open, or a click (a click implies an open).
-OPEN_Q = Q(kind=K.EMAIL_OPENED, is_machine=False) | Q(kind=K.EMAIL_CLICKED)
 CONVERSION_WINDOW = timedelta(days=7)  # METRICS.md "conversion rate": default window
 EMAIL_COUNT_FIELDS = [
     "sent",
@@ -69,6 +68,42 @@ COUNTED_KINDS = {
     K.SOCIAL_COMMENT: "social_comments",
     K.SOCIAL_REPOST: "social_reposts",
 }
+
+
+def unsubscribe_prefix() -> str:
+    """The start of the site's unsubscribe links (``{SITE_URL}/u/``, nurture.urls_public),
+    as the sender recognises them; read when called, never at import time."""
+    return f"{settings.SITE_URL}/u/"
+
+
+def click_q() -> Q:
+    """METRICS.md "unique clicks": a click that counts. Not one on the unsubscribe link
+    (a provider reports it as a click; METRICS.md says it is not one), and not one flagged
+    as a machine's (link scanners), as machine opens are not opens.
+
+    The url is compared case-insensitively, as SQLite's LIKE does and as
+    :func:`is_click` does in Python, so both databases and the upkeep agree.
+    """
+    return Q(kind=K.EMAIL_CLICKED, is_machine=False) & ~Q(url__istartswith=unsubscribe_prefix())
+
+
+def is_click(kind: str, is_machine: bool, url: str, prefix: str) -> bool:
+    """:func:`click_q` in Python, for an activity's fields (``prefix``:
+    :func:`unsubscribe_prefix`)."""
+    return (
+        kind == K.EMAIL_CLICKED
+        and not is_machine
+        and not (url or "").lower().startswith(prefix.lower())
+    )
+
+
+def open_q() -> Q:
+    """METRICS.md "unique opens": a human open, or a click that counts (a click implies an
+    open; a machine's click or one on the unsubscribe link is not a click, so it implies
+    nothing)."""
+    return Q(kind=K.EMAIL_OPENED, is_machine=False) | click_q()
+
+
 # Events whose email's *first* event matters (the upkeep compares with earlier ones).
 FIRST_EVENT_KINDS = {
     K.EMAIL_OPENED,
@@ -98,41 +133,51 @@ def _inner():
     )
 
 
-def _first(cond: Q) -> Q:
-    """The outer activity matches ``cond`` and is its email's first such event."""
+def first_event(cond: Q) -> Q:
+    """The outer activity matches ``cond`` and is its email's first such event (the outer
+    query annotates ``camp0``, as :func:`email_activities` does)."""
     return cond & ~Exists(_inner().filter(cond))
 
 
-def _converted() -> Exists:
-    """The contact did the campaign's goal action within the window after this click."""
+def goal_actions_after():
+    """The contact's goal actions of the click's campaign within the window after this click
+    (the outer activity), METRICS.md "conversion rate"."""
     window_end = ExpressionWrapper(
         OuterRef("occurred_at") + CONVERSION_WINDOW, output_field=DateTimeField()
     )
-    return Exists(
-        Activity.objects.filter(
-            contact_id=OuterRef("contact_id"),
-            kind=OuterRef("campaign__goal_action"),
-            occurred_at__gte=OuterRef("occurred_at"),
-            occurred_at__lte=window_end,
-        )
+    return Activity.objects.filter(
+        contact_id=OuterRef("contact_id"),
+        kind=OuterRef("campaign__goal_action"),
+        occurred_at__gte=OuterRef("occurred_at"),
+        occurred_at__lte=window_end,
     )
 
 
+def converting_click_q() -> Q:
+    """A click that counts, followed by its campaign's goal action within the window."""
+    return click_q() & Exists(goal_actions_after())
+
+
 def email_fact_aggregates() -> dict:
-    """Per-email first-event counts (METRICS.md lines 19–31), as aggregate expressions."""
-    first_click = _first(Q(kind=K.EMAIL_CLICKED))
+    """Per-email first-event counts (METRICS.md lines 19–31), as aggregate expressions.
+
+    Conversions (METRICS.md line 31): an email converts when *any* of its clicks is
+    followed by the goal action within the window, not only its first click. Choice: the
+    conversion counts once per email, on the day of its first click that converts (the
+    click the goal action followed), as every other figure counts on its event's day.
+    """
     return {
         "sent": Count("id", filter=Q(kind=K.EMAIL_SENT)),
-        "bounced": Count("id", filter=_first(Q(kind=K.EMAIL_BOUNCED))),
+        "bounced": Count("id", filter=first_event(Q(kind=K.EMAIL_BOUNCED))),
         "hard_bounced": Count(
-            "id", filter=_first(Q(kind=K.EMAIL_BOUNCED, details__bounce_type="hard"))
+            "id", filter=first_event(Q(kind=K.EMAIL_BOUNCED, details__bounce_type="hard"))
         ),
-        "unique_opens": Count("id", filter=_first(OPEN_Q)),
-        "machine_opens": Count("id", filter=_first(Q(kind=K.EMAIL_OPENED, is_machine=True))),
-        "unique_clicks": Count("id", filter=first_click),
-        "unsubscribed": Count("id", filter=_first(Q(kind=K.EMAIL_UNSUBSCRIBED))),
-        "complaints": Count("id", filter=_first(Q(kind=K.EMAIL_COMPLAINED))),
-        "conversions": Count("id", filter=first_click & _converted()),
+        "unique_opens": Count("id", filter=first_event(open_q())),
+        "machine_opens": Count("id", filter=first_event(Q(kind=K.EMAIL_OPENED, is_machine=True))),
+        "unique_clicks": Count("id", filter=first_event(click_q())),
+        "unsubscribed": Count("id", filter=first_event(Q(kind=K.EMAIL_UNSUBSCRIBED))),
+        "complaints": Count("id", filter=first_event(Q(kind=K.EMAIL_COMPLAINED))),
+        "conversions": Count("id", filter=first_event(converting_click_q())),
         "social_likes": Count("id", filter=Q(kind=K.SOCIAL_LIKE)),
         "social_shares": Count("id", filter=Q(kind=K.SOCIAL_SHARE)),
         "social_comments": Count("id", filter=Q(kind=K.SOCIAL_COMMENT)),

@@ -10,9 +10,12 @@ daily reconciliation, which must agree with it). A batch becomes signed deltas p
   that event: for the emails the batch touches one query reads each fact's earliest time
   before the batch. No earlier one: +1 on the batch event's day; an out-of-order batch
   event earlier than the stored first moves it (−1 on the old day, +1 on the new);
-* a first click converts when its contact did the campaign's goal action within the window
-  after it (METRICS.md line 31): compared before and after the batch, for emails whose
-  first click moved or whose contact did a goal action in the batch.
+* only clicks that count are clicks (``reports.rollups.click_q``: not a machine's, not on
+  the unsubscribe link), here and in the conversions;
+* an email converts when any of its clicks is followed by the campaign's goal action
+  within the window (METRICS.md line 31), counted on the day of its first converting
+  click: compared before and after the batch, for emails the batch clicked or whose
+  contact did a goal action in the batch after a click.
 
 The per-email deltas are computed once and summed into both ``EmailDaily`` (day × campaign
 × source) and, for emails that are nurture sends (``EmailSend.message_id`` → step),
@@ -26,7 +29,7 @@ from collections import Counter
 from datetime import date
 
 from django.db import connection
-from django.db.models import Min, OuterRef, Q, Subquery, Value
+from django.db.models import BooleanField, Case, Exists, Min, Q, Value, When
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity, ActivityKind, Campaign, Contact
@@ -39,8 +42,12 @@ from .rollups import (
     COUNTED_KINDS,
     EMAIL_COUNT_FIELDS,
     FIRST_EVENT_KINDS,
-    OPEN_Q,
     STEP_FIELDS,
+    click_q,
+    goal_actions_after,
+    is_click,
+    open_q,
+    unsubscribe_prefix,
 )
 
 K = ActivityKind
@@ -50,26 +57,32 @@ DeltaKey = tuple[date, int, int, str, str]
 EMAIL_KEY = ["day", "campaign_id", "source", "step_id"]
 STAGE_KEY = ["day", "from_stage", "to_stage", "source", "campaign_id"]
 
-# Per-email first-event facts as filters (mirror rollups.email_fact_aggregates and
-# _facts_of below; METRICS.md lines 19–31).
-FACTS = {
-    "bounced": Q(kind=K.EMAIL_BOUNCED),
-    "hard_bounced": Q(kind=K.EMAIL_BOUNCED, details__bounce_type="hard"),
-    "unique_opens": OPEN_Q,
-    "machine_opens": Q(kind=K.EMAIL_OPENED, is_machine=True),
-    "unique_clicks": Q(kind=K.EMAIL_CLICKED),
-    "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),
-    "complaints": Q(kind=K.EMAIL_COMPLAINED),
-}
+
+def _facts() -> dict[str, Q]:
+    """Per-email first-event facts as filters (mirror rollups.email_fact_aggregates and
+    _facts_of below; METRICS.md lines 19–31); built per call, as the click filter reads
+    the site's URL from the settings."""
+    return {
+        "bounced": Q(kind=K.EMAIL_BOUNCED),
+        "hard_bounced": Q(kind=K.EMAIL_BOUNCED, details__bounce_type="hard"),
+        "unique_opens": open_q(),
+        "machine_opens": Q(kind=K.EMAIL_OPENED, is_machine=True),
+        "unique_clicks": click_q(),
+        "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),
+        "complaints": Q(kind=K.EMAIL_COMPLAINED),
+    }
 
 
-def _facts_of(a) -> tuple[str, ...]:
-    """The first-event facts a batch activity is an event of (the FACTS filters in Python)."""
+def _facts_of(a, prefix: str) -> tuple[str, ...]:
+    """The first-event facts a batch activity is an event of (the :func:`_facts` filters
+    in Python; ``prefix``: the unsubscribe links' start)."""
     kind = a.kind
     if kind == K.EMAIL_OPENED:
         return ("machine_opens",) if a.is_machine else ("unique_opens",)
     if kind == K.EMAIL_CLICKED:
-        return ("unique_opens", "unique_clicks")  # a click implies an open
+        # a click implies an open; a machine's click or the unsubscribe link's is neither
+        counts = is_click(kind, a.is_machine, a.url, prefix)
+        return ("unique_opens", "unique_clicks") if counts else ()
     if kind == K.EMAIL_BOUNCED:
         hard = isinstance(a.details, dict) and a.details.get("bounce_type") == "hard"
         return ("bounced", "hard_bounced") if hard else ("bounced",)
@@ -267,87 +280,114 @@ def email_deltas(
     def add(day: date, key: EmailKey, name: str, n: int) -> None:
         deltas[(day, key[2], key[0], key[1], name)] += n
 
+    prefix = unsubscribe_prefix()
     batch_first: dict[EmailKey, dict[str, object]] = {}
     for a in activities:
-        if a.kind in FIRST_EVENT_KINDS:
+        names = _facts_of(a, prefix) if a.kind in FIRST_EVENT_KINDS else ()
+        if names:
             facts = batch_first.setdefault(
                 (a.contact_id, a.message_id or "", a.campaign_id or 0), {}
             )
-            for name in _facts_of(a):
+            for name in names:
                 if name not in facts or a.occurred_at < facts[name]:
                     facts[name] = a.occurred_at
     goal_kinds = set(goal_of.values())
     goals = [a for a in activities if a.kind in goal_kinds]
-    # emails whose conversion may change: a new first click, or a goal action after a click
+    # emails whose conversion may change: a click of the batch, or a goal action after a
+    # stored click
     converting: set[EmailKey] = {
         k for k, facts in batch_first.items() if "unique_clicks" in facts and k[2] in goal_of
     }
     batch_ids = {a.pk for a in activities if a.pk is not None}
     hidden = batch_ids | unapplied  # left out of "before the batch"
-    probed: dict[EmailKey, object] = {}  # email clicked before a batch goal action → first click
     if goals:
-        probed = _clicks_before_goals(goals, goal_of, hidden)
-        converting.update(probed)
-    if not batch_first and not converting:
-        return
-    # Earlier first events of the batch's emails; an email only a goal action touches needs
-    # its first click alone, which the probe read.
-    before = _firsts_before(set(batch_first), hidden) if batch_first else {}
-    for key, first_click in probed.items():
-        before.setdefault(key, {"unique_clicks": first_click})
-    for key, facts in batch_first.items():
-        old = before.get(key, {})
-        for name, first in facts.items():
-            was = old.get(name)
-            if was is None or first < was:
+        converting |= _clicks_before_goals(goals, goal_of, hidden)
+    if batch_first:
+        before = _firsts_before(set(batch_first), hidden)
+        for key, facts in batch_first.items():
+            old = before.get(key, {})
+            for name, first in facts.items():
+                was = old.get(name)
+                if was is None or first < was:
+                    if was is not None:
+                        add(_local_day(was), key, name, -1)
+                    add(_local_day(first), key, name, 1)
+    if converting:
+        for key, (was, now) in _converting_clicks(converting, batch_ids, unapplied).items():
+            if was != now:
                 if was is not None:
-                    add(_local_day(was), key, name, -1)
-                add(_local_day(first), key, name, 1)
-    if not converting:
-        return
-    clicks = {}  # email → (first click before the batch, first click now)
-    for key in converting:
-        was = before.get(key, {}).get("unique_clicks")
-        new = batch_first.get(key, {}).get("unique_clicks")
-        now_first = min(t for t in (was, new) if t is not None) if (was or new) else None
-        if now_first is not None:
-            clicks[key] = (was, now_first)
-    if not clicks:
-        return
-    times = [t for pair in clicks.values() for t in pair if t is not None]
-    found: dict[tuple[int, str], list[tuple]] = {}
-    for contact_id, kind, occurred_at, pk in (
+                    add(_local_day(was), key, "conversions", -1)
+                if now is not None:
+                    add(_local_day(now), key, "conversions", 1)
+
+
+def _converting_clicks(keys: set[EmailKey], batch_ids: set[int], unapplied) -> dict:
+    """Each email's first converting click (rollups.email_fact_aggregates: a click that
+    counts, followed by the goal action within the window) before the batch and with it,
+    as email → (before, now), None for none; activities still queued (``unapplied``) are
+    left out of both.
+
+    One query: the emails' activities, a click with whether a goal action follows it with
+    and without the batch's (a CASE, so only clicks probe). Found as :func:`_firsts_before`
+    finds them, with no kind filter (the click rule is applied here, in Python), which
+    would tempt the planner into AND-ing the large activity_kind_time bitmap.
+    """
+
+    def goal_follows(left_out) -> Case:
+        return Case(
+            When(kind=K.EMAIL_CLICKED, then=Exists(after.exclude(_in("id", left_out)))),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+
+    after = goal_actions_after()
+    prefix = unsubscribe_prefix()
+    with_id = {k[1] for k in keys if k[1]}
+    without_id = {k[0] for k in keys if not k[1]}
+    rows = (
         Activity.objects.filter(
-            _in("contact_id", {k[0] for k in clicks}),
-            kind__in={goal_of[k[2]] for k in clicks},
-            occurred_at__gte=min(times),
-            occurred_at__lte=max(times) + CONVERSION_WINDOW,
+            (_in("message_id", with_id, "text") & ~Q(message_id=""))
+            | (Q(message_id="") & _in("contact_id", without_id))
+        )
+        .exclude(_in("id", unapplied))
+        .annotate(
+            camp0=Coalesce("campaign_id", Value(0)),
+            goal_now=goal_follows(unapplied),
+            goal_before=goal_follows(batch_ids | unapplied),
+        )
+        .values_list(
+            "contact_id",
+            "message_id",
+            "camp0",
+            "occurred_at",
+            "id",
+            "kind",
+            "is_machine",
+            "url",
+            "goal_now",
+            "goal_before",
         )
         .order_by()
-        .values_list("contact_id", "kind", "occurred_at", "id")
-    ):
-        if pk not in unapplied:
-            found.setdefault((contact_id, kind), []).append((occurred_at, pk))
-
-    def converted(key: EmailKey, click_at, *, with_batch: bool) -> bool:
-        return any(
-            click_at <= t <= click_at + CONVERSION_WINDOW and (with_batch or pk not in batch_ids)
-            for t, pk in found.get((key[0], goal_of[key[2]]), ())
-        )
-
-    for key, (was, now_first) in clicks.items():
-        if was is not None and converted(key, was, with_batch=False):
-            add(_local_day(was), key, "conversions", -1)
-        if converted(key, now_first, with_batch=True):
-            add(_local_day(now_first), key, "conversions", 1)
+    )
+    was: dict[EmailKey, object] = {}
+    now: dict[EmailKey, object] = {}
+    for contact_id, message_id, camp0, at, pk, kind, machine, url, goal_now, goal_before in rows:
+        key = (contact_id, message_id, camp0)
+        if key not in keys or not is_click(kind, machine, url, prefix):
+            continue
+        if goal_now and (key not in now or at < now[key]):
+            now[key] = at
+        if goal_before and pk not in batch_ids and (key not in was or at < was[key]):
+            was[key] = at
+    return {key: (was.get(key), now.get(key)) for key in keys}
 
 
-def _clicks_before_goals(goals: list, goal_of: dict[int, str], hidden: set[int]) -> dict:
-    """Stored clicks a batch goal action may convert (its contact, a campaign with that
-    goal, within the window before it), as email → the email's first click (leaving out
-    ``hidden``: the batch, activities still queued): which goal contacts clicked (index
-    only), then, if any, one query for their clicks, the first click a correlated subquery
-    per found email."""
+def _clicks_before_goals(goals: list, goal_of: dict[int, str], hidden: set[int]) -> set[EmailKey]:
+    """The emails with a stored click a batch goal action may convert (its contact, a
+    campaign with that goal, within the window before it), leaving out ``hidden`` (the
+    batch, activities still queued): which goal contacts clicked (index only), then, if
+    any, one query for their clicked emails. Candidates only: :func:`_converting_clicks`
+    applies the click rule (machine and unsubscribe-link clicks)."""
     done = {g.kind for g in goals}
     campaign_ids = [c for c, kind in goal_of.items() if kind in done]
     window = {
@@ -363,34 +403,16 @@ def _clicks_before_goals(goals: list, goal_of: dict[int, str], hidden: set[int])
     # contact (3,700 rows, 3,000 pages, 34 ms warm / 400 ms cold at 1M), for one or none.
     clicked = _goal_contacts_clicked({g.contact_id for g in goals}, window)
     if not clicked:
-        return {}
+        return set()
     if _pg():
         return _pg_clicks_before_goals(clicked, window, hidden)
-    # The campaign compared as camp0 (an expression): its index, ANDed with the contact's,
-    # made the planner read every click of the campaign per found email (6 ms each).
-    first_click = (
-        Activity.objects.annotate(camp0=Coalesce("campaign_id", Value(0)))
-        .filter(
-            contact_id=OuterRef("contact_id"),
-            message_id=OuterRef("message_id"),
-            camp0=OuterRef("campaign_id"),
-            kind=K.EMAIL_CLICKED,
-        )
+    return set(
+        Activity.objects.filter(_in("contact_id", clicked), **window)
         .exclude(_in("id", hidden))
-        .order_by("occurred_at")
-        .values("occurred_at")[:1]
-    )
-    return {
-        (contact_id, message_id, campaign_id): first
-        for contact_id, message_id, campaign_id, first in Activity.objects.filter(
-            _in("contact_id", clicked), **window
-        )
-        .exclude(_in("id", hidden))
-        .annotate(first=Subquery(first_click))
         .order_by()
-        .values_list("contact_id", "message_id", "campaign_id", "first")
+        .values_list("contact_id", "message_id", "campaign_id")
         .distinct()
-    }
+    )
 
 
 # _clicks_before_goals' first question as one statement with binary array parameters on
@@ -429,40 +451,33 @@ def _goal_contacts_clicked(contact_ids: set[int], window: dict) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-# The ORM query of _clicks_before_goals as one statement (PostgreSQL): compiling the
-# correlated subquery cost ~4 ms of Python per goal batch with a clicker (profiled).
+# The ORM query of _clicks_before_goals as one statement with binary array parameters
+# (PostgreSQL), as _PG_GOAL_CLICKERS.
 _PG_GOAL_CLICKS = (
-    "SELECT DISTINCT a.contact_id, a.message_id, a.campaign_id, "  # noqa: S608
-    f"(SELECT u.occurred_at FROM {Activity._meta.db_table} u "
-    "WHERE u.contact_id = a.contact_id AND u.message_id = a.message_id "
-    "AND COALESCE(u.campaign_id, 0) = a.campaign_id AND u.kind = %b "
-    "AND NOT u.id = ANY(%b::bigint[]) ORDER BY u.occurred_at LIMIT 1) "
-    f"FROM {Activity._meta.db_table} a "
-    "WHERE a.contact_id = ANY(%b::bigint[]) AND a.kind = %b "
-    "AND a.campaign_id = ANY(%b::bigint[]) AND a.occurred_at >= %b AND a.occurred_at <= %b "
-    "AND NOT a.id = ANY(%b::bigint[])"
+    "SELECT DISTINCT contact_id, message_id, campaign_id "  # noqa: S608
+    f"FROM {Activity._meta.db_table} "
+    "WHERE contact_id = ANY(%b::bigint[]) AND kind = %b "
+    "AND campaign_id = ANY(%b::bigint[]) AND occurred_at >= %b AND occurred_at <= %b "
+    "AND NOT id = ANY(%b::bigint[])"
 )
 
 
-def _pg_clicks_before_goals(clicked: set[int], window: dict, hidden: set[int]) -> dict:
+def _pg_clicks_before_goals(clicked: set[int], window: dict, hidden: set[int]) -> set[EmailKey]:
     from crm.ingest import _pg_cursor  # binary array parameters, see there
 
-    kind, batch = str(window["kind"]), list(hidden)
     with _pg_cursor() as cursor:
         cursor.execute(
             _PG_GOAL_CLICKS,
             [
-                kind,
-                batch,
                 list(clicked),
-                kind,
+                str(window["kind"]),
                 list(window["campaign_id__in"]),
                 window["occurred_at__gte"],
                 window["occurred_at__lte"],
-                batch,
+                list(hidden),
             ],
         )
-        return {(c, m, camp): first for c, m, camp, first in cursor.fetchall()}
+        return {(c, m, camp) for c, m, camp in cursor.fetchall()}
 
 
 def _firsts_before(keys: set[EmailKey], hidden: set[int]) -> dict[EmailKey, dict]:
@@ -484,7 +499,7 @@ def _firsts_before(keys: set[EmailKey], hidden: set[int]) -> dict[EmailKey, dict
         .exclude(_in("id", hidden))
         .annotate(camp0=Coalesce("campaign_id", Value(0)))
         .values("contact_id", "message_id", "camp0")
-        .annotate(**{name: Min("occurred_at", filter=q) for name, q in FACTS.items()})
+        .annotate(**{name: Min("occurred_at", filter=q) for name, q in _facts().items()})
         .order_by()
     ):
         key = (row["contact_id"], row["message_id"], row["camp0"])

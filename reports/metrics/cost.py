@@ -71,6 +71,16 @@ def cost_entries(q: ReportQuery) -> list:
     return entries
 
 
+def shown_campaigns(q: ReportQuery) -> set[int] | None:
+    """The ids of the campaigns the campaign/channel filter keeps (``None``: no filter, all
+    of them); a query only for a channel filter."""
+    if not (q.campaign or q.channel):
+        return None
+    if not q.channel:
+        return {q.campaign}
+    return set(Campaign.objects.filter(q.campaign_q()).values_list("id", flat=True))
+
+
 def program_costs(
     q: ReportQuery, entries: list | None = None, sent: dict[int, int] | None = None
 ) -> dict[int, dict[str, Fraction]]:

@@ -175,9 +175,11 @@ def csat(q: ReportQuery) -> dict:
     """METRICS.md line 100: share of answers 4–5 and the mean (1–5 answers in the period).
 
     Answers outside 1–5 are ignored. Every answer counts (not unique contacts). Served by
-    the CSAT day rows (reports.csat_facts) without contact filters.
+    the CSAT day rows (reports.csat_facts) without filters; a contact filter, or a
+    campaign/channel one (the answering contacts' acquiring campaign, as :func:`rates`),
+    reads the answers.
     """
-    if not q.has_contact_filters:
+    if not (q.has_contact_filters or q.campaign or q.channel):
         answers, satisfied, total = csat_totals(q.start, q.end)
         return {
             "csat_answers": answers,

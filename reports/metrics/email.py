@@ -24,9 +24,16 @@ def derive(counts: dict) -> dict:
     ``delivered`` = sent − bounced (line 20). Unique figures are per email (see
     reports.models): an email's opener is one contact, so emails-with-an-open are the
     unique opens of a campaign summed over its emails.
+
+    Every event counts in the period of its own time (METRICS.md, the period), so a period
+    may hold the bounces, opens and clicks of emails sent before it. Choice: when its
+    bounces reach its sends, ``delivered`` is shown as 0 (never below), and the rates over
+    it as "—" (None), as for a zero denominator; a rate can still exceed 100 % when the
+    period's opens or clicks are of emails sent earlier. Totals apply this to the summed
+    counts.
     """
     sent, bounced = counts.get("sent", 0), counts.get("bounced", 0)
-    delivered = sent - bounced
+    delivered = max(sent - bounced, 0)
     opens, clicks = counts.get("unique_opens", 0), counts.get("unique_clicks", 0)
     out = {k: counts.get(k, 0) for k in EMAIL_COUNTS}
     out.update(

@@ -145,9 +145,11 @@ def acceptance(q: ReportQuery) -> dict:
 
 
 def _stage_at_activity():
+    """The contact's stage just before the activity: its latest transition strictly
+    before the activity's time (ties by id)."""
     return Subquery(
         LifecycleTransition.objects.filter(
-            contact_id=OuterRef("contact_id"), at__lte=OuterRef("occurred_at")
+            contact_id=OuterRef("contact_id"), at__lt=OuterRef("occurred_at")
         )
         .order_by("-at", "-id")
         .values("to_stage")[:1]
@@ -157,8 +159,12 @@ def _stage_at_activity():
 def reopened_qs(q: ReportQuery):
     """Engagement activities in the period by contacts who were in ``recycled`` at the time.
 
-    METRICS.md line 40. Choices: the stage at the activity's time is the stage of the
-    latest transition at or before it; machine opens are not engagement.
+    METRICS.md line 40. Choices: the stage at the activity is the stage of the latest
+    transition strictly *before* the activity's time. A change dated at the activity's own
+    instant is its consequence (scoring dates the MQL an engaging activity causes at that
+    activity), so it does not hide the re-opening; and an activity at the very instant of
+    a recycle is not "after" it. ``crm.reopenings`` marks re-openings at ingestion by the
+    same rule. Machine opens are not engagement.
     """
     recycled_before_end = LifecycleTransition.objects.filter(
         contact_id=OuterRef("contact_id"), to_stage=Stage.RECYCLED, at__lt=q.end_dt

@@ -3,7 +3,9 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from crm.models import Activity, LifecycleTransition
+from django.conf import settings
+
+from crm.models import Activity, ActivityKind, LifecycleTransition
 from reports.credit_facts import sales_cycle_apply_transitions
 from reports.csat_facts import csat_apply_activities
 from reports.holdout_facts import holdout_apply_transitions
@@ -50,3 +52,16 @@ def move(contact, from_stage, to_stage, when) -> LifecycleTransition:
     holdout_apply_transitions(transitions=[t])
     sales_cycle_apply_transitions([t])
     return t
+
+
+def email_flags(kind, flag: bool, hour: int) -> dict:
+    """Activity fields of a random email event: ``flag`` makes an open a machine's, and a
+    click a machine's (even ``hour``) or one on the unsubscribe link (odd): neither is a
+    click (METRICS.md "unique clicks")."""
+    if kind == ActivityKind.EMAIL_OPENED:
+        return {"is_machine": flag}
+    if kind != ActivityKind.EMAIL_CLICKED:
+        return {}
+    if flag and hour % 2:
+        return {"url": f"{settings.SITE_URL}/u/token"}
+    return {"url": "https://x.example/offer", "is_machine": flag}

@@ -22,8 +22,9 @@ from reports.csat_facts import (
 from reports.metrics.customers import csat, csat_raw
 from reports.models import CsatDaily
 from reports.query import ReportQuery
+from tests.factories import CampaignFactory, ContactFactory
 
-from .factories import at
+from .factories import act, at
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +78,22 @@ def test_served_csat_equals_the_answers(evs, erase):
 def test_an_answer_is_an_integer_from_1_to_5():
     assert [answer_of(v) for v in (1, 5, "4", " 2 ", "+3")] == [1, 5, 4, 2, 3]
     assert {answer_of(v) for v in (0, 6, "x", "4.0", 4.0, True, None, "", [4])} == {None}
+
+
+def test_a_campaign_or_channel_filter_keeps_the_answers_of_its_contacts():
+    webinar = CampaignFactory(name="W", channel="webinar")
+    mine = ContactFactory(created_at=BASE, acquired_by=webinar)
+    other = ContactFactory(created_at=BASE)  # acquired by no campaign
+    act(mine, K.CSAT_ANSWER, "2025-01-31 23:59", details={"answer": 5})
+    act(mine, K.CSAT_ANSWER, "2025-01-10 10:00", details={"answer": 2})
+    act(mine, K.CSAT_ANSWER, "2025-02-01 00:00", details={"answer": 1})  # at the end: out
+    act(other, K.CSAT_ANSWER, "2025-01-10 10:00", details={"answer": 1})
+    jan = {"start": date(2025, 1, 1), "end": date(2025, 2, 1)}
+    assert csat(ReportQuery(**jan)) == {"csat_answers": 3, "csat": 1 / 3, "csat_mean": 2.67}
+    expected = {"csat_answers": 2, "csat": 0.5, "csat_mean": 3.5}
+    for q in (
+        ReportQuery(**jan, campaign=webinar.id),
+        ReportQuery(**jan, channel="webinar"),
+    ):
+        assert csat(q) == csat_raw(q) == expected
+    assert csat(ReportQuery(**jan, channel="event"))["csat_answers"] == 0

@@ -15,7 +15,7 @@ from reports.models import EmailStepDaily
 from reports.query import ReportQuery
 from tests.nurture.factories import ProgramFactory, StepFactory
 
-from .factories import at
+from .factories import at, email_flags
 
 KINDS = [
     K.EMAIL_SENT,
@@ -33,7 +33,7 @@ event = st.tuples(
     st.sampled_from(KINDS),
     st.integers(0, 20 * 24),  # hours after Mar 1
     st.sampled_from(["", "m1", "m2", "m3"]),  # m3 is not a nurture send
-    st.booleans(),  # machine / hard bounce
+    st.booleans(),  # machine open or click, unsubscribe-link click / hard bounce
 )
 
 
@@ -77,7 +77,7 @@ def test_step_facts_equal_raw_for_random_batches(batches):
                 kind=kind,
                 occurred_at=start + timedelta(hours=h),
                 message_id=f"{c}-{m}" if m else "",
-                is_machine=flag and kind == K.EMAIL_OPENED,
+                **email_flags(kind, flag, h),
                 details={"bounce_type": "hard" if flag else "soft"},
             )
             for c, k, kind, h, m, flag in batch

@@ -21,7 +21,7 @@ from reports.rollups import EMAIL_COUNT_FIELDS, STEP_FIELDS, rollups_rebuild
 from reports.upkeep import upkeep_apply_activities, upkeep_apply_transitions
 from tests.nurture.factories import ProgramFactory, StepFactory
 
-from .factories import at
+from .factories import at, email_flags
 
 START = at("2025-03-01")
 FIRST_DAY, END_DAY = date(2025, 2, 20), date(2025, 3, 25)
@@ -44,7 +44,7 @@ event = st.tuples(
     st.sampled_from(KINDS),
     st.integers(-3 * 24, 20 * 24),  # hours after Mar 1 (before it: a late, old event)
     st.sampled_from(["", "m1", "m3"]),  # m3 is not a nurture send
-    st.booleans(),  # machine open / hard bounce
+    st.booleans(),  # machine open or click, unsubscribe-link click / hard bounce
     st.booleans(),  # stored twice in the batch (a duplicate delivery)
 )
 transition = st.tuples(
@@ -112,7 +112,7 @@ def _store(items, camps, contacts) -> list[Activity]:
                     kind=kind,
                     occurred_at=START + timedelta(hours=h),
                     message_id=f"{c}-{m}" if m else "",
-                    is_machine=flag and kind == K.EMAIL_OPENED,
+                    **email_flags(kind, flag, h),
                     details={"bounce_type": "hard" if flag else "soft"},
                 )
             )
@@ -242,17 +242,17 @@ def test_a_batch_costs_only_the_queries_its_kinds_need(django_assert_num_queries
         camps,
         contacts,
     )
-    # campaigns, earlier first events, goal actions after the clicks, then on PostgreSQL
-    # one upsert of both tables (joining sources and steps), elsewhere sources, steps and
-    # two upserts
+    # campaigns, earlier first events, the clicks (each with whether a goal action follows
+    # it), then on PostgreSQL one upsert of both tables (joining sources and steps),
+    # elsewhere sources, steps and two upserts
     with django_assert_num_queries(4 if connection.vendor == "postgresql" else 7):
         upkeep_apply_activities(activities=emails)
     assert _state() == _rebuilt()
     assert not EmailDaily.objects.filter(conversions__gt=0).exists()
     late = _store([(c, 0, K.DEMO_REQUESTED, 40, "", False, False) for c in range(2)], *world)
-    # campaigns, which goal contacts clicked (index only), their clicks the goal actions may
-    # convert (with each email's first click), goal actions in their windows, the upsert(s)
-    # as above
+    # campaigns, which goal contacts clicked (index only), the emails they clicked in the
+    # goal actions' windows, those emails' clicks (each with whether a goal action follows
+    # it, with and without the batch), the upsert(s) as above
     with django_assert_num_queries(5 if connection.vendor == "postgresql" else 8):
         upkeep_apply_activities(activities=late)
     assert sum(EmailDaily.objects.values_list("conversions", flat=True)) == 4  # 2 × m1, m3

@@ -13,7 +13,7 @@ from reports.models import EmailDaily
 from reports.query import ReportQuery
 from reports.rollups import rollups_apply_activities, rollups_reconcile
 
-from .factories import at
+from .factories import at, email_flags
 
 KINDS = [
     K.EMAIL_SENT,
@@ -31,7 +31,7 @@ event = st.tuples(
     st.sampled_from(KINDS),
     st.integers(0, 20 * 24),  # hours after Mar 1
     st.sampled_from(["", "m1", "m2"]),
-    st.booleans(),  # machine / hard bounce
+    st.booleans(),  # machine open or click, unsubscribe-link click / hard bounce
 )
 
 
@@ -57,7 +57,7 @@ def test_rollup_equals_raw_for_random_batches(batches):
                 kind=kind,
                 occurred_at=start + timedelta(hours=h),
                 message_id=f"{c}-{m}" if m else "",
-                is_machine=flag and kind == K.EMAIL_OPENED,
+                **email_flags(kind, flag, h),
                 details={"bounce_type": "hard" if flag else "soft"},
             )
             for c, k, kind, h, m, flag in batch
@@ -114,7 +114,7 @@ def test_a_batch_costs_a_fixed_number_of_queries(django_assert_max_num_queries):
         for day in range(1, 11)
         for kind in kinds
     ]
-    # goal campaigns, clicks a goal may convert, earlier first events, goals in window,
+    # goal campaigns, emails a goal may convert, earlier first events, their clicks,
     # sources, channels, insert, lock, one update, one delete of emptied rows
     with django_assert_max_num_queries(10):
         rollups_apply_activities(activities=batch)
