@@ -345,6 +345,9 @@ ACTIVITY_BATCH_LIMIT = 1000
 MQL_RESPONSE_TARGET_HOURS = env_int("MQL_RESPONSE_TARGET_HOURS", 24)
 TRACKING_TOKEN_MAX_AGE_DAYS = env_int("TRACKING_TOKEN_MAX_AGE_DAYS", 90)
 NURTURE_UNSUBSCRIBE_MAILTO = os.environ.get("NURTURE_UNSUBSCRIBE_MAILTO", "")
+# How long a claimed nurture email may stay "sending" before a later tick takes it back
+# (its worker died between the claim and the status update): nurture.services.sending.
+NURTURE_SEND_LEASE_SECONDS = env_int("NURTURE_SEND_LEASE_SECONDS", 600)
 
 LOGGING = {
     "version": 1,

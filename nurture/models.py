@@ -241,6 +241,8 @@ class Enrollment(models.Model):
 
 class EmailSend(models.Model):
     class Status(models.TextChoices):
+        # Claimed and committed, being handed to the mail backend (nurture.services.sending).
+        SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         SKIPPED = "skipped", "Skipped"
         RETRYING = "retrying", "Retrying"
@@ -276,6 +278,8 @@ class EmailSend(models.Model):
     # The tracked links of this email, by index: a click token may only lead to one of them.
     links = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the backend accepted the message; while the status is "sending", when the send
+    # was claimed (the daily cap counts it from then, and the claim's lease runs from it).
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -296,6 +300,13 @@ class EmailSend(models.Model):
             models.Index(fields=["program", "status", "sent_at"], name="send_program_status"),
             # Contact timeline.
             models.Index(fields=["contact", "created_at"], name="send_contact_time"),
+            # The tick's sweep of claims whose worker died after the enrollment moved on
+            # (status "sending", claimed before the lease); only in-flight rows are in it.
+            models.Index(
+                fields=["sent_at"],
+                name="send_claimed",
+                condition=models.Q(status="sending"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -28,7 +28,7 @@ _SEND_COLUMNS = (
 )  # fmt: skip
 # Rows go in (enrollment, step) order, so two batches that ever overlap take the unique
 # index's locks in the same order; a duplicate (enrollment, step) still raises
-# IntegrityError (no ON CONFLICT): the batch rolls back before any mail is handed over.
+# IntegrityError (no ON CONFLICT): the claim rolls back before any mail is handed over.
 # Identifiers are module constants.
 _SEND_INSERT = (
     f"INSERT INTO {EmailSend._meta.db_table} ({', '.join(_SEND_COLUMNS)}, created_at) "  # noqa: S608
@@ -77,6 +77,28 @@ def sends_insert(sends: list[EmailSend], *, now: datetime) -> None:
         s.pk = pks[(s.enrollment_id, s.step_id)]
         s._state.adding = False
         s._state.db = connection.alias
+
+
+# What the hand-over learns about each send.
+_OUTCOME_COLUMNS = ("status", "skip_reason", "error", "sent_at", "esp_message_id")
+_SET = ", ".join(f"{c} = t.{c}" for c in _OUTCOME_COLUMNS)
+_SEND_UPDATE = (
+    f"UPDATE {EmailSend._meta.db_table} AS s SET {_SET} FROM unnest("  # noqa: S608
+    "%b::bigint[], %b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], "
+    f"%b::varchar[]) AS t(id, {', '.join(_OUTCOME_COLUMNS)}) WHERE s.id = t.id"
+)
+
+
+def sends_update(sends: list[EmailSend]) -> None:
+    """Store the hand-over's outcome of these sends (status, times, errors, provider id)."""
+    if not sends:
+        return
+    if not _pg():
+        EmailSend.objects.bulk_update(sends, list(_OUTCOME_COLUMNS))
+        return
+    columns = [[getattr(s, c) for s in sends] for c in ("pk", *_OUTCOME_COLUMNS)]
+    with _pg_cursor() as cursor:
+        cursor.execute(_SEND_UPDATE, columns)
 
 
 class AnyOf(Func):

@@ -39,8 +39,12 @@ def is_machine_open(user_agent: str, sent_at: datetime | None, at: datetime) -> 
 
 
 def _send(message_id: str) -> EmailSend | None:
+    # A "sending" send is being handed over (or was, and awaits its status update): its
+    # recipient may already have it, so its open pixel and links work.
     return (
-        EmailSend.objects.filter(message_id=message_id, status=EmailSend.Status.SENT)
+        EmailSend.objects.filter(
+            message_id=message_id, status__in=[EmailSend.Status.SENT, EmailSend.Status.SENDING]
+        )
         .select_related("program", "contact")
         .first()
     )

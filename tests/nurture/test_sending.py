@@ -8,6 +8,7 @@ from django.utils import timezone
 from crm.ingest import activities_record
 from crm.models import Activity, ActivityKind, EmailStatus
 from nurture.models import EmailSend, Enrollment, Program, Step
+from nurture.services import sending
 from nurture.services.enrollment import contacts_enroll
 from nurture.services.sending import enrollments_advance
 from tests.nurture.factories import (
@@ -16,6 +17,7 @@ from tests.nurture.factories import (
     ProgramFactory,
     StepFactory,
 )
+from tests.nurture.failing_backend import ObservingBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -197,18 +199,104 @@ def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
     StepFactory(program=program)
     contacts = ContactFactory.create_batch(3)
     contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    now = timezone.now()
     with pytest.raises(KeyboardInterrupt):
-        enrollments_advance()
-    # The batch rolled back: no send rows, every enrollment still due on its email step.
-    assert not EmailSend.objects.exists()
+        enrollments_advance(now=now)
+    # The claim had committed: every send is "sending", every enrollment leased on its step.
+    assert set(EmailSend.objects.values_list("status", flat=True)) == {"sending"}
     assert Enrollment.objects.filter(state="active", current_step__isnull=False).count() == 3
     accepted = mail.outbox[0].to
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    enrollments_advance()
-    assert EmailSend.objects.filter(status="sent").count() == 3
+    # Within the lease nobody touches the claim…
+    assert enrollments_advance(now=now + timedelta(minutes=1)).processed == 0
+    # …after it, the next tick hands every claimed message over again.
+    lease = timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS)
+    assert enrollments_advance(now=now + lease + timedelta(seconds=1)).sent == 3
+    assert EmailSend.objects.filter(status="sent", attempts=2).count() == 3
     recipients = sorted(m.to[0] for m in mail.outbox)
-    # Each contact got its email; the one the backend had accepted before the kill got it twice.
+    # Each contact got its email; the one the backend had accepted before the kill got it twice
+    # (with the same Message-ID).
     assert recipients == sorted([c.email for c in contacts] + accepted)
+    twice = [m.extra_headers["Message-ID"] for m in mail.outbox if m.to == accepted]
+    assert len(set(twice)) == 1
+
+
+def test_a_dead_workers_claim_whose_enrollment_ended_is_marked_failed_not_resent(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.CrashingBackend"
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(2)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    now = timezone.now()
+    with pytest.raises(KeyboardInterrupt):
+        enrollments_advance(now=now)
+    # One recipient unsubscribes while its email is claimed: its enrollment ends.
+    gone = Enrollment.objects.exclude(contact__email=mail.outbox[0].to[0]).get()
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.EMAIL_UNSUBSCRIBED,
+                "occurred_at": timezone.now(),
+                "contact": gone.contact_id,
+            }
+        ]
+    )
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox.clear()
+    lease = timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS)
+    enrollments_advance(now=now + lease + timedelta(seconds=1))
+    interrupted = EmailSend.objects.get(enrollment=gone)
+    assert (interrupted.status, interrupted.sent_at) == ("failed", None)
+    assert "interrupted" in interrupted.error.lower()
+    assert [m.to[0] for m in mail.outbox] != [gone.contact.email]
+    assert EmailSend.objects.exclude(enrollment=gone).get().status == "sent"
+
+
+def test_a_send_is_stored_as_sending_while_it_is_handed_over(settings, monkeypatch):
+    # (That the claim is *committed* by then is tested in test_send_visibility.py.)
+    seen = []
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.ObservingBackend"
+    monkeypatch.setattr(
+        ObservingBackend,
+        "observe",
+        staticmethod(
+            lambda message: seen.append(
+                EmailSend.objects.filter(message_id=message.extra_headers["Message-ID"][1:-1])
+                .values_list("status", flat=True)
+                .first()
+            )
+        ),
+    )
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts_enroll(program=program, contact_ids=[ContactFactory().pk], source="m")
+    assert enrollments_advance().sent == 1
+    assert seen == ["sending"]
+    send = EmailSend.objects.get()
+    assert send.status == "sent"
+    assert send.sent_at >= send.created_at
+
+
+def test_an_unsubscribe_committed_after_the_claim_stops_the_email(monkeypatch):
+    program = ProgramFactory()
+    StepFactory(program=program)
+    ok, leaving = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[ok.pk, leaving.pk], source="m")
+    claim = sending._claim
+
+    def claim_then_unsubscribe(**kwargs):
+        batch = claim(**kwargs)
+        type(ok).objects.filter(pk=leaving.pk).update(email_status=EmailStatus.UNSUBSCRIBED)
+        return batch
+
+    monkeypatch.setattr(sending, "_claim", claim_then_unsubscribe)
+    result = enrollments_advance()
+    assert (result.sent, result.skipped) == (1, 1)
+    assert [m.to for m in mail.outbox] == [[ok.email]]
+    skipped = EmailSend.objects.get(contact=leaving)
+    assert (skipped.status, skipped.skip_reason) == ("skipped", "unsubscribed")
+    e = Enrollment.objects.get(contact=leaving)
+    assert (e.state, e.exit_reason) == ("exited", "suppressed")
 
 
 def _queries_to_send(n: int) -> int:
