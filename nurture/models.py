@@ -251,8 +251,12 @@ class EmailSend(models.Model):
     # No single-column indexes on enrollment, contact and program: one_send_per_step,
     # send_contact_time and send_program_status lead with them and serve those lookups
     # (the sender inserts a thousand rows a batch; each index costs every insert).
+    # RESTRICT: a send is the record of mail someone has, with links that must keep
+    # working; an enrollment cannot be deleted from under its sends (a merge that left
+    # one with the deleted duplicate would have lost them). Deleting the contact or the
+    # program still deletes both, each through its own cascade.
     enrollment = models.ForeignKey(
-        Enrollment, on_delete=models.CASCADE, related_name="sends", db_index=False
+        Enrollment, on_delete=models.RESTRICT, related_name="sends", db_index=False
     )
     step = models.ForeignKey(Step, null=True, on_delete=models.SET_NULL, related_name="sends")
     contact = models.ForeignKey(

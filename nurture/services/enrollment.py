@@ -24,6 +24,7 @@ EXIT_SUPPRESSED = "suppressed"
 EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
 EXIT_MANUAL = "removed"
 EXIT_MOVED = "moved"
+EXIT_MERGED = "merged"
 MAX_CATCH_UP_DAYS = 7
 
 
