@@ -25,6 +25,9 @@ EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
 EXIT_MANUAL = "removed"
 EXIT_MOVED = "moved"
 EXIT_MERGED = "merged"
+# Not an exit: the mark of a live enrollment held on a step that failed for it (the sender
+# clears it when the enrollment moves on).
+HELD_STEP_ERROR = "step_error"
 MAX_CATCH_UP_DAYS = 7
 
 

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
-from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -48,7 +48,7 @@ from .. import mail, rendering, tokens
 from ..models import LIVE_STATES, EmailSend, Enrollment, Program, Step
 from . import bulk
 from . import steps as step_logic
-from .enrollment import EXIT_SUPPRESSED, contacts_enroll
+from .enrollment import EXIT_SUPPRESSED, HELD_STEP_ERROR, contacts_enroll
 
 log = logging.getLogger(__name__)
 User = get_user_model()
@@ -66,6 +66,8 @@ MAX_STEPS_PER_PASS = 20
 SOFT_BOUNCE_LIMIT = 3
 # After an email the next step is due "just after now": not in this call, on the next tick.
 NEXT_PASS = timedelta(microseconds=1)
+# An enrollment whose step failed is tried again after this (once the step is fixed, it goes on).
+STEP_ERROR_RETRY = timedelta(hours=1)
 INTERRUPTED = "Interrupted while being handed to the mail backend; delivery unknown."
 
 
@@ -112,6 +114,7 @@ class _Batch:
     new_sends: list[EmailSend] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     moves: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
+    step_errors: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     result: AdvanceResult = field(default_factory=AdvanceResult)
     owners: dict[int | None, dict] = field(default_factory=dict)  # user id → merge fields
     # What does not vary per email, computed once per batch.
@@ -231,6 +234,8 @@ def _claim(*, now: datetime, started: float, lease: timedelta, batch_size: int) 
         state, step_id, run_at, reason = _run(batch, enrollment)
         changes[(state, step_id, run_at, reason)].append(enrollment.pk)
     _claim_store(batch, changes)
+    for step_id, n in batch.step_errors.items():
+        log.error("nurture step %s failed: %s enrollments held on it", step_id, n)
     batch.result.processed = len(enrollments)
     return batch
 
@@ -318,42 +323,73 @@ def _suppression_reason(batch: _Batch, contact) -> str:
 
 
 def _run(batch: _Batch, e: Enrollment) -> tuple:
-    """Walk one enrollment forward; return its new (state, step id, next run, exit reason)."""
-    now = batch.now
+    """Walk one enrollment forward; return its new (state, step id, next run, exit reason).
+
+    A step that fails for this enrollment (settings stored before they were checked, a
+    template that does not render …) holds it on that step, marked and due again in an
+    hour, and the rest of the batch goes on: one bad row must not stop every program.
+    A database error is different: the claim's transaction is broken, so it rolls back
+    and the next tick tries again.
+    """
     # The batch's own Step instances (templates already joined), not e.current_step.
     step = batch.step_by_id(e.program_id, e.current_step_id) if e.current_step_id else None
     for _ in range(MAX_STEPS_PER_PASS):
-        if step is None or step.kind == Step.Kind.END:
-            return (Enrollment.State.COMPLETED, None, None, "")
-        if step.kind == Step.Kind.WAIT:
-            nxt = batch.next_step(step)
-            return (Enrollment.State.WAITING, nxt.pk if nxt else None, _wait(step, now), "")
-        if step.kind == Step.Kind.BRANCH:
-            cfg = step.config or {}
-            target = cfg.get("yes_step") if step_logic.branch_holds(e, step) else cfg.get("no_step")
-            step = batch.step_by_id(e.program_id, target) if target else batch.next_step(step)
-            continue
-        if step.kind == Step.Kind.NOTIFY_OWNER:
-            owner_id = e.contact.owner_id or e.program.campaign.owner_id
-            if owner_id:
-                message = (step.config or {}).get("message") or "needs your attention"
-                batch.notifications.append(
-                    Notification(
-                        user_id=owner_id,
-                        text=f"{e.contact}: {message} ({e.program.name})"[:300],
-                        url=e.contact.get_absolute_url(),
-                    )
+        try:
+            outcome, step = _step(batch, e, step)
+        except DatabaseError:
+            raise
+        except Exception:
+            return _held(batch, e, step)
+        if outcome is not None:
+            return outcome
+    return (Enrollment.State.ACTIVE, step.pk if step else None, batch.now + timedelta(hours=1), "")
+
+
+def _step(batch: _Batch, e: Enrollment, step: Step | None) -> tuple[tuple | None, Step | None]:
+    """Run one step: (the enrollment's new state, None) or (None, the step to run next)."""
+    if step is None or step.kind == Step.Kind.END:
+        return (Enrollment.State.COMPLETED, None, None, ""), None
+    if step.kind == Step.Kind.WAIT:
+        nxt = batch.next_step(step)
+        return (Enrollment.State.WAITING, nxt.pk if nxt else None, _wait(step, batch.now), ""), None
+    if step.kind == Step.Kind.BRANCH:
+        cfg = step.config or {}
+        target = cfg.get("yes_step") if step_logic.branch_holds(e, step) else cfg.get("no_step")
+        return None, batch.step_by_id(e.program_id, target) if target else batch.next_step(step)
+    if step.kind == Step.Kind.NOTIFY_OWNER:
+        owner_id = e.contact.owner_id or e.program.campaign.owner_id
+        if owner_id:
+            message = (step.config or {}).get("message") or "needs your attention"
+            batch.notifications.append(
+                Notification(
+                    user_id=owner_id,
+                    text=f"{e.contact}: {message} ({e.program.name})"[:300],
+                    url=e.contact.get_absolute_url(),
                 )
-            step = batch.next_step(step)
-            continue
-        if step.kind == Step.Kind.MOVE_TO_PROGRAM:
-            target = (step.config or {}).get("program")
-            if target:
-                batch.moves[int(target)].add(e.contact_id)
-            return (Enrollment.State.EXITED, None, None, "moved")
-        # An email step.
-        return _email(batch, e, step)
-    return (Enrollment.State.ACTIVE, step.pk if step else None, now + timedelta(hours=1), "")
+            )
+        return None, batch.next_step(step)
+    if step.kind == Step.Kind.MOVE_TO_PROGRAM:
+        target = (step.config or {}).get("program")
+        if target:
+            batch.moves[int(target)].add(e.contact_id)
+        return (Enrollment.State.EXITED, None, None, "moved"), None
+    return _email(batch, e, step), None
+
+
+def _held(batch: _Batch, e: Enrollment, step: Step) -> tuple:
+    """Hold an enrollment on a step that failed for it (logged once per step and batch)."""
+    if step.pk not in batch.step_errors:
+        log.exception(
+            "nurture step %s (%s, program %s) failed for enrollment %s; its enrollments are "
+            "held on it (exit_reason %r) and retried in an hour",
+            step.pk,
+            step.kind,
+            step.program_id,
+            e.pk,
+            HELD_STEP_ERROR,
+        )
+    batch.step_errors[step.pk] += 1
+    return (Enrollment.State.ACTIVE, step.pk, batch.now + STEP_ERROR_RETRY, HELD_STEP_ERROR)
 
 
 def _wait(step: Step, now: datetime) -> datetime:
@@ -394,19 +430,21 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
     opening = batch.windows[window]
     if opening is not None:
         return (Enrollment.State.ACTIVE, step.pk, opening, "")
-    if program.pk in batch.cap_left:
-        if batch.cap_left[program.pk] <= 0:
-            tomorrow = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-            return (Enrollment.State.ACTIVE, step.pk, tomorrow + timedelta(days=1), "")
-        batch.cap_left[program.pk] -= 1
+    if program.pk in batch.cap_left and batch.cap_left[program.pk] <= 0:
+        tomorrow = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (Enrollment.State.ACTIVE, step.pk, tomorrow + timedelta(days=1), "")
     send = existing or _new_send(batch, e, step)
+    # Rendered before anything is counted: a template that fails holds this enrollment
+    # (see _run) without taking a slot of the cap or leaving a half-made send.
+    message = _build_message(batch, send, step.template, e)
+    if program.pk in batch.cap_left:
+        batch.cap_left[program.pk] -= 1
     send.template_id = step.template_id
     send.status = EmailSend.Status.SENDING
     send.skip_reason = ""
     send.error = ""
     send.sent_at = batch.clock()  # the claim's time until the backend has it
     send.attempts += 1
-    message = _build_message(batch, send, step.template, e)
     batch.new_sends.append(send)
     batch.outgoing.append(_Outgoing(e, step, send, message, advance))
     # Leased: due again only if this claim is never resolved (see the module docstring).
