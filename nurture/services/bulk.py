@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BooleanField, Count, F, Func, Q
+from django.db.models import BooleanField, CharField, Count, F, Func, Q, Value
+from django.db.models.functions import Cast, Coalesce, Concat, NullIf
 
 from crm.models import Activity, ActivityKind
 
@@ -121,7 +122,12 @@ def in_ids(column: str, ids: Iterable[int]) -> Q | AnyOf:
 
 
 def contacts_soft_bounced(contact_ids: Iterable[int], *, since: datetime, limit: int) -> set:
-    """Contacts with at least ``limit`` soft bounces since ``since``."""
+    """Contacts with soft bounces of at least ``limit`` different messages since ``since``.
+
+    Messages, not events: a provider may report one message's trouble several times. An
+    event that names no message (legacy payloads) counts on its own.
+    """
+    message = Coalesce(NullIf("message_id", Value("")), Concat(Value("#"), Cast("id", CharField())))
     return set(
         Activity.objects.filter(
             in_ids("contact_id", contact_ids),
@@ -130,7 +136,7 @@ def contacts_soft_bounced(contact_ids: Iterable[int], *, since: datetime, limit:
             occurred_at__gte=since,
         )
         .values("contact_id")
-        .annotate(n=Count("id"))
+        .annotate(n=Count(message, distinct=True))
         .filter(n__gte=limit)
         .values_list("contact_id", flat=True)
     )

@@ -157,14 +157,20 @@ def _classify(esp: str, event) -> tuple[str | None, dict]:
     raw = event.esp_event if isinstance(event.esp_event, dict) else {}
     if et == "delivered":
         return ActivityKind.EMAIL_DELIVERED, {}
-    if et in ("bounced", "deferred", "rejected"):
+    if et == "deferred":
+        # Delayed, not bounced: greylisting, a full queue, a DNS hiccup (Mailgun
+        # failed/temporary, Postmark Transient or DnsError). The provider keeps trying and
+        # reports a bounce of its own if it gives up, so a deferral records nothing:
+        # neither suppression nor the bounce metrics may count it.
+        return None, {}
+    if et in ("bounced", "rejected"):
         hard = et == "bounced" or (
             et == "rejected" and event.reject_reason in ("bounced", "invalid")
         )
-        if esp == "postmark" and raw.get("Type") in ("SoftBounce", "Transient", "DnsError"):
+        if esp == "postmark" and raw.get("Type") == "SoftBounce":
             hard = False
         if esp == "amazon_ses" and (raw.get("bounce") or {}).get("bounceType") == "Transient":
-            hard = False
+            hard = False  # SES gave up on a temporary failure (mailbox full …): a soft bounce
         details = {"bounce_type": "hard" if hard else "soft", "esp_type": et}
         if event.reject_reason:
             details["reason"] = str(event.reject_reason)

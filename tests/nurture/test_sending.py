@@ -320,3 +320,23 @@ def test_a_batch_costs_the_same_queries_for_3_or_30_emails():
     # Set-based: lock+load, steps, programs, users, suppression, existing sends, one
     # insert, one update per outcome, one ingest call — none of them per email.
     assert _queries_to_send(3) == _queries_to_send(30)
+
+
+def test_the_soft_bounce_limit_counts_messages_not_events():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    one_message, three_messages = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[one_message.pk, three_messages.pk], source="m")
+    now = timezone.now()
+    for i in range(3):
+        for contact, message in ((one_message, "m@x"), (three_messages, f"m{i}@x")):
+            Activity.objects.create(
+                contact=contact,
+                kind="email_bounced",
+                occurred_at=now - timedelta(days=i),
+                message_id=message,
+                details={"bounce_type": "soft"},
+            )
+    enrollments_advance()
+    assert [m.to for m in mail.outbox] == [[one_message.email]]
+    assert EmailSend.objects.get(contact=three_messages).skip_reason == "soft_bounced"
