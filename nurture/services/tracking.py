@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm.ingest import IngestError, activities_record
-from crm.models import ActivityKind, Contact, Source
+from crm.models import Activity, ActivityKind, Contact, EmailStatus, Source
 
 from ..models import EmailSend, Enrollment
 from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
@@ -130,15 +130,31 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
                     exit_reason=EXIT_UNSUBSCRIBED_PROGRAM
                 )
             return send
+        # A repeated POST of one unsubscribe (the mail client's one-click and the person's
+        # own click) records it once; a contact re-activated since must be unsubscribed
+        # again, so that one is recorded anew. The lock orders two concurrent POSTs.
+        contact = (
+            Contact.objects.select_for_update(no_key=True)
+            .only("email_status")
+            .get(pk=send.contact_id)
+        )
+        earlier = Activity.objects.filter(
+            message_id=send.message_id,
+            contact_id=send.contact_id,
+            kind=ActivityKind.EMAIL_UNSUBSCRIBED,
+        ).count()
+        if earlier and contact.email_status != EmailStatus.ACTIVE:
+            return send  # a retry: the address is suppressed already
         # crm.ingest suppresses the address in the same transaction; nurture's handler
-        # ends the contact's live enrollments; the sender re-checks under lock.
+        # ends the contact's live enrollments; the sender re-checks before each hand-over.
+        external_id = f"unsub:{send.message_id}" + (f":{earlier + 1}" if earlier else "")
         activities_record(
             items=[
                 _item(
                     send,
                     ActivityKind.EMAIL_UNSUBSCRIBED,
                     timezone.now(),
-                    external_id=f"unsub:{send.message_id}",
+                    external_id=external_id,
                     details={"via": "link"},
                 )
             ],
