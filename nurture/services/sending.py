@@ -292,6 +292,15 @@ def _prefetch(batch: _Batch, enrollments: list[Enrollment]) -> None:
     )
     capped = {e.program_id: e.program.daily_cap for e in enrollments if e.program.daily_cap}
     if capped:
+        # Concurrent batches of one capped program take turns from here to their claim's
+        # commit (the program row's lock), so each counts the other's claimed sends;
+        # uncapped programs never wait. In id order: two batches lock alike.
+        list(
+            Program.objects.select_for_update(no_key=True)
+            .filter(pk__in=sorted(capped))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         day_start = timezone.localtime(batch.now).replace(hour=0, minute=0, second=0, microsecond=0)
         # Claimed sends count from their claim (sent_at is the claim time until they are
         # sent); a send that failed gives its slot back (sent_at cleared).

@@ -340,3 +340,59 @@ def test_the_soft_bounce_limit_counts_messages_not_events():
     enrollments_advance()
     assert [m.to for m in mail.outbox] == [[one_message.email]]
     assert EmailSend.objects.get(contact=three_messages).skip_reason == "soft_bounced"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_share_a_programs_daily_cap(monkeypatch):
+    """Review finding: two batches each counted the day's sends before the other's claim
+    committed, and together sent more than the cap."""
+    import threading
+
+    from django.db import connection
+
+    program = ProgramFactory(daily_cap=3)
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(6)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    store = sending._claim_store
+
+    def slow_store(batch, changes):
+        threading.Event().wait(0.5)  # the other batch counts meanwhile
+        store(batch, changes)
+
+    monkeypatch.setattr(sending, "_claim_store", slow_store)
+    results, errors = [], []
+
+    def tick():
+        try:
+            results.append(enrollments_advance(batch_size=3))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for t in threads:
+        t.start()
+        threading.Event().wait(0.1)
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert EmailSend.objects.filter(status="sent").count() == 3
+    assert len(mail.outbox) == 3
+
+
+def test_a_failed_send_gives_its_slot_of_the_daily_cap_back(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.EmailBackend"
+    program = ProgramFactory(daily_cap=1)
+    StepFactory(program=program)
+    first, second = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[first.pk], source="m")
+    now = timezone.now()
+    enrollments_advance(now=now)
+    assert EmailSend.objects.get().status == "retrying"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    contacts_enroll(program=program, contact_ids=[second.pk], source="m", now=now)
+    enrollments_advance(now=now + timedelta(seconds=1))
+    assert [m.to for m in mail.outbox] == [[second.email]]
