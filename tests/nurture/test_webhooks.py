@@ -264,3 +264,65 @@ def test_a_postmark_transient_bounce_is_a_deferral(client):
     body |= {"Type": "SoftBounce", "TypeCode": 4096, "ID": body["ID"] + 1}
     assert _post(client, "postmark/bounce_event.json", body).status_code == 200
     assert Activity.objects.get().details["bounce_type"] == "soft"
+
+
+def _mailgun(extra) -> str:
+    return json.dumps({"signature": _mailgun_signature(), **extra})
+
+
+MALFORMED = {
+    "postmark-list": ("postmark", json.dumps([{"RecordType": "Delivery"}])),
+    "postmark-empty": ("postmark", "{}"),
+    "postmark-not-json": ("postmark", "not json"),
+    "postmark-bad-time": (
+        "postmark",
+        json.dumps({"RecordType": "Delivery", "MessageID": "x", "DeliveredAt": "yesterday"}),
+    ),
+    "postmark-number-time": (
+        "postmark",
+        json.dumps({"RecordType": "Open", "MessageID": "x", "Recipient": "a@b.c", "ReceivedAt": 5}),
+    ),
+    "mailgun-no-event-data": ("mailgun", _mailgun({})),
+    "mailgun-event-data-string": ("mailgun", _mailgun({"event-data": "x"})),
+    "mailgun-list": ("mailgun", json.dumps([1, 2])),
+    "mailgun-signature-list": ("mailgun", json.dumps({"signature": [1], "event-data": {}})),
+    "ses-not-json": ("amazon_ses", "{"),
+    "ses-message-not-json": (
+        "amazon_ses",
+        json.dumps({"Type": "Notification", "MessageId": "1", "Message": "{"}),
+    ),
+    "ses-message-list": (
+        "amazon_ses",
+        json.dumps({"Type": "Notification", "MessageId": "1", "Message": "[1]"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_an_authenticated_malformed_body_is_a_400_not_a_500(client, name):
+    """Review finding: a JSON list, a missing or wrong-typed event-data, a non-string
+    ReceivedAt or an SNS Message "[1]" crashed anymail's parser (500)."""
+    esp, body = MALFORMED[name]
+    extra = dict(AUTH)
+    if esp == "amazon_ses":
+        extra |= {"HTTP_X_AMZ_SNS_MESSAGE_TYPE": "Notification", "HTTP_X_AMZ_SNS_MESSAGE_ID": "1"}
+    client.raise_request_exception = False
+    response = client.post(f"/webhooks/{esp}/tracking/", body, "application/json", **extra)
+    # Anymail itself reads an empty object, or one with an unreadable time, as an event of
+    # an unknown kind: recorded as nothing, 200.
+    lenient = name in ("postmark-empty", "postmark-bad-time")
+    assert response.status_code == (200 if lenient else 400), response.content
+    assert not Activity.objects.exists()
+
+
+def test_an_error_while_recording_a_good_event_stays_a_500(client, monkeypatch):
+    """Providers retry a 500 later; only a body of the wrong shape is the sender's fault."""
+    body = json.loads((DATA / "postmark/delivered_event.json").read_text())
+    _send_for(body["Recipient"], body["MessageID"])
+
+    def broken(**kwargs):
+        raise ValueError("our bug")
+
+    monkeypatch.setattr("nurture.services.tracking.esp_event_record", broken)
+    client.raise_request_exception = False
+    assert _post(client, "postmark/delivered_event.json", body).status_code == 500
