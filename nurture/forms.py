@@ -62,16 +62,7 @@ class ProgramForm(forms.ModelForm):
             "holdout_percent",
         ]
 
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("send_hour_start"), data.get("send_hour_end")
-        if start is not None and end is not None and not 0 <= start < end <= 24:
-            self.add_error(
-                "send_hour_end", "The window runs from 0–23 to 1–24 and must not be empty."
-            )
-        if (data.get("holdout_percent") or 0) > 50:
-            self.add_error("holdout_percent", "A holdout above 50% leaves too few to nurture.")
-        return data
+    # The send window and holdout rules are Program.clean's, which ModelForm runs.
 
 
 class StepForm(forms.ModelForm):

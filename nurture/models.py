@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -72,12 +73,36 @@ class Program(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("nurture:program-detail", args=[self.pk])
 
+    def clean(self) -> None:
+        """The program's own rules; the builder's form runs them, the API calls them too."""
+        errors = program_settings_errors(
+            send_hour_start=self.send_hour_start,
+            send_hour_end=self.send_hour_end,
+            holdout_percent=self.holdout_percent,
+        )
+        if errors:
+            raise ValidationError(errors)
+
     def is_held_out(self, contact_id: int) -> bool:
         """Stable random holdout: the same contact always lands on the same side."""
         if not self.holdout_percent:
             return False
         digest = hashlib.sha256(f"{self.pk}:{contact_id}".encode()).digest()
         return int.from_bytes(digest[:4], "big") % 100 < self.holdout_percent
+
+
+def program_settings_errors(
+    *, send_hour_start: int | None, send_hour_end: int | None, holdout_percent: int | None
+) -> dict[str, str]:
+    """A send window that can open (an empty one would hold every email for ever) and a
+    holdout that leaves enough to nurture; messages by field."""
+    errors = {}
+    start, end = send_hour_start, send_hour_end
+    if start is not None and end is not None and not 0 <= start < end <= 24:
+        errors["send_hour_end"] = "The window runs from 0–23 to 1–24 and must not be empty."
+    if (holdout_percent or 0) > 50:
+        errors["holdout_percent"] = "A holdout above 50% leaves too few to nurture."
+    return errors
 
 
 class Trigger(models.Model):

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from .. import rendering
-from ..models import EmailTemplate, Enrollment, Program, Step
+from ..models import EmailTemplate, Enrollment, Program, Step, program_settings_errors
 from ..services.steps import step_config_check
 
 
@@ -51,10 +51,21 @@ class ProgramSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("A list of weekdays 0 (Monday) to 6.")
         return value
 
-    def validate_holdout_percent(self, value):
-        if value > 50:
-            raise serializers.ValidationError("At most 50.")
-        return value
+    def validate(self, data):
+        # The builder form's rules (Program.clean), on the values the program will have.
+        def value(name):
+            if name in data:
+                return data[name]
+            if self.instance is not None:
+                return getattr(self.instance, name)
+            return Program._meta.get_field(name).get_default()
+
+        errors = program_settings_errors(
+            **{n: value(n) for n in ("send_hour_start", "send_hour_end", "holdout_percent")}
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
 
 class EnrollmentSerializer(serializers.ModelSerializer):
