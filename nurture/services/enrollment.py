@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -166,17 +167,21 @@ def date_trigger_contacts(trigger: Trigger, day: date):
     """Contacts whose ``attributes[date_attribute]`` (ISO date) falls ``offset_days`` from day.
 
     ``offset_days = -3`` means three days before the date, so the date looked for is three
-    days after ``day``. Yearly triggers match on month and day (29 February is skipped in
-    other years).
+    days after ``day``. Yearly triggers match on month and day; a 29 February date is
+    matched on 28 February in common years (else it would fire only every fourth year).
     """
     target = day - timedelta(days=trigger.offset_days)
     key = trigger.date_attribute
     if trigger.yearly:
-        # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
-        day_month = f"{target:%m-%d}"
-        query = Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
-            **{f"attributes__{key}": day_month}
-        )
+        day_months = [f"{target:%m-%d}"]
+        if (target.month, target.day) == (2, 28) and not calendar.isleap(target.year):
+            day_months.append("02-29")
+        query = Q()
+        for day_month in day_months:
+            # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
+            query |= Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
+                **{f"attributes__{key}": day_month}
+            )
     else:
         query = Q(**{f"attributes__{key}__startswith": target.isoformat()})
     return Contact.objects.filter(query)
