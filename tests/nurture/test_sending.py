@@ -396,3 +396,33 @@ def test_a_failed_send_gives_its_slot_of_the_daily_cap_back(settings):
     contacts_enroll(program=program, contact_ids=[second.pk], source="m", now=now)
     enrollments_advance(now=now + timedelta(seconds=1))
     assert [m.to for m in mail.outbox] == [[second.email]]
+
+
+def test_sent_at_is_when_the_backend_accepted_each_message(settings, monkeypatch):
+    """Review finding: every send of a call was dated at the call's start, so the 5-second
+    machine-open rule measured from the wrong moment for mail handed over later."""
+    import time as real_time
+
+    clock = {"offset": 0.0}
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return real_time.monotonic() + clock["offset"]
+
+    def slow(message):
+        clock["offset"] += 6  # each hand-over takes six seconds
+
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.ObservingBackend"
+    monkeypatch.setattr(ObservingBackend, "observe", staticmethod(slow))
+    monkeypatch.setattr(sending, "time", Clock)
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts_enroll(
+        program=program, contact_ids=[c.pk for c in ContactFactory.create_batch(2)], source="m"
+    )
+    now = timezone.now()
+    enrollments_advance(now=now)
+    first, second = EmailSend.objects.order_by("sent_at")
+    assert first.sent_at - now >= timedelta(seconds=6)
+    assert second.sent_at - first.sent_at >= timedelta(seconds=6)
