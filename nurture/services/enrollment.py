@@ -67,6 +67,21 @@ def contacts_enroll(
             | Q(entered_at__gt=now - timedelta(days=program.reentry_days))
         )
     ids -= set(blocked.values_list("contact_id", flat=True))
+    if program.reentry == Program.Reentry.ALWAYS and program.holdout_percent and ids:
+        # Held-out rows are never live, so "each time the trigger fires" would add one on
+        # every firing (a page-visit trigger: one a visit). The reports count held-out
+        # entrants per site-time-zone day, so one held-out row per contact and day is all
+        # they read: later firings that day add nothing.
+        held = {cid for cid in ids if program.is_held_out(cid)}
+        day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        ids -= set(
+            previous.filter(
+                contact_id__in=held,
+                state=Enrollment.State.HELD_OUT,
+                entered_at__gte=day_start,
+                entered_at__lt=day_start + timedelta(days=1),
+            ).values_list("contact_id", flat=True)
+        )
     if program.audience_id and ids:
         ids &= set(
             SegmentMembership.objects.filter(

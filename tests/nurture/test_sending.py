@@ -141,6 +141,31 @@ def test_it_holds_out_a_stable_share():
     assert all(program.is_held_out(c) for c in held)  # same answer on every call
 
 
+def test_a_held_out_contact_gets_one_row_a_day_with_reentry_always():
+    """Review finding: each firing of an "always" trigger added another held-out row."""
+    program = ProgramFactory(holdout_percent=50, reentry=Program.Reentry.ALWAYS)
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(20)
+    held = next(c for c in contacts if program.is_held_out(c.pk))
+    nurtured = next(c for c in contacts if not program.is_held_out(c.pk))
+    noon = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
+    for minutes in (0, 5, 10):
+        contacts_enroll(
+            program=program,
+            contact_ids=[held.pk, nurtured.pk],
+            source="activity",
+            now=noon + timedelta(minutes=minutes),
+        )
+        Enrollment.objects.filter(contact=nurtured).update(state="completed")
+    assert Enrollment.objects.filter(contact=held).count() == 1
+    assert Enrollment.objects.filter(contact=nurtured).count() == 3  # re-enters each time
+    # The next day counts again (reports count held-out entrants per day).
+    contacts_enroll(
+        program=program, contact_ids=[held.pk], source="activity", now=noon + timedelta(days=1)
+    )
+    assert Enrollment.objects.filter(contact=held).count() == 2
+
+
 def test_it_waits_for_the_send_window():
     program = ProgramFactory(send_days=[0, 1, 2, 3, 4], send_hour_start=9, send_hour_end=17)
     StepFactory(program=program)
