@@ -1,7 +1,8 @@
 """How the core tells the other apps what happened.
 
 Settings hold ordered lists of dotted paths (``ACTIVITIES_RECORDED_HANDLERS``,
-``STAGE_CHANGED_HANDLERS``, ``CONTACTS_CHANGED_HANDLERS``), the way Django chains
+``STAGE_CHANGED_HANDLERS``, ``CONTACTS_CHANGED_HANDLERS``, ``CONTACTS_MERGING_HANDLERS``),
+the way Django chains
 middleware. The core calls them in that order, once per batch, never per row. Each
 handler declares with :func:`handler` whether it runs inside the core's transaction
 (its writes commit or roll back with the batch), after the commit (it may enqueue
@@ -69,6 +70,21 @@ class ContactsChanged:
     contact_ids: frozenset[int]
     fields: frozenset[str] = field(default_factory=frozenset)
     at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContactsMerging:
+    """Two records of one person are being merged, inside the merge's transaction.
+
+    Published after the core moved its own rows and before the duplicate's remaining
+    rows are re-pointed generically and it is deleted: an app whose rows have rules per
+    contact that a plain re-point would break (one live enrollment per program) moves
+    them itself here.
+    """
+
+    keep_id: int
+    duplicate_id: int
+    at: datetime
 
 
 def handler(phase: Phase = "in_transaction") -> Callable:
@@ -146,6 +162,11 @@ def contacts_changed(contact_ids: Iterable[int], fields: Iterable[str] = (), at=
     ids = frozenset(contact_ids)
     if ids:
         publish("CONTACTS_CHANGED_HANDLERS", ContactsChanged(ids, frozenset(fields), at))
+
+
+def contacts_merging(*, keep_id: int, duplicate_id: int, at: datetime) -> None:
+    _check_not_queued("CONTACTS_MERGING_HANDLERS")
+    publish("CONTACTS_MERGING_HANDLERS", ContactsMerging(keep_id, duplicate_id, at))
 
 
 def _check_not_queued(setting_name: str) -> None:

@@ -310,6 +310,9 @@ CONTACTS_CHANGED_HANDLERS = [
     "scoring.handlers.on_contacts_changed",
     "reports.credit_facts.on_contacts_changed",
 ]
+# Called inside a contact merge, before the duplicate's other rows are re-pointed and it is
+# deleted (crm.services.contacts.contact_merge).
+CONTACTS_MERGING_HANDLERS = ["nurture.handlers.on_contacts_merging"]
 # Called by nurture once per batch of enrollments it creates, inside its transaction
 # (event: nurture.services.enrollment.EnrollmentsCreated).
 ENROLLMENTS_CREATED_HANDLERS = ["reports.handlers.on_enrollments_created"]
@@ -346,6 +349,9 @@ ACTIVITY_BATCH_LIMIT = 1000
 MQL_RESPONSE_TARGET_HOURS = env_int("MQL_RESPONSE_TARGET_HOURS", 24)
 TRACKING_TOKEN_MAX_AGE_DAYS = env_int("TRACKING_TOKEN_MAX_AGE_DAYS", 90)
 NURTURE_UNSUBSCRIBE_MAILTO = os.environ.get("NURTURE_UNSUBSCRIBE_MAILTO", "")
+# How long a claimed nurture email may stay "sending" before a later tick takes it back
+# (its worker died between the claim and the status update): nurture.services.sending.
+NURTURE_SEND_LEASE_SECONDS = env_int("NURTURE_SEND_LEASE_SECONDS", 600)
 
 LOGGING = {
     "version": 1,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from crm.models import Contact, Segment
 
 from . import rendering
 from .models import EmailTemplate, Program, Step, Trigger
+from .services.steps import step_config_check
 
 
 class EmailTemplateForm(forms.ModelForm):
@@ -60,20 +62,14 @@ class ProgramForm(forms.ModelForm):
             "holdout_percent",
         ]
 
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("send_hour_start"), data.get("send_hour_end")
-        if start is not None and end is not None and not 0 <= start < end <= 24:
-            self.add_error(
-                "send_hour_end", "The window runs from 0–23 to 1–24 and must not be empty."
-            )
-        if (data.get("holdout_percent") or 0) > 50:
-            self.add_error("holdout_percent", "A holdout above 50% leaves too few to nurture.")
-        return data
+    # The send window and holdout rules are Program.clean's, which ModelForm runs.
 
 
 class StepForm(forms.ModelForm):
     """One step; its settings as simple fields, stored in ``config``."""
+
+    # Settings (step_config_check's keys) → the fields of this form that carry them.
+    CONFIG_FIELDS = {"program": "target_program", "segment": "value", "kind": "value"}
 
     hours = forms.IntegerField(required=False, min_value=0, max_value=24 * 365)
     days = forms.IntegerField(required=False, min_value=0, max_value=365)
@@ -118,44 +114,50 @@ class StepForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         kind = data.get("kind")
-        if kind == Step.Kind.EMAIL and not data.get("template"):
-            self.add_error("template", "An email step needs a template.")
-        if kind == Step.Kind.WAIT and not (data.get("hours") or data.get("days")):
-            self.add_error("days", "Give the wait in hours or days.")
-        if kind == Step.Kind.BRANCH and not data.get("condition"):
-            self.add_error("condition", "Choose the condition to branch on.")
-        if kind == Step.Kind.MOVE_TO_PROGRAM and not data.get("target_program"):
-            self.add_error("target_program", "Choose the program to move to.")
-        if kind == Step.Kind.BRANCH and data.get("condition") == "score_above":
-            try:
-                int(data.get("value") or "")
-            except ValueError:
-                self.add_error("value", "Give the score as a whole number.")
+        if not kind:
+            return data
+        try:
+            self.config = step_config_check(
+                kind=kind, config=self._config(kind, data), template=data.get("template")
+            )
+        except ValidationError as exc:
+            for key, messages in exc.message_dict.items():
+                name = self.CONFIG_FIELDS.get(key, key)
+                self.add_error(name if name in self.fields else None, messages)
         return data
+
+    @staticmethod
+    def _config(kind: str, d: dict) -> dict:
+        """The settings as stored, from the form's simple fields."""
+        if kind == Step.Kind.WAIT:
+            return {k: d[k] for k in ("hours", "days") if d.get(k)}
+        if kind == Step.Kind.BRANCH:
+            condition = d.get("condition") or ""
+            value = (d.get("value") or "").strip()
+            try:
+                number: int | str = int(value)
+            except ValueError:
+                number = value  # refused by the check, with the field's message
+            cond: dict = {"type": condition}
+            if condition == "score_above":
+                cond["value"] = number
+            elif condition == "in_segment":
+                cond["segment"] = number
+            elif condition == "activity_since":
+                cond["kind"] = value
+            return {"condition": cond, "yes_step": d.get("yes_step"), "no_step": d.get("no_step")}
+        if kind == Step.Kind.NOTIFY_OWNER:
+            return {"message": d.get("message", "")}
+        if kind == Step.Kind.MOVE_TO_PROGRAM:
+            target = d.get("target_program")
+            return {"program": target.pk if target else None}
+        return {}
 
     def save(self, commit=True):
         step = super().save(commit=False)
-        d = self.cleaned_data
-        kind = d["kind"]
-        config: dict = {}
-        if kind == Step.Kind.WAIT:
-            config = {k: d[k] for k in ("hours", "days") if d.get(k)}
-        elif kind == Step.Kind.BRANCH:
-            cond: dict = {"type": d["condition"]}
-            if d["condition"] == "score_above":
-                cond["value"] = int(d["value"])
-            elif d["condition"] == "in_segment":
-                cond["segment"] = int(d["value"]) if (d["value"] or "").isdigit() else None
-            elif d["condition"] == "activity_since":
-                cond["kind"] = d["value"]
-            config = {"condition": cond, "yes_step": d.get("yes_step"), "no_step": d.get("no_step")}
-        elif kind == Step.Kind.NOTIFY_OWNER:
-            config = {"message": d.get("message", "")}
-        elif kind == Step.Kind.MOVE_TO_PROGRAM:
-            config = {"program": d["target_program"].pk}
-        if kind != Step.Kind.EMAIL:
+        if step.kind != Step.Kind.EMAIL:
             step.template = None
-        step.config = config
+        step.config = self.config
         if commit:
             step.save()
         return step

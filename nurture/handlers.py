@@ -16,9 +16,10 @@ from django.utils import timezone
 from crm.events import handler
 from crm.models import ActivityKind, Stage
 
-from .models import Enrollment, Program, Trigger
+from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
     EXIT_GOAL,
+    EXIT_MERGED,
     EXIT_MQL,
     EXIT_SUPPRESSED,
     contacts_enroll,
@@ -138,3 +139,23 @@ def on_stage_changed(event) -> None:
             ids = set().union(*recycled.values())
         if ids:
             contacts_enroll(program=trigger.program, contact_ids=ids, source="recycled", now=now)
+
+
+@handler()
+def on_contacts_merging(event) -> None:
+    """Move the duplicate's enrollments and sends to the kept contact.
+
+    Both contacts may be live in one program, which the one-live-enrollment rule forbids
+    for the kept contact: the duplicate's enrollment ends there ("merged") and moves like
+    the others. Every send moves with its enrollment, so nothing the duplicate was sent
+    is deleted with it (its unsubscribe and tracking links keep working).
+    """
+    keep, duplicate = event.keep_id, event.duplicate_id
+    kept_live = Enrollment.objects.live().filter(contact_id=keep).values("program_id")
+    enrollments_exit(
+        queryset=Enrollment.objects.filter(contact_id=duplicate, program_id__in=kept_live),
+        reason=EXIT_MERGED,
+        now=event.at,
+    )
+    Enrollment.objects.filter(contact_id=duplicate).update(contact_id=keep)
+    EmailSend.objects.filter(contact_id=duplicate).update(contact_id=keep)

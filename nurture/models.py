@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -72,12 +73,36 @@ class Program(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("nurture:program-detail", args=[self.pk])
 
+    def clean(self) -> None:
+        """The program's own rules; the builder's form runs them, the API calls them too."""
+        errors = program_settings_errors(
+            send_hour_start=self.send_hour_start,
+            send_hour_end=self.send_hour_end,
+            holdout_percent=self.holdout_percent,
+        )
+        if errors:
+            raise ValidationError(errors)
+
     def is_held_out(self, contact_id: int) -> bool:
         """Stable random holdout: the same contact always lands on the same side."""
         if not self.holdout_percent:
             return False
         digest = hashlib.sha256(f"{self.pk}:{contact_id}".encode()).digest()
         return int.from_bytes(digest[:4], "big") % 100 < self.holdout_percent
+
+
+def program_settings_errors(
+    *, send_hour_start: int | None, send_hour_end: int | None, holdout_percent: int | None
+) -> dict[str, str]:
+    """A send window that can open (an empty one would hold every email for ever) and a
+    holdout that leaves enough to nurture; messages by field."""
+    errors = {}
+    start, end = send_hour_start, send_hour_end
+    if start is not None and end is not None and not 0 <= start < end <= 24:
+        errors["send_hour_end"] = "The window runs from 0–23 to 1–24 and must not be empty."
+    if (holdout_percent or 0) > 50:
+        errors["holdout_percent"] = "A holdout above 50% leaves too few to nurture."
+    return errors
 
 
 class Trigger(models.Model):
@@ -241,6 +266,8 @@ class Enrollment(models.Model):
 
 class EmailSend(models.Model):
     class Status(models.TextChoices):
+        # Claimed and committed, being handed to the mail backend (nurture.services.sending).
+        SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         SKIPPED = "skipped", "Skipped"
         RETRYING = "retrying", "Retrying"
@@ -249,8 +276,12 @@ class EmailSend(models.Model):
     # No single-column indexes on enrollment, contact and program: one_send_per_step,
     # send_contact_time and send_program_status lead with them and serve those lookups
     # (the sender inserts a thousand rows a batch; each index costs every insert).
+    # RESTRICT: a send is the record of mail someone has, with links that must keep
+    # working; an enrollment cannot be deleted from under its sends (a merge that left
+    # one with the deleted duplicate would have lost them). Deleting the contact or the
+    # program still deletes both, each through its own cascade.
     enrollment = models.ForeignKey(
-        Enrollment, on_delete=models.CASCADE, related_name="sends", db_index=False
+        Enrollment, on_delete=models.RESTRICT, related_name="sends", db_index=False
     )
     step = models.ForeignKey(Step, null=True, on_delete=models.SET_NULL, related_name="sends")
     contact = models.ForeignKey(
@@ -276,6 +307,8 @@ class EmailSend(models.Model):
     # The tracked links of this email, by index: a click token may only lead to one of them.
     links = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the backend accepted the message; while the status is "sending", when the send
+    # was claimed (the daily cap counts it from then, and the claim's lease runs from it).
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -296,6 +329,13 @@ class EmailSend(models.Model):
             models.Index(fields=["program", "status", "sent_at"], name="send_program_status"),
             # Contact timeline.
             models.Index(fields=["contact", "created_at"], name="send_contact_time"),
+            # The tick's sweep of claims whose worker died after the enrollment moved on
+            # (status "sending", claimed before the lease); only in-flight rows are in it.
+            models.Index(
+                fields=["sent_at"],
+                name="send_claimed",
+                condition=models.Q(status="sending"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -18,8 +18,21 @@ from django.http import HttpResponseBadRequest, HttpResponseNotFound
 from crm.roles import PUBLIC
 
 
+class _Malformed(Exception):
+    """The body is not what the provider sends (anymail's parser choked on it)."""
+
+
+# What anymail's parsers and signature checks raise on a body of the wrong shape: a list
+# where an object belongs, a missing or wrong-typed field, a non-string time.
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError, UnicodeDecodeError)
+
+
 class _Guarded:
-    """An inbound payload posted here or an unparsable body is a 400, not a 500."""
+    """An inbound payload posted here or an unparsable body is a 400, not a 500.
+
+    Only the checks and the parsing are guarded: an error while recording a well-formed
+    event stays a 500, which providers retry later.
+    """
 
     # Postmark and SES events carry no signature: basic auth is their only proof of origin,
     # so without ANYMAIL["WEBHOOK_SECRET"] the endpoint refuses everything (anymail itself
@@ -33,8 +46,20 @@ class _Guarded:
             return super().post(request, *args, **kwargs)
         except ImportError:
             raise  # a missing provider package is our misconfiguration: a 500 and a log
-        except (AnymailConfigurationError, AnymailAPIError, ValueError) as exc:
+        except (AnymailConfigurationError, AnymailAPIError, _Malformed) as exc:
             return HttpResponseBadRequest(f"Not a tracking event: {exc}", content_type="text/plain")
+
+    def run_validators(self, request):
+        try:
+            super().run_validators(request)
+        except _SHAPE_ERRORS as exc:
+            raise _Malformed(f"{type(exc).__name__}: {exc}") from exc
+
+    def parse_events(self, request):
+        try:
+            return super().parse_events(request)
+        except _SHAPE_ERRORS as exc:
+            raise _Malformed(f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
     def as_view(cls, **initkwargs):

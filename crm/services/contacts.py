@@ -338,9 +338,10 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
     History, activities, deals, re-openings and segment memberships move to the kept
     contact (memberships it already has and re-openings of a round it already has are
     dropped); blank profile fields are filled from the duplicate, custom attributes are
-    combined (the kept contact's values win); the duplicate is deleted. Rows of other apps
-    that point at the duplicate (score ledger, enrollments …) are moved too when their
-    own unique rules allow, otherwise they go with the duplicate.
+    combined (the kept contact's values win); the duplicate is deleted. Other apps move
+    what needs care first (``CONTACTS_MERGING_HANDLERS``: nurture's enrollments and sends);
+    their remaining rows that point at the duplicate (score ledger …) are moved too when
+    their own unique rules allow, otherwise they go with the duplicate.
     """
     if keep.pk == duplicate.pk:
         raise ValidationError("A contact cannot be merged with itself.")
@@ -369,6 +370,7 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
             segment_id__in=kept_segments
         ).update(contact_id=keep_id)
         SegmentChange.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
+        events.contacts_merging(keep_id=keep_id, duplicate_id=dup_id, at=timezone.now())
         _move_other_relations(dup_id, keep_id)
 
         changed = set()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from .. import rendering
-from ..models import EmailTemplate, Enrollment, Program, Step
+from ..models import EmailTemplate, Enrollment, Program, Step, program_settings_errors
+from ..services.steps import step_config_check
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -16,12 +18,18 @@ class StepSerializer(serializers.ModelSerializer):
 
     def validate(self, data):
         kind = data.get("kind", getattr(self.instance, "kind", None))
-        if kind == Step.Kind.EMAIL and not data.get(
-            "template", getattr(self.instance, "template", None)
-        ):
-            raise serializers.ValidationError({"template": "An email step needs a template."})
-        if not isinstance(data.get("config", {}), dict):
-            raise serializers.ValidationError({"config": "config is a JSON object."})
+        config = data.get("config", getattr(self.instance, "config", {}))
+        template = data.get("template", getattr(self.instance, "template", None))
+        try:
+            # The step form's rules: what the sender reads is checked whichever way it came.
+            data["config"] = step_config_check(kind=kind, config=config, template=template)
+        except DjangoValidationError as exc:
+            errors = exc.message_dict
+            config_errors = {k: v for k, v in errors.items() if k not in ("kind", "template")}
+            raise serializers.ValidationError(
+                {k: errors[k] for k in ("kind", "template") if k in errors}
+                | ({"config": config_errors} if config_errors else {})
+            ) from exc
         return data
 
 
@@ -43,10 +51,21 @@ class ProgramSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("A list of weekdays 0 (Monday) to 6.")
         return value
 
-    def validate_holdout_percent(self, value):
-        if value > 50:
-            raise serializers.ValidationError("At most 50.")
-        return value
+    def validate(self, data):
+        # The builder form's rules (Program.clean), on the values the program will have.
+        def value(name):
+            if name in data:
+                return data[name]
+            if self.instance is not None:
+                return getattr(self.instance, name)
+            return Program._meta.get_field(name).get_default()
+
+        errors = program_settings_errors(
+            **{n: value(n) for n in ("send_hour_start", "send_hour_end", "holdout_percent")}
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
 
 class EnrollmentSerializer(serializers.ModelSerializer):

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BooleanField, Count, F, Func, Q
+from django.db.models import BooleanField, CharField, Count, F, Func, Q, Value
+from django.db.models.functions import Cast, Coalesce, Concat, NullIf
 
 from crm.models import Activity, ActivityKind
 
@@ -28,7 +29,7 @@ _SEND_COLUMNS = (
 )  # fmt: skip
 # Rows go in (enrollment, step) order, so two batches that ever overlap take the unique
 # index's locks in the same order; a duplicate (enrollment, step) still raises
-# IntegrityError (no ON CONFLICT): the batch rolls back before any mail is handed over.
+# IntegrityError (no ON CONFLICT): the claim rolls back before any mail is handed over.
 # Identifiers are module constants.
 _SEND_INSERT = (
     f"INSERT INTO {EmailSend._meta.db_table} ({', '.join(_SEND_COLUMNS)}, created_at) "  # noqa: S608
@@ -79,6 +80,28 @@ def sends_insert(sends: list[EmailSend], *, now: datetime) -> None:
         s._state.db = connection.alias
 
 
+# What the hand-over learns about each send.
+_OUTCOME_COLUMNS = ("status", "skip_reason", "error", "sent_at", "esp_message_id")
+_SET = ", ".join(f"{c} = t.{c}" for c in _OUTCOME_COLUMNS)
+_SEND_UPDATE = (
+    f"UPDATE {EmailSend._meta.db_table} AS s SET {_SET} FROM unnest("  # noqa: S608
+    "%b::bigint[], %b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], "
+    f"%b::varchar[]) AS t(id, {', '.join(_OUTCOME_COLUMNS)}) WHERE s.id = t.id"
+)
+
+
+def sends_update(sends: list[EmailSend]) -> None:
+    """Store the hand-over's outcome of these sends (status, times, errors, provider id)."""
+    if not sends:
+        return
+    if not _pg():
+        EmailSend.objects.bulk_update(sends, list(_OUTCOME_COLUMNS))
+        return
+    columns = [[getattr(s, c) for s in sends] for c in ("pk", *_OUTCOME_COLUMNS)]
+    with _pg_cursor() as cursor:
+        cursor.execute(_SEND_UPDATE, columns)
+
+
 class AnyOf(Func):
     """``column = ANY(%s)``: the ids as one array parameter (PostgreSQL)."""
 
@@ -99,7 +122,12 @@ def in_ids(column: str, ids: Iterable[int]) -> Q | AnyOf:
 
 
 def contacts_soft_bounced(contact_ids: Iterable[int], *, since: datetime, limit: int) -> set:
-    """Contacts with at least ``limit`` soft bounces since ``since``."""
+    """Contacts with soft bounces of at least ``limit`` different messages since ``since``.
+
+    Messages, not events: a provider may report one message's trouble several times. An
+    event that names no message (legacy payloads) counts on its own.
+    """
+    message = Coalesce(NullIf("message_id", Value("")), Concat(Value("#"), Cast("id", CharField())))
     return set(
         Activity.objects.filter(
             in_ids("contact_id", contact_ids),
@@ -108,7 +136,7 @@ def contacts_soft_bounced(contact_ids: Iterable[int], *, since: datetime, limit:
             occurred_at__gte=since,
         )
         .values("contact_id")
-        .annotate(n=Count("id"))
+        .annotate(n=Count(message, distinct=True))
         .filter(n__gte=limit)
         .values_list("contact_id", flat=True)
     )

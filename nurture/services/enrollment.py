@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ EXIT_SUPPRESSED = "suppressed"
 EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
 EXIT_MANUAL = "removed"
 EXIT_MOVED = "moved"
+EXIT_MERGED = "merged"
+# Not an exit: the mark of a live enrollment held on a step that failed for it (the sender
+# clears it when the enrollment moves on).
+HELD_STEP_ERROR = "step_error"
 MAX_CATCH_UP_DAYS = 7
 
 
@@ -62,6 +67,21 @@ def contacts_enroll(
             | Q(entered_at__gt=now - timedelta(days=program.reentry_days))
         )
     ids -= set(blocked.values_list("contact_id", flat=True))
+    if program.reentry == Program.Reentry.ALWAYS and program.holdout_percent and ids:
+        # Held-out rows are never live, so "each time the trigger fires" would add one on
+        # every firing (a page-visit trigger: one a visit). The reports count held-out
+        # entrants per site-time-zone day, so one held-out row per contact and day is all
+        # they read: later firings that day add nothing.
+        held = {cid for cid in ids if program.is_held_out(cid)}
+        day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        ids -= set(
+            previous.filter(
+                contact_id__in=held,
+                state=Enrollment.State.HELD_OUT,
+                entered_at__gte=day_start,
+                entered_at__lt=day_start + timedelta(days=1),
+            ).values_list("contact_id", flat=True)
+        )
     if program.audience_id and ids:
         ids &= set(
             SegmentMembership.objects.filter(
@@ -162,17 +182,21 @@ def date_trigger_contacts(trigger: Trigger, day: date):
     """Contacts whose ``attributes[date_attribute]`` (ISO date) falls ``offset_days`` from day.
 
     ``offset_days = -3`` means three days before the date, so the date looked for is three
-    days after ``day``. Yearly triggers match on month and day (29 February is skipped in
-    other years).
+    days after ``day``. Yearly triggers match on month and day; a 29 February date is
+    matched on 28 February in common years (else it would fire only every fourth year).
     """
     target = day - timedelta(days=trigger.offset_days)
     key = trigger.date_attribute
     if trigger.yearly:
-        # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
-        day_month = f"{target:%m-%d}"
-        query = Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
-            **{f"attributes__{key}": day_month}
-        )
+        day_months = [f"{target:%m-%d}"]
+        if (target.month, target.day) == (2, 28) and not calendar.isleap(target.year):
+            day_months.append("02-29")
+        query = Q()
+        for day_month in day_months:
+            # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
+            query |= Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
+                **{f"attributes__{key}": day_month}
+            )
     else:
         query = Q(**{f"attributes__{key}__startswith": target.isoformat()})
     return Contact.objects.filter(query)

@@ -1,15 +1,122 @@
-"""Pure step logic used by the sender: waits, send windows, branch conditions."""
+"""Step logic used by the sender — waits, send windows, branch conditions — and the one
+check of a step's settings that the step form and the API share."""
 
 from __future__ import annotations
 
 import zoneinfo
 from datetime import datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from crm.models import Activity, ActivityKind, SegmentMembership
+from crm.models import Activity, ActivityKind, Segment, SegmentMembership
 
 from ..models import EmailSend, Enrollment, Program, Step
+
+MAX_WAIT_HOURS = 24 * 365
+MAX_WAIT_DAYS = 365
+CONDITIONS = ("opened", "clicked", "score_above", "in_segment", "activity_since")
+# The settings each kind of step has (Step's docstring); anything else is refused, so a
+# misspelt key cannot silently change what a step does.
+ALLOWED_KEYS = {
+    Step.Kind.EMAIL: set(),
+    Step.Kind.END: set(),
+    Step.Kind.WAIT: {"hours", "days", "weekday", "hour"},
+    Step.Kind.BRANCH: {"condition", "yes_step", "no_step"},
+    Step.Kind.NOTIFY_OWNER: {"message"},
+    Step.Kind.MOVE_TO_PROGRAM: {"program"},
+}
+
+
+def _whole(value, low: int, high: int) -> bool:
+    # JSON true/false are ints to Python; a setting that takes a number refuses them.
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def step_config_check(*, kind: str, config, template=None) -> dict:
+    """Check a step's kind, settings and template; return the settings to store.
+
+    Raises ``ValidationError`` with messages keyed by setting (``days``, ``condition``,
+    ``value`` …, ``template``). The step form and the API both call this, so what the
+    sender reads (``wait_until``, ``branch_holds``, moves) was checked the same way
+    whichever door it came in by.
+    """
+    if kind not in ALLOWED_KEYS:
+        raise ValidationError({"kind": "Not a kind of step."})
+    if not isinstance(config, dict):
+        raise ValidationError({"config": "The settings are a JSON object."})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(config) - ALLOWED_KEYS[kind])
+    if unknown:
+        errors["config"] = f"Not a setting of this kind of step: {', '.join(unknown)}."
+    if kind == Step.Kind.EMAIL and template is None:
+        errors["template"] = "An email step needs a template."
+    clean: dict = {}
+    if kind == Step.Kind.WAIT:
+        clean = _wait_check(config, errors)
+    elif kind == Step.Kind.BRANCH:
+        clean = _branch_check(config, errors)
+    elif kind == Step.Kind.NOTIFY_OWNER:
+        message = config.get("message", "")
+        if not isinstance(message, str) or len(message) > 200:
+            errors["message"] = "A text of at most 200 characters."
+        clean = {"message": message}
+    elif kind == Step.Kind.MOVE_TO_PROGRAM:
+        target = config.get("program")
+        if not _whole(target, 1, 2**63 - 1) or not Program.objects.filter(pk=target).exists():
+            errors["program"] = "Choose the program to move to."
+        clean = {"program": target}
+    if errors:
+        raise ValidationError(errors)
+    return clean
+
+
+def _wait_check(config: dict, errors: dict) -> dict:
+    if "weekday" in config or "hour" in config:
+        if "hours" in config or "days" in config:
+            errors["days"] = "Wait either hours/days or until a weekday and hour, not both."
+        if not _whole(config.get("weekday"), 0, 6):
+            errors["weekday"] = "A weekday from 0 (Monday) to 6."
+        if not _whole(config.get("hour", 9), 0, 23):
+            errors["hour"] = "An hour from 0 to 23."
+        return {"weekday": config.get("weekday"), "hour": config.get("hour", 9)}
+    hours, days = config.get("hours", 0), config.get("days", 0)
+    if not _whole(hours, 0, MAX_WAIT_HOURS):
+        errors["hours"] = f"A whole number of hours from 0 to {MAX_WAIT_HOURS}."
+    if not _whole(days, 0, MAX_WAIT_DAYS):
+        errors["days"] = f"A whole number of days from 0 to {MAX_WAIT_DAYS}."
+    if not errors and not (hours or days):
+        errors["days"] = "Give the wait in hours or days."
+    return {k: v for k, v in (("hours", hours), ("days", days)) if v}
+
+
+def _branch_check(config: dict, errors: dict) -> dict:
+    cond = config.get("condition")
+    kind = cond.get("type") if isinstance(cond, dict) else None
+    if kind not in CONDITIONS:
+        errors["condition"] = "Choose the condition to branch on."
+        return {}
+    clean_cond: dict = {"type": kind}
+    if kind == "score_above":
+        if not _whole(cond.get("value"), -(10**9), 10**9):
+            errors["value"] = "Give the score as a whole number."
+        clean_cond["value"] = cond.get("value")
+    elif kind == "in_segment":
+        segment = cond.get("segment")
+        if not _whole(segment, 1, 2**63 - 1) or not Segment.objects.filter(pk=segment).exists():
+            errors["value"] = "Give the id of a segment."
+        clean_cond["segment"] = segment
+    elif kind == "activity_since":
+        if cond.get("kind") not in ActivityKind.values:
+            errors["value"] = "Give an activity kind, e.g. form_submitted."
+        clean_cond["kind"] = cond.get("kind")
+    clean = {"condition": clean_cond}
+    for key in ("yes_step", "no_step"):
+        target = config.get(key)
+        if target is not None and not _whole(target, 1, 2**63 - 1):
+            errors[key] = "A step id, or empty for the next step."
+        clean[key] = target
+    return clean
 
 
 def wait_until(step: Step, now: datetime) -> datetime:

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm.ingest import IngestError, activities_record
-from crm.models import ActivityKind, Contact, Source
+from crm.models import Activity, ActivityKind, Contact, EmailStatus, Source
 
 from ..models import EmailSend, Enrollment
 from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
@@ -39,8 +39,12 @@ def is_machine_open(user_agent: str, sent_at: datetime | None, at: datetime) -> 
 
 
 def _send(message_id: str) -> EmailSend | None:
+    # A "sending" send is being handed over (or was, and awaits its status update): its
+    # recipient may already have it, so its open pixel and links work.
     return (
-        EmailSend.objects.filter(message_id=message_id, status=EmailSend.Status.SENT)
+        EmailSend.objects.filter(
+            message_id=message_id, status__in=[EmailSend.Status.SENT, EmailSend.Status.SENDING]
+        )
         .select_related("program", "contact")
         .first()
     )
@@ -126,15 +130,31 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
                     exit_reason=EXIT_UNSUBSCRIBED_PROGRAM
                 )
             return send
+        # A repeated POST of one unsubscribe (the mail client's one-click and the person's
+        # own click) records it once; a contact re-activated since must be unsubscribed
+        # again, so that one is recorded anew. The lock orders two concurrent POSTs.
+        contact = (
+            Contact.objects.select_for_update(no_key=True)
+            .only("email_status")
+            .get(pk=send.contact_id)
+        )
+        earlier = Activity.objects.filter(
+            message_id=send.message_id,
+            contact_id=send.contact_id,
+            kind=ActivityKind.EMAIL_UNSUBSCRIBED,
+        ).count()
+        if earlier and contact.email_status != EmailStatus.ACTIVE:
+            return send  # a retry: the address is suppressed already
         # crm.ingest suppresses the address in the same transaction; nurture's handler
-        # ends the contact's live enrollments; the sender re-checks under lock.
+        # ends the contact's live enrollments; the sender re-checks before each hand-over.
+        external_id = f"unsub:{send.message_id}" + (f":{earlier + 1}" if earlier else "")
         activities_record(
             items=[
                 _item(
                     send,
                     ActivityKind.EMAIL_UNSUBSCRIBED,
                     timezone.now(),
-                    external_id=f"unsub:{send.message_id}",
+                    external_id=external_id,
                     details={"via": "link"},
                 )
             ],
@@ -153,14 +173,20 @@ def _classify(esp: str, event) -> tuple[str | None, dict]:
     raw = event.esp_event if isinstance(event.esp_event, dict) else {}
     if et == "delivered":
         return ActivityKind.EMAIL_DELIVERED, {}
-    if et in ("bounced", "deferred", "rejected"):
+    if et == "deferred":
+        # Delayed, not bounced: greylisting, a full queue, a DNS hiccup (Mailgun
+        # failed/temporary, Postmark Transient or DnsError). The provider keeps trying and
+        # reports a bounce of its own if it gives up, so a deferral records nothing:
+        # neither suppression nor the bounce metrics may count it.
+        return None, {}
+    if et in ("bounced", "rejected"):
         hard = et == "bounced" or (
             et == "rejected" and event.reject_reason in ("bounced", "invalid")
         )
-        if esp == "postmark" and raw.get("Type") in ("SoftBounce", "Transient", "DnsError"):
+        if esp == "postmark" and raw.get("Type") == "SoftBounce":
             hard = False
         if esp == "amazon_ses" and (raw.get("bounce") or {}).get("bounceType") == "Transient":
-            hard = False
+            hard = False  # SES gave up on a temporary failure (mailbox full …): a soft bounce
         details = {"bounce_type": "hard" if hard else "soft", "esp_type": et}
         if event.reject_reason:
             details["reason"] = str(event.reject_reason)

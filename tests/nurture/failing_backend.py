@@ -18,3 +18,17 @@ class CrashingBackend(BaseEmailBackend):
             raise KeyboardInterrupt("worker killed")
         mail.outbox.extend(email_messages)
         return len(email_messages)
+
+
+class ObservingBackend(BaseEmailBackend):
+    """Calls ``observe(message)`` at the moment of each hand-over, then accepts it."""
+
+    observe = staticmethod(lambda message: None)
+
+    def send_messages(self, email_messages):
+        from django.core import mail
+
+        for message in email_messages:
+            self.observe(message)
+        mail.outbox.extend(email_messages)
+        return len(email_messages)

@@ -58,3 +58,53 @@ def test_api_refuses_hostile_templates(marketing_api):
         {"name": "x", "subject": "hi", "text_body": "{% load static %}"},
     )
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"send_hour_start": 9, "send_hour_end": 9}, "send_hour_end"),
+        ({"send_hour_start": 17, "send_hour_end": 9}, "send_hour_end"),
+        ({"send_hour_end": 30}, "send_hour_end"),
+        ({"holdout_percent": 60}, "holdout_percent"),
+    ],
+)
+def test_the_api_refuses_what_the_program_form_refuses(marketing_api, fields, field):
+    """Review finding: an empty send window (start = end) was accepted by the API and then
+    held every email of the program for ever."""
+    campaign = CampaignFactory()
+    r = marketing_api.post(
+        "/api/v1/programs/", {"name": "x", "campaign": campaign.pk, **fields}, format="json"
+    )
+    assert r.status_code == 400
+    assert field in r.json()
+    program = ProgramFactory(send_hour_start=9, send_hour_end=17)
+    r = marketing_api.patch(f"/api/v1/programs/{program.pk}/", fields, format="json")
+    assert r.status_code == 400
+    assert field in r.json()
+
+
+def test_a_patch_is_checked_against_the_programs_other_hours(marketing_api):
+    program = ProgramFactory(send_hour_start=9, send_hour_end=17)
+    r = marketing_api.patch(f"/api/v1/programs/{program.pk}/", {"send_hour_end": 9}, format="json")
+    assert r.status_code == 400
+    r = marketing_api.patch(f"/api/v1/programs/{program.pk}/", {"send_hour_end": 12}, format="json")
+    assert r.status_code == 200
+
+
+def test_the_program_form_still_refuses_an_empty_window():
+    from nurture.forms import ProgramForm
+
+    form = ProgramForm(
+        {
+            "name": "x",
+            "campaign": CampaignFactory().pk,
+            "reentry": "never",
+            "reentry_days": 0,
+            "send_hour_start": 9,
+            "send_hour_end": 9,
+            "holdout_percent": 0,
+        }
+    )
+    assert not form.is_valid()
+    assert "send_hour_end" in form.errors

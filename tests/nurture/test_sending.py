@@ -8,6 +8,7 @@ from django.utils import timezone
 from crm.ingest import activities_record
 from crm.models import Activity, ActivityKind, EmailStatus
 from nurture.models import EmailSend, Enrollment, Program, Step
+from nurture.services import sending
 from nurture.services.enrollment import contacts_enroll
 from nurture.services.sending import enrollments_advance
 from tests.nurture.factories import (
@@ -16,6 +17,7 @@ from tests.nurture.factories import (
     ProgramFactory,
     StepFactory,
 )
+from tests.nurture.failing_backend import ObservingBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -139,6 +141,31 @@ def test_it_holds_out_a_stable_share():
     assert all(program.is_held_out(c) for c in held)  # same answer on every call
 
 
+def test_a_held_out_contact_gets_one_row_a_day_with_reentry_always():
+    """Review finding: each firing of an "always" trigger added another held-out row."""
+    program = ProgramFactory(holdout_percent=50, reentry=Program.Reentry.ALWAYS)
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(20)
+    held = next(c for c in contacts if program.is_held_out(c.pk))
+    nurtured = next(c for c in contacts if not program.is_held_out(c.pk))
+    noon = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
+    for minutes in (0, 5, 10):
+        contacts_enroll(
+            program=program,
+            contact_ids=[held.pk, nurtured.pk],
+            source="activity",
+            now=noon + timedelta(minutes=minutes),
+        )
+        Enrollment.objects.filter(contact=nurtured).update(state="completed")
+    assert Enrollment.objects.filter(contact=held).count() == 1
+    assert Enrollment.objects.filter(contact=nurtured).count() == 3  # re-enters each time
+    # The next day counts again (reports count held-out entrants per day).
+    contacts_enroll(
+        program=program, contact_ids=[held.pk], source="activity", now=noon + timedelta(days=1)
+    )
+    assert Enrollment.objects.filter(contact=held).count() == 2
+
+
 def test_it_waits_for_the_send_window():
     program = ProgramFactory(send_days=[0, 1, 2, 3, 4], send_hour_start=9, send_hour_end=17)
     StepFactory(program=program)
@@ -197,18 +224,104 @@ def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
     StepFactory(program=program)
     contacts = ContactFactory.create_batch(3)
     contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    now = timezone.now()
     with pytest.raises(KeyboardInterrupt):
-        enrollments_advance()
-    # The batch rolled back: no send rows, every enrollment still due on its email step.
-    assert not EmailSend.objects.exists()
+        enrollments_advance(now=now)
+    # The claim had committed: every send is "sending", every enrollment leased on its step.
+    assert set(EmailSend.objects.values_list("status", flat=True)) == {"sending"}
     assert Enrollment.objects.filter(state="active", current_step__isnull=False).count() == 3
     accepted = mail.outbox[0].to
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    enrollments_advance()
-    assert EmailSend.objects.filter(status="sent").count() == 3
+    # Within the lease nobody touches the claim…
+    assert enrollments_advance(now=now + timedelta(minutes=1)).processed == 0
+    # …after it, the next tick hands every claimed message over again.
+    lease = timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS)
+    assert enrollments_advance(now=now + lease + timedelta(seconds=1)).sent == 3
+    assert EmailSend.objects.filter(status="sent", attempts=2).count() == 3
     recipients = sorted(m.to[0] for m in mail.outbox)
-    # Each contact got its email; the one the backend had accepted before the kill got it twice.
+    # Each contact got its email; the one the backend had accepted before the kill got it twice
+    # (with the same Message-ID).
     assert recipients == sorted([c.email for c in contacts] + accepted)
+    twice = [m.extra_headers["Message-ID"] for m in mail.outbox if m.to == accepted]
+    assert len(set(twice)) == 1
+
+
+def test_a_dead_workers_claim_whose_enrollment_ended_is_marked_failed_not_resent(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.CrashingBackend"
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(2)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    now = timezone.now()
+    with pytest.raises(KeyboardInterrupt):
+        enrollments_advance(now=now)
+    # One recipient unsubscribes while its email is claimed: its enrollment ends.
+    gone = Enrollment.objects.exclude(contact__email=mail.outbox[0].to[0]).get()
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.EMAIL_UNSUBSCRIBED,
+                "occurred_at": timezone.now(),
+                "contact": gone.contact_id,
+            }
+        ]
+    )
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    mail.outbox.clear()
+    lease = timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS)
+    enrollments_advance(now=now + lease + timedelta(seconds=1))
+    interrupted = EmailSend.objects.get(enrollment=gone)
+    assert (interrupted.status, interrupted.sent_at) == ("failed", None)
+    assert "interrupted" in interrupted.error.lower()
+    assert [m.to[0] for m in mail.outbox] != [gone.contact.email]
+    assert EmailSend.objects.exclude(enrollment=gone).get().status == "sent"
+
+
+def test_a_send_is_stored_as_sending_while_it_is_handed_over(settings, monkeypatch):
+    # (That the claim is *committed* by then is tested in test_send_visibility.py.)
+    seen = []
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.ObservingBackend"
+    monkeypatch.setattr(
+        ObservingBackend,
+        "observe",
+        staticmethod(
+            lambda message: seen.append(
+                EmailSend.objects.filter(message_id=message.extra_headers["Message-ID"][1:-1])
+                .values_list("status", flat=True)
+                .first()
+            )
+        ),
+    )
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts_enroll(program=program, contact_ids=[ContactFactory().pk], source="m")
+    assert enrollments_advance().sent == 1
+    assert seen == ["sending"]
+    send = EmailSend.objects.get()
+    assert send.status == "sent"
+    assert send.sent_at >= send.created_at
+
+
+def test_an_unsubscribe_committed_after_the_claim_stops_the_email(monkeypatch):
+    program = ProgramFactory()
+    StepFactory(program=program)
+    ok, leaving = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[ok.pk, leaving.pk], source="m")
+    claim = sending._claim
+
+    def claim_then_unsubscribe(**kwargs):
+        batch = claim(**kwargs)
+        type(ok).objects.filter(pk=leaving.pk).update(email_status=EmailStatus.UNSUBSCRIBED)
+        return batch
+
+    monkeypatch.setattr(sending, "_claim", claim_then_unsubscribe)
+    result = enrollments_advance()
+    assert (result.sent, result.skipped) == (1, 1)
+    assert [m.to for m in mail.outbox] == [[ok.email]]
+    skipped = EmailSend.objects.get(contact=leaving)
+    assert (skipped.status, skipped.skip_reason) == ("skipped", "unsubscribed")
+    e = Enrollment.objects.get(contact=leaving)
+    assert (e.state, e.exit_reason) == ("exited", "suppressed")
 
 
 def _queries_to_send(n: int) -> int:
@@ -232,3 +345,109 @@ def test_a_batch_costs_the_same_queries_for_3_or_30_emails():
     # Set-based: lock+load, steps, programs, users, suppression, existing sends, one
     # insert, one update per outcome, one ingest call — none of them per email.
     assert _queries_to_send(3) == _queries_to_send(30)
+
+
+def test_the_soft_bounce_limit_counts_messages_not_events():
+    program = ProgramFactory()
+    StepFactory(program=program)
+    one_message, three_messages = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[one_message.pk, three_messages.pk], source="m")
+    now = timezone.now()
+    for i in range(3):
+        for contact, message in ((one_message, "m@x"), (three_messages, f"m{i}@x")):
+            Activity.objects.create(
+                contact=contact,
+                kind="email_bounced",
+                occurred_at=now - timedelta(days=i),
+                message_id=message,
+                details={"bounce_type": "soft"},
+            )
+    enrollments_advance()
+    assert [m.to for m in mail.outbox] == [[one_message.email]]
+    assert EmailSend.objects.get(contact=three_messages).skip_reason == "soft_bounced"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_share_a_programs_daily_cap(monkeypatch):
+    """Review finding: two batches each counted the day's sends before the other's claim
+    committed, and together sent more than the cap."""
+    import threading
+
+    from django.db import connection
+
+    program = ProgramFactory(daily_cap=3)
+    StepFactory(program=program)
+    contacts = ContactFactory.create_batch(6)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    store = sending._claim_store
+
+    def slow_store(batch, changes):
+        threading.Event().wait(0.5)  # the other batch counts meanwhile
+        store(batch, changes)
+
+    monkeypatch.setattr(sending, "_claim_store", slow_store)
+    results, errors = [], []
+
+    def tick():
+        try:
+            results.append(enrollments_advance(batch_size=3))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for t in threads:
+        t.start()
+        threading.Event().wait(0.1)
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert EmailSend.objects.filter(status="sent").count() == 3
+    assert len(mail.outbox) == 3
+
+
+def test_a_failed_send_gives_its_slot_of_the_daily_cap_back(settings):
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.EmailBackend"
+    program = ProgramFactory(daily_cap=1)
+    StepFactory(program=program)
+    first, second = ContactFactory(), ContactFactory()
+    contacts_enroll(program=program, contact_ids=[first.pk], source="m")
+    now = timezone.now()
+    enrollments_advance(now=now)
+    assert EmailSend.objects.get().status == "retrying"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    contacts_enroll(program=program, contact_ids=[second.pk], source="m", now=now)
+    enrollments_advance(now=now + timedelta(seconds=1))
+    assert [m.to for m in mail.outbox] == [[second.email]]
+
+
+def test_sent_at_is_when_the_backend_accepted_each_message(settings, monkeypatch):
+    """Review finding: every send of a call was dated at the call's start, so the 5-second
+    machine-open rule measured from the wrong moment for mail handed over later."""
+    import time as real_time
+
+    clock = {"offset": 0.0}
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return real_time.monotonic() + clock["offset"]
+
+    def slow(message):
+        clock["offset"] += 6  # each hand-over takes six seconds
+
+    settings.EMAIL_BACKEND = "tests.nurture.failing_backend.ObservingBackend"
+    monkeypatch.setattr(ObservingBackend, "observe", staticmethod(slow))
+    monkeypatch.setattr(sending, "time", Clock)
+    program = ProgramFactory()
+    StepFactory(program=program)
+    contacts_enroll(
+        program=program, contact_ids=[c.pk for c in ContactFactory.create_batch(2)], source="m"
+    )
+    now = timezone.now()
+    enrollments_advance(now=now)
+    first, second = EmailSend.objects.order_by("sent_at")
+    assert first.sent_at - now >= timedelta(seconds=6)
+    assert second.sent_at - first.sent_at >= timedelta(seconds=6)

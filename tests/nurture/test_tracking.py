@@ -110,6 +110,29 @@ def test_one_click_unsubscribe_works_without_cookies_or_csrf(sent):
     assert Enrollment.objects.get().state == Enrollment.State.EXITED
 
 
+def test_a_second_unsubscribe_after_a_reactivation_applies_again(client, sent):
+    """Review finding: the second unsubscribe from one email was de-duplicated by its
+    external id and did nothing, leaving a re-activated contact subscribed."""
+    from crm.services.contacts import contact_update
+
+    url = _path(tokens.unsubscribe_url(sent.message_id))
+    one_click = {"data": "List-Unsubscribe=One-Click"}
+    form = "application/x-www-form-urlencoded"
+    assert client.post(url, content_type=form, **one_click).status_code == 200
+    # The mail client's one-click and the person's own click: recorded once.
+    assert client.post(url, content_type=form, **one_click).status_code == 200
+    assert Activity.objects.filter(kind="email_unsubscribed").count() == 1
+    contact = sent.contact
+    contact.refresh_from_db()
+    assert contact.email_status == EmailStatus.UNSUBSCRIBED
+
+    contact_update(contact=contact, email_status=EmailStatus.ACTIVE)  # re-subscribed by hand
+    assert client.post(url, content_type=form, **one_click).status_code == 200
+    contact.refresh_from_db()
+    assert contact.email_status == EmailStatus.UNSUBSCRIBED
+    assert Activity.objects.filter(kind="email_unsubscribed").count() == 2
+
+
 def test_unsubscribe_get_shows_a_confirmation_and_changes_nothing(client, sent):
     response = client.get(_path(tokens.unsubscribe_url(sent.message_id)))
     assert response.status_code == 200

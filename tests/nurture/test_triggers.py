@@ -95,6 +95,36 @@ def test_a_date_trigger_enrolls_on_the_anniversary():
     assert triggers_run() == 0  # once a day
 
 
+def test_a_29_february_date_fires_on_28_february_in_common_years():
+    """Review finding: a yearly trigger on 29 February never fired outside leap years."""
+    from datetime import date
+
+    from nurture.services.enrollment import date_trigger_contacts
+
+    leapling = ContactFactory(attributes={"birthday": "2000-02-29"})
+    no_year = ContactFactory(attributes={"birthday": "02-29"})
+    on_28th = ContactFactory(attributes={"birthday": "1999-02-28"})
+    trigger = TriggerFactory(kind="date", date_attribute="birthday", yearly=True)
+
+    def fired(year: int) -> dict[date, set[int]]:
+        days = (date(year, 1, 1) + timedelta(days=i) for i in range(366))
+        out = {}
+        for day in (d for d in days if d.year == year):
+            ids = set(date_trigger_contacts(trigger, day).values_list("pk", flat=True))
+            if ids:
+                out[day] = ids
+        return out
+
+    assert fired(2027) == {date(2027, 2, 28): {leapling.pk, no_year.pk, on_28th.pk}}
+    assert fired(2028) == {
+        date(2028, 2, 28): {on_28th.pk},
+        date(2028, 2, 29): {leapling.pk, no_year.pk},
+    }
+    # With an offset the date looked for moves, and the rule with it: three days before.
+    early = TriggerFactory(kind="date", date_attribute="birthday", yearly=True, offset_days=-3)
+    assert leapling in date_trigger_contacts(early, date(2027, 2, 25))
+
+
 def test_recycle_programs_enroll_by_reason_code_and_mql_exits_others():
     nurture = ProgramFactory()
     StepFactory(program=nurture)

@@ -40,9 +40,9 @@ EXPECTED = {
     "mailgun/delivery_status_is_none_event.json": None,
     "mailgun/dropped_spam.json": ("email_bounced", "soft"),
     "mailgun/dropped_timed_out.json": ("email_bounced", "soft"),
-    "mailgun/failed_greylisted_event.json": ("email_bounced", "soft"),
+    "mailgun/failed_greylisted_event.json": None,  # a deferral: Mailgun tries again
     "mailgun/failed_permanent_event.json": ("email_bounced", "hard"),
-    "mailgun/failed_temporary_event.json": ("email_bounced", "soft"),
+    "mailgun/failed_temporary_event.json": None,  # a deferral
     "mailgun/invalid_mailbox.json": ("email_bounced", "hard"),
     "mailgun/metadata_key_conflicts.json": ("email_clicked", None),
     "mailgun/metadata_post_fields.json": None,  # names neither message nor recipient
@@ -212,3 +212,117 @@ def test_a_hard_bounce_webhook_suppresses_the_contact(client):
     _post(client, "postmark/bounce_event.json", body)
     send.contact.refresh_from_db()
     assert send.contact.email_status == "hard_bounced"
+
+
+def _sent_to(contact):
+    from nurture.services.enrollment import contacts_enroll
+    from nurture.services.sending import enrollments_advance
+
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    StepFactory(program=program, position=2, kind="wait", config={"hours": 1})
+    StepFactory(program=program, position=3)
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="manual")
+    assert enrollments_advance().sent == 1
+    return EmailSend.objects.get()
+
+
+def test_greylisting_deferrals_are_not_bounces(client):
+    """Review finding: Mailgun's failed/temporary events (one message retried) were stored as
+    soft bounces, and three of them suppressed a contact whose mail was delivered."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from nurture.services.sending import enrollments_advance
+
+    contact = ContactFactory()
+    send = _sent_to(contact)
+    grey = json.loads((DATA / "mailgun/failed_greylisted_event.json").read_text())
+    for attempt in range(1, 4):
+        data = grey["event-data"]
+        data["message"]["headers"]["message-id"] = send.message_id
+        data["recipient"] = contact.email
+        data["delivery-status"]["attempt-no"] = attempt
+        data["timestamp"] = time.time() - 600 + attempt
+        response = _post(client, "mailgun/x.json", grey, token=f"{attempt}" * 50)
+        assert response.status_code == 200
+    assert not Activity.objects.filter(kind="email_bounced").exists()
+
+    later = timezone.now() + timedelta(hours=2)
+    enrollments_advance(now=later)
+    enrollments_advance(now=later + timedelta(hours=2))
+    assert EmailSend.objects.filter(status="sent").count() == 2
+
+
+def test_a_postmark_transient_bounce_is_a_deferral(client):
+    body = json.loads((DATA / "postmark/bounce_event.json").read_text())
+    body |= {"Type": "Transient", "TypeCode": 2, "Name": "Message delayed"}
+    _send_for(body["Email"], body["MessageID"])
+    assert _post(client, "postmark/bounce_event.json", body).status_code == 200
+    assert not Activity.objects.exists()
+    body |= {"Type": "SoftBounce", "TypeCode": 4096, "ID": body["ID"] + 1}
+    assert _post(client, "postmark/bounce_event.json", body).status_code == 200
+    assert Activity.objects.get().details["bounce_type"] == "soft"
+
+
+def _mailgun(extra) -> str:
+    return json.dumps({"signature": _mailgun_signature(), **extra})
+
+
+MALFORMED = {
+    "postmark-list": ("postmark", json.dumps([{"RecordType": "Delivery"}])),
+    "postmark-empty": ("postmark", "{}"),
+    "postmark-not-json": ("postmark", "not json"),
+    "postmark-bad-time": (
+        "postmark",
+        json.dumps({"RecordType": "Delivery", "MessageID": "x", "DeliveredAt": "yesterday"}),
+    ),
+    "postmark-number-time": (
+        "postmark",
+        json.dumps({"RecordType": "Open", "MessageID": "x", "Recipient": "a@b.c", "ReceivedAt": 5}),
+    ),
+    "mailgun-no-event-data": ("mailgun", _mailgun({})),
+    "mailgun-event-data-string": ("mailgun", _mailgun({"event-data": "x"})),
+    "mailgun-list": ("mailgun", json.dumps([1, 2])),
+    "mailgun-signature-list": ("mailgun", json.dumps({"signature": [1], "event-data": {}})),
+    "ses-not-json": ("amazon_ses", "{"),
+    "ses-message-not-json": (
+        "amazon_ses",
+        json.dumps({"Type": "Notification", "MessageId": "1", "Message": "{"}),
+    ),
+    "ses-message-list": (
+        "amazon_ses",
+        json.dumps({"Type": "Notification", "MessageId": "1", "Message": "[1]"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_an_authenticated_malformed_body_is_a_400_not_a_500(client, name):
+    """Review finding: a JSON list, a missing or wrong-typed event-data, a non-string
+    ReceivedAt or an SNS Message "[1]" crashed anymail's parser (500)."""
+    esp, body = MALFORMED[name]
+    extra = dict(AUTH)
+    if esp == "amazon_ses":
+        extra |= {"HTTP_X_AMZ_SNS_MESSAGE_TYPE": "Notification", "HTTP_X_AMZ_SNS_MESSAGE_ID": "1"}
+    client.raise_request_exception = False
+    response = client.post(f"/webhooks/{esp}/tracking/", body, "application/json", **extra)
+    # Anymail itself reads an empty object, or one with an unreadable time, as an event of
+    # an unknown kind: recorded as nothing, 200.
+    lenient = name in ("postmark-empty", "postmark-bad-time")
+    assert response.status_code == (200 if lenient else 400), response.content
+    assert not Activity.objects.exists()
+
+
+def test_an_error_while_recording_a_good_event_stays_a_500(client, monkeypatch):
+    """Providers retry a 500 later; only a body of the wrong shape is the sender's fault."""
+    body = json.loads((DATA / "postmark/delivered_event.json").read_text())
+    _send_for(body["Recipient"], body["MessageID"])
+
+    def broken(**kwargs):
+        raise ValueError("our bug")
+
+    monkeypatch.setattr("nurture.services.tracking.esp_event_record", broken)
+    client.raise_request_exception = False
+    assert _post(client, "postmark/delivered_event.json", body).status_code == 500
