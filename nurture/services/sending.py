@@ -10,11 +10,18 @@ tracking links, unsubscribe links and provider webhooks of a message find its se
 moment the recipient can have it. The emails are then handed to the backend in chunks of
 ``HAND_OVER_CHUNK``, outside any transaction: suppression is read again right before each
 chunk, and each chunk's outcome (sent with its hand-over time, retrying, failed, or
-skipped) and its ``email_sent`` activities commit in one short transaction after it.
+skipped) commits in one statement right after it. Once every chunk is handed over, the
+enrollments move on and the ``email_sent`` activities are recorded, once for the batch
+(one transaction): those writes are what a batch costs most, so they are not repeated per
+chunk, and nothing depends on them being earlier — the send's status alone decides
+whether a message goes out again.
 
 A worker that dies between a claim and its chunk's status update leaves those sends
 "sending": when the lease ends the enrollment is due again, the next tick finds the
-send still "sending" and hands the same message (same Message-ID) over once more. So
+send still "sending" and hands the same message (same Message-ID) over once more. One
+that dies after a chunk's status update but before the batch's end leaves sends "sent"
+on enrollments still leased on their step: after the lease the tick moves those on and
+records their ``email_sent`` activities (idempotent by message), sending nothing. So
 every step is sent exactly once, except the messages of the interrupted chunk that the
 backend had already accepted, which arrive at most once more; nothing is lost. A worker
 stops handing over at half the lease, so a live worker and that recovery never overlap;
@@ -112,6 +119,8 @@ class _Batch:
     existing: dict[tuple[int, int], EmailSend] = field(default_factory=dict)
     outgoing: list[_Outgoing] = field(default_factory=list)
     new_sends: list[EmailSend] = field(default_factory=list)
+    # Sends found "sent" on a leased enrollment (their batch's end never ran), with campaign.
+    recovered: list[tuple[EmailSend, int | None]] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     moves: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
     step_errors: dict[int, int] = field(default_factory=lambda: defaultdict(int))
@@ -418,8 +427,12 @@ def _email(batch: _Batch, e: Enrollment, step: Step) -> tuple:
         # Claimed by a worker that died before recording the outcome: send it again (the
         # same message; the backend may have accepted it already: at most once more).
         log.warning("send %s: its claim's lease ended; handing it over again", existing.message_id)
+    elif existing is not None and existing.status == EmailSend.Status.SENT:
+        # Sent by a worker that died before its batch's end: record what it could not.
+        batch.recovered.append((existing, program.campaign_id))
+        return advance
     elif existing is not None and existing.status != EmailSend.Status.RETRYING:
-        return advance  # already handled (sent, skipped or failed for good)
+        return advance  # already handled (skipped or failed for good)
     reason = _suppression_reason(batch, contact)
     if reason or step.template_id is None:
         send = existing or _new_send(batch, e, step)
@@ -564,6 +577,8 @@ def _claim_store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
             exit_reason=reason,
             exited_at=now if done else None,
         )
+    if batch.recovered:
+        _record_sent(batch.recovered)
     if batch.notifications:
         Notification.objects.bulk_create(batch.notifications)
     for program_id, contact_ids in batch.moves.items():
@@ -573,12 +588,13 @@ def _claim_store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
 
 
 def _deliver(batch: _Batch, conn) -> None:
-    """Hand the claimed emails over chunk by chunk, committing each chunk's outcome."""
+    """Hand the claimed emails over chunk by chunk, storing each chunk's send statuses
+    right after it; then move the enrollments on and record the activities, once."""
     for start in range(0, len(batch.outgoing), HAND_OVER_CHUNK):
         chunk = batch.outgoing[start : start + HAND_OVER_CHUNK]
         stopped = _hand_over(batch, chunk, conn)
-        with transaction.atomic():
-            _confirm(batch, chunk)
+        # One statement (atomic on its own): from here these messages are never resent.
+        bulk.sends_update([o.send for o in chunk if o.outcome is not None])
         if stopped:
             left = sum(1 for o in batch.outgoing if o.outcome is None)
             log.warning(
@@ -586,7 +602,9 @@ def _deliver(batch: _Batch, conn) -> None:
                 "out when it ends",
                 left,
             )
-            return
+            break
+    with transaction.atomic():
+        _finish(batch)
 
 
 def _hand_over(batch: _Batch, chunk: list[_Outgoing], conn) -> bool:
@@ -638,12 +656,11 @@ def _suppressed_now(contact_ids: set[int]) -> dict[int, str]:
     return {pk: status if status != EmailStatus.ACTIVE else "no_consent" for pk, status in rows}
 
 
-def _confirm(batch: _Batch, chunk: list[_Outgoing]) -> None:
-    """Record a handed-over chunk: send statuses, enrollments, email_sent activities."""
-    done = [o for o in chunk if o.outcome is not None]
+def _finish(batch: _Batch) -> None:
+    """Move the handed-over enrollments on and record their email_sent activities."""
+    done = [o for o in batch.outgoing if o.outcome is not None]
     if not done:
         return
-    bulk.sends_update([o.send for o in done])
     # Only enrollments still on the claimed step move: one that exited meanwhile (an
     # unsubscribe, a goal, a removal) stays exited.
     moves: dict[tuple, list[int]] = defaultdict(list)
@@ -660,21 +677,32 @@ def _confirm(batch: _Batch, chunk: list[_Outgoing]) -> None:
             exit_reason=reason,
             exited_at=batch.now if finished else None,
         )
-    sent = [o for o in done if o.send.status == EmailSend.Status.SENT]
-    if sent:
-        latest = timezone.now()  # ingest refuses future times (tests pass a later `now`)
-        activities_record(
-            items=[
-                {
-                    "kind": ActivityKind.EMAIL_SENT,
-                    "occurred_at": min(o.send.sent_at, latest),
-                    "contact": o.send.contact_id,
-                    "campaign": o.enrollment.program.campaign_id,
-                    "message_id": o.send.message_id,
-                    "external_id": f"send:{o.send.message_id}",
-                    "details": {"program": o.send.program_id, "step": o.send.step_id},
-                }
-                for o in sent
-            ],
-            source=Source.OTHER,
-        )
+    _record_sent(
+        [
+            (o.send, o.enrollment.program.campaign_id)
+            for o in done
+            if o.send.status == EmailSend.Status.SENT
+        ]
+    )
+
+
+def _record_sent(sends: list[tuple[EmailSend, int | None]]) -> None:
+    """One ``email_sent`` activity per message (a repeat of one is a no-op: external_id)."""
+    if not sends:
+        return
+    latest = timezone.now()  # ingest refuses future times (tests pass a later `now`)
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.EMAIL_SENT,
+                "occurred_at": min(send.sent_at or latest, latest),
+                "contact": send.contact_id,
+                "campaign": campaign_id,
+                "message_id": send.message_id,
+                "external_id": f"send:{send.message_id}",
+                "details": {"program": send.program_id, "step": send.step_id},
+            }
+            for send, campaign_id in sends
+        ],
+        source=Source.OTHER,
+    )

@@ -246,6 +246,48 @@ def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
     assert len(set(twice)) == 1
 
 
+def test_a_worker_killed_after_handing_over_resends_nothing_and_records_once(
+    settings, monkeypatch
+):
+    # The chunk's statuses are stored, then the worker dies before its batch's end (where the
+    # enrollments move on and the email_sent activities are recorded).
+    program = ProgramFactory()
+    first = StepFactory(program=program, position=1)
+    second = StepFactory(program=program, position=2)
+    contacts = ContactFactory.create_batch(3)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+
+    def killed(batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sending, "_finish", killed)
+    now = timezone.now()
+    with pytest.raises(KeyboardInterrupt):
+        enrollments_advance(now=now)
+    monkeypatch.undo()
+    assert set(EmailSend.objects.values_list("status", flat=True)) == {"sent"}
+    assert set(Enrollment.objects.values_list("current_step", flat=True)) == {first.pk}
+    assert not Activity.objects.filter(kind=ActivityKind.EMAIL_SENT).exists()
+    assert len(mail.outbox) == 3
+    mail.outbox.clear()
+
+    lease = timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS)
+    after = now + lease + timedelta(seconds=1)
+    result = enrollments_advance(now=after)
+    # Nothing is handed over again; the enrollments move on; each message gets its activity.
+    assert (result.processed, result.sent) == (3, 0)
+    assert mail.outbox == []
+    assert set(Enrollment.objects.values_list("current_step", flat=True)) == {second.pk}
+    sent = Activity.objects.filter(kind=ActivityKind.EMAIL_SENT)
+    assert sorted(sent.values_list("message_id", flat=True)) == sorted(
+        EmailSend.objects.values_list("message_id", flat=True)
+    )
+    assert set(sent.values_list("campaign_id", flat=True)) == {program.campaign_id}
+    # The next step goes out as usual, and its activities with it.
+    assert enrollments_advance(now=after + timedelta(seconds=1)).sent == 3
+    assert sent.count() == 6
+
+
 def test_a_dead_workers_claim_whose_enrollment_ended_is_marked_failed_not_resent(settings):
     settings.EMAIL_BACKEND = "tests.nurture.failing_backend.CrashingBackend"
     program = ProgramFactory()
