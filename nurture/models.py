@@ -203,7 +203,18 @@ class EnrollmentQuerySet(models.QuerySet):
         return self.filter(state__in=LIVE_STATES)
 
     def due(self, now) -> EnrollmentQuerySet:
-        return self.live().filter(next_run_at__lte=now, program__status=Program.Status.ACTIVE)
+        """Live enrollments of active programs whose next step is due.
+
+        The active programs are read first, as a list of ids, instead of joined: programs
+        are few and rarely change, so PostgreSQL's autovacuum seldom analyses their table,
+        and with the join the planner guessed one active program, sorted every due row of
+        every program (100k rows, ~1 s) for each batch of 1,000 instead of reading the
+        ``enrollment_due`` index in order and stopping at the batch's size.
+        """
+        active = list(
+            Program.objects.filter(status=Program.Status.ACTIVE).values_list("pk", flat=True)
+        )
+        return self.live().filter(next_run_at__lte=now, program_id__in=active)
 
 
 class Enrollment(models.Model):
