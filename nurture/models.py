@@ -134,7 +134,9 @@ class Trigger(models.Model):
     reason_code = models.CharField(
         max_length=50, blank=True, help_text="crm.RejectionReason code; blank = any"
     )
-    # Cursors so each tick reads only what is new.
+    # Cursors so each tick reads only what is new. Segment joins: the (xid, id) of the last
+    # join read, a position in crm.SegmentChange's log order.
+    last_change_xid = models.BigIntegerField(default=0)
     last_change_id = models.BigIntegerField(default=0)
     last_run_on = models.DateField(null=True, blank=True)
 

@@ -30,6 +30,7 @@ EXIT_MERGED = "merged"
 # clears it when the enrollment moves on).
 HELD_STEP_ERROR = "step_error"
 MAX_CATCH_UP_DAYS = 7
+SEGMENT_JOINS_PER_RUN = 50_000  # per trigger and tick; the next tick goes on from there
 
 
 @dataclass(frozen=True)
@@ -162,19 +163,33 @@ def triggers_run(*, now: datetime | None = None) -> int:
 
 
 def _run_segment_trigger(trigger: Trigger, now: datetime) -> int:
-    joins = SegmentChange.objects.filter(
-        segment_id=trigger.segment_id, kind=SegmentChange.Kind.JOINED, pk__gt=trigger.last_change_id
-    ).order_by("pk")
-    rows = list(joins.values_list("pk", "contact_id")[:50_000])
+    """Enroll the contacts of the segment's joins after the trigger's cursor; move it on.
+
+    The cursor is a position in the change log's ``(xid, id)`` order and only settled
+    joins are read (:class:`crm.models.SegmentChange`): a join that commits later always
+    sorts after every settled one, so the cursor never passes a join still to come (in id
+    order it could: ids are taken at INSERT, rows appear at COMMIT). The cursor moves in
+    the transaction that enrolls, under the trigger's row lock, so no join is read twice;
+    the program's re-entry rule decides what a contact's later join does. The price is a
+    delay: a join waits for every write transaction older than its own to end.
+    """
+    joins = (
+        SegmentChange.objects.filter(segment_id=trigger.segment_id, kind=SegmentChange.Kind.JOINED)
+        .settled()
+        .after((trigger.last_change_xid, trigger.last_change_id))
+        .in_log_order()
+    )
+    rows = list(joins.values_list("xid", "pk", "contact_id")[:SEGMENT_JOINS_PER_RUN])
     if not rows:
         return 0
     entered = contacts_enroll(
         program=trigger.program,
-        contact_ids={cid for _, cid in rows},
+        contact_ids={cid for _, _, cid in rows},
         source=Trigger.Kind.SEGMENT_JOINED,
         now=now,
     )
-    Trigger.objects.filter(pk=trigger.pk).update(last_change_id=rows[-1][0])
+    last_xid, last_id, _ = rows[-1]
+    Trigger.objects.filter(pk=trigger.pk).update(last_change_xid=last_xid, last_change_id=last_id)
     return entered
 
 

@@ -53,11 +53,22 @@ def step_append(*, program: Program, **fields) -> Step:
 
 
 def trigger_create(*, trigger: Trigger) -> Trigger:
-    """A segment trigger starts from now: members who joined before are not back-filled."""
+    """A segment trigger starts from now: members who joined before are not back-filled.
+
+    Its cursor starts at the last join visible now (a join still uncommitted at this moment
+    may count as before or after, as it was being written while the rule was created).
+    """
     if trigger.kind == Trigger.Kind.SEGMENT_JOINED and trigger.segment_id:
         from crm.models import SegmentChange
 
-        last = SegmentChange.objects.filter(segment_id=trigger.segment_id).aggregate(m=Max("pk"))
-        trigger.last_change_id = last["m"] or 0
+        last = (
+            SegmentChange.objects.filter(
+                segment_id=trigger.segment_id, kind=SegmentChange.Kind.JOINED
+            )
+            .in_log_order()
+            .values_list("xid", "pk")
+            .last()
+        )
+        trigger.last_change_xid, trigger.last_change_id = last or (0, 0)
     trigger.save()
     return trigger

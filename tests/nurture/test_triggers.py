@@ -1,17 +1,22 @@
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Max
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm import lifecycle
 from crm.ingest import activities_record
 from crm.models import Contact, Segment, SegmentChange, SegmentMembership, Stage
+from crm.models.segments import SettledBelow
 from crm.segments import condition_providers
 from nurture.models import Enrollment, Trigger
 from nurture.providers import summaries, timeline
+from nurture.services import enrollment
 from nurture.services.enrollment import contacts_enroll, triggers_run
 from nurture.services.programs import trigger_create
 from nurture.services.sending import enrollments_advance
@@ -27,19 +32,130 @@ def _live(program):
     )
 
 
+def _segment_trigger(**program_fields):
+    program = ProgramFactory(**program_fields)
+    StepFactory(program=program)
+    segment = Segment.objects.create(name="Hot", kind="static")
+    trigger_create(trigger=Trigger(program=program, kind="segment_joined", segment=segment))
+    return program, segment
+
+
+def _join(segment, contact, **position):
+    """A join; ``xid`` (and ``pk``) given: at that place in the log, as if written by that
+    transaction (explicit xids are far below PostgreSQL's, so they read as settled)."""
+    return SegmentChange.objects.create(
+        segment=segment, contact=contact, kind="joined", at=timezone.now(), **position
+    )
+
+
+def _wait_until_settled(timeout: float = 60) -> None:
+    """Wait until no transaction still running can precede a stored change. On PostgreSQL
+    that is when every transaction older than the newest change has ended, another test
+    worker's too (transaction ids are the cluster's); so a test whose own transaction
+    wrote the changes never sees them settle (``transaction=True`` commits each write)."""
+    deadline = time.monotonic() + timeout
+    while SegmentChange.objects.filter(xid__gte=SettledBelow()).exists():
+        assert time.monotonic() < deadline, "an older transaction stayed open"
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_joining_a_segment_enrolls_once():
     program = ProgramFactory()
     StepFactory(program=program)
     segment = Segment.objects.create(name="Hot", kind="static")
     before = ContactFactory()
-    SegmentChange.objects.create(segment=segment, contact=before, kind="joined", at=timezone.now())
+    _join(segment, before)
     trigger_create(trigger=Trigger(program=program, kind="segment_joined", segment=segment))
     joiner = ContactFactory()
-    SegmentChange.objects.create(segment=segment, contact=joiner, kind="joined", at=timezone.now())
+    _join(segment, joiner)
     SegmentChange.objects.create(segment=segment, contact=before, kind="left", at=timezone.now())
+    _wait_until_settled()
     assert triggers_run() == 1
     assert triggers_run() == 0  # the cursor moved on
     assert _live(program) == {joiner.pk}
+
+
+def test_a_join_that_commits_behind_a_join_already_read_is_enrolled():
+    """The reported defect: ids are taken at INSERT and rows appear at COMMIT, so the tick
+    read id n + 2, moved its cursor there, and the join with id n + 1 that committed after
+    was never read. Here transaction 11 took id n + 1 and was still open when transaction
+    10 wrote n + 2 and committed."""
+    program, segment = _segment_trigger()
+    early, late = ContactFactory(), ContactFactory()
+    n = (SegmentChange.objects.aggregate(m=Max("pk"))["m"] or 0) + 10
+    _join(segment, late, xid=10, pk=n + 2)
+    assert triggers_run() == 1
+    _join(segment, early, xid=11, pk=n + 1)  # transaction 11 commits
+    assert triggers_run() == 1
+    assert triggers_run() == 0
+    assert _live(program) == {early.pk, late.pk}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_join_still_being_written_holds_back_later_joins_until_it_commits():
+    """The same defect with real transactions: the open one's join has the lower id."""
+    program, segment = _segment_trigger()
+    early, late = ContactFactory(), ContactFactory()
+    written, commit = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def open_transaction():
+        try:
+            with transaction.atomic():
+                _join(segment, early)
+                written.set()
+                commit.wait(timeout=30)
+        except Exception as exc:  # noqa: BLE001 — reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=open_transaction)
+    writer.start()
+    try:
+        assert written.wait(timeout=30)
+        later = _join(segment, late)  # commits at once, with the higher id
+        assert triggers_run() == 0  # it waits for the older open transaction
+    finally:
+        commit.set()
+        writer.join(timeout=30)
+    assert not errors
+    assert SegmentChange.objects.get(contact=early).pk < later.pk
+    _wait_until_settled()
+    assert triggers_run() == 2
+    assert triggers_run() == 0
+    assert _live(program) == {early.pk, late.pk}
+
+
+def test_a_tick_that_stops_inside_one_transactions_joins_goes_on_from_there(monkeypatch):
+    monkeypatch.setattr(enrollment, "SEGMENT_JOINS_PER_RUN", 2)
+    program, segment = _segment_trigger()
+    contacts = ContactFactory.create_batch(4)
+    for contact in contacts[:3]:
+        _join(segment, contact, xid=20)  # one transaction's joins, in id order
+    _join(segment, contacts[3], xid=19)  # an older transaction's, written last
+    order = [contacts[3], *contacts[:3]]
+    assert triggers_run() == 2
+    assert _live(program) == {c.pk for c in order[:2]}
+    assert triggers_run() == 2
+    assert triggers_run() == 0
+    assert _live(program) == {c.pk for c in order}
+
+
+@pytest.mark.parametrize(("reentry", "enrolled"), [("never", 1), ("always", 2)])
+def test_a_second_join_enrolls_again_only_as_the_reentry_rule_allows(reentry, enrolled):
+    program, segment = _segment_trigger(reentry=reentry)
+    contact = ContactFactory()
+    _join(segment, contact, xid=10)
+    assert triggers_run() == 1
+    Enrollment.objects.update(state="completed")
+    assert triggers_run() == 0  # a join is read once
+    _join(segment, contact, xid=11)
+    assert triggers_run() == enrolled - 1
+    assert triggers_run() == 0
+    assert Enrollment.objects.filter(program=program, contact=contact).count() == enrolled
 
 
 def test_an_activity_matching_the_trigger_enrolls_the_contact():
