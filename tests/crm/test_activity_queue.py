@@ -34,6 +34,7 @@ from scoring import services as scoring
 from scoring.models import LedgerEntry, ScoringSettings
 from tests.factories import CampaignFactory, ContactFactory
 from tests.scoring.factories import EngagementRuleFactory, NegativeRuleFactory
+from tests.services import celery_conf
 
 pytestmark = pytest.mark.django_db
 
@@ -235,13 +236,8 @@ def test_healthz_reports_the_backlog(queued_handlers, client):
 def test_the_commit_enqueues_a_drain(queued_handlers, django_capture_on_commit_callbacks):
     EngagementRuleFactory(points=10, activity_kind=K.PAGE_VISIT)
     contact = ContactFactory()
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            activities_record(items=_items(contact))
-    finally:
-        app.conf.task_always_eager = before
+    with celery_conf(task_always_eager=True), django_capture_on_commit_callbacks(execute=True):
+        activities_record(items=_items(contact))
     assert _score(contact) == 10
     assert not QueuedBatch.objects.exists()
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connections
 from django.db.utils import load_backend
 
-from crm.celery import app
+from tests.services import celery_conf
 
 
 def _closed_loopback_port() -> int:
@@ -20,10 +20,8 @@ def _closed_loopback_port() -> int:
 @pytest.fixture
 def broker_down():
     """Point Celery at a redis URL on a closed loopback port for one test."""
-    saved = app.conf.broker_url
-    app.conf.broker_url = f"redis://127.0.0.1:{_closed_loopback_port()}/0"
-    yield
-    app.conf.broker_url = saved
+    with celery_conf(broker_url=f"redis://127.0.0.1:{_closed_loopback_port()}/0"):
+        yield
 
 
 @pytest.fixture

@@ -246,9 +246,7 @@ def test_a_worker_killed_mid_batch_resends_at_most_once_more(settings):
     assert len(set(twice)) == 1
 
 
-def test_a_worker_killed_after_handing_over_resends_nothing_and_records_once(
-    settings, monkeypatch
-):
+def test_a_worker_killed_after_handing_over_resends_nothing_and_records_once(settings, monkeypatch):
     # The chunk's statuses are stored, then the worker dies before its batch's end (where the
     # enrollments move on and the email_sent activities are recorded).
     program = ProgramFactory()

@@ -13,6 +13,7 @@ from crm.services import contact_create
 from scoring import services
 from scoring.models import LedgerEntry, Rule, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
+from tests.services import celery_conf
 
 from .factories import EngagementRuleFactory, FitRuleFactory, NegativeRuleFactory
 
@@ -123,12 +124,8 @@ def test_crossing_the_threshold_makes_an_mql_dated_at_the_activity_and_assigns_a
 
 @pytest.fixture
 def eager_tasks():
-    from crm.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
+    with celery_conf(task_always_eager=True):
+        yield
 
 
 def test_it_emails_the_owner_after_commit(django_capture_on_commit_callbacks, eager_tasks):

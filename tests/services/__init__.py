@@ -14,6 +14,7 @@ Celery runs on the in-memory broker and result backend in tests, so enqueuing ne
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,8 +34,6 @@ def service_missing(reason: str):
 def pytest_configure(config):
     from django.conf import settings
 
-    from crm.celery import app
-
     # whitenoise warns on every request when STATIC_ROOT does not exist yet.
     os.makedirs(settings.STATIC_ROOT, exist_ok=True)
     # Hashing at production strength would dominate the suite's run time.
@@ -42,11 +41,36 @@ def pytest_configure(config):
     settings.CELERY_BROKER_URL = TEST_BROKER_URL
     settings.CELERY_RESULT_BACKEND = TEST_RESULT_BACKEND
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
-    app.conf.update(
+    celery_conf_set(
         broker_url=TEST_BROKER_URL,
         result_backend=TEST_RESULT_BACKEND,
         broker_transport_options={},
     )
+
+
+def celery_conf_set(**values) -> dict:
+    """Set Celery settings on the app at run time; return what they were.
+
+    The app reads Django's settings under the ``CELERY_`` namespace, and before Celery 5.7
+    ``app.conf.task_always_eager`` then reads only ``CELERY_TASK_ALWAYS_EAGER``: a value
+    set under the plain name is silently ignored. Both spellings are set, so this works
+    on every Celery the project allows.
+    """
+    from crm.celery import app
+
+    before = {name: getattr(app.conf, name) for name in values}
+    app.conf.update({**values, **{f"CELERY_{k.upper()}": v for k, v in values.items()}})
+    return before
+
+
+@contextmanager
+def celery_conf(**values):
+    """Celery settings overridden for a block (see :func:`celery_conf_set`)."""
+    before = celery_conf_set(**values)
+    try:
+        yield
+    finally:
+        celery_conf_set(**before)
 
 
 def _uses_postgres() -> bool:
