@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from crm.events import handler
 from crm.models import ActivityKind, Stage
+from crm.models.activities import is_click, unsubscribe_link_prefix
 
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
@@ -31,9 +32,13 @@ SUPPRESSING = {ActivityKind.EMAIL_UNSUBSCRIBED, ActivityKind.EMAIL_COMPLAINED}
 SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
 
 
-def _matches(trigger: Trigger, activity) -> bool:
+def _matches(trigger: Trigger, activity, link_prefix: str) -> bool:
     if trigger.activity_kind and activity.kind != trigger.activity_kind:
         return False
+    if activity.kind == ActivityKind.EMAIL_CLICKED and not is_click(
+        activity.kind, activity.is_machine, activity.url, link_prefix
+    ):
+        return False  # a machine's click or the unsubscribe link's is no click (METRICS.md)
     if trigger.campaign_id and activity.campaign_id != trigger.campaign_id:
         return False
     if trigger.url_pattern and not fnmatch.fnmatch(activity.url or "", trigger.url_pattern):
@@ -90,11 +95,12 @@ def on_activities_recorded(event) -> None:
     )
     wanted: dict[int, set[int]] = defaultdict(set)
     programs: dict[int, Program] = {}
+    prefix = unsubscribe_link_prefix()
     for trigger in triggers:
         programs[trigger.program_id] = trigger.program
         # The query matched the trigger's kind: only that kind's activities can match.
         for a in by_kind[trigger.activity_kind]:
-            if a.contact_id not in suppressed and _matches(trigger, a):
+            if a.contact_id not in suppressed and _matches(trigger, a, prefix):
                 wanted[trigger.program_id].add(a.contact_id)
     for program_id, contact_ids in wanted.items():
         contacts_enroll(

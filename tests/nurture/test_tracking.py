@@ -178,3 +178,12 @@ def test_the_batch_url_builder_makes_the_same_urls_as_the_functions(monkeypatch)
     assert urls.unsubscribe("m@h") == tokens.unsubscribe_url("m@h")
     token = urls.click("m@h", 2).rsplit("/", 1)[1]
     assert tokens.read(tokens.CLICK, token) == {"m": "m@h", "l": 2}
+
+
+def test_the_unsubscribe_links_start_with_the_prefix_that_tells_their_clicks_apart():
+    """crm.models.activities recognises a click on the unsubscribe link by this prefix
+    (crm imports no nurture code, so it names the URL itself)."""
+    from crm.models.activities import unsubscribe_link_prefix
+
+    assert tokens.Urls().unsubscribe_prefix == unsubscribe_link_prefix()
+    assert tokens.unsubscribe_url("m@x").startswith(unsubscribe_link_prefix())

@@ -80,6 +80,25 @@ def test_an_activity_matching_the_trigger_enrolls_the_contact():
     assert _live(program) == {a.pk, c.pk}
 
 
+def test_a_click_trigger_is_not_fired_by_a_click_that_is_not_a_click():
+    """METRICS.md "unique clicks": a click on the unsubscribe link or a machine's (a link
+    scanner's) is not a click, so it enrolls nobody in a program triggered by clicks."""
+    program = ProgramFactory()
+    StepFactory(program=program)
+    TriggerFactory(program=program, kind="activity", activity_kind="email_clicked")
+    reader, leaving, scanned = ContactFactory(), ContactFactory(), ContactFactory()
+    now = timezone.now()
+    click = {"kind": "email_clicked", "occurred_at": now}
+    activities_record(
+        items=[
+            {**click, "contact": reader.pk, "url": "https://x.example/offer"},
+            {**click, "contact": leaving.pk, "url": "https://CRM.example.com/u/token"},
+            {**click, "contact": scanned.pk, "url": "https://x.example/offer", "is_machine": True},
+        ]
+    )
+    assert _live(program) == {reader.pk}
+
+
 def test_a_date_trigger_enrolls_on_the_anniversary():
     program = ProgramFactory()
     StepFactory(program=program)

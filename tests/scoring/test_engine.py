@@ -243,3 +243,22 @@ def test_a_recycled_contact_can_become_an_mql_again():
     c.refresh_from_db()
     assert c.stage == Stage.MQL
     assert LifecycleTransition.objects.filter(contact=c, to_stage=Stage.MQL).count() == 2
+
+
+def test_a_click_on_the_unsubscribe_link_earns_no_engagement_points(settings):
+    """METRICS.md "unique clicks": a click on the unsubscribe link (the provider's click
+    tracking reports it) is not a click, so an ``email_clicked`` rule gives it nothing and
+    it ends no inactivity; incremental scoring and a full rescore agree."""
+    settings.SITE_URL = "https://crm.example.com"
+    EngagementRuleFactory(points=3, activity_kind=K.EMAIL_CLICKED)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=60, points=-10)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=90))
+    services.decay_run()
+    assert score(c) == -10
+    record(c, kind=K.EMAIL_CLICKED, url="https://CRM.example.com/u/token")  # host in capitals
+    assert score(c) == -10
+    assert services.scores_rescore_all().entries_created == 0
+    record(c, kind=K.EMAIL_CLICKED, url="https://x.example/offer")
+    assert score(c) == 3  # 3 for the click, and the inactivity penalty lifted
+    assert services.scores_rescore_all().entries_created == 0
+    assert score(c) == 3
