@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from crm.events import handler
 from crm.models import ActivityKind, Stage
-from crm.models.activities import is_click, unsubscribe_link_prefix
+from crm.models.activities import is_click, is_program_unsubscribe, unsubscribe_link_prefix
 
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
@@ -28,6 +28,8 @@ from .services.enrollment import (
 )
 
 SUPPRESSING = {ActivityKind.EMAIL_UNSUBSCRIBED, ActivityKind.EMAIL_COMPLAINED}
+# Never a trigger: an unsubscribe (even from one program only) enrolls in no more email.
+NEVER_TRIGGERS = {ActivityKind.EMAIL_UNSUBSCRIBED}
 # Our own sends and their echoes never trigger or end a program.
 SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
 
@@ -53,10 +55,12 @@ def on_activities_recorded(event) -> None:
     if not activities:
         return
     now = timezone.now()
+    # An unsubscribe from one program only (crm.models.activities) is no suppression: the
+    # unsubscribe page exited that program, the contact's others go on.
     suppressed = {
         a.contact_id
         for a in activities
-        if a.kind in SUPPRESSING
+        if (a.kind in SUPPRESSING and not is_program_unsubscribe(a.kind, a.details))
         or (a.kind == ActivityKind.EMAIL_BOUNCED and (a.details or {}).get("bounce_type") == "hard")
     }
     if suppressed:
@@ -89,7 +93,7 @@ def on_activities_recorded(event) -> None:
     triggers = list(
         Trigger.objects.filter(
             kind=Trigger.Kind.ACTIVITY,
-            activity_kind__in=list(by_kind),
+            activity_kind__in=[k for k in by_kind if k not in NEVER_TRIGGERS],
             program__status=Program.Status.ACTIVE,
         ).select_related("program")
     )

@@ -34,8 +34,9 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     click and open (``crm.models.activities``): delivered = sent − bounced; a click is a
     person's on any link but the unsubscribe link (a machine's click or the unsubscribe
     link's is no click, and implies no open); unique opens exclude machine opens and
-    include clickers; conversion = clicked and then did the campaign's goal action within
-    the attribution window (7 days).
+    include clickers; unsubscribed = from all email or from this program only (both
+    unsubscribed from the email, ``crm.models.activities``); conversion = clicked and then
+    did the campaign's goal action within the attribution window (7 days).
     """
     sends = EmailSend.objects.filter(program=program, status=EmailSend.Status.SENT).annotate(
         bounced=_event(Q(kind=ActivityKind.EMAIL_BOUNCED)),

@@ -131,6 +131,10 @@ def email_fact_aggregates() -> dict:
     followed by the goal action within the window, not only its first click. Choice: the
     conversion counts once per email, on the day of its first click that converts (the
     click the goal action followed), as every other figure counts on its event's day.
+
+    Unsubscribed (METRICS.md "unsubscribe rate"): an unsubscribe from all email or from
+    the email's program only (``crm.models.activities``) — both are "unsubscribed from the
+    email"; the email counts once, on the day of its first.
     """
     return {
         "sent": Count("id", filter=Q(kind=K.EMAIL_SENT)),

@@ -65,7 +65,7 @@ def _facts() -> dict[str, Q]:
         "unique_opens": open_q(),
         "machine_opens": Q(kind=K.EMAIL_OPENED, is_machine=True),
         "unique_clicks": click_q(),
-        "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),
+        "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),  # either scope (rollups' docstring)
         "complaints": Q(kind=K.EMAIL_COMPLAINED),
     }
 

@@ -13,6 +13,19 @@ click triggers and branches) and the re-opened leads.
   :func:`unsubscribe_link_prefix` (case-insensitively, as SQLite's ``LIKE`` compares).
 * An **engagement** (METRICS.md "re-opened leads"; scoring's inactivity) is an activity of
   ``ENGAGEMENT_KINDS`` that is not a machine's and, for a click, is a click.
+* An **unsubscribe** (``email_unsubscribed``) is from all email unless its details say
+  ``{"scope": "program"}`` (:data:`UNSUBSCRIBE_SCOPE_PROGRAM`): the recipient chose "only
+  from this program" on the email's unsubscribe page (``nurture.services.tracking``),
+  which exits that program itself. Choice: one kind with a scope rather than a kind of
+  its own, because both are "contacts who unsubscribed from the email" (METRICS.md
+  "unsubscribe rate"), so the email report, its rollups and their rebuild
+  (``reports.rollups``, ``reports.upkeep``), the program funnel, the drill-down, segments'
+  "did email_unsubscribed" and scoring's engagement rules on that kind count both, each
+  email once. What a program-only one must not do is what only a global one does:
+  suppress the address (``crm.ingest``), end every enrollment (``nurture.handlers``) and
+  so the negative "unsubscribed" rule, which reads the address's status. Any other scope,
+  or none, is global: a mistake suppresses rather than keeps mailing. No unsubscribe
+  fires an activity trigger (``nurture.handlers``).
 """
 
 from django.conf import settings
@@ -22,6 +35,7 @@ from django.db.models import Q
 from .choices import ENGAGEMENT_KINDS, ActivityKind, Stage
 
 _ENGAGEMENT = sorted(ENGAGEMENT_KINDS)
+UNSUBSCRIBE_SCOPE_PROGRAM = "program"
 
 
 def unsubscribe_link_prefix() -> str:
@@ -78,6 +92,28 @@ def is_engagement(kind: str, is_machine: bool, url: str | None, prefix: str) -> 
     """:func:`engagement_q` for an activity's fields."""
     return (
         kind in ENGAGEMENT_KINDS and not is_machine and not is_unsubscribe_click(kind, url, prefix)
+    )
+
+
+def program_unsubscribe_q() -> Q:
+    """An unsubscribe from one nurture program only (module docstring)."""
+    return Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED, details__scope=UNSUBSCRIBE_SCOPE_PROGRAM)
+
+
+def global_unsubscribe_q() -> Q:
+    """An unsubscribe from all email: any other scope, or none. (The key's absence is
+    tested apart: a negated JSON key lookup is NULL, not true, where the key is missing.)"""
+    return Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED) & (
+        Q(details__scope__isnull=True) | ~Q(details__scope=UNSUBSCRIBE_SCOPE_PROGRAM)
+    )
+
+
+def is_program_unsubscribe(kind: str, details) -> bool:
+    """:func:`program_unsubscribe_q` for an activity's fields: it suppresses nothing."""
+    return (
+        kind == ActivityKind.EMAIL_UNSUBSCRIBED
+        and isinstance(details, dict)
+        and details.get("scope") == UNSUBSCRIBE_SCOPE_PROGRAM
     )
 
 

@@ -247,3 +247,32 @@ def test_a_click_that_is_not_a_click_does_not_reopen_a_recycled_contact(settings
     ingest.activities_record(items=[{**human, "occurred_at": _now_iso(timedelta(days=1))}])
     (reopening,) = Reopening.objects.filter(contact=contact)
     assert reopening.activity.url == "https://x.example/offer"
+
+
+def test_a_program_only_unsubscribe_does_not_suppress_the_address():
+    """``email_unsubscribed`` with details scope "program" (crm.models.activities): the
+    contact left one nurture program and stays subscribed; any other scope suppresses."""
+    left, gone, odd = (contact_create(email=f"{n}@example.com") for n in ("l", "g", "o"))
+    ingest.activities_record(
+        items=[
+            {
+                "contact": left.pk,
+                "kind": "email_unsubscribed",
+                "occurred_at": _now_iso(),
+                "details": {"scope": "program"},
+            },
+            {"contact": gone.pk, "kind": "email_unsubscribed", "occurred_at": _now_iso()},
+            {
+                "contact": odd.pk,
+                "kind": "email_unsubscribed",
+                "occurred_at": _now_iso(),
+                "details": {"scope": "Program"},
+            },
+        ]
+    )
+    statuses = dict(Contact.objects.values_list("email", "email_status"))
+    assert statuses == {
+        "l@example.com": EmailStatus.ACTIVE,
+        "g@example.com": EmailStatus.UNSUBSCRIBED,
+        "o@example.com": EmailStatus.UNSUBSCRIBED,
+    }

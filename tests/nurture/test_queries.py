@@ -8,10 +8,12 @@ from django.utils import timezone
 
 from crm.ingest import activities_record
 from crm.models import ActivityKind as K
+from crm.models import Contact
 from nurture.models import EmailSend
 from nurture.queries import step_funnel
 from nurture.services.enrollment import contacts_enroll
 from nurture.services.sending import enrollments_advance
+from nurture.services.tracking import contact_unsubscribe
 from tests.factories import CampaignFactory
 from tests.nurture.factories import ContactFactory, ProgramFactory, StepFactory
 
@@ -61,4 +63,20 @@ def test_machine_and_unsubscribe_link_clicks_are_neither_clicks_nor_opens(sends)
         "clicked": 1,
         "unsubscribed": 1,
         "converted": 1,
+    }
+
+
+def test_leaving_only_this_program_counts_as_unsubscribed(sends):
+    """METRICS.md "unsubscribe rate": contacts who unsubscribed from the email — from all
+    email or, through the unsubscribe page, from this program only."""
+    program, step, (stays, leaves_program, leaves_all) = sends
+    contact_unsubscribe(message_id=leaves_program.message_id, program_only=True)
+    contact_unsubscribe(message_id=leaves_all.message_id)
+    funnel = step_funnel(program)[step.pk]
+    assert (funnel["delivered"], funnel["unsubscribed"]) == (3, 2)
+    statuses = dict(Contact.objects.values_list("pk", "email_status"))
+    assert statuses == {
+        stays.contact_id: "active",
+        leaves_program.contact_id: "active",
+        leaves_all.contact_id: "unsubscribed",
     }

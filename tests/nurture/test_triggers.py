@@ -180,6 +180,23 @@ def test_the_goal_action_exits_and_suppression_exits():
     assert mail.outbox == []
 
 
+def test_a_program_only_unsubscribe_ends_no_other_enrollment_and_enrolls_nobody():
+    """Leaving one program (scope "program": the unsubscribe page exits that program
+    itself) is not a suppression: the contact's other programs go on. No unsubscribe,
+    of either scope, fires an activity trigger: it never enrolls in more email."""
+    program = ProgramFactory()
+    StepFactory(program=program)
+    welcome = ProgramFactory()
+    StepFactory(program=welcome)
+    TriggerFactory(program=welcome, kind="activity", activity_kind="email_unsubscribed")
+    left = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[left.pk], source="m")
+    unsubscribe = {"kind": "email_unsubscribed", "occurred_at": timezone.now()}
+    activities_record(items=[{**unsubscribe, "contact": left.pk, "details": {"scope": "program"}}])
+    assert _live(program) == {left.pk}
+    assert _live(welcome) == set()
+
+
 def test_the_tick_applies_queued_activities_before_it_sends(queued_handlers):
     from nurture.tasks import tick
 

@@ -262,3 +262,19 @@ def test_a_click_on_the_unsubscribe_link_earns_no_engagement_points(settings):
     assert score(c) == 3  # 3 for the click, and the inactivity penalty lifted
     assert services.scores_rescore_all().entries_created == 0
     assert score(c) == 3
+
+
+def test_leaving_one_program_is_not_an_unsubscribe_from_all_email():
+    """A program-only unsubscribe (details scope "program") leaves the address subscribed,
+    so the negative "unsubscribed" rule does not apply; an engagement rule on the
+    ``email_unsubscribed`` kind counts it, as it is an unsubscribe from that email."""
+    NegativeRuleFactory(negative=Rule.Negative.UNSUBSCRIBED, points=-20)
+    c = ContactFactory()
+    record(c, kind=K.EMAIL_UNSUBSCRIBED, details={"scope": "program"})
+    assert score(c) == 0
+    EngagementRuleFactory(points=-5, activity_kind=K.EMAIL_UNSUBSCRIBED)
+    services.scores_rescore_all()
+    assert score(c) == -5
+    record(c, kind=K.EMAIL_UNSUBSCRIBED)  # then from all email
+    assert score(c) == -30
+    assert services.scores_rescore_all().entries_created == 0
