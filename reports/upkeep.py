@@ -10,8 +10,8 @@ daily reconciliation, which must agree with it). A batch becomes signed deltas p
   that event: for the emails the batch touches one query reads each fact's earliest time
   before the batch. No earlier one: +1 on the batch event's day; an out-of-order batch
   event earlier than the stored first moves it (−1 on the old day, +1 on the new);
-* only clicks that count are clicks (``crm.models.activities.click_q``: not a machine's, not on
-  the unsubscribe link), here and in the conversions;
+* only clicks that count are clicks (``crm.models.activities.click_q``: not a machine's,
+  not on the unsubscribe link), here and in the conversions;
 * an email converts when any of its clicks is followed by the campaign's goal action
   within the window (METRICS.md line 31), counted on the day of its first converting
   click: compared before and after the batch, for emails the batch clicked or whose
