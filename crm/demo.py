@@ -33,6 +33,7 @@ from .models import (
     Reopening,
     Source,
 )
+from .models.activities import global_unsubscribe_q
 from .models.choices import EMAIL_KINDS
 from .roles import Role
 
@@ -470,7 +471,7 @@ def ingest_rules_apply_bulk(*, id_from: int, id_to: int) -> None:
     for status, condition in (
         (EmailStatus.HARD_BOUNCED, Q(kind=ActivityKind.EMAIL_BOUNCED, details__bounce_type="hard")),
         (EmailStatus.COMPLAINED, Q(kind=ActivityKind.EMAIL_COMPLAINED)),
-        (EmailStatus.UNSUBSCRIBED, Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED)),
+        (EmailStatus.UNSUBSCRIBED, global_unsubscribe_q()),  # not one program's only
     ):
         events = own.filter(condition)
         contacts.filter(Exists(events), email_status=EmailStatus.ACTIVE).update(

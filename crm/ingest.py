@@ -38,6 +38,7 @@ from .models import (
     Source,
     Stage,
 )
+from .models.activities import is_program_unsubscribe
 from .models.choices import SELF_IDENTIFYING_KINDS
 
 MAX_DETAILS_BYTES = 8 * 1024
@@ -501,10 +502,13 @@ def _resolve_contacts(items: list[_Item], *, source: str, by_user) -> set[int]:
 
 def _apply_suppression(activities: list[Activity]) -> bool:
     """Unsubscribes, complaints and hard bounces suppress the address at once; return
-    whether the batch had any (and so published "contacts changed")."""
+    whether the batch had any (and so published "contacts changed"). An unsubscribe from
+    one program only does not (``crm.models.activities``)."""
     changes: dict[str, set[int]] = {}
     for a in activities:
         status = SUPPRESSING.get(a.kind)
+        if status and is_program_unsubscribe(a.kind, a.details):
+            continue
         if a.kind == ActivityKind.EMAIL_BOUNCED and a.details.get("bounce_type") == "hard":
             status = EmailStatus.HARD_BOUNCED
         if status:

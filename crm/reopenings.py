@@ -6,11 +6,14 @@ from __future__ import annotations
 from django.db import connection
 
 from .models import Activity, Contact, Reopening, Stage
-from .models.choices import ENGAGEMENT_KINDS
+from .models.activities import is_engagement, unsubscribe_link_prefix
 
 
 def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict] | None) -> None:
     """A recycled contact's first engagement after being recycled re-opens it (once a round).
+
+    An engagement is ``crm.models.activities.engagement_q`` (not a machine's, not a click
+    on the unsubscribe link), as the re-opened leads report counts it.
 
     The contact is recycled as stored before the batch's handlers run, so an engagement
     that re-qualifies it at once (its MQL dated at the activity) still re-opens it.
@@ -18,7 +21,9 @@ def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict]
     ``locked_recycled``: the recycled contacts ``crm.ingest.contacts_lock`` read under the lock
     (stages do not change between that read and this call), or ``None`` to read them here.
     """
-    engaged = {a.contact_id for a in activities if a.kind in ENGAGEMENT_KINDS and not a.is_machine}
+    prefix = unsubscribe_link_prefix()
+    engaging = [a for a in activities if is_engagement(a.kind, a.is_machine, a.url, prefix)]
+    engaged = {a.contact_id for a in engaging}
     if not engaged:
         return
     if locked_recycled is not None:
@@ -33,16 +38,12 @@ def reopenings_mark(activities: list[Activity], locked_recycled: dict[int, dict]
     if not recycled:
         return
     first: dict[int, Activity] = {}
-    candidates = [a for a in activities if a.contact_id in recycled]
+    candidates = [a for a in engaging if a.contact_id in recycled]
     for a in sorted(candidates, key=lambda a: a.occurred_at):
         c = recycled[a.contact_id]
-        if (
-            a.kind in ENGAGEMENT_KINDS
-            and not a.is_machine
-            # strictly after the recycle: an activity at its very instant is not "after"
-            # it (reports.metrics.leads.reopened_qs counts by the same rule)
-            and (c["stage_changed_at"] is None or a.occurred_at > c["stage_changed_at"])
-        ):
+        # strictly after the recycle: an activity at its very instant is not "after" it
+        # (reports.metrics.leads.reopened_qs counts by the same rule)
+        if c["stage_changed_at"] is None or a.occurred_at > c["stage_changed_at"]:
             first.setdefault(a.contact_id, a)
     if not first:
         return

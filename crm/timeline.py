@@ -32,7 +32,8 @@ ACTIVITY_COLUMNS = (
     "is_machine",
     "details",
 )
-DETAIL_KEYS = ("bounce_type", "form", "form_name", "link", "answer", "amount")
+# "scope": an unsubscribe from one program only says so (crm.models.activities).
+DETAIL_KEYS = ("bounce_type", "scope", "form", "form_name", "link", "answer", "amount")
 
 
 def _activity_entry(row: tuple, kinds: dict[str, str]) -> TimelineEntry:

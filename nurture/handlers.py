@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from crm.events import handler
 from crm.models import ActivityKind, Stage
+from crm.models.activities import is_click, is_program_unsubscribe, unsubscribe_link_prefix
 
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
@@ -27,13 +28,19 @@ from .services.enrollment import (
 )
 
 SUPPRESSING = {ActivityKind.EMAIL_UNSUBSCRIBED, ActivityKind.EMAIL_COMPLAINED}
+# Never a trigger: an unsubscribe (even from one program only) enrolls in no more email.
+NEVER_TRIGGERS = {ActivityKind.EMAIL_UNSUBSCRIBED}
 # Our own sends and their echoes never trigger or end a program.
 SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
 
 
-def _matches(trigger: Trigger, activity) -> bool:
+def _matches(trigger: Trigger, activity, link_prefix: str) -> bool:
     if trigger.activity_kind and activity.kind != trigger.activity_kind:
         return False
+    if activity.kind == ActivityKind.EMAIL_CLICKED and not is_click(
+        activity.kind, activity.is_machine, activity.url, link_prefix
+    ):
+        return False  # a machine's click or the unsubscribe link's is no click (METRICS.md)
     if trigger.campaign_id and activity.campaign_id != trigger.campaign_id:
         return False
     if trigger.url_pattern and not fnmatch.fnmatch(activity.url or "", trigger.url_pattern):
@@ -48,10 +55,12 @@ def on_activities_recorded(event) -> None:
     if not activities:
         return
     now = timezone.now()
+    # An unsubscribe from one program only (crm.models.activities) is no suppression: the
+    # unsubscribe page exited that program, the contact's others go on.
     suppressed = {
         a.contact_id
         for a in activities
-        if a.kind in SUPPRESSING
+        if (a.kind in SUPPRESSING and not is_program_unsubscribe(a.kind, a.details))
         or (a.kind == ActivityKind.EMAIL_BOUNCED and (a.details or {}).get("bounce_type") == "hard")
     }
     if suppressed:
@@ -84,17 +93,18 @@ def on_activities_recorded(event) -> None:
     triggers = list(
         Trigger.objects.filter(
             kind=Trigger.Kind.ACTIVITY,
-            activity_kind__in=list(by_kind),
+            activity_kind__in=[k for k in by_kind if k not in NEVER_TRIGGERS],
             program__status=Program.Status.ACTIVE,
         ).select_related("program")
     )
     wanted: dict[int, set[int]] = defaultdict(set)
     programs: dict[int, Program] = {}
+    prefix = unsubscribe_link_prefix()
     for trigger in triggers:
         programs[trigger.program_id] = trigger.program
         # The query matched the trigger's kind: only that kind's activities can match.
         for a in by_kind[trigger.activity_kind]:
-            if a.contact_id not in suppressed and _matches(trigger, a):
+            if a.contact_id not in suppressed and _matches(trigger, a, prefix):
                 wanted[trigger.program_id].add(a.contact_id)
     for program_id, contact_ids in wanted.items():
         contacts_enroll(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.db.models import Count, Exists, OuterRef, Q
 
 from crm.models import Activity, ActivityKind
+from crm.models.activities import click_q, open_q
 
 from .models import LIVE_STATES, EmailSend, Enrollment, Program
 
@@ -22,24 +23,26 @@ def programs_with_counts():
     )
 
 
-def _event(kind: str, **extra):
-    return Exists(
-        Activity.objects.filter(message_id=OuterRef("message_id"), kind=kind, **extra).values("pk")
-    )
+def _event(cond: Q):
+    return Exists(Activity.objects.filter(cond, message_id=OuterRef("message_id")).values("pk"))
 
 
 def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     """Per email step: sent, bounced, delivered, opened, clicked, unsubscribed, converted.
 
-    Definitions from METRICS.md "Email and program engagement": delivered = sent − bounced;
-    unique opens exclude machine opens and include clickers; conversion = clicked and then
+    Definitions from METRICS.md "Email and program engagement", with the email report's
+    click and open (``crm.models.activities``): delivered = sent − bounced; a click is a
+    person's on any link but the unsubscribe link (a machine's click or the unsubscribe
+    link's is no click, and implies no open); unique opens exclude machine opens and
+    include clickers; unsubscribed = from all email or from this program only (both
+    unsubscribed from the email, ``crm.models.activities``); conversion = clicked and then
     did the campaign's goal action within the attribution window (7 days).
     """
     sends = EmailSend.objects.filter(program=program, status=EmailSend.Status.SENT).annotate(
-        bounced=_event(ActivityKind.EMAIL_BOUNCED),
-        opened=_event(ActivityKind.EMAIL_OPENED, is_machine=False),
-        clicked=_event(ActivityKind.EMAIL_CLICKED),
-        unsubscribed=_event(ActivityKind.EMAIL_UNSUBSCRIBED),
+        bounced=_event(Q(kind=ActivityKind.EMAIL_BOUNCED)),
+        opened=_event(open_q()),
+        clicked=_event(click_q()),
+        unsubscribed=_event(Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED)),
     )
     goal = program.campaign.goal_action
     if goal:
@@ -56,7 +59,7 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     rows = sends.values("step_id").annotate(
         sent=Count("id"),
         bounced_n=Count("id", filter=Q(bounced=True)),
-        opened_n=Count("contact_id", filter=Q(opened=True) | Q(clicked=True), distinct=True),
+        opened_n=Count("contact_id", filter=Q(opened=True), distinct=True),
         clicked_n=Count("contact_id", filter=Q(clicked=True), distinct=True),
         unsubscribed_n=Count("contact_id", filter=Q(unsubscribed=True), distinct=True),
         converted_n=(

@@ -8,11 +8,12 @@ from datetime import date
 from django.db.models import Exists, OuterRef, Q
 
 from crm.models import ActivityKind, Contact, LifecycleTransition, Stage
+from crm.models.activities import click_q, open_q
 
 from .metrics.leads import reopened_qs
 from .metrics.lifecycle import entries, new_leads_qs
 from .query import ReportParamError, ReportQuery
-from .rollups import click_q, email_activities, first_event, open_q
+from .rollups import email_activities, first_event
 
 K = ActivityKind
 # The email report's counts (reports.rollups.email_fact_aggregates): sends per event, the

@@ -8,10 +8,10 @@ Design (issue 8, METRICS.md "Email and program engagement"):
   human open-or-click, first click, first bounce, first hard bounce, first unsubscribe,
   first complaint, first machine open, first click the goal action followed — a
   conversion). A click is a person's (not flagged as a machine's) on any link but the
-  unsubscribe link (``reports.rollups.click_q``). Because every email lands in exactly one day per
-  metric, the daily rows can be **summed over any period** and still count unique
-  contacts per email correctly. Choice: an email opened both before and inside a period
-  counts in the period of its first open only.
+  unsubscribe link (``crm.models.activities.click_q``). Because every email lands in
+  exactly one day per metric, the daily rows can be **summed over any period** and still
+  count unique contacts per email correctly. Choice: an email opened both before and
+  inside a period counts in the period of its first open only.
 * An email is identified by ``(contact, message_id)``; events without a message id fall
   back to ``(contact, campaign)``.
 * Rows are keyed by day × campaign × source (× nurture step), with the campaign's channel

@@ -22,7 +22,8 @@ CHUNK = 2000
 
 
 def _rows(contact_ids) -> list[ReopenedDayFact]:
-    """Rows of these contacts: days with a non-machine engagement activity while recycled.
+    """Rows of these contacts: days with an engagement (``crm.models.activities.
+    engagement_q``: not a machine's, not an unsubscribe-link click) while recycled.
 
     The stage at an activity is the stage of the latest transition strictly before it
     (ties by id), as in ``reports.metrics.leads.reopened_qs`` (see there why).
@@ -38,8 +39,8 @@ def _rows(contact_ids) -> list[ReopenedDayFact]:
         stages.append(stage)
     days: dict[int, set] = defaultdict(set)
     for contact_id, occurred_at in (
-        Activity.objects.filter(contact_id__in=contact_ids, kind__in=ENGAGEMENT_KINDS)
-        .exclude(is_machine=True)
+        Activity.objects.filter(contact_id__in=contact_ids)
+        .engagements()
         .values_list("contact_id", "occurred_at")
     ):
         times, stages = history.get(contact_id, ([], []))

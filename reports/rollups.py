@@ -7,7 +7,6 @@ import logging
 from datetime import date, timedelta
 from itertools import islice
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import (
     Count,
@@ -23,6 +22,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 
 from crm.models import Activity, ActivityKind, LifecycleTransition
+from crm.models.activities import click_q, open_q
 from crm.models.choices import EMAIL_KINDS, SOCIAL_KINDS
 
 from .models import EmailDaily, StageDaily
@@ -68,40 +68,6 @@ COUNTED_KINDS = {
     K.SOCIAL_COMMENT: "social_comments",
     K.SOCIAL_REPOST: "social_reposts",
 }
-
-
-def unsubscribe_prefix() -> str:
-    """The start of the site's unsubscribe links (``{SITE_URL}/u/``, nurture.urls_public),
-    as the sender recognises them; read when called, never at import time."""
-    return f"{settings.SITE_URL}/u/"
-
-
-def click_q() -> Q:
-    """METRICS.md "unique clicks": a click that counts. Not one on the unsubscribe link
-    (a provider reports it as a click; METRICS.md says it is not one), and not one flagged
-    as a machine's (link scanners), as machine opens are not opens.
-
-    The url is compared case-insensitively, as SQLite's LIKE does and as
-    :func:`is_click` does in Python, so both databases and the upkeep agree.
-    """
-    return Q(kind=K.EMAIL_CLICKED, is_machine=False) & ~Q(url__istartswith=unsubscribe_prefix())
-
-
-def is_click(kind: str, is_machine: bool, url: str, prefix: str) -> bool:
-    """:func:`click_q` in Python, for an activity's fields (``prefix``:
-    :func:`unsubscribe_prefix`)."""
-    return (
-        kind == K.EMAIL_CLICKED
-        and not is_machine
-        and not (url or "").lower().startswith(prefix.lower())
-    )
-
-
-def open_q() -> Q:
-    """METRICS.md "unique opens": a human open, or a click that counts (a click implies an
-    open; a machine's click or one on the unsubscribe link is not a click, so it implies
-    nothing)."""
-    return Q(kind=K.EMAIL_OPENED, is_machine=False) | click_q()
 
 
 # Events whose email's *first* event matters (the upkeep compares with earlier ones).
@@ -165,6 +131,10 @@ def email_fact_aggregates() -> dict:
     followed by the goal action within the window, not only its first click. Choice: the
     conversion counts once per email, on the day of its first click that converts (the
     click the goal action followed), as every other figure counts on its event's day.
+
+    Unsubscribed (METRICS.md "unsubscribe rate"): an unsubscribe from all email or from
+    the email's program only (``crm.models.activities``) — both are "unsubscribed from the
+    email"; the email counts once, on the day of its first.
     """
     return {
         "sent": Count("id", filter=Q(kind=K.EMAIL_SENT)),

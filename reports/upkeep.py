@@ -10,8 +10,8 @@ daily reconciliation, which must agree with it). A batch becomes signed deltas p
   that event: for the emails the batch touches one query reads each fact's earliest time
   before the batch. No earlier one: +1 on the batch event's day; an out-of-order batch
   event earlier than the stored first moves it (−1 on the old day, +1 on the new);
-* only clicks that count are clicks (``reports.rollups.click_q``: not a machine's, not on
-  the unsubscribe link), here and in the conversions;
+* only clicks that count are clicks (``crm.models.activities.click_q``: not a machine's,
+  not on the unsubscribe link), here and in the conversions;
 * an email converts when any of its clicks is followed by the campaign's goal action
   within the window (METRICS.md line 31), counted on the day of its first converting
   click: compared before and after the batch, for emails the batch clicked or whose
@@ -33,6 +33,7 @@ from django.db.models import BooleanField, Case, Exists, Min, Q, Value, When
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity, ActivityKind, Campaign, Contact
+from crm.models.activities import click_q, is_click, open_q, unsubscribe_link_prefix
 
 from .fact_writes import _in, _pg, counts_upsert, pg_array
 from .models import EmailDaily, EmailStepDaily, StageDaily
@@ -43,11 +44,7 @@ from .rollups import (
     EMAIL_COUNT_FIELDS,
     FIRST_EVENT_KINDS,
     STEP_FIELDS,
-    click_q,
     goal_actions_after,
-    is_click,
-    open_q,
-    unsubscribe_prefix,
 )
 
 K = ActivityKind
@@ -68,7 +65,7 @@ def _facts() -> dict[str, Q]:
         "unique_opens": open_q(),
         "machine_opens": Q(kind=K.EMAIL_OPENED, is_machine=True),
         "unique_clicks": click_q(),
-        "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),
+        "unsubscribed": Q(kind=K.EMAIL_UNSUBSCRIBED),  # either scope (rollups' docstring)
         "complaints": Q(kind=K.EMAIL_COMPLAINED),
     }
 
@@ -280,7 +277,7 @@ def email_deltas(
     def add(day: date, key: EmailKey, name: str, n: int) -> None:
         deltas[(day, key[2], key[0], key[1], name)] += n
 
-    prefix = unsubscribe_prefix()
+    prefix = unsubscribe_link_prefix()
     batch_first: dict[EmailKey, dict[str, object]] = {}
     for a in activities:
         names = _facts_of(a, prefix) if a.kind in FIRST_EVENT_KINDS else ()
@@ -341,7 +338,7 @@ def _converting_clicks(keys: set[EmailKey], batch_ids: set[int], unapplied) -> d
         )
 
     after = goal_actions_after()
-    prefix = unsubscribe_prefix()
+    prefix = unsubscribe_link_prefix()
     with_id = {k[1] for k in keys if k[1]}
     without_id = {k[0] for k in keys if not k[1]}
     rows = (

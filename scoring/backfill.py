@@ -23,6 +23,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from crm.models import Activity, Contact
+from crm.models.activities import is_engagement, unsubscribe_link_prefix
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine, handoff
@@ -190,6 +191,7 @@ class _Window:
 def _replay(acts, *, by_kind, inactive, base, since, created, threshold, now):
     """The contact's crossing: activities in time order, those of one instant together."""
     windows: dict[int, _Window] = {}
+    prefix = unsubscribe_link_prefix()
     last_engaged = None
     latest = None
     i = 0
@@ -199,10 +201,10 @@ def _replay(acts, *, by_kind, inactive, base, since, created, threshold, now):
         while i < len(acts) and acts[i].occurred_at == t:
             a = acts[i]
             i += 1
-            if a.kind in ENGAGEMENT_KINDS and not a.is_machine:
+            if is_engagement(a.kind, a.is_machine, a.url, prefix):
                 last_engaged = t
             for r in by_kind.get(a.kind, ()):
-                if activity_matches(r, a, now=t):
+                if activity_matches(r, a, now=t, link_prefix=prefix):
                     windows.setdefault(r.pk, _Window(r)).add(t)
                     first = first or a.pk
                     latest = (t, a.pk)

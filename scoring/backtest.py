@@ -24,6 +24,7 @@ from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from crm.models import Activity, Contact, LifecycleTransition, Stage
+from crm.models.activities import engagement_q
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import backtest_sql, engine
@@ -173,9 +174,7 @@ def qualified_counts(
     # not repeat it.
     a_cols: dict[str, Any] = {}
     if any(inactive.values()):
-        a_cols["engaged"] = Max(
-            "occurred_at", filter=Q(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False)
-        )
+        a_cols["engaged"] = Max("occurred_at", filter=engagement_q())
     points: dict[str, dict[str, list[str]]] = {}  # side → part → SQL terms
     for s in sides:
         points[s] = {"fit": [], "email": [], "idle": []}

@@ -25,7 +25,7 @@ from django.db.models.functions import TruncDate, TruncWeek
 from django.utils import timezone
 
 from crm.models import Activity
-from crm.models.choices import ENGAGEMENT_KINDS
+from crm.models.activities import engagement_q
 
 from .models import Rule
 from .rules import activity_q
@@ -169,7 +169,7 @@ def window_aggregate(
 
     cols: dict[str, Sql] = {}
     if any(inactive.values()):
-        cond_sql, cond_params = where(Q(kind__in=sorted(ENGAGEMENT_KINDS), is_machine=False))
+        cond_sql, cond_params = where(engagement_q())
         cols["engaged"] = (agg(f"MAX({occurred}) FILTER (WHERE {cond_sql})", cond_params), [])
     for s in engagement.keys() | inactive.keys():
         if inactive.get(s):

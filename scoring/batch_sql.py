@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import BooleanField, Q
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
 from crm.models import Activity
+from crm.models.activities import engagement_q
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
@@ -221,7 +222,7 @@ def _aggregate(engagement, inactive, contact_ids, need, now, unapplied) -> tuple
         if r.half_life_days:
             columns.append((f"l{r.pk}", r, q))
     if inactive:
-        columns.append(("last_engaged", None, Q(kind__in=list(ENGAGEMENT_KINDS))))
+        columns.append(("last_engaged", None, engagement_q()))
     kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
     if need is not None and not inactive:
         pairs = sorted({(c, r.activity_kind) for r in engagement for c in need[r.pk]})

@@ -39,6 +39,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from crm.models import Activity, Contact, ContactScore
+from crm.models.activities import engagement_q, is_engagement, unsubscribe_link_prefix
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import batch_sql
@@ -215,8 +216,7 @@ def expected_values(
         if r.half_life_days:
             columns.append((f"l{pos}", r, q))
     if inactive:
-        engaged = Q(kind__in=list(ENGAGEMENT_KINDS), is_machine=False)
-        columns.append(("last_engaged", None, engaged))
+        columns.append(("last_engaged", None, engagement_q()))
     names = [name for name, _, _ in columns]
     scope = (
         activity_scope
@@ -515,8 +515,9 @@ def batch_reconcile(
     by_id = {r.pk: r for r in rules}
     known: dict[tuple[int, int], int] = {}
     latest_engagement: dict[int, datetime] = {}
+    prefix = unsubscribe_link_prefix()
     for a in batch:
-        if a.kind in ENGAGEMENT_KINDS and not a.is_machine:
+        if is_engagement(a.kind, a.is_machine, a.url, prefix):
             seen = latest_engagement.get(a.contact_id)
             if seen is None or a.occurred_at > seen:
                 latest_engagement[a.contact_id] = a.occurred_at
@@ -638,6 +639,7 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
     buckets: dict[tuple[int, int], set] = defaultdict(set)
     days: dict[int, date] = {}  # activity → local day (one time zone lookup per batch)
     zone = timezone.get_current_timezone()
+    prefix = unsubscribe_link_prefix()
     for a in sorted(batch, key=lambda a: (a.occurred_at, a.id or 0)):
         if a.is_machine:
             continue
@@ -646,7 +648,7 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
             units = found.get(key)
             if units is not None and len(units) >= _unit_limit(r):
                 continue
-            if not activity_matches(r, a, now=now):
+            if not activity_matches(r, a, now=now, link_prefix=prefix):
                 continue
             if r.frequency in _BUCKETED:
                 day = days.get(id(a))
@@ -660,7 +662,7 @@ def _batch_matches(batch, rules, now) -> dict[tuple[int, int], list[Activity]]:
                 found[key] = [a]
             else:
                 units.append(a)
-        if inactive and a.kind in ENGAGEMENT_KINDS:
+        if inactive and is_engagement(a.kind, a.is_machine, a.url, prefix):
             for pk, cutoff in inactive:
                 key = (a.contact_id, pk)
                 units = found.get(key)

@@ -39,6 +39,7 @@ from django.db.models.functions import Cast, Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from crm.models import Activity, Contact
+from crm.models.activities import engagement_q
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
@@ -329,7 +330,7 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         if r.half_life_days:
             columns.append((f"l{r.pk}", r, q))
     if inactive:
-        columns.append(("last_engaged", None, Q(kind__in=sorted(ENGAGEMENT_KINDS))))
+        columns.append(("last_engaged", None, engagement_q()))
     kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
     if columns:
         activities = (

@@ -15,6 +15,11 @@ from decimal import Decimal, InvalidOperation
 from django.db.models import Q
 
 from crm.models import EmailStatus
+from crm.models.activities import (
+    is_unsubscribe_click,
+    on_unsubscribe_link_q,
+    unsubscribe_link_prefix,
+)
 from crm.models.choices import ActivityKind
 
 from .models import POINTS_MAX, POINTS_MIN, Rule
@@ -174,9 +179,16 @@ def fit_q(rule: Rule) -> Q:
 
 
 def activity_q(rule: Rule, *, now, prefix: str = "") -> Q:
-    """The activity condition of an engagement rule (``prefix`` "activities__" from Contact)."""
+    """The activity condition of an engagement rule (``prefix`` "activities__" from Contact).
+
+    A machine's activity never scores; nor does a click on the unsubscribe link, which is
+    not a click (METRICS.md "unique clicks", ``crm.models.activities.click_q``): a contact
+    who clicks "unsubscribe" gains no engagement points.
+    """
     p = prefix
     q = Q(**{f"{p}kind": rule.activity_kind, f"{p}is_machine": False})
+    if rule.activity_kind == ActivityKind.EMAIL_CLICKED:
+        q &= ~on_unsubscribe_link_q(p)
     if rule.campaign_id:
         q &= Q(**{f"{p}campaign_id": rule.campaign_id})
     if rule.url_contains:
@@ -219,9 +231,16 @@ def rule_describe(rule: Rule) -> str:
     return ", ".join(parts)
 
 
-def activity_matches(rule: Rule, activity, *, now) -> bool:
-    """Python mirror of :func:`activity_q` for one in-memory activity of a batch."""
+def activity_matches(rule: Rule, activity, *, now, link_prefix: str | None = None) -> bool:
+    """Python mirror of :func:`activity_q` for one in-memory activity of a batch
+    (``link_prefix``: ``unsubscribe_link_prefix()``, read once by a caller that loops)."""
     if activity.kind != rule.activity_kind or activity.is_machine:
+        return False
+    if activity.kind == ActivityKind.EMAIL_CLICKED and is_unsubscribe_click(
+        activity.kind,
+        activity.url,
+        unsubscribe_link_prefix() if link_prefix is None else link_prefix,
+    ):
         return False
     if rule.campaign_id and activity.campaign_id != rule.campaign_id:
         return False

@@ -1,9 +1,120 @@
-"""Activities and the lifecycle history."""
+"""Activities and the lifecycle history.
+
+Which activities count as what is defined here once, as ``Q`` conditions for the database
+and as predicates of an activity's fields for Python over a batch (the two must agree;
+tests pin them on both databases). Every app reads them from here: reports (clicks,
+opens), scoring (engagement rules on clicks, inactivity), nurture (the program funnel,
+click triggers and branches) and the re-opened leads.
+
+* A **click** (METRICS.md "unique clicks") is a person's click on a link of the email:
+  not one flagged as a machine's (link scanners), and not one on the unsubscribe link —
+  the sender leaves that link untracked, but a provider's own click tracking reports it.
+  An unsubscribe-link click is recognised by its URL, which starts with
+  :func:`unsubscribe_link_prefix` (case-insensitively, as SQLite's ``LIKE`` compares).
+* An **engagement** (METRICS.md "re-opened leads"; scoring's inactivity) is an activity of
+  ``ENGAGEMENT_KINDS`` that is not a machine's and, for a click, is a click.
+* An **unsubscribe** (``email_unsubscribed``) is from all email unless its details say
+  ``{"scope": "program"}`` (:data:`UNSUBSCRIBE_SCOPE_PROGRAM`): the recipient chose "only
+  from this program" on the email's unsubscribe page (``nurture.services.tracking``),
+  which exits that program itself. Choice: one kind with a scope rather than a kind of
+  its own, because both are "contacts who unsubscribed from the email" (METRICS.md
+  "unsubscribe rate"), so the email report, its rollups and their rebuild
+  (``reports.rollups``, ``reports.upkeep``), the program funnel, the drill-down, segments'
+  "did email_unsubscribed" and scoring's engagement rules on that kind count both, each
+  email once. What a program-only one must not do is what only a global one does:
+  suppress the address (``crm.ingest``), end every enrollment (``nurture.handlers``) and
+  so the negative "unsubscribed" rule, which reads the address's status. Any other scope,
+  or none, is global: a mistake suppresses rather than keeps mailing. No unsubscribe
+  fires an activity trigger (``nurture.handlers``).
+"""
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
-from .choices import ActivityKind, Stage
+from .choices import ENGAGEMENT_KINDS, ActivityKind, Stage
+
+_ENGAGEMENT = sorted(ENGAGEMENT_KINDS)
+UNSUBSCRIBE_SCOPE_PROGRAM = "program"
+
+
+def unsubscribe_link_prefix() -> str:
+    """The start of the site's unsubscribe links (``{SITE_URL}/u/``, nurture.urls_public,
+    the prefix the sender leaves untracked); read when called, never at import time."""
+    return f"{settings.SITE_URL}/u/"
+
+
+def on_unsubscribe_link_q(path: str = "") -> Q:
+    """The activity's URL is an unsubscribe link (``path``: the lookup path to the activity,
+    e.g. "activities__" from Contact)."""
+    return Q(**{f"{path}url__istartswith": unsubscribe_link_prefix()})
+
+
+def unsubscribe_click_q() -> Q:
+    """A click on the unsubscribe link (not a click, not engagement; module docstring)."""
+    return Q(kind=ActivityKind.EMAIL_CLICKED) & on_unsubscribe_link_q()
+
+
+def click_q() -> Q:
+    """A click that counts (METRICS.md "unique clicks"): a person's, not on the
+    unsubscribe link."""
+    return Q(kind=ActivityKind.EMAIL_CLICKED, is_machine=False) & ~on_unsubscribe_link_q()
+
+
+def open_q() -> Q:
+    """An open that counts (METRICS.md "unique opens"): a person's open, or a click that
+    counts (a click implies an open; one that is no click implies nothing)."""
+    return Q(kind=ActivityKind.EMAIL_OPENED, is_machine=False) | click_q()
+
+
+def engagement_q() -> Q:
+    """An engagement (METRICS.md "re-opened leads"): a person's activity of an engagement
+    kind, an unsubscribe-link click excepted."""
+    return Q(kind__in=_ENGAGEMENT, is_machine=False) & ~unsubscribe_click_q()
+
+
+def is_unsubscribe_click(kind: str, url: str | None, prefix: str) -> bool:
+    """:func:`unsubscribe_click_q` for an activity's fields (``prefix``:
+    :func:`unsubscribe_link_prefix`, read once per batch)."""
+    return kind == ActivityKind.EMAIL_CLICKED and (url or "").lower().startswith(prefix.lower())
+
+
+def is_click(kind: str, is_machine: bool, url: str | None, prefix: str) -> bool:
+    """:func:`click_q` for an activity's fields."""
+    return (
+        kind == ActivityKind.EMAIL_CLICKED
+        and not is_machine
+        and not is_unsubscribe_click(kind, url, prefix)
+    )
+
+
+def is_engagement(kind: str, is_machine: bool, url: str | None, prefix: str) -> bool:
+    """:func:`engagement_q` for an activity's fields."""
+    return (
+        kind in ENGAGEMENT_KINDS and not is_machine and not is_unsubscribe_click(kind, url, prefix)
+    )
+
+
+def program_unsubscribe_q() -> Q:
+    """An unsubscribe from one nurture program only (module docstring)."""
+    return Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED, details__scope=UNSUBSCRIBE_SCOPE_PROGRAM)
+
+
+def global_unsubscribe_q() -> Q:
+    """An unsubscribe from all email: any other scope, or none. (The key's absence is
+    tested apart: a negated JSON key lookup is NULL, not true, where the key is missing.)"""
+    return Q(kind=ActivityKind.EMAIL_UNSUBSCRIBED) & (
+        Q(details__scope__isnull=True) | ~Q(details__scope=UNSUBSCRIBE_SCOPE_PROGRAM)
+    )
+
+
+def is_program_unsubscribe(kind: str, details) -> bool:
+    """:func:`program_unsubscribe_q` for an activity's fields: it suppresses nothing."""
+    return (
+        kind == ActivityKind.EMAIL_UNSUBSCRIBED
+        and isinstance(details, dict)
+        and details.get("scope") == UNSUBSCRIBE_SCOPE_PROGRAM
+    )
 
 
 class ActivityQuerySet(models.QuerySet):
@@ -17,6 +128,14 @@ class ActivityQuerySet(models.QuerySet):
     def human(self) -> "ActivityQuerySet":
         """Exclude opens flagged as machine opens (privacy proxies, scanners)."""
         return self.exclude(is_machine=True)
+
+    def clicks(self) -> "ActivityQuerySet":
+        """Clicks that count (:func:`click_q`)."""
+        return self.filter(click_q())
+
+    def engagements(self) -> "ActivityQuerySet":
+        """Engagement activities (:func:`engagement_q`)."""
+        return self.filter(engagement_q())
 
 
 class Activity(models.Model):

@@ -57,8 +57,9 @@ EMAIL_KINDS = {
     ActivityKind.EMAIL_UNSUBSCRIBED,
     ActivityKind.EMAIL_COMPLAINED,
 }
-# Activities that show a person engaging (METRICS.md, "re-opened leads"). Machine opens are
-# excluded where the flag is known; sends, deliveries, bounces and complaints are not engagement.
+# The kinds of activity that show a person engaging (METRICS.md, "re-opened leads"); sends,
+# deliveries, bounces and complaints are not engagement. An engagement is also not a
+# machine's nor a click on the unsubscribe link: crm.models.activities.engagement_q.
 ENGAGEMENT_KINDS = {
     ActivityKind.EMAIL_OPENED,
     ActivityKind.EMAIL_CLICKED,

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from crm.models import Activity, ActivityKind, Segment, SegmentMembership
+from crm.models.activities import click_q, open_q
 
 from ..models import EmailSend, Enrollment, Program, Step
 
@@ -177,14 +178,10 @@ def branch_holds(enrollment: Enrollment, step: Step) -> bool:
         )
         if not last:
             return False
-        kinds = [ActivityKind.EMAIL_CLICKED]
-        if kind == "opened":  # a click implies an open (METRICS.md, unique opens)
-            kinds.append(ActivityKind.EMAIL_OPENED)
-        return (
-            Activity.objects.filter(message_id=last, kind__in=kinds, contact_id=contact.pk)
-            .exclude(is_machine=True)
-            .exists()
-        )
+        # METRICS.md "unique opens"/"unique clicks": a click implies an open; a machine's
+        # click or one on the unsubscribe link is no click (crm.models.activities)
+        cond = open_q() if kind == "opened" else click_q()
+        return Activity.objects.filter(cond, message_id=last, contact_id=contact.pk).exists()
     if kind == "score_above":
         return contact.scorecard.score > int(cond.get("value", 0))
     if kind == "in_segment":

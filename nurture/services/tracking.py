@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from crm.ingest import IngestError, activities_record
 from crm.models import Activity, ActivityKind, Contact, EmailStatus, Source
+from crm.models.activities import UNSUBSCRIBE_SCOPE_PROGRAM, global_unsubscribe_q
 
 from ..models import EmailSend, Enrollment
 from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
@@ -113,10 +114,23 @@ def unsubscribe_send(message_id: str) -> EmailSend | None:
 
 
 def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> EmailSend | None:
-    """Unsubscribe the recipient of a send at once (or leave only its program)."""
+    """Unsubscribe the recipient of a send at once (or leave only its program).
+
+    Leaving only the program is recorded as well: an ``email_unsubscribed`` activity of
+    this email with details ``scope="program"`` (``crm.models.activities``), so it counts
+    in the email's unsubscribe rate (METRICS.md) while ``crm.ingest`` leaves the address
+    subscribed and nurture's handler leaves the contact's other programs alone; the exit
+    from this program happens here, at once. Recorded once per email: a second submit,
+    or one after an unsubscribe from all email by the same email, records nothing new.
+    """
     send = unsubscribe_send(message_id)
     if send is None:
         return None
+    unsubscribes = Activity.objects.filter(
+        message_id=send.message_id,
+        contact_id=send.contact_id,
+        kind=ActivityKind.EMAIL_UNSUBSCRIBED,
+    )
     with transaction.atomic():
         if program_only:
             left = enrollments_exit(
@@ -129,6 +143,19 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
                 Enrollment.objects.filter(pk=send.enrollment_id).update(
                     exit_reason=EXIT_UNSUBSCRIBED_PROGRAM
                 )
+            if not unsubscribes.exists():
+                activities_record(
+                    items=[
+                        _item(
+                            send,
+                            ActivityKind.EMAIL_UNSUBSCRIBED,
+                            timezone.now(),
+                            external_id=f"unsub:{send.message_id}:program",
+                            details={"via": "link", "scope": UNSUBSCRIBE_SCOPE_PROGRAM},
+                        )
+                    ],
+                    source=Source.OTHER,
+                )
             return send
         # A repeated POST of one unsubscribe (the mail client's one-click and the person's
         # own click) records it once; a contact re-activated since must be unsubscribed
@@ -138,11 +165,7 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
             .only("email_status")
             .get(pk=send.contact_id)
         )
-        earlier = Activity.objects.filter(
-            message_id=send.message_id,
-            contact_id=send.contact_id,
-            kind=ActivityKind.EMAIL_UNSUBSCRIBED,
-        ).count()
+        earlier = unsubscribes.filter(global_unsubscribe_q()).count()
         if earlier and contact.email_status != EmailStatus.ACTIVE:
             return send  # a retry: the address is suppressed already
         # crm.ingest suppresses the address in the same transaction; nurture's handler

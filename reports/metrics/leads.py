@@ -24,7 +24,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from crm.models import Activity, ContactScore, LifecycleTransition, Stage
-from crm.models.choices import ENGAGEMENT_KINDS
 
 from ..models import (
     LeadScoreDaily,
@@ -164,16 +163,15 @@ def reopened_qs(q: ReportQuery):
     instant is its consequence (scoring dates the MQL an engaging activity causes at that
     activity), so it does not hide the re-opening; and an activity at the very instant of
     a recycle is not "after" it. ``crm.reopenings`` marks re-openings at ingestion by the
-    same rule. Machine opens are not engagement.
+    same rule. Machine activities and clicks on the unsubscribe link are not engagement
+    (``crm.models.activities.engagement_q``).
     """
     recycled_before_end = LifecycleTransition.objects.filter(
         contact_id=OuterRef("contact_id"), to_stage=Stage.RECYCLED, at__lt=q.end_dt
     )
     return (
-        Activity.objects.filter(
-            kind__in=ENGAGEMENT_KINDS, occurred_at__gte=q.start_dt, occurred_at__lt=q.end_dt
-        )
-        .exclude(is_machine=True)
+        Activity.objects.filter(occurred_at__gte=q.start_dt, occurred_at__lt=q.end_dt)
+        .engagements()
         .filter(Exists(recycled_before_end))
         .filter(q.contact_q("contact__"))
         .annotate(stage_then=_stage_at_activity())

@@ -219,3 +219,60 @@ def test_details_are_stored_as_given_flat_nested_or_empty():
     )
     stored = dict(Activity.objects.values_list("external_id", "details"))
     assert stored == {f"d{n}": details for n, details in enumerate(shapes)}
+
+
+@pytest.mark.parametrize(
+    "click",
+    [
+        {"url": "https://CRM.example.com/u/token"},  # the unsubscribe link (host in capitals)
+        {"url": "https://x.example/offer", "is_machine": True},  # a link scanner
+    ],
+    ids=["unsubscribe-link", "machine"],
+)
+def test_a_click_that_is_not_a_click_does_not_reopen_a_recycled_contact(settings, click):
+    """METRICS.md "unique clicks": neither the unsubscribe link's click nor a machine's is a
+    click, so neither is the engagement that re-opens a recycled lead."""
+    settings.SITE_URL = "https://crm.example.com"
+    contact = contact_create(email="a@example.com", created_at=timezone.now() - timedelta(days=10))
+    lifecycle.stage_change(
+        contact=contact, to_stage=Stage.MQL, at=timezone.now() - timedelta(days=5)
+    )
+    lifecycle.stage_change(
+        contact=contact, to_stage=Stage.RECYCLED, at=timezone.now() - timedelta(days=4)
+    )
+    item = {"contact": contact.pk, "kind": "email_clicked", **click}
+    ingest.activities_record(items=[{**item, "occurred_at": _now_iso(timedelta(days=2))}])
+    assert not Reopening.objects.filter(contact=contact).exists()
+    human = {"contact": contact.pk, "kind": "email_clicked", "url": "https://x.example/offer"}
+    ingest.activities_record(items=[{**human, "occurred_at": _now_iso(timedelta(days=1))}])
+    (reopening,) = Reopening.objects.filter(contact=contact)
+    assert reopening.activity.url == "https://x.example/offer"
+
+
+def test_a_program_only_unsubscribe_does_not_suppress_the_address():
+    """``email_unsubscribed`` with details scope "program" (crm.models.activities): the
+    contact left one nurture program and stays subscribed; any other scope suppresses."""
+    left, gone, odd = (contact_create(email=f"{n}@example.com") for n in ("l", "g", "o"))
+    ingest.activities_record(
+        items=[
+            {
+                "contact": left.pk,
+                "kind": "email_unsubscribed",
+                "occurred_at": _now_iso(),
+                "details": {"scope": "program"},
+            },
+            {"contact": gone.pk, "kind": "email_unsubscribed", "occurred_at": _now_iso()},
+            {
+                "contact": odd.pk,
+                "kind": "email_unsubscribed",
+                "occurred_at": _now_iso(),
+                "details": {"scope": "Program"},
+            },
+        ]
+    )
+    statuses = dict(Contact.objects.values_list("email", "email_status"))
+    assert statuses == {
+        "l@example.com": EmailStatus.ACTIVE,
+        "g@example.com": EmailStatus.UNSUBSCRIBED,
+        "o@example.com": EmailStatus.UNSUBSCRIBED,
+    }

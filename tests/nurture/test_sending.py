@@ -491,3 +491,28 @@ def test_sent_at_is_when_the_backend_accepted_each_message(settings, monkeypatch
     first, second = EmailSend.objects.order_by("sent_at")
     assert first.sent_at - now >= timedelta(seconds=6)
     assert second.sent_at - first.sent_at >= timedelta(seconds=6)
+
+
+def test_a_click_on_the_unsubscribe_link_does_not_take_the_clicked_branch():
+    """The provider reports the unsubscribe link's click; the person did not confirm. It is
+    no click (METRICS.md "unique clicks"), so the branch takes the "no" side."""
+    program, e1, e2, e3, _ = _drip()
+    contact = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="manual")
+    enrollments_advance()
+    enrollments_advance()  # to the wait step
+    send = EmailSend.objects.get(contact=contact)
+    activities_record(
+        items=[
+            {
+                "kind": ActivityKind.EMAIL_CLICKED,
+                "occurred_at": timezone.now(),
+                "contact": contact.pk,
+                "message_id": send.message_id,
+                "url": f"https://crm.example.com/u/{send.message_id}",
+            }
+        ]
+    )
+    mail.outbox.clear()
+    enrollments_advance(now=timezone.now() + timedelta(days=2, minutes=1))
+    assert [m.subject for m in mail.outbox] == ["Reminder"]

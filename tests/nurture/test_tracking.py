@@ -154,6 +154,53 @@ def test_unsubscribe_from_one_program_only(client, sent):
     assert contacts_enroll(program=sent.program, contact_ids=[sent.contact_id], source="m") == 0
 
 
+def test_leaving_one_program_counts_as_an_unsubscribe_from_its_email_only(client, sent):
+    """METRICS.md "unsubscribe rate": contacts who unsubscribed from the email ÷ delivered.
+    Leaving only this program is an unsubscribe from this email: recorded (scope
+    "program") and counted in the email report (rollups as a rebuild computes them), but
+    the address stays subscribed and the contact's other programs go on."""
+    from crm.timeline import contact_timeline
+    from reports.facts import facts_reconcile
+    from reports.metrics.email import email_by_campaign
+    from reports.query import ReportQuery, site_tz
+    from reports.rollups import rollups_reconcile
+
+    other = ProgramFactory()
+    StepFactory(program=other)
+    contacts_enroll(program=other, contact_ids=[sent.contact_id], source="m")
+    url = _path(tokens.unsubscribe_url(sent.message_id))
+    assert client.post(url, {"scope": "program"}).status_code == 200
+    assert client.post(url, {"scope": "program"}).status_code == 200  # a double submit
+    (left,) = Activity.objects.filter(kind="email_unsubscribed")
+    assert (left.message_id, left.campaign_id) == (sent.message_id, sent.program.campaign_id)
+    assert left.details["scope"] == "program"
+    sent.contact.refresh_from_db()
+    assert sent.contact.email_status == EmailStatus.ACTIVE
+    assert Enrollment.objects.get(program=sent.program).exit_reason == "unsubscribed_program"
+    assert Enrollment.objects.live().filter(program=other).exists()
+    (entry,) = [e for e in contact_timeline(sent.contact).entries if e.title == "Unsubscribed"]
+    assert "scope: program" in entry.detail  # the contact page says which unsubscribe
+
+    today = timezone.now().astimezone(site_tz()).date()
+    assert rollups_reconcile(day=today) == {"email": {}, "stage": {}}
+    assert facts_reconcile(day=today) == {"email_steps": {}}
+    rows, _ = email_by_campaign(ReportQuery(start=today, end=today + timedelta(days=1)))
+    (row,) = rows
+    assert (row["sent"], row["delivered"], row["unsubscribed"]) == (1, 1, 1)
+    assert (row["unsubscribe_rate"], row["unsubscribe_flag"]) == (1.0, True)
+
+    # Then "from all our emails" from the same link: suppressed, once more an unsubscribe
+    # of that email, still one contact who unsubscribed from it.
+    assert client.post(url, {"scope": "all"}).status_code == 200
+    sent.contact.refresh_from_db()
+    assert sent.contact.email_status == EmailStatus.UNSUBSCRIBED
+    assert Activity.objects.filter(kind="email_unsubscribed").count() == 2
+    assert not Enrollment.objects.live().filter(program=other).exists()
+    rows, _ = email_by_campaign(ReportQuery(start=today, end=today + timedelta(days=1)))
+    assert [r["unsubscribed"] for r in rows if r["campaign_id"] == sent.program.campaign_id] == [1]
+    assert rollups_reconcile(day=today) == {"email": {}, "stage": {}}
+
+
 def test_the_unsubscribe_link_is_not_rewritten_as_a_tracked_click(sent):
     html = mail.outbox[0].alternatives[0][0]
     assert "https://crm.example.com/u/" in html
@@ -178,3 +225,12 @@ def test_the_batch_url_builder_makes_the_same_urls_as_the_functions(monkeypatch)
     assert urls.unsubscribe("m@h") == tokens.unsubscribe_url("m@h")
     token = urls.click("m@h", 2).rsplit("/", 1)[1]
     assert tokens.read(tokens.CLICK, token) == {"m": "m@h", "l": 2}
+
+
+def test_the_unsubscribe_links_start_with_the_prefix_that_tells_their_clicks_apart():
+    """crm.models.activities recognises a click on the unsubscribe link by this prefix
+    (crm imports no nurture code, so it names the URL itself)."""
+    from crm.models.activities import unsubscribe_link_prefix
+
+    assert tokens.Urls().unsubscribe_prefix == unsubscribe_link_prefix()
+    assert tokens.unsubscribe_url("m@x").startswith(unsubscribe_link_prefix())

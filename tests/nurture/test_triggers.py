@@ -196,6 +196,25 @@ def test_an_activity_matching_the_trigger_enrolls_the_contact():
     assert _live(program) == {a.pk, c.pk}
 
 
+def test_a_click_trigger_is_not_fired_by_a_click_that_is_not_a_click():
+    """METRICS.md "unique clicks": a click on the unsubscribe link or a machine's (a link
+    scanner's) is not a click, so it enrolls nobody in a program triggered by clicks."""
+    program = ProgramFactory()
+    StepFactory(program=program)
+    TriggerFactory(program=program, kind="activity", activity_kind="email_clicked")
+    reader, leaving, scanned = ContactFactory(), ContactFactory(), ContactFactory()
+    now = timezone.now()
+    click = {"kind": "email_clicked", "occurred_at": now}
+    activities_record(
+        items=[
+            {**click, "contact": reader.pk, "url": "https://x.example/offer"},
+            {**click, "contact": leaving.pk, "url": "https://CRM.example.com/u/token"},
+            {**click, "contact": scanned.pk, "url": "https://x.example/offer", "is_machine": True},
+        ]
+    )
+    assert _live(program) == {reader.pk}
+
+
 def test_a_date_trigger_enrolls_on_the_anniversary():
     program = ProgramFactory()
     StepFactory(program=program)
@@ -275,6 +294,23 @@ def test_the_goal_action_exits_and_suppression_exits():
     assert reasons == {goal.pk: "goal", unsub.pk: "suppressed"}
     enrollments_advance()
     assert mail.outbox == []
+
+
+def test_a_program_only_unsubscribe_ends_no_other_enrollment_and_enrolls_nobody():
+    """Leaving one program (scope "program": the unsubscribe page exits that program
+    itself) is not a suppression: the contact's other programs go on. No unsubscribe,
+    of either scope, fires an activity trigger: it never enrolls in more email."""
+    program = ProgramFactory()
+    StepFactory(program=program)
+    welcome = ProgramFactory()
+    StepFactory(program=welcome)
+    TriggerFactory(program=welcome, kind="activity", activity_kind="email_unsubscribed")
+    left = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[left.pk], source="m")
+    unsubscribe = {"kind": "email_unsubscribed", "occurred_at": timezone.now()}
+    activities_record(items=[{**unsubscribe, "contact": left.pk, "details": {"scope": "program"}}])
+    assert _live(program) == {left.pk}
+    assert _live(welcome) == set()
 
 
 def test_the_tick_applies_queued_activities_before_it_sends(queued_handlers):

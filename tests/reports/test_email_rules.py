@@ -163,3 +163,26 @@ def test_machine_and_unsubscribe_link_clicks_are_neither_clicks_nor_opens(settin
             "unique_opens": 0,
             "unique_clicks": 0,
         }
+
+
+def test_a_program_only_unsubscribe_counts_in_its_emails_unsubscribe_rate():
+    """METRICS.md "unsubscribe rate": contacts who unsubscribed from the email ÷ delivered.
+    Leaving only the email's program (details scope "program") is unsubscribing from it;
+    an email counts once, in the period of its first unsubscribe of either scope."""
+    a = CampaignFactory(name="A")
+    c = [ContactFactory(created_at=at("2025-01-01")) for _ in range(4)]
+    for i, contact in enumerate(c):
+        rec(contact, K.EMAIL_SENT, "2025-02-27 08:00", a, f"m{i}")
+    rec(c[3], K.EMAIL_BOUNCED, "2025-02-27 08:05", a, "m3", details={"bounce_type": "soft"})
+    program_only = {"details": {"scope": "program", "via": "link"}}
+    rec(c[1], K.EMAIL_UNSUBSCRIBED, "2025-02-28 23:59", a, "m1", **program_only)
+    rec(c[1], K.EMAIL_UNSUBSCRIBED, "2025-03-02 08:00", a, "m1")  # then from all email
+    rec(c[0], K.EMAIL_UNSUBSCRIBED, "2025-03-01 00:00", a, "m0")
+    rec(c[2], K.EMAIL_UNSUBSCRIBED, "2025-03-03 08:00", a, "m2", **program_only)
+    keys = ("sent", "delivered", "unsubscribed", "unsubscribe_rate")
+    for rows, _ in both(FEB):  # 4 sent, 1 bounced; c1 left the program on Feb 28
+        assert pick(rows[0], *keys) == dict(zip(keys, (4, 3, 1, 1 / 3), strict=True))
+    for rows, _ in both(MARCH):  # c0 (all email) and c2 (the program); nothing delivered
+        assert pick(rows[0], *keys) == dict(zip(keys, (0, 0, 2, None), strict=True))
+    statuses = [x.email_status for x in Contact.objects.order_by("pk")]
+    assert statuses == ["unsubscribed", "unsubscribed", "active", "active"]

@@ -82,3 +82,23 @@ def test_ingestion_marks_no_re_opening_at_the_instant_of_the_recycle():
     assert Reopening.objects.get(contact=c).at == at("2025-03-06 09:00")
     assert _figures(MARCH) == (1, 1, [c.pk])
     assert Contact.objects.get(pk=c.pk).stage == Stage.RECYCLED
+
+
+def test_a_click_on_the_unsubscribe_link_is_not_a_re_opening(settings):
+    """An unsubscribe-link click (reported by the provider's click tracking) is no click
+    (METRICS.md "unique clicks"), so no engagement; nor is a machine's click."""
+    settings.SITE_URL = "https://crm.example.com"
+    c = ContactFactory(created_at=at("2025-02-01"))
+    move(c, "lead", "mql", "2025-03-02 09:00")
+    move(c, "mql", "recycled", "2025-03-05 09:00")
+    act(c, K.EMAIL_CLICKED, "2025-03-10 09:00", url="https://CRM.example.com/u/token")
+    act(c, K.EMAIL_CLICKED, "2025-03-11 09:00", url="https://x.example/offer", is_machine=True)
+    assert _figures(MARCH) == (0, 0, [])
+    act(c, K.EMAIL_CLICKED, "2025-03-12 09:00", url="https://x.example/offer")
+    assert _figures(MARCH) == (1, 1, [c.pk])
+    assert list(ReopenedDayFact.objects.values_list("day", "prev_day")) == [
+        (date(2025, 3, 12), None)
+    ]
+    rows = sorted(ReopenedDayFact.objects.values_list("contact_id", "day", "prev_day"))
+    lifecycle_facts_rebuild(contact_ids=[c.pk])
+    assert sorted(ReopenedDayFact.objects.values_list("contact_id", "day", "prev_day")) == rows

@@ -10,6 +10,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -180,6 +181,7 @@ def _dataset(rng, now):
                         "https://x.example/PRICING/a",
                         "https://x.example/careers",
                         "",
+                        f"{settings.SITE_URL}/u/token",  # the unsubscribe link: no click
                     ]
                 ),  # fmt: skip
                 is_machine=kind == K.EMAIL_OPENED and rng.random() < 0.3,

@@ -4,6 +4,7 @@ same scores and hands off the same MQLs as the portable incremental path."""
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,13 @@ pytestmark = pytest.mark.skipif(
 
 K = ActivityKind
 KINDS = [K.PAGE_VISIT, K.EMAIL_CLICKED, K.WEBINAR_ATTENDED, K.FORM_SUBMITTED, K.EMAIL_OPENED]
-URLS = ["https://acme.example/pricing", "https://acme.example/blog", ""]
+# The last: a click on the unsubscribe link, which is not a click (METRICS.md).
+URLS = [
+    "https://acme.example/pricing",
+    "https://acme.example/blog",
+    "",
+    f"{django_settings.SITE_URL.upper()}/u/token",
+]
 FORMS = ["contact-us", "newsletter"]
 
 activity = st.tuples(

@@ -240,3 +240,38 @@ def test_a_recycled_contact_can_become_an_mql_again():
     c.refresh_from_db()
     assert c.stage == Stage.MQL
     assert LifecycleTransition.objects.filter(contact=c, to_stage=Stage.MQL).count() == 2
+
+
+def test_a_click_on_the_unsubscribe_link_earns_no_engagement_points(settings):
+    """METRICS.md "unique clicks": a click on the unsubscribe link (the provider's click
+    tracking reports it) is not a click, so an ``email_clicked`` rule gives it nothing and
+    it ends no inactivity; incremental scoring and a full rescore agree."""
+    settings.SITE_URL = "https://crm.example.com"
+    EngagementRuleFactory(points=3, activity_kind=K.EMAIL_CLICKED)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=60, points=-10)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=90))
+    services.decay_run()
+    assert score(c) == -10
+    record(c, kind=K.EMAIL_CLICKED, url="https://CRM.example.com/u/token")  # host in capitals
+    assert score(c) == -10
+    assert services.scores_rescore_all().entries_created == 0
+    record(c, kind=K.EMAIL_CLICKED, url="https://x.example/offer")
+    assert score(c) == 3  # 3 for the click, and the inactivity penalty lifted
+    assert services.scores_rescore_all().entries_created == 0
+    assert score(c) == 3
+
+
+def test_leaving_one_program_is_not_an_unsubscribe_from_all_email():
+    """A program-only unsubscribe (details scope "program") leaves the address subscribed,
+    so the negative "unsubscribed" rule does not apply; an engagement rule on the
+    ``email_unsubscribed`` kind counts it, as it is an unsubscribe from that email."""
+    NegativeRuleFactory(negative=Rule.Negative.UNSUBSCRIBED, points=-20)
+    c = ContactFactory()
+    record(c, kind=K.EMAIL_UNSUBSCRIBED, details={"scope": "program"})
+    assert score(c) == 0
+    EngagementRuleFactory(points=-5, activity_kind=K.EMAIL_UNSUBSCRIBED)
+    services.scores_rescore_all()
+    assert score(c) == -5
+    record(c, kind=K.EMAIL_UNSUBSCRIBED)  # then from all email
+    assert score(c) == -30
+    assert services.scores_rescore_all().entries_created == 0

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,13 @@ from .factories import EngagementRuleFactory, FitRuleFactory, NegativeRuleFactor
 
 K = ActivityKind
 KINDS = [K.PAGE_VISIT, K.EMAIL_CLICKED, K.WEBINAR_ATTENDED, K.EMAIL_UNSUBSCRIBED]
-URLS = ["https://acme.example/pricing", "https://acme.example/blog", ""]
+# The last: a click on the unsubscribe link, which is not a click (METRICS.md).
+URLS = [
+    "https://acme.example/pricing",
+    "https://acme.example/blog",
+    "",
+    f"{django_settings.SITE_URL.upper()}/u/token",
+]
 
 activity = st.tuples(
     st.integers(0, 2),  # contact

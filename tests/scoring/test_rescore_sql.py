@@ -4,6 +4,7 @@ the same scores and hands off the same MQLs as the portable engine path."""
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 
 K = ActivityKind
 KINDS = [K.PAGE_VISIT, K.EMAIL_CLICKED, K.WEBINAR_ATTENDED, K.FORM_SUBMITTED, K.EMAIL_OPENED]
-URLS = ["https://acme.example/pricing", "https://acme.example/blog", ""]
+# The last: a click on the unsubscribe link, which is not a click (METRICS.md).
+UNSUBSCRIBE = f"{django_settings.SITE_URL.upper()}/u/token"
+URLS = ["https://acme.example/pricing", "https://acme.example/blog", "", UNSUBSCRIBE]
 FORMS = ["contact-us", "newsletter"]
 
 activity = st.tuples(
@@ -186,6 +189,22 @@ def test_an_engagement_no_rule_counts_still_ends_inactivity_on_both_paths():
     statement = _outcome(now, portable=False)
     assert statement == _outcome(now, portable=True)
     assert statement["scores"] == {liked.pk: 0, idle.pk: -5}
+
+
+@pytest.mark.django_db
+def test_an_unsubscribe_link_click_neither_scores_nor_ends_inactivity_on_both_paths():
+    """METRICS.md "unique clicks": a click on the unsubscribe link is not a click."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    now = timezone.now().replace(microsecond=0)
+    EngagementRuleFactory(points=3, activity_kind=K.EMAIL_CLICKED)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=20, points=-5)
+    left, clicked = (ContactFactory(created_at=now - timedelta(days=100)) for _ in range(2))
+    at = now - timedelta(days=2)
+    ActivityFactory(contact=left, kind=K.EMAIL_CLICKED, occurred_at=at, url=UNSUBSCRIBE)
+    ActivityFactory(contact=clicked, kind=K.EMAIL_CLICKED, occurred_at=at, url=URLS[0])
+    statement = _outcome(now, portable=False)
+    assert statement == _outcome(now, portable=True)
+    assert statement["scores"] == {left.pk: -5, clicked.pk: 3}
 
 
 @pytest.mark.django_db

@@ -1,0 +1,82 @@
+"""The program page's per-step funnel (nurture.queries.step_funnel) counts by METRICS.md
+"Email and program engagement", as the email report does."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from crm.ingest import activities_record
+from crm.models import ActivityKind as K
+from crm.models import Contact
+from nurture.models import EmailSend
+from nurture.queries import step_funnel
+from nurture.services.enrollment import contacts_enroll
+from nurture.services.sending import enrollments_advance
+from nurture.services.tracking import contact_unsubscribe
+from tests.factories import CampaignFactory
+from tests.nurture.factories import ContactFactory, ProgramFactory, StepFactory
+
+pytestmark = pytest.mark.django_db
+OFFER = "https://x.example/offer"
+
+
+@pytest.fixture
+def sends():
+    """One email step sent to three contacts; the campaign's goal is a demo request."""
+    program = ProgramFactory(campaign=CampaignFactory(goal_action=K.DEMO_REQUESTED))
+    step = StepFactory(program=program)
+    contacts = [ContactFactory() for _ in range(3)]
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    enrollments_advance()
+    EmailSend.objects.update(sent_at=timezone.now() - timedelta(hours=2))
+    by_contact = {s.contact_id: s for s in EmailSend.objects.filter(step=step)}
+    return program, step, [by_contact[c.pk] for c in contacts]
+
+
+def _record(send, kind, minutes, **extra):
+    item = {"contact": send.contact_id, "kind": kind, "occurred_at": timezone.now()}
+    if kind != K.DEMO_REQUESTED:
+        item.update(message_id=send.message_id, campaign=send.program.campaign_id)
+    item["occurred_at"] -= timedelta(minutes=60 - minutes)
+    activities_record(items=[{**item, **extra}], source="test")
+
+
+def test_machine_and_unsubscribe_link_clicks_are_neither_clicks_nor_opens(sends):
+    program, step, (scanned, leaving, reader) = sends
+    # a link scanner clicks; a demo request follows anyway
+    _record(scanned, K.EMAIL_CLICKED, 1, url=OFFER, is_machine=True)
+    _record(scanned, K.DEMO_REQUESTED, 2)
+    # the provider reports the unsubscribe link's click (host in capitals), then the
+    # unsubscribe itself; a demo request follows too
+    _record(leaving, K.EMAIL_CLICKED, 3, url="https://CRM.example.com/u/token")
+    _record(leaving, K.EMAIL_UNSUBSCRIBED, 3)
+    _record(leaving, K.DEMO_REQUESTED, 4)
+    # the person's own click, then the goal
+    _record(reader, K.EMAIL_CLICKED, 5, url=OFFER)
+    _record(reader, K.DEMO_REQUESTED, 6)
+    assert step_funnel(program)[step.pk] == {
+        "sent": 3,
+        "bounced": 0,
+        "delivered": 3,
+        "opened": 1,
+        "clicked": 1,
+        "unsubscribed": 1,
+        "converted": 1,
+    }
+
+
+def test_leaving_only_this_program_counts_as_unsubscribed(sends):
+    """METRICS.md "unsubscribe rate": contacts who unsubscribed from the email — from all
+    email or, through the unsubscribe page, from this program only."""
+    program, step, (stays, leaves_program, leaves_all) = sends
+    contact_unsubscribe(message_id=leaves_program.message_id, program_only=True)
+    contact_unsubscribe(message_id=leaves_all.message_id)
+    funnel = step_funnel(program)[step.pk]
+    assert (funnel["delivered"], funnel["unsubscribed"]) == (3, 2)
+    statuses = dict(Contact.objects.values_list("pk", "email_status"))
+    assert statuses == {
+        stays.contact_id: "active",
+        leaves_program.contact_id: "active",
+        leaves_all.contact_id: "unsubscribed",
+    }
