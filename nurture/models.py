@@ -237,13 +237,10 @@ class Enrollment(models.Model):
         Program, on_delete=models.CASCADE, related_name="enrollments", db_index=False
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
-    # No index on current_step either: it served only deleting a step (rare; the step's
-    # enrollments are found through enrollment_program_contact, see programs.step_delete),
-    # cost a write on every advance, and with stale statistics for a new step PostgreSQL
-    # chose it over the primary key for the sender's "still on the claimed step" update
-    # and read every enrollment of the step for each batch (128 ms instead of 20).
+    # Indexed (Django's default): deleting a step sets its enrollments' current_step to
+    # NULL by that column alone (the SET_NULL collector).
     current_step = models.ForeignKey(
-        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     next_run_at = models.DateTimeField(null=True, blank=True)
     entered_at = models.DateTimeField()

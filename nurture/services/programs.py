@@ -43,10 +43,7 @@ def step_delete(*, step: Step) -> None:
         .order_by("position", "id")
         .first()
     )
-    # By program first: enrollment_program_contact finds them (current_step has no index).
-    Enrollment.objects.filter(program_id=step.program_id, current_step=step).update(
-        current_step=following
-    )
+    Enrollment.objects.filter(current_step=step).update(current_step=following)
     step.delete()
 
 

@@ -6,11 +6,12 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from crm.ingest import activities_record
-from crm.models import Activity, ActivityKind, EmailStatus
+from crm.models import Activity, ActivityKind, Contact, EmailStatus, Notification
 from nurture.models import EmailSend, Enrollment, Program, Step
 from nurture.services import sending
 from nurture.services.enrollment import contacts_enroll
 from nurture.services.sending import enrollments_advance
+from tests.factories import UserFactory
 from tests.nurture.factories import (
     ContactFactory,
     EmailTemplateFactory,
@@ -516,3 +517,79 @@ def test_a_click_on_the_unsubscribe_link_does_not_take_the_clicked_branch():
     mail.outbox.clear()
     enrollments_advance(now=timezone.now() + timedelta(days=2, minutes=1))
     assert [m.subject for m in mail.outbox] == ["Reminder"]
+
+
+def test_a_worker_killed_after_a_hand_over_skip_exits_the_enrollment_on_recovery(
+    settings, monkeypatch
+):
+    """Review finding: consent withdrawn after the claim makes the hand-over store the send
+    "skipped"; a worker that died before its batch's end left the enrollment leased, and the
+    recovery walked it on through the program (the owner was notified) instead of exiting."""
+    owner = UserFactory()
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    StepFactory(program=program, position=2, kind=Step.Kind.NOTIFY_OWNER, config={"message": "hot"})
+    StepFactory(program=program, position=3, kind=Step.Kind.END)
+    leaving = ContactFactory(owner=owner)
+    contacts_enroll(program=program, contact_ids=[leaving.pk], source="m")
+    claim = sending._claim
+
+    def claim_then_withdraw_consent(**kwargs):
+        batch = claim(**kwargs)
+        Contact.objects.filter(pk=leaving.pk).update(consent_basis="none")
+        return batch
+
+    def killed(batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sending, "_claim", claim_then_withdraw_consent)
+    monkeypatch.setattr(sending, "_finish", killed)
+    now = timezone.now()
+    with pytest.raises(KeyboardInterrupt):
+        enrollments_advance(now=now)
+    monkeypatch.undo()
+    assert EmailSend.objects.get().status == "skipped"
+
+    after = now + timedelta(seconds=settings.NURTURE_SEND_LEASE_SECONDS + 1)
+    enrollments_advance(now=after)
+    enrollments_advance(now=after + timedelta(seconds=1))
+    e = Enrollment.objects.get()
+    assert (e.state, e.exit_reason) == ("exited", "suppressed")
+    assert not Notification.objects.exists()
+    assert mail.outbox == []
+
+
+def test_a_contact_erased_during_the_hand_over_does_not_hold_up_its_batch(monkeypatch):
+    """Review finding: the batch's email_sent activities were built from the sends in
+    memory, so one contact erased (or merged away) after its email went out made the
+    recording refuse the whole batch: no enrollment moved on, no activity was recorded."""
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    second = StepFactory(program=program, position=2)
+    contacts = ContactFactory.create_batch(3)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    sends_update = sending.bulk.sends_update
+
+    def store_then_erase_one(sends):
+        sends_update(sends)
+        Contact.objects.filter(pk=contacts[0].pk).delete()
+
+    monkeypatch.setattr(sending.bulk, "sends_update", store_then_erase_one)
+    assert enrollments_advance().sent == 3
+    assert set(Enrollment.objects.values_list("current_step", flat=True)) == {second.pk}
+    assert Activity.objects.filter(kind=ActivityKind.EMAIL_SENT).count() == 2
+
+
+def test_a_batch_larger_than_one_ingest_call_records_every_email_sent(settings):
+    """Review finding: a batch's email_sent activities went to one activities_record call,
+    which refuses more than ACTIVITY_BATCH_LIMIT items: the mail went out, then the batch's
+    end failed, and so did every later recovery."""
+    settings.ACTIVITY_BATCH_LIMIT = 2
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    second = StepFactory(program=program, position=2)
+    contacts = ContactFactory.create_batch(5)
+    contacts_enroll(program=program, contact_ids=[c.pk for c in contacts], source="m")
+    assert enrollments_advance().sent == 5
+    assert Activity.objects.filter(kind=ActivityKind.EMAIL_SENT).count() == 5
+    assert set(Enrollment.objects.values_list("current_step", flat=True)) == {second.pk}
