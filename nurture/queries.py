@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.db.models import Count, Exists, OuterRef, Q
 
 from crm.models import Activity, ActivityKind
-from crm.models.activities import click_q, open_q
+from crm.models.activities import click_q, converting_click_q, open_q
 
 from .models import LIVE_STATES, EmailSend, Enrollment, Program
-
-CONVERSION_WINDOW = timedelta(days=7)  # METRICS.md "conversion rate": attribution window
 
 
 def programs_with_counts():
@@ -35,8 +31,9 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     person's on any link but the unsubscribe link (a machine's click or the unsubscribe
     link's is no click, and implies no open); unique opens exclude machine opens and
     include clickers; unsubscribed = from all email or from this program only (both
-    unsubscribed from the email, ``crm.models.activities``); conversion = clicked and then
-    did the campaign's goal action within the attribution window (7 days).
+    unsubscribed from the email, ``crm.models.activities``); conversion = a click on the
+    email followed by the campaign's goal action within the attribution window, counted
+    from that click (``converting_click_q``, the email report's definition).
     """
     sends = EmailSend.objects.filter(program=program, status=EmailSend.Status.SENT).annotate(
         bounced=_event(Q(kind=ActivityKind.EMAIL_BOUNCED)),
@@ -46,16 +43,7 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     )
     goal = program.campaign.goal_action
     if goal:
-        sends = sends.annotate(
-            goal_done=Exists(
-                Activity.objects.filter(
-                    contact_id=OuterRef("contact_id"),
-                    kind=goal,
-                    occurred_at__gte=OuterRef("sent_at"),
-                    occurred_at__lt=OuterRef("sent_at") + CONVERSION_WINDOW,
-                ).values("pk")
-            )
-        )
+        sends = sends.annotate(converted=_event(converting_click_q(goal)))
     rows = sends.values("step_id").annotate(
         sent=Count("id"),
         bounced_n=Count("id", filter=Q(bounced=True)),
@@ -63,7 +51,7 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
         clicked_n=Count("contact_id", filter=Q(clicked=True), distinct=True),
         unsubscribed_n=Count("contact_id", filter=Q(unsubscribed=True), distinct=True),
         converted_n=(
-            Count("contact_id", filter=Q(clicked=True, goal_done=True), distinct=True)
+            Count("contact_id", filter=Q(converted=True), distinct=True)
             if goal
             else Count("id", filter=Q(pk__lt=0))
         ),

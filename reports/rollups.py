@@ -10,9 +10,7 @@ from itertools import islice
 from django.db import transaction
 from django.db.models import (
     Count,
-    DateTimeField,
     Exists,
-    ExpressionWrapper,
     F,
     IntegerField,
     OuterRef,
@@ -22,7 +20,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 
 from crm.models import Activity, ActivityKind, LifecycleTransition
-from crm.models.activities import click_q, open_q
+from crm.models.activities import click_q, converting_click_q, open_q
 from crm.models.choices import EMAIL_KINDS, SOCIAL_KINDS
 
 from .models import EmailDaily, StageDaily
@@ -39,7 +37,6 @@ def batched(items, size: int):
 
 
 K = ActivityKind
-CONVERSION_WINDOW = timedelta(days=7)  # METRICS.md "conversion rate": default window
 EMAIL_COUNT_FIELDS = [
     "sent",
     "bounced",
@@ -103,25 +100,6 @@ def first_event(cond: Q) -> Q:
     """The outer activity matches ``cond`` and is its email's first such event (the outer
     query annotates ``camp0``, as :func:`email_activities` does)."""
     return cond & ~Exists(_inner().filter(cond))
-
-
-def goal_actions_after():
-    """The contact's goal actions of the click's campaign within the window after this click
-    (the outer activity), METRICS.md "conversion rate"."""
-    window_end = ExpressionWrapper(
-        OuterRef("occurred_at") + CONVERSION_WINDOW, output_field=DateTimeField()
-    )
-    return Activity.objects.filter(
-        contact_id=OuterRef("contact_id"),
-        kind=OuterRef("campaign__goal_action"),
-        occurred_at__gte=OuterRef("occurred_at"),
-        occurred_at__lte=window_end,
-    )
-
-
-def converting_click_q() -> Q:
-    """A click that counts, followed by its campaign's goal action within the window."""
-    return click_q() & Exists(goal_actions_after())
 
 
 def email_fact_aggregates() -> dict:

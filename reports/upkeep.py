@@ -33,19 +33,19 @@ from django.db.models import BooleanField, Case, Exists, Min, Q, Value, When
 from django.db.models.functions import Coalesce
 
 from crm.models import Activity, ActivityKind, Campaign, Contact
-from crm.models.activities import click_q, is_click, open_q, unsubscribe_link_prefix
+from crm.models.activities import (
+    CONVERSION_WINDOW,
+    click_q,
+    goal_actions_after,
+    is_click,
+    open_q,
+    unsubscribe_link_prefix,
+)
 
 from .fact_writes import _in, _pg, counts_upsert, pg_array
 from .models import EmailDaily, EmailStepDaily, StageDaily
 from .query import site_tz
-from .rollups import (
-    CONVERSION_WINDOW,
-    COUNTED_KINDS,
-    EMAIL_COUNT_FIELDS,
-    FIRST_EVENT_KINDS,
-    STEP_FIELDS,
-    goal_actions_after,
-)
+from .rollups import COUNTED_KINDS, EMAIL_COUNT_FIELDS, FIRST_EVENT_KINDS, STEP_FIELDS
 
 K = ActivityKind
 EmailKey = tuple[int, str, int]  # contact, message id ("" = none), campaign (0 = none)

@@ -28,14 +28,17 @@ click triggers and branches) and the re-opened leads.
   fires an activity trigger (``nurture.handlers``).
 """
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, OuterRef, Q
 
 from .choices import ENGAGEMENT_KINDS, ActivityKind, Stage
 
 _ENGAGEMENT = sorted(ENGAGEMENT_KINDS)
 UNSUBSCRIBE_SCOPE_PROGRAM = "program"
+CONVERSION_WINDOW = timedelta(days=7)  # METRICS.md "conversion rate": the attribution window
 
 
 def unsubscribe_link_prefix() -> str:
@@ -115,6 +118,29 @@ def is_program_unsubscribe(kind: str, details) -> bool:
         and isinstance(details, dict)
         and details.get("scope") == UNSUBSCRIBE_SCOPE_PROGRAM
     )
+
+
+def goal_actions_after(goal_kind=None):
+    """The contact's goal actions from this click (the outer activity) to the end of the
+    attribution window, METRICS.md "conversion rate" ("clicked the email and then did the
+    goal action within the window"): the window opens at the click, not at the send, and
+    its end is inclusive. ``goal_kind``: the goal's activity kind, by default the one of
+    the click's campaign."""
+    window_end = ExpressionWrapper(
+        OuterRef("occurred_at") + CONVERSION_WINDOW, output_field=DateTimeField()
+    )
+    return Activity.objects.filter(
+        contact_id=OuterRef("contact_id"),
+        kind=OuterRef("campaign__goal_action") if goal_kind is None else goal_kind,
+        occurred_at__gte=OuterRef("occurred_at"),
+        occurred_at__lte=window_end,
+    )
+
+
+def converting_click_q(goal_kind=None) -> Q:
+    """A click that counts, followed by the goal action within the window (the email
+    report, its rollups and the program funnel all count conversions by this)."""
+    return click_q() & Exists(goal_actions_after(goal_kind))
 
 
 class ActivityQuerySet(models.QuerySet):

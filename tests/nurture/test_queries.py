@@ -80,3 +80,46 @@ def test_leaving_only_this_program_counts_as_unsubscribed(sends):
         leaves_program.contact_id: "active",
         leaves_all.contact_id: "unsubscribed",
     }
+
+
+def _at(send, kind, when, **extra):
+    item = {"contact": send.contact_id, "kind": kind, "occurred_at": when}
+    if kind != K.DEMO_REQUESTED:
+        item.update(message_id=send.message_id, campaign=send.program.campaign_id)
+    activities_record(items=[{**item, **extra}], source="test")
+
+
+@pytest.fixture
+def sent_long_ago(sends):
+    """The step's emails went out 20 days ago (room for clicks days after the send)."""
+    sent = timezone.now() - timedelta(days=20)
+    EmailSend.objects.update(sent_at=sent)
+    return (*sends, sent)
+
+
+def test_conversion_window_opens_at_the_click_not_at_the_send(sent_long_ago):
+    """METRICS.md "conversion rate": clicked the email *and then* did the goal action within
+    the window (7 days, end inclusive) — counted from the click, as the email report does."""
+    program, step, (late_clicker, on_the_edge, too_late), sent = sent_long_ago
+    # clicks eight days after the send, requests a demo the next day: converted (a window
+    # from the send would miss it)
+    _at(late_clicker, K.EMAIL_CLICKED, sent + timedelta(days=8), url=OFFER)
+    _at(late_clicker, K.DEMO_REQUESTED, sent + timedelta(days=9))
+    # the goal exactly 7 days after the click: converted (the end is inclusive)
+    click = sent + timedelta(minutes=5)
+    _at(on_the_edge, K.EMAIL_CLICKED, click, url=OFFER)
+    _at(on_the_edge, K.DEMO_REQUESTED, click + timedelta(days=7))
+    # a second past the window: not converted
+    _at(too_late, K.EMAIL_CLICKED, click, url=OFFER)
+    _at(too_late, K.DEMO_REQUESTED, click + timedelta(days=7, seconds=1))
+    funnel = step_funnel(program)[step.pk]
+    assert (funnel["clicked"], funnel["converted"]) == (3, 2)
+
+
+def test_a_goal_before_the_click_is_no_conversion(sent_long_ago):
+    """A demo requested after the send but before the click did not follow the click."""
+    program, step, (goal_first, _, _), sent = sent_long_ago
+    _at(goal_first, K.DEMO_REQUESTED, sent + timedelta(hours=1))
+    _at(goal_first, K.EMAIL_CLICKED, sent + timedelta(hours=3), url=OFFER)
+    funnel = step_funnel(program)[step.pk]
+    assert (funnel["clicked"], funnel["converted"]) == (1, 0)
