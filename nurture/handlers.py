@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from crm.events import handler
 from crm.models import ActivityKind, Stage
-from crm.models.activities import is_click, is_program_unsubscribe, unsubscribe_link_prefix
+from crm.models.activities import is_persons, is_program_unsubscribe, unsubscribe_link_prefix
 
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
@@ -37,10 +37,10 @@ SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
 def _matches(trigger: Trigger, activity, link_prefix: str) -> bool:
     if trigger.activity_kind and activity.kind != trigger.activity_kind:
         return False
-    if activity.kind == ActivityKind.EMAIL_CLICKED and not is_click(
-        activity.kind, activity.is_machine, activity.url, link_prefix
-    ):
-        return False  # a machine's click or the unsubscribe link's is no click (METRICS.md)
+    if not is_persons(activity.kind, activity.is_machine, activity.url, link_prefix):
+        # a privacy proxy's open or a scanner's click enrolls nobody; the unsubscribe
+        # link's click is no click (METRICS.md, crm.models.activities)
+        return False
     if trigger.campaign_id and activity.campaign_id != trigger.campaign_id:
         return False
     if trigger.url_pattern and not fnmatch.fnmatch(activity.url or "", trigger.url_pattern):

@@ -3,8 +3,9 @@
 Which activities count as what is defined here once, as ``Q`` conditions for the database
 and as predicates of an activity's fields for Python over a batch (the two must agree;
 tests pin them on both databases). Every app reads them from here: reports (clicks,
-opens), scoring (engagement rules on clicks, inactivity), nurture (the program funnel,
-click triggers and branches) and the re-opened leads.
+opens, conversions), scoring (engagement rules on clicks, inactivity), segments ("did"
+conditions), nurture (the program funnel, activity triggers and branches) and the
+re-opened leads.
 
 * A **click** (METRICS.md "unique clicks") is a person's click on a link of the email:
   not one flagged as a machine's (link scanners), and not one on the unsubscribe link —
@@ -76,6 +77,20 @@ def engagement_q() -> Q:
     return Q(kind__in=_ENGAGEMENT, is_machine=False) & ~unsubscribe_click_q()
 
 
+def persons_q(kind: str) -> Q:
+    """Activities of ``kind`` that are a person's doing — what a condition naming a kind
+    counts (segments' "did"/"did not", nurture's activity triggers and its "activity
+    since" branch), as scoring's engagement rules do: never an event flagged as a
+    machine's (a privacy proxy's open, a link scanner's click), and for ``email_clicked``
+    exactly :func:`click_q`. Choice: ``email_opened`` means a recorded open (a person's),
+    not "an open or a click" as the open *rate* counts (:func:`open_q`): a count of
+    opens must not count an email's click as a second open; "opened or clicked" is an
+    ``any`` of the two."""
+    if kind == ActivityKind.EMAIL_CLICKED:
+        return click_q()
+    return Q(kind=kind, is_machine=False)
+
+
 def is_unsubscribe_click(kind: str, url: str | None, prefix: str) -> bool:
     """:func:`unsubscribe_click_q` for an activity's fields (``prefix``:
     :func:`unsubscribe_link_prefix`, read once per batch)."""
@@ -89,6 +104,13 @@ def is_click(kind: str, is_machine: bool, url: str | None, prefix: str) -> bool:
         and not is_machine
         and not is_unsubscribe_click(kind, url, prefix)
     )
+
+
+def is_persons(kind: str, is_machine: bool, url: str | None, prefix: str) -> bool:
+    """:func:`persons_q` (of the activity's own kind) for an activity's fields."""
+    if kind == ActivityKind.EMAIL_CLICKED:
+        return is_click(kind, is_machine, url, prefix)
+    return not is_machine
 
 
 def is_engagement(kind: str, is_machine: bool, url: str | None, prefix: str) -> bool:

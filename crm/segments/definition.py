@@ -30,6 +30,7 @@ from crm.models import (
     Source,
     Stage,
 )
+from crm.models.activities import persons_q
 
 from .params import SYMBOLIC_NOW, AgoValue, Ids, InIds
 
@@ -526,8 +527,9 @@ def _profile(node: dict, now: datetime) -> Q:
 
 def activity_filter(node: dict, now: datetime) -> Q:
     """The activities a behaviour condition counts (also used by "why is this contact in")."""
-    kind = node.get("did") or node.get("did_not")
-    q = Q(kind=kind)
+    # A person's activities only: a privacy proxy's open or a scanner's click is nobody's
+    # behaviour, nor is the unsubscribe link's click a click (crm.models.activities).
+    q = persons_q(node.get("did") or node.get("did_not"))
     if node.get("campaign") is not None:
         q &= Q(campaign_id=node["campaign"])
     if node.get("url_contains"):

@@ -7,10 +7,11 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.utils import timezone
 
 from crm.models import Activity, ActivityKind, Segment, SegmentMembership
-from crm.models.activities import click_q, open_q
+from crm.models.activities import click_q, open_q, persons_q
 
 from ..models import EmailSend, Enrollment, Program, Step
 
@@ -189,7 +190,6 @@ def branch_holds(enrollment: Enrollment, step: Step) -> bool:
             segment_id=cond.get("segment"), contact_id=contact.pk
         ).exists()
     if kind == "activity_since":
-        return Activity.objects.filter(
-            contact_id=contact.pk, kind=cond.get("kind"), occurred_at__gte=enrollment.entered_at
-        ).exists()
+        since = Q(contact_id=contact.pk, occurred_at__gte=enrollment.entered_at)
+        return Activity.objects.filter(persons_q(cond.get("kind")), since).exists()
     return False

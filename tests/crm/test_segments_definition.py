@@ -183,6 +183,28 @@ def test_it_counts_activities_for_min_and_max_thresholds(people):
     assert matching({"did": v, "min_count": 4}) == set()
 
 
+@override_settings(SITE_URL="https://crm.example.com")
+def test_machine_events_and_unsubscribe_link_clicks_are_nobodys_behaviour(people):
+    """A privacy proxy's open or a link scanner's click is no "did" (crm.models.activities
+    .persons_q), nor is a click on the unsubscribe link a click; opens count the recorded
+    open events, so an email's click is no second open."""
+    ada, bob, cy = people["ada"], people["bob"], people["cy"]
+    opened, clicked = ActivityKind.EMAIL_OPENED, ActivityKind.EMAIL_CLICKED
+    for _ in range(3):
+        ActivityFactory(contact=bob, kind=opened, is_machine=True)  # Apple's proxy
+    ActivityFactory(contact=bob, kind=clicked, is_machine=True, url="https://x.example/a")
+    ActivityFactory(contact=cy, kind=clicked, url="https://CRM.example.com/u/tok")
+    ActivityFactory(contact=ada, kind=opened)
+    ActivityFactory(contact=ada, kind=clicked, url="https://x.example/a")
+    assert matching({"did": "email_opened"}) == ids(people, "ada")
+    assert matching({"did_not": "email_opened"}) == ids(people, "bob", "cy")
+    assert matching({"did": "email_opened", "min_count": 2}) == set()
+    assert matching({"did": "email_clicked"}) == ids(people, "ada")
+    assert matching({"did": "email_clicked", "min_count": 0, "max_count": 0}) == ids(
+        people, "bob", "cy"
+    )
+
+
 def test_it_reads_another_segments_stored_membership(people):
     other = SegmentFactory(kind="static")
     SegmentMembership.objects.create(segment=other, contact=people["bob"], joined_at=NOW)

@@ -519,6 +519,27 @@ def test_a_click_on_the_unsubscribe_link_does_not_take_the_clicked_branch():
     assert [m.subject for m in mail.outbox] == ["Reminder"]
 
 
+def test_an_activity_since_branch_counts_a_persons_activity_only():
+    """A privacy proxy's open since the contact entered is nobody's (persons_q): the
+    "activity since" branch holds only once the person opens."""
+    from nurture.services.steps import branch_holds
+
+    program = ProgramFactory()
+    branch = StepFactory(
+        program=program,
+        kind=Step.Kind.BRANCH,
+        config={"condition": {"type": "activity_since", "kind": "email_opened"}},
+    )
+    contact = ContactFactory()
+    contacts_enroll(program=program, contact_ids=[contact.pk], source="manual")
+    enrollment = Enrollment.objects.get(contact=contact)
+    opened = {"kind": "email_opened", "occurred_at": timezone.now(), "contact": contact.pk}
+    activities_record(items=[{**opened, "is_machine": True}])
+    assert not branch_holds(enrollment, branch)
+    activities_record(items=[opened])
+    assert branch_holds(enrollment, branch)
+
+
 def test_a_worker_killed_after_a_hand_over_skip_exits_the_enrollment_on_recovery(
     settings, monkeypatch
 ):

@@ -215,6 +215,23 @@ def test_a_click_trigger_is_not_fired_by_a_click_that_is_not_a_click():
     assert _live(program) == {reader.pk}
 
 
+def test_a_machine_open_enrolls_nobody():
+    """A privacy proxy opens every email it relays (flagged ``is_machine``): no person
+    opened it, so a program triggered by opens enrolls only the person who did."""
+    program = ProgramFactory()
+    StepFactory(program=program)
+    TriggerFactory(program=program, kind="activity", activity_kind="email_opened")
+    reader, proxied = ContactFactory(), ContactFactory()
+    opened = {"kind": "email_opened", "occurred_at": timezone.now()}
+    activities_record(
+        items=[
+            {**opened, "contact": reader.pk},
+            {**opened, "contact": proxied.pk, "is_machine": True},
+        ]
+    )
+    assert _live(program) == {reader.pk}
+
+
 def test_a_date_trigger_enrolls_on_the_anniversary():
     program = ProgramFactory()
     StepFactory(program=program)
