@@ -233,8 +233,9 @@ def _claim(*, now: datetime, started: float, lease: timedelta, batch_size: int) 
     batch.host = urlsplit(settings.SITE_URL).hostname or "leadcycle.local"
     batch.from_email = settings.DEFAULT_FROM_EMAIL
     batch.mailto = mail.unsubscribe_mailto()
-    batch.unsubscribe_prefix = tokens.unsubscribe_url("x").split("/u/")[0] + "/u/"
     batch.urls = tokens.Urls()
+    # the links left untracked: the ones crm.models.activities recognises as no click
+    batch.unsubscribe_prefix = batch.urls.unsubscribe_prefix
     for siblings in by_program.values():
         for i, s in enumerate(siblings):
             batch.index[s.pk] = i
