@@ -227,8 +227,31 @@ def _classify(esp: str, event) -> tuple[str | None, dict]:
     return None, {}
 
 
+# The fields of a legacy (form-encoded) Mailgun webhook that sign the request, not the event.
+_MAILGUN_SIGNATURE_FIELDS = {"token", "signature", "timestamp"}
+
+
+def _mailgun_event_id(raw: dict) -> str | None:
+    """The event's identity across Mailgun's retries. Anymail's ``event_id`` is the
+    signature's token, which Mailgun draws anew for every attempt: a retried delivery would
+    be recorded twice. ``event-data.id`` is unique within a day, so with the event's own
+    timestamp it names the event; an event without an id, or a legacy form post, is
+    named by its content without the signature."""
+    data = raw.get("event-data")
+    if isinstance(data, dict) and data.get("id"):
+        return f"{data['id']}:{data.get('timestamp')}"
+    if not isinstance(data, dict):  # legacy: the signature's fields sit among the event's
+        data = {k: v for k, v in raw.items() if k not in _MAILGUN_SIGNATURE_FIELDS}
+    if not data:
+        return None
+    body = json.dumps(data, sort_keys=True, default=str)
+    return "h-" + hashlib.sha256(body.encode()).hexdigest()
+
+
 def _event_id(esp: str, event) -> str:
     event_id = event.event_id
+    if esp == "mailgun" and isinstance(event.esp_event, dict):
+        event_id = _mailgun_event_id(event.esp_event) or event_id
     if not event_id:
         # No provider id (e.g. Postmark opens): the body itself identifies a replay.
         body = json.dumps(event.esp_event, sort_keys=True, default=str)

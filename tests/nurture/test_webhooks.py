@@ -171,9 +171,41 @@ def test_every_real_payload_becomes_the_right_activity(client, name):
     if kind == "email_clicked":
         assert activity.details["url"].startswith("http")
 
-    # A replayed delivery of the same event records nothing new.
-    _post(client, name, body)
+    # A replayed delivery of the same event records nothing new — Mailgun signs each
+    # retry with a new token.
+    _post(client, name, body, token="b" * 50)
     assert Activity.objects.count() == 1
+
+
+def test_two_mailgun_events_of_one_message_are_two_activities(client):
+    """The retry identity is the event's (``event-data.id`` and timestamp): a second click
+    on the same email, its own event, is recorded."""
+    body = json.loads((DATA / "mailgun/clicked_event.json").read_text())
+    message_id, recipient = _message_and_recipient("mailgun", body)
+    _send_for(recipient, message_id)
+    _post(client, "mailgun/clicked_event.json", body)
+    second = json.loads(json.dumps(body))
+    second["event-data"]["id"] = "second-click-id"
+    second["event-data"]["timestamp"] += 30
+    _post(client, "mailgun/clicked_event.json", second, token="c" * 50)
+    _post(client, "mailgun/clicked_event.json", second, token="d" * 50)  # its retry
+    assert Activity.objects.filter(kind="email_clicked").count() == 2
+
+
+def test_a_retried_legacy_mailgun_post_is_recorded_once(client):
+    """A legacy (form-encoded) Mailgun webhook has no event id; its retry differs only in
+    the signature's fields, which sit among the event's."""
+    contact = ContactFactory()
+    send = _sent_to(contact)
+    body = {
+        "event": "opened",
+        "recipient": contact.email,
+        "message-id": send.message_id,
+        "user-agent": "Mozilla/5.0",
+    }
+    for token in ("e" * 50, "f" * 50):
+        assert _post(client, "mailgun/legacy.json", body, token=token).status_code == 200
+    assert Activity.objects.filter(kind="email_opened").count() == 1
 
 
 @pytest.mark.parametrize(
