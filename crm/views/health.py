@@ -2,7 +2,11 @@
 
 It also reports the activity queue (crm.activity_queue): batches waiting for their
 handlers, parked ones and the oldest's age — for a monitor to alert on a growing backlog;
-they do not change the status, since the activities themselves are stored.
+and, on PostgreSQL, the age of the oldest transaction that holds the cluster's horizon
+(``oldest_transaction_seconds``): segment triggers read only joins no running transaction
+can precede (crm.models.SegmentChange), so one transaction left open — even idle — holds
+every segment trigger back until it ends (and vacuum with them). Neither changes the
+status: nothing is lost, only delayed.
 """
 
 from django.db import connection
@@ -33,6 +37,23 @@ def _broker_ok() -> tuple[bool, str]:
     return True, "ok"
 
 
+# Transactions with an xid or a snapshot: what pg_snapshot_xmin() waits for. Other
+# databases' and other roles' sessions count only where the role may read their stats
+# (pg_read_all_stats); the application's own sessions always do.
+_OLDEST_TRANSACTION_SQL = """
+    SELECT EXTRACT(EPOCH FROM clock_timestamp() - MIN(xact_start))
+    FROM pg_stat_activity
+    WHERE pid <> pg_backend_pid() AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+"""
+
+
+def _oldest_transaction_seconds() -> float:
+    with connection.cursor() as cursor:
+        cursor.execute(_OLDEST_TRANSACTION_SQL)
+        (age,) = cursor.fetchone()
+    return round(float(age), 1) if age is not None else 0.0
+
+
 @public
 @never_cache
 def healthz(request):
@@ -45,4 +66,9 @@ def healthz(request):
             body["activity_queue"] = queue_status()
         except Exception as exc:  # noqa: BLE001 - the status above still answers
             body["activity_queue"] = exc.__class__.__name__
+        if connection.vendor == "postgresql":
+            try:
+                body["oldest_transaction_seconds"] = _oldest_transaction_seconds()
+            except Exception as exc:  # noqa: BLE001
+                body["oldest_transaction_seconds"] = exc.__class__.__name__
     return JsonResponse(body, status=200 if ok else 503)

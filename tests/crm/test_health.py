@@ -4,7 +4,7 @@ saying which one is down otherwise. Public, never cached, and carries the securi
 import socket
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.db.utils import load_backend
 
 from tests.services import celery_conf
@@ -48,7 +48,10 @@ def database_down(tmp_path):
 def test_it_answers_200_when_database_and_broker_are_up(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    if connection.vendor == "postgresql":  # other sessions' transactions: any age
+        assert body.pop("oldest_transaction_seconds") >= 0
+    assert body == {
         "status": "ok",
         "database": "ok",
         "broker": "ok",
@@ -92,3 +95,39 @@ def test_its_response_carries_the_security_headers(client):
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reports_the_age_of_a_transaction_left_open(client):
+    """On PostgreSQL: a transaction left open (here idle after a write) holds back every
+    segment trigger; /healthz shows how long it has been open, for a monitor to alert on."""
+    import threading
+    import time
+
+    from django.db import transaction
+
+    from crm.models import Company
+
+    if connection.vendor != "postgresql":
+        assert "oldest_transaction_seconds" not in client.get("/healthz").json()
+        return
+    opened, done = threading.Event(), threading.Event()
+
+    def idle_in_transaction():
+        try:
+            with transaction.atomic():
+                Company.objects.create(name="Left open")
+                opened.set()
+                done.wait(timeout=30)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=idle_in_transaction)
+    writer.start()
+    try:
+        assert opened.wait(timeout=30)
+        time.sleep(1.2)
+        assert client.get("/healthz").json()["oldest_transaction_seconds"] >= 1.0
+    finally:
+        done.set()
+        writer.join(timeout=30)
