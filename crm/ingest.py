@@ -176,10 +176,11 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
                 contact_id=int(contact_id) if contact_id is not None else None,
                 email=email,
                 # Only a self-identifying activity by email can create a contact.
+                # Stripped as the contact forms, serializers and CSV import store names.
                 contact_fields={
-                    name: str(raw[name])[:100]
+                    name: value
                     for name in CONTACT_FIELDS
-                    if get(name) not in (None, "")
+                    if get(name) is not None and (value := str(raw[name]).strip()[:100])
                 }
                 if contact_id is None
                 else {},

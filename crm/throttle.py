@@ -5,13 +5,17 @@ every machine sees the same numbers.
 """
 
 import hashlib
+import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
 
 
 def _key(kind: str, value: str) -> str:
-    digest = hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+    # The name as authentication sees it (Django's UsernameField applies NFKC: "ａdmin" is
+    # "admin"), case-folded: every spelling that logs in to one account shares its counter.
+    name = unicodedata.normalize("NFKC", value).strip().casefold()
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
     return f"login-fail:{kind}:{digest}"
 
 

@@ -66,6 +66,20 @@ def test_failed_log_ins_are_throttled_per_user_name(client):
     assert "_auth_user_id" not in client.session
 
 
+def test_look_alike_spellings_of_a_user_name_share_its_counter(client):
+    """Review finding: authentication reads the name NFKC-normalised ("ａdmin", fullwidth
+    a, logs in as "admin"), the throttle counted the name as posted — each look-alike
+    spelling had a counter of its own."""
+    UserFactory(username="admin", role="admin")
+    spellings = ["admin", "ADMIN", "\uff41dmin", "a\uff44min", "\uff21DMIN"]
+    for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        _post_login(client, spellings[attempt % len(spellings)], "wrong", ip=f"10.0.6.{attempt}")
+    for spelling in spellings:
+        refused = _post_login(client, spelling, PASSWORD, ip="10.0.7.1")
+        assert refused.status_code == 200, spelling
+        assert "Too many failed log-ins" in _form_errors(refused)[0]
+
+
 def test_failed_log_ins_are_throttled_per_client_address(client):
     UserFactory(username="innocent", role="sales")
     for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS):

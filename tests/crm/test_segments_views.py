@@ -152,7 +152,7 @@ def test_it_filters_and_exports_members_as_csv(marketing_client, directors):
     assert "No members." in html
     response = marketing_client.get(url, {"format": "csv"})
     body = b"".join(response.streaming_content).decode()
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert "dir@example.com" in body
     assert body.count("\n") == 2
 

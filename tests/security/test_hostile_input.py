@@ -323,6 +323,42 @@ def test_contact_exports_neutralise_formulas(admin_client_, formula_contacts):
     _assert_inert([c.value for c in cells])
 
 
+def test_segment_member_export_neutralises_formulas_and_keeps_blank_cells(
+    admin_client_, formula_contacts
+):
+    """Review finding: the segment members' CSV had a check of its own that missed a tab
+    or CR before a formula, and wrote every blank text cell as a lone quote."""
+    segment = Segment.objects.create(name="Hostile", kind=Segment.Kind.STATIC)
+    segment_members_add(segment=segment, contact_ids=[c.pk for c in formula_contacts])
+    response = admin_client_.get(f"/crm/segments/{segment.pk}/?format=csv")
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
+    assert len(rows) == len(FORMULAS)
+    cells = [v for row in rows for v in row.values()]
+    assert any("HYPERLINK" in c for c in cells), "the hostile values are exported (inert)"
+    _assert_inert(cells)
+    assert "'" not in {row["country"] for row in rows}, "a blank cell exported as a quote"
+
+
+def test_a_web_form_lead_is_stored_with_its_names_stripped():
+    """The API's self-identifying activity creates the contact as forms and imports do:
+    names stripped, so a tab or CR cannot lead a stored value."""
+    activities_record(
+        items=[
+            {
+                "email": "tabbed@example.com",
+                "kind": "form_submitted",
+                "occurred_at": timezone.now(),
+                "first_name": '\t=HYPERLINK("https://evil.example")',
+                "job_title": "\r\n  CTO  ",
+            }
+        ]
+    )
+    contact = Contact.objects.get(email="tabbed@example.com")
+    assert (contact.first_name, contact.job_title) == ('=HYPERLINK("https://evil.example")', "CTO")
+
+
 def test_report_exports_neutralise_formulas(admin_client_, formula_contacts):
     today = timezone.localdate()
     period = f"start={today - timedelta(days=30)}&end={today + timedelta(days=1)}"
