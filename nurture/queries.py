@@ -34,6 +34,11 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     unsubscribed from the email, ``crm.models.activities``); conversion = a click on the
     email followed by the campaign's goal action within the attribution window, counted
     from that click (``converting_click_q``, the email report's definition).
+
+    Every figure counts emails (sends) with the event, as the email report's per-step
+    table does and as sent and delivered do: a contact who re-entered the program and
+    opened the step's email both times is two opens of two delivered emails (each email's
+    recipient is one contact, so per email this is the METRICS.md count of contacts).
     """
     sends = EmailSend.objects.filter(program=program, status=EmailSend.Status.SENT).annotate(
         bounced=_event(Q(kind=ActivityKind.EMAIL_BOUNCED)),
@@ -47,13 +52,11 @@ def step_funnel(program: Program) -> dict[int, dict[str, int]]:
     rows = sends.values("step_id").annotate(
         sent=Count("id"),
         bounced_n=Count("id", filter=Q(bounced=True)),
-        opened_n=Count("contact_id", filter=Q(opened=True), distinct=True),
-        clicked_n=Count("contact_id", filter=Q(clicked=True), distinct=True),
-        unsubscribed_n=Count("contact_id", filter=Q(unsubscribed=True), distinct=True),
+        opened_n=Count("id", filter=Q(opened=True)),
+        clicked_n=Count("id", filter=Q(clicked=True)),
+        unsubscribed_n=Count("id", filter=Q(unsubscribed=True)),
         converted_n=(
-            Count("contact_id", filter=Q(converted=True), distinct=True)
-            if goal
-            else Count("id", filter=Q(pk__lt=0))
+            Count("id", filter=Q(converted=True)) if goal else Count("id", filter=Q(pk__lt=0))
         ),
     )
     funnel = {}

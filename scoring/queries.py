@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime, timedelta
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import (
-    Case,
-    Count,
-    Exists,
-    IntegerField,
-    OuterRef,
-    Q,
-    Subquery,
-    Sum,
-    Value,
-    When,
-)
+from django.db.models import Count, Exists, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
+from crm.filters import day_start
 from crm.models import Contact, LifecycleTransition, Stage
 
 from .models import LedgerEntry, Rule
@@ -87,13 +77,21 @@ def why_qualified(*, contact_ids: list[int], top: int = 3) -> dict[int, list[str
     }
 
 
+def month_start(now: datetime, back: int = 0) -> datetime:
+    """The first instant of the site-time-zone month ``back`` months before ``now``'s
+    (METRICS.md: periods are in the site time zone)."""
+    local = timezone.localdate(now)
+    year, month = divmod(local.year * 12 + local.month - 1 - back, 12)
+    return day_start(date(year, month + 1, 1))
+
+
 def acceptance_by_month(*, months: int = 12, now=None) -> list[dict[str, Any]]:
     """METRICS.md "MQL acceptance rate": accepted ÷ decided (accepted + recycled +
-    disqualified), per calendar month of the decision."""
+    disqualified), per site-time-zone calendar month of the decision: this month and the
+    ``months - 1`` before it, each whole (a partial first month would show a false rate)."""
     now = now or timezone.now()
-    start = (now - timedelta(days=31 * months)).replace(day=1, hour=0, minute=0, second=0)
     rows = (
-        _decisions(start, now)
+        _decisions(month_start(now, months - 1), now)
         .annotate(month=TruncMonth("at"))
         .values("month")
         .annotate(
@@ -159,9 +157,12 @@ def points_per_rule(*, days: int = 90, now=None) -> list[dict[str, Any]]:
     ]
 
 
-def new_lead_scores(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """METRICS.md "lead score profile of new leads": contacts created in [start, end),
-    bucketed by their score as it stood at ``end`` (the ledger up to that moment)."""
+def new_lead_scores(*, start: datetime, end: datetime) -> dict[str, Any]:
+    """METRICS.md "lead score profile of new leads": the contacts created in [start, end)
+    (not those suppressed when created, as "new leads"), by their score as it stood at
+    ``end`` (the ledger up to that moment): the histogram over ``SCORE_BUCKETS``, the
+    median (of an even count the mean of the middle two, as the leads report's) and the
+    count. One grouped read: how many new leads have each score."""
     at_end = (
         LedgerEntry.objects.filter(contact_id=OuterRef("pk"), at__lt=end)
         .order_by()
@@ -169,25 +170,45 @@ def new_lead_scores(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
         .annotate(s=Sum("points"))
         .values("s")
     )
-    whens = []
-    for i, (lo, hi, _label) in enumerate(SCORE_BUCKETS):
-        cond = Q()
-        if lo is not None:
-            cond &= Q(s__gte=lo)
-        if hi is not None:
-            cond &= Q(s__lt=hi)
-        whens.append(When(cond, then=Value(i)))
-    rows = dict(
-        Contact.objects.created_in(start, end)
-        .exclude(created_suppressed=True)
-        .order_by()
-        .annotate(s=Coalesce(Subquery(at_end), Value(0)))
-        .annotate(bucket=Case(*whens, output_field=IntegerField()))
-        .values_list("bucket")
-        .annotate(n=Count("id"))
+    counts = Counter(
+        dict(
+            Contact.objects.created_in(start, end)
+            .exclude(created_suppressed=True)
+            .order_by()
+            .annotate(s=Coalesce(Subquery(at_end), Value(0)))
+            .values_list("s")
+            .annotate(n=Count("id"))
+        )
     )
-    total = sum(rows.values())
-    return [
-        {"label": label, "contacts": rows.get(i, 0), "total": total}
-        for i, (_lo, _hi, label) in enumerate(SCORE_BUCKETS)
+    total = sum(counts.values())
+    buckets = [
+        {
+            "label": label,
+            "contacts": sum(
+                n
+                for score, n in counts.items()
+                if (lo is None or score >= lo) and (hi is None or score < hi)
+            ),
+            "total": total,
+        }
+        for lo, hi, label in SCORE_BUCKETS
     ]
+    return {"buckets": buckets, "median": median_of_counts(counts), "total": total}
+
+
+def median_of_counts(counts: Counter) -> float | int | None:
+    """``statistics.median`` of the multiset ``counts`` (value → how many), without
+    expanding it: the middle value, or the mean of the middle two; None if empty. (The
+    leads report's score profile uses it too.)"""
+    n = sum(counts.values())
+    if not n:
+        return None
+    wanted = [(n - 1) // 2, n // 2]
+    found = []
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        while wanted and wanted[0] < seen:
+            found.append(value)
+            wanted.pop(0)
+    return found[0] if n % 2 else (found[0] + found[1]) / 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -134,8 +132,7 @@ def rescore_detail(request, pk):
 @allow(EVERYONE)
 def health(request):
     now = timezone.now()
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    previous = (month_start - timedelta(days=1)).replace(day=1)
+    this_month, previous = queries.month_start(now), queries.month_start(now, back=1)
     return render(
         request,
         "scoring/health.html",
@@ -144,8 +141,8 @@ def health(request):
             "months": queries.acceptance_by_month(now=now),
             "per_rule": queries.points_per_rule(now=now),
             "profiles": [
-                (previous, queries.new_lead_scores(start=previous, end=month_start)),
-                (month_start, queries.new_lead_scores(start=month_start, end=now)),
+                (previous, queries.new_lead_scores(start=previous, end=this_month)),
+                (this_month, queries.new_lead_scores(start=this_month, end=now)),
             ],
         },
     )

@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from crm.models import Activity, ContactScore, LifecycleTransition, Stage
+from scoring.queries import median_of_counts
 
 from ..models import (
     LeadScoreDaily,
@@ -450,23 +451,6 @@ def _scores_ledger(q: ReportQuery, ms: list, only: set[int]) -> dict[int, Counte
     return counts
 
 
-def _median_of_counts(counts: Counter):
-    """``statistics.median`` of the multiset ``counts`` (value → how many), without
-    expanding it: the middle value, or the mean of the middle two."""
-    n = sum(counts.values())
-    if not n:
-        return None
-    wanted = [(n - 1) // 2, n // 2]
-    found = []
-    seen = 0
-    for value in sorted(counts):
-        seen += counts[value]
-        while wanted and wanted[0] < seen:
-            found.append(value)
-            wanted.pop(0)
-    return found[0] if n % 2 else (found[0] + found[1]) / 2
-
-
 def _profile_out(ms: list, counts: dict[int, Counter]) -> dict[date, dict]:
     out = {}
     for i, (first, _, _) in enumerate(ms):
@@ -476,7 +460,7 @@ def _profile_out(ms: list, counts: dict[int, Counter]) -> dict[date, dict]:
             hist[bucket_label(lo, hi)] = sum(
                 n for v, n in c.items() if (lo is None or v >= lo) and (hi is None or v < hi)
             )
-        out[first] = {"score_histogram": hist, "score_median": _median_of_counts(c)}
+        out[first] = {"score_histogram": hist, "score_median": median_of_counts(c)}
     return out
 
 

@@ -123,3 +123,44 @@ def test_a_goal_before_the_click_is_no_conversion(sent_long_ago):
     _at(goal_first, K.EMAIL_CLICKED, sent + timedelta(hours=3), url=OFFER)
     funnel = step_funnel(program)[step.pk]
     assert (funnel["clicked"], funnel["converted"]) == (1, 0)
+
+
+def test_a_contact_who_received_the_step_twice_counts_per_email_as_the_email_report(sends):
+    """Review finding: sent/delivered counted emails but opens/clicks counted contacts, so
+    a contact who re-entered and clicked both emails was 2 delivered and 1 click; the email
+    report's per-step table counts 2."""
+    from nurture.models import Enrollment
+    from reports.metrics.email import step_counts
+    from reports.query import ReportQuery
+
+    program, step, (first, _, _) = sends
+    Enrollment.objects.filter(pk=first.enrollment_id).update(state=Enrollment.State.COMPLETED)
+    again = Enrollment.objects.create(
+        contact_id=first.contact_id,
+        program=program,
+        state=Enrollment.State.ACTIVE,
+        entered_at=timezone.now() - timedelta(hours=1),
+    )
+    second = EmailSend.objects.create(
+        enrollment=again,
+        step=step,
+        contact_id=first.contact_id,
+        program=program,
+        message_id="<again@x>",
+        status=EmailSend.Status.SENT,
+        sent_at=timezone.now() - timedelta(hours=1),
+    )
+    _record(first, K.EMAIL_CLICKED, 1, url=OFFER)
+    _record(second, K.EMAIL_CLICKED, 2, url=OFFER)
+    _record(second, K.EMAIL_UNSUBSCRIBED, 3)
+    funnel = step_funnel(program)[step.pk]
+    assert (funnel["sent"], funnel["opened"], funnel["clicked"], funnel["unsubscribed"]) == (
+        4,
+        2,
+        2,
+        1,
+    )
+    today = timezone.localdate()
+    period = ReportQuery(start=today - timedelta(days=2), end=today + timedelta(days=1))
+    report = step_counts(period)[(step.pk, program.campaign_id)]
+    assert (report["unique_opens"], report["unique_clicks"]) == (2, 2)
