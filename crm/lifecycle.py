@@ -294,6 +294,31 @@ def stage_import(
     return transition
 
 
+def stage_resync(*, contact: Contact, recycle_round: int) -> None:
+    """After a merge moved another record's history onto the locked ``contact``: its stage
+    becomes the merged history's latest (by time, then record order) and its recycle round
+    the higher of the two records' (``recycle_round``), so round numbers never go back.
+
+    No transition is written and no stage-changed handler runs: the history already holds
+    every move of both records, and a transition for the merge itself would count a
+    stage entry twice in the reports.
+    """
+    latest = (
+        LifecycleTransition.objects.filter(contact_id=contact.pk)
+        .order_by("-at", "-pk")
+        .values("to_stage", "at")
+        .first()
+    )
+    fields = {"recycle_round": max(contact.recycle_round, recycle_round)}
+    if latest is not None:
+        fields |= {"stage": latest["to_stage"], "stage_changed_at": latest["at"]}
+    if all(getattr(contact, name) == value for name, value in fields.items()):
+        return
+    Contact.objects.filter(pk=contact.pk).update(**fields, updated_at=timezone.now())
+    for name, value in fields.items():
+        setattr(contact, name, value)
+
+
 def _clamp(at: datetime | None, last_change: datetime | None) -> datetime:
     """Keep history ordered: a change is never dated before the contact's previous one.
 

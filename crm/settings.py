@@ -312,7 +312,10 @@ CONTACTS_CHANGED_HANDLERS = [
 ]
 # Called inside a contact merge, before the duplicate's other rows are re-pointed and it is
 # deleted (crm.services.contacts.contact_merge).
-CONTACTS_MERGING_HANDLERS = ["nurture.handlers.on_contacts_merging"]
+CONTACTS_MERGING_HANDLERS = [
+    "nurture.handlers.on_contacts_merging",
+    "scoring.handlers.on_contacts_merging",
+]
 # Called by nurture once per batch of enrollments it creates, inside its transaction
 # (event: nurture.services.enrollment.EnrollmentsCreated).
 ENROLLMENTS_CREATED_HANDLERS = ["reports.handlers.on_enrollments_created"]

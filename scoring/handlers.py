@@ -3,12 +3,15 @@
 from django.db import connection
 from django.utils import timezone
 
+from crm.activity_queue import queued_activity_ids
 from crm.events import handler
 from crm.models import Contact
 
 from . import engine, handoff, services
-from .models import Rule
-from .writes import ids_q, int_array
+from .models import LedgerEntry, Rule
+from .writes import Entry, ids_q, int_array
+
+R = LedgerEntry.Reason
 
 
 def _lock(contact_ids) -> list[int]:
@@ -82,12 +85,36 @@ def on_stage_changed(event) -> None:
 
 @handler("in_transaction")
 def on_contacts_changed(event) -> None:
-    """Re-evaluate fit rules (and unsubscribed / hard-bounce rules) for these contacts."""
+    """Re-evaluate fit rules (and unsubscribed / hard-bounce rules) for these contacts;
+    hand off a merged contact whose combined score reaches the threshold (dated at the
+    merge: the person qualifies when the two records become one, not earlier)."""
+    now = event.at or timezone.now()
+    entries = []
+    if "merged" in event.fields:
+        entries = [Entry(c, None, None, 1, now, R.RESCORE) for c in event.contact_ids]
     rules = [r for r in engine.rules_enabled() if engine.is_flag(r)]
-    if not rules:
-        return
-    ids = _lock(event.contact_ids)
-    outcome = engine.reconcile(
-        contact_ids=ids, rules=rules, now=event.at or timezone.now(), mode="fit"
+    if rules:
+        ids = _lock(event.contact_ids)
+        entries += engine.reconcile(contact_ids=ids, rules=rules, now=now, mode="fit").entries
+    handoff.mqls_hand_off(entries=entries)
+
+
+@handler("in_transaction")
+def on_contacts_merging(event) -> None:
+    """The duplicate's ledger moves to the kept contact, which is then reconciled against
+    every rule over the merged activities, as a rescore would (dated at the merge): a
+    once-ever rule both records earned is taken back once, the cached score becomes the
+    merged ledger's sum. Activities still in the activity queue count from their own turn.
+    The hand-off of a contact the merge takes over the threshold waits for the merge's
+    ``contacts_changed`` (:func:`on_contacts_changed`): the merge re-points the other apps'
+    rows (the moved history's report facts) after these handlers, before that event."""
+    keep = event.keep_id
+    LedgerEntry.objects.filter(contact_id=event.duplicate_id).update(contact_id=keep)
+    engine.reconcile(
+        contact_ids=_lock([keep]),
+        rules=engine.rules_enabled(),
+        now=event.at,
+        mode="rescore",
+        all_rules=True,
+        queued=queued_activity_ids(contact_range=(keep, keep + 1)),
     )
-    handoff.mqls_hand_off(entries=outcome.entries)

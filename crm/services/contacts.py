@@ -360,6 +360,7 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         # The kept contact's campaigns from its activities, now both contacts' (bounded).
         campaign_members.members_rebuild(contact_ids=[keep_id])
         LifecycleTransition.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
+        lifecycle.stage_resync(contact=keep, recycle_round=duplicate.recycle_round)
         Deal.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         kept_rounds = Reopening.objects.filter(contact_id=keep_id).values("recycle_round")
         Reopening.objects.filter(contact_id=dup_id).exclude(recycle_round__in=kept_rounds).update(
@@ -373,7 +374,7 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         events.contacts_merging(keep_id=keep_id, duplicate_id=dup_id, at=timezone.now())
         _move_other_relations(dup_id, keep_id)
 
-        changed = set()
+        changed = _merge_suppression(keep, duplicate)
         for name in MERGE_FILL_FIELDS:
             if getattr(keep, name) in ("", None) and getattr(duplicate, name) not in ("", None):
                 setattr(keep, name, getattr(duplicate, name))
@@ -389,6 +390,34 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
     return keep
 
 
+# The person's own "stop" (an unsubscribe, a spam complaint) follows them to the merged
+# record, the stronger first; a hard bounce is the duplicate's address's, which the merge
+# drops, so it does not suppress the kept address.
+PERSON_SUPPRESSION = (EmailStatus.COMPLAINED, EmailStatus.UNSUBSCRIBED)
+
+
+def _merge_suppression(keep: Contact, duplicate: Contact) -> set[str]:
+    """Combine what the two records say about emailing the person; return changed fields.
+
+    Suppression never lifts: the kept record takes the duplicate's unsubscribe or
+    complaint when its own status is weaker (active, hard-bounced, or an unsubscribe
+    against the duplicate's complaint). Consent recorded on either record is the
+    person's: a kept record without any takes the duplicate's basis, time and source.
+    """
+    changed = set()
+    rank = {status: i for i, status in enumerate(PERSON_SUPPRESSION)}
+    theirs, ours = duplicate.email_status, keep.email_status
+    if theirs in rank and rank[theirs] < rank.get(ours, len(rank)):
+        keep.email_status = theirs
+        keep.email_status_changed_at = duplicate.email_status_changed_at
+        changed |= {"email_status", "email_status_changed_at"}
+    if keep.consent_basis == ConsentBasis.NONE and duplicate.consent_basis != ConsentBasis.NONE:
+        for name in ("consent_basis", "consent_given_at", "consent_source"):
+            setattr(keep, name, getattr(duplicate, name))
+            changed.add(name)
+    return changed
+
+
 _HANDLED = {
     Activity,
     CampaignMember,
@@ -401,16 +430,22 @@ _HANDLED = {
 
 
 def _move_other_relations(dup_id: int, keep_id: int) -> None:
-    """Re-point rows of other apps' models at the kept contact, each in a savepoint."""
-    for rel in Contact._meta.related_objects:
-        if not rel.one_to_many or rel.related_model in _HANDLED:
+    """Re-point rows of other apps' models at the kept contact, each in a savepoint —
+    hidden relations too (``related_name="+"``: report facts, the score ledger when no
+    handler moved it). A row its unique rule keeps from moving goes with the duplicate: by
+    cascade, or here for a plain contact-id column (``DO_NOTHING``), which would dangle."""
+    for rel in Contact._meta.get_fields(include_hidden=True):
+        if not (rel.auto_created and not rel.concrete and rel.one_to_many):
             continue
-        if rel.on_delete is not models.CASCADE:
+        if rel.related_model in _HANDLED or rel.on_delete not in (
+            models.CASCADE,
+            models.DO_NOTHING,
+        ):
             continue
+        rows = rel.related_model._base_manager.filter(**{rel.field.name: dup_id})
         try:
             with transaction.atomic():
-                rel.related_model._base_manager.filter(**{rel.field.name: dup_id}).update(
-                    **{rel.field.name: keep_id}
-                )
+                rows.update(**{rel.field.name: keep_id})
         except IntegrityError:
-            pass  # its unique rule forbids two rows for one contact: it goes with the duplicate
+            if rel.on_delete is models.DO_NOTHING:
+                rows.delete()

@@ -118,3 +118,139 @@ def test_an_enrollment_with_sends_cannot_be_deleted_alone():
     # Deleting the contact itself still deletes its enrollments and sends.
     contact.delete()
     assert not Enrollment.objects.exists()
+
+
+# --- Review findings: what a merge must carry over (score, suppression, stage, facts) ------
+
+
+def _pair(**dup_fields):
+    now = timezone.now()
+    keep = services.contact_create(email="keep@example.com", created_at=now - timedelta(days=9))
+    dup = services.contact_create(
+        email="dup@example.com", created_at=now - timedelta(days=1), **dup_fields
+    )
+    return keep, dup
+
+
+def _visit(contact, days_ago, url="https://x.example/pricing"):
+    from crm.ingest import activities_record
+
+    when = timezone.now() - timedelta(days=days_ago)
+    activities_record(
+        items=[{"contact": contact.pk, "kind": "page_visit", "occurred_at": when, "url": url}]
+    )
+
+
+def test_the_duplicates_points_move_and_a_once_ever_rule_counts_once():
+    """The ledger (related_name="+") was deleted with the duplicate: its points vanished."""
+    from scoring.models import LedgerEntry
+    from tests.scoring.factories import EngagementRuleFactory
+
+    EngagementRuleFactory(points=10)  # every visit
+    EngagementRuleFactory(points=25, activity_kind="form_submitted", frequency="once_ever")
+    keep, dup = _pair()
+    _visit(keep, 3)
+    _visit(dup, 2)
+    _visit(dup, 1)
+    for contact in (keep, dup):
+        from crm.ingest import activities_record
+
+        activities_record(
+            items=[{"contact": contact.pk, "kind": "form_submitted", "occurred_at": timezone.now()}]
+        )
+    assert Contact.objects.get(pk=dup.pk).scorecard.score == 45  # 2 × 10 + 25
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    # 3 visits × 10 + the form once: 55; the second form's 25 is taken back by one entry
+    assert Contact.objects.get(pk=kept.pk).scorecard.score == 55
+    assert (
+        sum(LedgerEntry.objects.filter(contact_id=kept.pk).values_list("points", flat=True)) == 55
+    )
+    assert LedgerEntry.objects.filter(contact_id=kept.pk, reason="rescore", points=-25).count() == 1
+
+
+def test_a_merge_that_takes_the_score_over_the_threshold_hands_the_lead_to_sales():
+    from scoring.models import ScoringSettings
+    from tests.scoring.factories import EngagementRuleFactory
+
+    ScoringSettings.objects.update_or_create(pk=1, defaults={"mql_threshold": 50})
+    EngagementRuleFactory(points=30)
+    keep, dup = _pair()
+    _visit(keep, 2)
+    _visit(dup, 1)
+    assert Contact.objects.get(pk=keep.pk).stage == "lead"
+    before = timezone.now()
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert (kept.stage, kept.scorecard.score) == ("mql", 60)
+    mql = kept.transitions.get(to_stage="mql")
+    assert mql.at >= before  # qualified when the records became one
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours", "merged"),
+    [
+        ("unsubscribed", "active", "unsubscribed"),
+        ("complained", "unsubscribed", "complained"),
+        ("complained", "hard_bounced", "complained"),
+        ("unsubscribed", "complained", "complained"),
+        # a bounce belongs to the duplicate's address, which the merge drops
+        ("hard_bounced", "active", "active"),
+    ],
+)
+def test_a_persons_stop_follows_them_to_the_merged_record(theirs, ours, merged):
+    """Review finding: the merged contact kept the older record's "active" status, so a
+    person who unsubscribed under their other address was mailed again."""
+    keep, dup = _pair()
+    Contact.objects.filter(pk=keep.pk).update(email_status=ours)
+    Contact.objects.filter(pk=dup.pk).update(email_status=theirs)
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert kept.email_status == merged
+    assert kept.is_suppressed is (merged != "active")
+
+
+def test_consent_recorded_on_either_record_is_the_persons():
+    keep, dup = _pair()
+    given = timezone.now() - timedelta(days=30)
+    Contact.objects.filter(pk=keep.pk).update(consent_basis="none")
+    Contact.objects.filter(pk=dup.pk).update(
+        consent_basis="consent", consent_given_at=given, consent_source="webinar form"
+    )
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert (kept.consent_basis, kept.consent_given_at, kept.consent_source) == (
+        "consent",
+        given,
+        "webinar form",
+    )
+
+
+def test_the_merged_stage_is_the_merged_historys_latest():
+    """Review finding: the duplicate's history (… → customer) moved, the stage stayed lead."""
+    from crm import lifecycle
+
+    keep, dup = _pair()
+    lifecycle.stage_change(contact=keep, to_stage="mql")
+    lifecycle.stage_change(contact=keep, to_stage="recycled")
+    lifecycle.stage_change(contact=keep, to_stage="mql")
+    lifecycle.stage_change(contact=keep, to_stage="recycled")  # round 2
+    lifecycle.stage_change(contact=dup, to_stage="customer")
+    last = LifecycleTransition.objects.get(contact=dup, to_stage="customer")
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert (kept.stage, kept.stage_changed_at, kept.recycle_round) == ("customer", last.at, 2)
+    # no transition for the merge itself: each stage entry is counted once
+    assert LifecycleTransition.objects.filter(contact=kept, to_stage="customer").count() == 1
+
+
+def test_the_duplicates_report_facts_follow_its_history():
+    """Facts keyed by a plain contact-id column (related_name="+", DO_NOTHING) dangled."""
+    from crm import lifecycle
+    from reports.models import TransitionFact
+
+    keep, dup = _pair()
+    lifecycle.stage_change(contact=dup, to_stage="mql")
+    assert TransitionFact.objects.filter(contact_id=dup.pk).exists()
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    assert not TransitionFact.objects.filter(contact_id=dup.pk).exists()
+    assert TransitionFact.objects.filter(contact_id=kept.pk, transition__to_stage="mql").exists()
