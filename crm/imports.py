@@ -154,11 +154,20 @@ def decode(data: bytes) -> Decoded:
     )
 
 
+class _Dialect(csv.excel):
+    """Excel's quoting (a doubled quote inside a quoted cell is one quote) with the
+    delimiter the file uses."""
+
+
 def _dialect(text: str):
+    """Only the delimiter is sniffed (from the first 8 KB): the sniffer also guesses the
+    quoting from that sample alone, and a sample without a doubled quote made it read a
+    later ``"He said ""hi"", ok"`` as two cells."""
     try:
-        return csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t").delimiter
     except csv.Error:
         return csv.excel
+    return type("Sniffed", (_Dialect,), {"delimiter": delimiter})
 
 
 def read_rows(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -251,6 +260,19 @@ def run_import(*, text: str, kind: str, mapping: list[str], by=None) -> ImportRe
     if missing:
         raise ImportError_(f"Map a column to: {', '.join(sorted(missing))}.")
     report = ImportReport(rows=len(rows))
+    # A row with more cells than the header holds an unquoted delimiter ("Smith, Jr."):
+    # which value belongs to which column is a guess, so the row is refused, not shifted.
+    # (Fewer cells are blanks: some tools leave empty trailing cells out.)
+    too_long = [(line, len(cells)) for line, cells in rows if len(cells) > len(header)]
+    for line, count in too_long:
+        report.errors.append(
+            (
+                line,
+                f"{count} cells but the header has {len(header)}: a value with a "
+                f"delimiter in it needs quotes.",
+            )
+        )
+    rows = [(line, cells) for line, cells in rows if len(cells) <= len(header)]
     runner = _import_contacts if kind == "contacts" else _import_activities
     for start in range(0, len(rows), CHUNK):
         runner(rows[start : start + CHUNK], mapping, report, by)

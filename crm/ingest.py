@@ -139,7 +139,7 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
         occurred_at = _parse_time(get("occurred_at"), latest, item_errors)
         contact_id = get("contact")
         if contact_id is not None and not _is_int(contact_id):
-            _fail(item_errors, "contact", "A contact id is an integer.")
+            _fail(item_errors, "contact", "A contact id is a whole number below 2^63.")
             contact_id = None
         email = get("email")
         email = Contact.normalise_email(str(email)) if email else ""
@@ -149,7 +149,7 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
             _fail(item_errors, "contact", "Give the contact's id or email.")
         campaign_id = get("campaign")
         if campaign_id is not None and not _is_int(campaign_id):
-            _fail(item_errors, "campaign", "A campaign id is an integer.")
+            _fail(item_errors, "campaign", "A campaign id is a whole number below 2^63.")
         external_id = get("external_id")
         if external_id is not None:
             external_id = str(external_id)
@@ -192,7 +192,8 @@ def _parse(items: Sequence[dict[str, Any]]) -> tuple[list[_Item], dict[int, dict
                 details=details,
             )
         )
-    if parsed and not errors:
+    if parsed:
+        # The items with no format error are checked too, so one answer lists every error.
         _check_references(parsed, errors)
     return parsed, errors
 
@@ -482,15 +483,22 @@ def _resolve_contacts(items: list[_Item], *, source: str, by_user) -> set[int]:
     if not by_email:
         return set()
     existing = dict(Contact.objects.filter(email__in=by_email).values_list("email", "pk"))
+    # A new contact is created at its earliest activity of the batch (whatever the items'
+    # order), with each profile field from the earliest item that gives it.
     new_rows: dict[str, dict] = {}
-    for item in items:
-        if item.contact_id is None and item.email not in existing and item.email not in new_rows:
-            new_rows[item.email] = {
+    for item in sorted(items, key=lambda i: (i.occurred_at, i.index)):
+        if item.contact_id is not None or item.email in existing:
+            continue
+        row = new_rows.setdefault(
+            item.email,
+            {
                 "email": item.email,
                 "source": source if source in Source.values else Source.OTHER,
                 "created_at": item.occurred_at,
-                **item.contact_fields,
-            }
+            },
+        )
+        for name, value in item.contact_fields.items():
+            row.setdefault(name, value)
     created = services.contacts_create_bulk(
         rows=new_rows.values(), by_user=by_user, by_system="ingest"
     )
@@ -595,6 +603,8 @@ def _email_ok(email: str) -> bool:
 
 
 def _is_int(value: Any) -> bool:
+    """A row id: a JSON integer or a string of digits, within the database's bigint (a
+    larger one would overflow in the query: a 500 instead of the item's error)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return True
+        return 0 <= value < 2**63
     return isinstance(value, str) and value.isdigit() and len(value) < 19

@@ -170,6 +170,7 @@ class UpsertItemSerializer(serializers.Serializer):
     lead_status = serializers.CharField(required=False, allow_blank=True)
     email_status = serializers.CharField(required=False, allow_blank=True)
     consent_basis = serializers.CharField(required=False, allow_blank=True)
+    consent_source = serializers.CharField(required=False, allow_blank=True)
     attributes = serializers.DictField(required=False)
 
 

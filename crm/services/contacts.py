@@ -50,7 +50,14 @@ EDITABLE_FIELDS = (
     "consent_source",
     "attributes",
 )
-TEXT_LIMITS = {"first_name": 100, "last_name": 100, "job_title": 200, "phone": 50, "timezone": 64}
+TEXT_LIMITS = {
+    "first_name": 100,
+    "last_name": 100,
+    "job_title": 200,
+    "phone": 50,
+    "timezone": 64,
+    "consent_source": 200,
+}
 # Blank fields of the kept contact that a merge fills from the duplicate.
 MERGE_FILL_FIELDS = (
     "first_name",

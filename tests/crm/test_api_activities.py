@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -98,3 +99,33 @@ def test_the_list_filters_and_pins_queries(sales_api, django_assert_num_queries)
     with django_assert_num_queries(1):
         r = sales_api.get(URL, {"contact": contact.pk, "kind": "email_opened"})
     assert len(r.json()["results"]) == 5
+
+
+# --- Review findings -----------------------------------------------------------------------
+
+
+def _iso(delta=timedelta(0)):
+    return (timezone.now() - delta).isoformat()
+
+
+def test_api_batch_lists_every_error_not_only_the_format_ones(marketing_api):
+    contact = services.contact_create(email="a@example.com")
+    batch = [
+        {"contact": contact.pk, "kind": "teleported", "occurred_at": _iso()},
+        {"contact": 999999, "kind": "page_visit", "occurred_at": _iso()},
+        {"email": "ghost@example.com", "kind": "email_opened", "occurred_at": _iso()},
+    ]
+    r = marketing_api.post("/api/v1/activities/", batch, format="json")
+    assert r.status_code == 400
+    # one answer lists them all: the reference checks run beside the format errors
+    assert set(r.json()["errors"]) == {"0", "1", "2"}, r.json()
+
+
+def test_a_huge_contact_id_is_a_400_not_a_500(marketing_api):
+    r = marketing_api.post(
+        "/api/v1/activities/",
+        {"contact": 10**30, "kind": "page_visit", "occurred_at": _iso()},
+        format="json",
+    )
+    assert r.status_code == 400, r.status_code
+    assert "below 2^63" in str(r.json())

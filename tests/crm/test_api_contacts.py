@@ -111,3 +111,13 @@ def test_a_patch_answers_the_whole_contact(marketing_api):
     assert response.status_code == 200
     body = response.json()
     assert (body["first_name"], body["company_name"], body["owner_username"]) == ("Pat", None, None)
+
+
+def test_api_upsert_keeps_consent_source(marketing_api):
+    r = marketing_api.post(
+        "/api/v1/contacts/upsert/",
+        [{"email": "c@example.com", "consent_basis": "consent", "consent_source": "Webinar form"}],
+        format="json",
+    )
+    assert r.status_code == 200, r.json()
+    assert Contact.objects.get().consent_source == "Webinar form"

@@ -125,3 +125,36 @@ def test_imports_are_for_marketing_only(client, persona, status):
     if persona:
         client.force_login(persona)
     assert client.get(reverse("crm:import-upload")).status_code == status
+
+
+def test_import_keeps_the_mapped_consent_source(marketing_user):
+    text = "Email,Consent Basis,Consent Source\na@example.com,consent,Signed form at booth 12\n"
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "contacts")
+    assert mapping == ["email", "consent_basis", "consent_source"]
+    report = imports.run_import(text=text, kind="contacts", mapping=mapping, by=marketing_user)
+    assert (report.created, report.errors) == (1, [])
+    assert Contact.objects.get().consent_source == "Signed form at booth 12"
+
+
+def test_import_row_with_doubled_quotes_after_8kb_is_read_intact(marketing_user):
+    rows = "".join(f'u{i}@example.com,U,"note, {i}"\n' for i in range(400))
+    text = "Email,First Name,Notes\n" + rows + 'z@example.com,Zed,"He said ""hi"", ok"\n'
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "contacts")
+    report = imports.run_import(text=text, kind="contacts", mapping=mapping, by=marketing_user)
+    assert report.errors == []
+    assert Contact.objects.get(email="z@example.com").attributes == {"notes": 'He said "hi", ok'}
+
+
+def test_import_row_with_more_cells_than_the_header_is_an_error(marketing_user):
+    """Review finding: "Smith, Jr." unquoted shifted the row's values and dropped the last
+    one without an error."""
+    text = "Email,Last Name,Job Title\na@example.com,Smith, Jr.,CTO\nb@example.com,Bo,CEO\n"
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "contacts")
+    report = imports.run_import(text=text, kind="contacts", mapping=mapping, by=marketing_user)
+    assert report.errors == [
+        (2, "4 cells but the header has 3: a value with a delimiter in it needs quotes.")
+    ]
+    assert list(Contact.objects.values_list("email", flat=True)) == ["b@example.com"]

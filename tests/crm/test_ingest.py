@@ -4,6 +4,7 @@ import pytest
 from django.utils import timezone
 
 from crm import ingest, lifecycle
+from crm.ingest import activities_record
 from crm.models import Activity, Contact, EmailStatus, Reopening, Stage
 from crm.services import contact_create
 
@@ -276,3 +277,24 @@ def test_a_program_only_unsubscribe_does_not_suppress_the_address():
         "g@example.com": EmailStatus.UNSUBSCRIBED,
         "o@example.com": EmailStatus.UNSUBSCRIBED,
     }
+
+
+def test_new_contact_created_at_is_its_earliest_activity_and_keeps_its_name():
+    activities_record(
+        items=[
+            {
+                "email": "n@example.com",
+                "kind": "page_visit",
+                "occurred_at": timezone.now() - timedelta(days=1),
+            },
+            {
+                "email": "n@example.com",
+                "kind": "form_submitted",
+                "occurred_at": timezone.now() - timedelta(days=20),
+                "first_name": "Nia",
+            },
+        ]
+    )
+    c = Contact.objects.get(email="n@example.com")
+    earliest = Activity.objects.filter(contact=c).order_by("occurred_at").first().occurred_at
+    assert (c.created_at, c.first_name) == (earliest, "Nia")
