@@ -117,14 +117,17 @@ def _move(
     stage allows the move, so each chosen owner goes to a contact that moves.
     """
     chosen = _owners_choose(found, conf=conf)
+    released = [pk for pk, owner in chosen.items() if owner is None]
     transitions = lifecycle.stages_change_bulk(
         to_stage=Stage.MQL,
         at_by_contact=at_by_contact,
         by_system="scoring",
         reason_code="score_threshold",
         activity_by_contact=activity_by_contact,
-        owner_by_contact=chosen,
+        owner_by_contact={pk: owner for pk, owner in chosen.items() if owner is not None},
     )
+    if released:
+        Contact.objects.filter(pk__in=released).update(owner=None)
     new_mqls = [t.contact_id for t in transitions]
     moved = set(new_mqls)
     rows = [row for row in found if row["pk"] in moved]  # id order, as _rows reads them
@@ -186,9 +189,10 @@ def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
     return chosen
 
 
-def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
+def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int | None]:
     """Owners for the ``rows`` (id order) without one that can take them, advancing the
-    round-robin cursor; the caller writes them.
+    round-robin cursor; the caller writes them. ``None``: a row whose owner no longer
+    takes leads and for whom no one else can be chosen — its owner is cleared.
 
     A recycled lead that qualifies again keeps its owner only if that user still takes
     leads: active, sales or admin, not opted out — else it is assigned like a new one (its
@@ -198,7 +202,11 @@ def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]
     rows = [r for r in rows if r["owner_id"] not in kept]
     if not rows:
         return {}
+    # A rule hands leads only to a user who still takes them (as a kept owner must): a rep
+    # who opted out or left sales falls through to the territories and round-robin.
     rules = list(AssignmentRule.objects.filter(enabled=True, user__is_active=True))
+    takers = _owners_taking_leads({r.user_id for r in rules})
+    rules = [r for r in rules if r.user_id in takers]
     pool = _sales_pool()
     with transaction.atomic():
         cursor = (
@@ -216,7 +224,9 @@ def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]
                 candidates = local or [u for u, _ in pool]
                 owner = candidates[cursor % len(candidates)]
                 cursor += 1
-            if owner is not None:
+            # None: the previous owner no longer takes leads and nobody else can — the
+            # lead is released to the team's unassigned queue rather than left with them.
+            if owner is not None or row["owner_id"] is not None:
                 chosen[row["pk"]] = owner
         if cursor != start:
             ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
@@ -278,8 +288,8 @@ def owners_notify(*, contact_ids: Iterable[int]) -> None:
     _notify(_rows(contact_ids), {})
 
 
-def _notify(rows: list[dict], chosen: dict[int, int]) -> None:
-    owned = [(r, chosen.get(r["pk"], r["owner_id"])) for r in rows]
+def _notify(rows: list[dict], chosen: dict[int, int | None]) -> None:
+    owned = [(r, chosen[r["pk"]] if r["pk"] in chosen else r["owner_id"]) for r in rows]
     owned = [(r, owner) for r, owner in owned if owner is not None]
     if not owned:
         return

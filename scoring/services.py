@@ -101,7 +101,10 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
         raise ValidationError(errors)
     conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
     conf.updated_by = by
-    conf.save()
+    # Never the round-robin cursor: a hand-off may move it while this form is open.
+    conf.save(
+        update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
+    )
     return conf
 
 
@@ -288,7 +291,13 @@ def _each_locked_chunk(chunk: int, work) -> None:
 
 
 def recycle_apply(*, transitions) -> int:
-    """Apply the recycle policy to the engagement points of contacts just recycled."""
+    """Apply the recycle policy to the engagement points of contacts just recycled.
+
+    Choice: the policy takes back what each engagement rule *gave* — a rule with a
+    positive total loses all of it (reset) or half, rounded down per rule (halve; the
+    lead keeps the odd point). A rule whose points are negative (a careers-page visit at
+    −10) keeps them: recycling forgives no negative signal, so after a reset the
+    engagement total is the penalties alone, not zero."""
     recycled = {t.contact_id: t.at for t in transitions if t.to_stage == "recycled"}
     if not recycled:
         return 0

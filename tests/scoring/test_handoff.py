@@ -1,13 +1,20 @@
 """Owner assignment for new MQLs: rules first, then territory, then round-robin in the DB."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
-from crm.models import UserProfile
+from crm import lifecycle
+from crm.ingest import activities_record
+from crm.models import Notification, Stage, UserProfile
+from crm.models.choices import ActivityKind as K
 from scoring.handoff import owners_assign
-from scoring.models import ScoringSettings
+from scoring.models import LedgerEntry, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
+from tests.services import celery_conf
 
-from .factories import AssignmentRuleFactory
+from .factories import AssignmentRuleFactory, EngagementRuleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -78,3 +85,106 @@ def test_an_admin_owner_keeps_the_lead():
     boss = UserFactory(username="boss", role="admin")
     c = ContactFactory(owner=boss)
     assert owners_assign(contact_ids=[c.pk]) == {}
+
+
+# --- Review findings: who a lead goes to when its owner or a rule's user left ------------
+
+
+def record(contact, kind=K.DEMO_REQUESTED, at=None):
+    return activities_record(
+        items=[
+            {
+                "kind": kind,
+                "contact": contact.pk,
+                "occurred_at": at or timezone.now() - timedelta(minutes=1),
+            }
+        ]
+    )
+
+
+@pytest.mark.parametrize("gone", ["opted_out", "no_longer_sales"])
+def test_an_assignment_rule_does_not_hand_leads_to_someone_who_no_longer_takes_them(gone):
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    taker = UserFactory(username="rr-a", role="sales")
+    fin = UserFactory(username="fin", role="sales")
+    AssignmentRuleFactory(order=1, industry="Fintech", user=fin)
+    if gone == "opted_out":
+        UserProfile.objects.create(user=fin, accepts_leads=False)
+    else:
+        fin.groups.clear()
+        from django.contrib.auth.models import Group
+
+        fin.groups.add(Group.objects.get_or_create(name="marketing")[0])
+    c = ContactFactory(company=CompanyFactory(industry="fintech"))
+    record(c)
+    c.refresh_from_db()
+    assert c.stage == Stage.MQL
+    assert c.owner == taker, f"assigned to {c.owner}"
+    assert not Notification.objects.filter(user=fin).exists()
+
+
+def test_a_requalified_lead_of_a_departed_rep_is_not_notified_to_them_when_nobody_takes_leads():
+    ScoringSettings.objects.create(pk=1, mql_threshold=30, recycle_policy="reset")
+    EngagementRuleFactory(points=30, activity_kind=K.DEMO_REQUESTED)
+    old = UserFactory(username="left", role="sales")
+    c = ContactFactory(owner=old, created_at=timezone.now() - timedelta(days=5))
+    record(c, at=timezone.now() - timedelta(days=3))
+    c.refresh_from_db()
+    assert c.stage == Stage.MQL
+    lifecycle.stage_change(
+        contact=c,
+        to_stage=Stage.RECYCLED,
+        reason_code="no_budget",
+        at=timezone.now() - timedelta(days=2),
+    )
+    old.is_active = False
+    old.save()
+    Notification.objects.all().delete()
+    with celery_conf(task_always_eager=True):
+        record(c)
+    c.refresh_from_db()
+    assert c.stage == Stage.MQL
+    # The rep left: the lead must not stay theirs nor be announced to them.
+    assert not Notification.objects.filter(user=old).exists()
+    assert c.owner_id is None  # released to the team's unassigned queue
+
+
+def test_recycling_takes_back_what_each_rule_gave_and_keeps_penalties():
+    """The documented choice (scoring.services.recycle_apply): halve takes half of each
+    positive rule's points, rounded down per rule; penalties stay."""
+    from scoring.models import Rule
+
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000, recycle_policy="halve")
+    EngagementRuleFactory(points=41, activity_kind=K.DEMO_REQUESTED)
+    EngagementRuleFactory(points=-10, activity_kind=K.PAGE_VISIT)
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=5))
+    record(c, kind=K.DEMO_REQUESTED)
+    record(c, kind=K.PAGE_VISIT)
+    c.refresh_from_db()
+    assert c.scorecard.score == 31
+    lifecycle.stage_change(contact=c, to_stage=Stage.MQL)
+    lifecycle.stage_change(contact=c, to_stage=Stage.RECYCLED, reason_code="no_budget")
+    c.refresh_from_db()
+    engagement = LedgerEntry.objects.filter(contact=c, rule__kind=Rule.Kind.ENGAGEMENT)
+    assert sum(e.points for e in engagement) == 21 - 10  # 41 − 20 (half, rounded down) − 10
+    assert c.scorecard.score == 11
+
+
+def test_saving_the_settings_leaves_the_round_robin_cursor_alone(monkeypatch):
+    """Review finding: the settings save wrote back the cursor it had loaded, so a hand-off
+    that moved it meanwhile was undone and some reps got extra leads."""
+    from scoring import services
+
+    conf = ScoringSettings.objects.create(pk=1, rr_position=3)
+    load = ScoringSettings.load
+
+    def load_then_hand_off():
+        loaded = load()
+        ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=7)  # a hand-off
+        return loaded
+
+    monkeypatch.setattr(ScoringSettings, "load", staticmethod(load_then_hand_off))
+    services.settings_update(data={"mql_threshold": 80})
+    conf.refresh_from_db()
+    assert (conf.mql_threshold, conf.rr_position) == (80, 7)
