@@ -1,6 +1,7 @@
 """Automation rules (program triggers) in the register, and what changed on an item.
 
-An automation rule's start is its program's start. Its entrants are the program's
+An automation rule starts with its program, or when it is added to a running one (the
+register's first sync after it, ``triggers``). Its entrants are the program's
 enrollments that entered through that kind of trigger (``Enrollment.source``): a program
 with two triggers of the same kind shares that count between them.
 """
@@ -21,18 +22,23 @@ class Edit:
 
 
 def triggers(*, now: datetime) -> Iterator[dict]:
-    from nurture.models import Trigger
+    from nurture.models import Program, Trigger
 
     from .models import ReviewItem
     from .snapshots import _program_start
 
-    for t in Trigger.objects.select_related("program__campaign").order_by("pk"):
+    triggers = Trigger.objects.select_related("program__campaign").exclude(
+        program__status=Program.Status.ARCHIVED
+    )
+    for t in triggers.order_by("pk"):
         yield {
             "type": ReviewItem.Type.AUTOMATION,
             "object_id": t.pk,
             "name": f"{t.program.name}: {t.get_kind_display().lower()}",
             "owner_id": t.program.campaign.owner_id,
-            "started_at": _program_start(t.program) or now,
+            # A rule added to a running program starts when it appears (the first sync
+            # after it was made: a trigger has no time of its own), not with its program.
+            "started_at": max(_program_start(t.program) or now, now),
         }
 
 

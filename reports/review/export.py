@@ -11,6 +11,7 @@ import csv
 import io
 from collections import defaultdict
 
+from django.utils import timezone
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
@@ -49,13 +50,15 @@ def _sheet_rows(item_type: str) -> tuple[list[str], list[list]]:
     """Header and rows of one sheet; content rows come grouped under type headings."""
     items = list(ReviewItem.objects.filter(type=item_type).order_by("content_type", "name", "pk"))
     reviews = Review.objects.filter(item__in=items).order_by("reviewed_at")
-    by_item: dict[int, dict] = defaultdict(dict)
+    # A column per site-time-zone day with a review; two reviews of one item on one day
+    # share its cell, in order (the register is an audit record: none may drop out).
+    by_item: dict[int, dict] = defaultdict(lambda: defaultdict(list))
     dates = []
     for review in reviews:
-        day = review.reviewed_at.date()
+        day = timezone.localtime(review.reviewed_at).date()
         if day not in dates:
             dates.append(day)
-        by_item[review.item_id][day] = review
+        by_item[review.item_id][day].append(review)
     header = ["Name", "Baseline", *[d.isoformat() for d in dates]]
     rows: list[list] = []
     group = None
@@ -67,14 +70,13 @@ def _sheet_rows(item_type: str) -> tuple[list[str], list[list]]:
         baseline = format_figures(item_type, item.baseline)
         if item.baseline_source == "manual":
             baseline = f"{baseline} (entered by hand)"
-        cells = []
-        for day in dates:
-            review = by_item[item.pk].get(day)
-            cells.append(
+        cells = [
+            " / ".join(
                 f"{review.get_decision_display()}: {format_figures(item_type, review.metrics)}"
-                if review
-                else ""
+                for review in by_item[item.pk].get(day, ())
             )
+            for day in dates
+        ]
         rows.append([item.name, baseline, *cells])
     return header, rows
 

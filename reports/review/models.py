@@ -87,6 +87,13 @@ class ReviewItem(models.Model):
         ordering = ["type", "content_type", "name"]
         constraints = [
             models.UniqueConstraint(fields=["type", "object_id"], name="review_item_unique"),
+            # The rule sets (no object id): NULLs never collide in the constraint above, so
+            # two first syncs at once could each insert one.
+            models.UniqueConstraint(
+                fields=["type"],
+                condition=models.Q(object_id__isnull=True),
+                name="review_item_unique_rule_set",
+            ),
             models.CheckConstraint(
                 condition=models.Q(cadence_days__gt=0), name="review_cadence_positive"
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from . import snapshots
@@ -39,6 +40,9 @@ def register_sync(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     wanted = list(snapshots.reviewable_objects(now=now))
     existing = {(i.type, i.object_id): i for i in ReviewItem.objects.all()}
+    # An item retired by its review stays retired; only one deactivated because its object
+    # was gone (or archived) comes back with it.
+    retired = _retired_ids([i.pk for i in existing.values() if not i.active])
     new, renamed = [], []
     seen = set()
     for obj in wanted:
@@ -47,9 +51,9 @@ def register_sync(*, now: datetime | None = None) -> int:
         item = existing.get(key)
         if item is None:
             new.append(_new_item(**obj))
-        elif item.name != obj["name"][:200] or not item.active:
+        elif item.name != obj["name"][:200] or (not item.active and item.pk not in retired):
             item.name = obj["name"][:200]
-            item.active = True
+            item.active = item.active or item.pk not in retired
             renamed.append(item)
     gone = [i.pk for key, i in existing.items() if key not in seen and i.active]
     with transaction.atomic():
@@ -59,6 +63,20 @@ def register_sync(*, now: datetime | None = None) -> int:
     for item in ReviewItem.objects.filter(baseline_source="", active=True):
         baseline_compute(item=item)
     return len(new)
+
+
+def _retired_ids(item_ids: list[int]) -> set[int]:
+    """Which of these items' latest review retired them (one query)."""
+    if not item_ids:
+        return set()
+    reviews = Review.objects.filter(item_id=OuterRef("pk"))
+    latest = reviews.order_by("-reviewed_at", "-pk").values("decision")
+    return set(
+        ReviewItem.objects.filter(pk__in=item_ids)
+        .annotate(last=Subquery(latest[:1]))
+        .filter(last=Review.Decision.RETIRE)
+        .values_list("pk", flat=True)
+    )
 
 
 def baseline_compute(*, item: ReviewItem) -> ReviewItem:

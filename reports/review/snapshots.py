@@ -51,7 +51,9 @@ def reviewable_objects(*, now: datetime) -> Iterator[dict]:
 
     from . import automation
 
-    for p in Program.objects.select_related("campaign").order_by("pk"):
+    # An archived program (and its triggers) is no longer audited: it leaves the register.
+    programs = Program.objects.select_related("campaign").exclude(status=Program.Status.ARCHIVED)
+    for p in programs.order_by("pk"):
         yield {
             "type": T.PROGRAM,
             "object_id": p.pk,

@@ -15,8 +15,10 @@ from crm.models import Stage
 from crm.services import contact_create
 from reports.review import services
 from reports.review.digest import review_digest_send
+from reports.review.export import _sheet_rows
 from reports.review.models import ContentAsset, Review, ReviewItem
 from reports.review.register import mql_acceptance_rate, register_rows
+from tests.nurture.factories import ProgramFactory, TriggerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -347,3 +349,97 @@ def trends_short(item):
     from reports.review.trends import short_term
 
     return short_term(item)
+
+
+# --- Review findings ----------------------------------------------------------------------
+
+
+def test_a_retired_program_stays_retired_after_the_weekly_refresh():
+    program = ProgramFactory(name="Old drip")
+    services.register_sync()
+    item = ReviewItem.objects.get(type=T.PROGRAM, object_id=program.pk)
+    services.review_record(item=item, reviewer=None, decision="retire")
+    assert item.pk not in {r.item.pk for r in register_rows()}
+    services.register_sync()  # "Refresh register" / reports.tasks.review_digest every Monday
+    assert item.pk not in {r.item.pk for r in register_rows()}
+
+
+def test_an_archived_program_is_not_due_for_review():
+    from nurture.models import Program
+
+    program = ProgramFactory(name="Archived drip", status=Program.Status.ARCHIVED)
+    TriggerFactory(program=program)
+    program.campaign.start_date = (timezone.now() - timedelta(days=400)).date()
+    program.campaign.save()
+    services.register_sync()
+    assert not [r for r in register_rows() if r.item.type in (T.PROGRAM, T.AUTOMATION)]
+    # archiving a registered program takes it (and its rules) off the register
+    live = ProgramFactory(name="Live drip")
+    services.register_sync()
+    assert ReviewItem.objects.filter(object_id=live.pk, type=T.PROGRAM, active=True).exists()
+    live.status = Program.Status.ARCHIVED
+    live.save()
+    services.register_sync()
+    assert not ReviewItem.objects.filter(object_id=live.pk, type=T.PROGRAM, active=True).exists()
+
+
+def test_a_trigger_added_today_is_first_due_30_days_from_now():
+    program = ProgramFactory(name="Year-old program")
+    program.campaign.start_date = (timezone.now() - timedelta(days=365)).date()
+    program.campaign.save()
+    services.register_sync()
+    TriggerFactory(program=program)  # a new automation rule starts today
+    services.register_sync()
+    row = next(r for r in register_rows() if r.item.type == T.AUTOMATION)
+    assert row.overdue is False, row.next_due
+    assert row.next_due >= timezone.now() + timedelta(days=29)
+
+
+def test_two_reviews_on_one_day_both_reach_the_export():
+    item = ReviewItem.objects.create(
+        type=T.PROGRAM,
+        object_id=99,
+        name="P",
+        started_at=timezone.now() - timedelta(days=100),
+        first_review_days=90,
+        cadence_days=90,
+    )
+    at = timezone.now()
+    services.review_record(item=item, reviewer=None, decision="keep", at=at - timedelta(hours=1))
+    services.review_record(item=item, reviewer=None, decision="change", at=at)
+    assert Review.objects.filter(item=item).count() == 2
+    header, rows = _sheet_rows(T.PROGRAM)
+    assert len(header) == 3  # one day
+    assert rows[0][2].startswith("Keep: ")
+    assert " / Change: " in rows[0][2]
+
+
+def test_export_dates_reviews_in_the_site_time_zone(settings):
+    settings.TIME_ZONE = "America/Los_Angeles"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    item = ReviewItem.objects.create(
+        type=T.PROGRAM,
+        object_id=98,
+        name="P",
+        started_at=timezone.now() - timedelta(days=100),
+        first_review_days=90,
+        cadence_days=90,
+    )
+    at = datetime(2025, 3, 3, 20, 0, tzinfo=ZoneInfo("America/Los_Angeles"))  # 04:00 UTC on the 4th
+    services.review_record(item=item, reviewer=None, decision="keep", at=at)
+    header, rows = _sheet_rows(T.PROGRAM)
+    assert header[2] == "2025-03-03", header  # the day in Los Angeles, not UTC's 4 March
+
+
+def test_two_concurrent_first_syncs_cannot_make_two_scoring_items(monkeypatch):
+    """Simulates two workers (page GET on an empty register + the Monday task) that both
+    read ``existing`` before either inserted: the unique constraint should stop the second."""
+    real = ReviewItem.objects.all
+    snapshot = list(real())  # empty: what both workers saw
+    services.register_sync()
+    monkeypatch.setattr(ReviewItem.objects, "all", lambda: snapshot)
+    services.register_sync()  # the second worker, with its stale read
+    monkeypatch.undo()
+    assert ReviewItem.objects.filter(type=T.SCORING).count() == 1
