@@ -126,9 +126,13 @@ def _outcome(now, *, portable, before=None, after_pass=None):
         "contact_id", "rule_id", "activity__kind", "activity__occurred_at", "points", "at", "reason"
     )
     result = {
-        # Fit entries of the merge's "contacts changed" handler are dated by the clock.
+        # Entries of the merge's handlers (the fit rules of its "contacts changed", the
+        # reconcile of its "contacts merging") are dated by the clock: after ``now``.
         "entries": sorted(
-            (e[:5] + (None if e[6] == LedgerEntry.Reason.FIT else e[5], e[6]) for e in entries),
+            (
+                e[:5] + (None if e[6] == LedgerEntry.Reason.FIT or e[5] > now else e[5], e[6])
+                for e in entries
+            ),
             key=repr,
         ),
         "scores": dict(Contact.objects.values_list("pk", "scorecard__score")),
