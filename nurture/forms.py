@@ -94,8 +94,10 @@ class StepForm(forms.ModelForm):
         model = Step
         fields = ["kind", "template"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, program=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # The step's program: a branch may target only its steps.
+        self.program = program or (self.instance.program if self.instance.program_id else None)
         cfg = self.instance.config or {}
         cond = cfg.get("condition") or {}
         self.initial.update(
@@ -118,7 +120,10 @@ class StepForm(forms.ModelForm):
             return data
         try:
             self.config = step_config_check(
-                kind=kind, config=self._config(kind, data), template=data.get("template")
+                kind=kind,
+                config=self._config(kind, data),
+                template=data.get("template"),
+                program=self.program,
             )
         except ValidationError as exc:
             for key, messages in exc.message_dict.items():

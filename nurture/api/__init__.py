@@ -37,7 +37,7 @@ class ProgramViewSet(viewsets.ModelViewSet):
     def steps(self, request, pk=None):
         program = self.get_object()
         if request.method == "POST":
-            serializer = s.StepSerializer(data=request.data)
+            serializer = s.StepSerializer(data=request.data, context={"program": program})
             serializer.is_valid(raise_exception=True)
             data = {k: v for k, v in serializer.validated_data.items() if k != "position"}
             step = step_append(program=program, **data)

@@ -22,7 +22,10 @@ class StepSerializer(serializers.ModelSerializer):
         template = data.get("template", getattr(self.instance, "template", None))
         try:
             # The step form's rules: what the sender reads is checked whichever way it came.
-            data["config"] = step_config_check(kind=kind, config=config, template=template)
+            program = self.context.get("program") or getattr(self.instance, "program", None)
+            data["config"] = step_config_check(
+                kind=kind, config=config, template=template, program=program
+            )
         except DjangoValidationError as exc:
             errors = exc.message_dict
             config_errors = {k: v for k, v in errors.items() if k not in ("kind", "template")}

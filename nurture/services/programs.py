@@ -7,10 +7,19 @@ from django.db.models import Max
 
 from ..models import Program, Step, Trigger
 
+EXIT_ARCHIVED = "archived"
 
+
+@transaction.atomic
 def program_set_status(*, program: Program, status: str) -> Program:
-    """Pause keeps every enrollment where it is; resuming picks up overdue steps."""
+    """Pause keeps every enrollment where it is; resuming picks up overdue steps.
+    Archiving ends the live enrollments (exit reason "archived"): an archived program sends
+    nothing again, so none may count as "in the program" or wait to fire all at once."""
+    from .enrollment import enrollments_exit
+
     Program.objects.filter(pk=program.pk).update(status=status)
+    if status == Program.Status.ARCHIVED:
+        enrollments_exit(queryset=program.enrollments.all(), reason=EXIT_ARCHIVED)
     program.status = status
     return program
 
@@ -34,14 +43,39 @@ def step_move(*, step: Step, up: bool) -> None:
 
 @transaction.atomic
 def step_delete(*, step: Step) -> None:
-    """Delete a step; enrollments standing on it move on to the following step."""
+    """Delete a step; what pointed at it points at the step that followed it.
+
+    Enrollments standing on it move on to that step — those waiting on a deleted wait
+    step become due for it at the time their wait ends. A branch side that led to it leads
+    to that step; when it was the last step, to a new "end" step (the side ends, as it
+    did), never to an id the sender cannot find.
+    """
     from ..models import Enrollment
 
-    following = (
-        Step.objects.filter(program_id=step.program_id, position__gte=step.position)
-        .exclude(pk=step.pk)
-        .order_by("position", "id")
-        .first()
+    siblings = Step.objects.select_for_update().filter(program_id=step.program_id)
+    steps = list(siblings.order_by("position", "id"))
+    later = [s for s in steps if s.pk != step.pk and (s.position, s.pk) > (step.position, step.pk)]
+    following = later[0] if later else None
+    branches = [
+        s
+        for s in steps
+        if s.kind == Step.Kind.BRANCH
+        and step.pk in ((s.config or {}).get("yes_step"), (s.config or {}).get("no_step"))
+    ]
+    if branches and following is None:
+        following = step_append(program=step.program, kind=Step.Kind.END)
+    for branch in branches:
+        branch.config = {
+            **branch.config,
+            **{
+                key: following.pk
+                for key in ("yes_step", "no_step")
+                if branch.config.get(key) == step.pk
+            },
+        }
+        branch.save(update_fields=["config"])
+    Enrollment.objects.filter(current_step=step, state=Enrollment.State.WAITING).update(
+        current_step=following, state=Enrollment.State.ACTIVE
     )
     Enrollment.objects.filter(current_step=step).update(current_step=following)
     step.delete()

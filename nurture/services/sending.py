@@ -370,12 +370,23 @@ def _step(batch: _Batch, e: Enrollment, step: Step | None) -> tuple[tuple | None
     if step is None or step.kind == Step.Kind.END:
         return (Enrollment.State.COMPLETED, None, None, ""), None
     if step.kind == Step.Kind.WAIT:
-        nxt = batch.next_step(step)
-        return (Enrollment.State.WAITING, nxt.pk if nxt else None, _wait(step, batch.now), ""), None
+        if e.state == Enrollment.State.WAITING:
+            # The wait is over: on to the step after it *now* (one added or moved while
+            # the contact waited counts).
+            e.state = Enrollment.State.ACTIVE
+            return None, batch.next_step(step)
+        return (Enrollment.State.WAITING, step.pk, _wait(step, batch.now), ""), None
     if step.kind == Step.Kind.BRANCH:
         cfg = step.config or {}
         target = cfg.get("yes_step") if step_logic.branch_holds(e, step) else cfg.get("no_step")
-        return None, batch.step_by_id(e.program_id, target) if target else batch.next_step(step)
+        if not target:
+            return None, batch.next_step(step)
+        found = batch.step_by_id(e.program_id, target)
+        if found is None:
+            # Not "no step left": a target the program does not have is a broken step
+            # (held and logged, _held), never a silent completion of the program.
+            raise LookupError(f"branch {step.pk} leads to step {target}, not in the program")
+        return None, found
     if step.kind == Step.Kind.NOTIFY_OWNER:
         owner_id = e.contact.owner_id or e.program.campaign.owner_id
         if owner_id:

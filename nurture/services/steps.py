@@ -4,7 +4,7 @@ check of a step's settings that the step form and the API share."""
 from __future__ import annotations
 
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q
@@ -35,8 +35,10 @@ def _whole(value, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def step_config_check(*, kind: str, config, template=None) -> dict:
+def step_config_check(*, kind: str, config, template=None, program=None) -> dict:
     """Check a step's kind, settings and template; return the settings to store.
+
+    ``program``: the step's program — a branch may send contacts only to its own steps.
 
     Raises ``ValidationError`` with messages keyed by setting (``days``, ``condition``,
     ``value`` …, ``template``). The step form and the API both call this, so what the
@@ -57,7 +59,7 @@ def step_config_check(*, kind: str, config, template=None) -> dict:
     if kind == Step.Kind.WAIT:
         clean = _wait_check(config, errors)
     elif kind == Step.Kind.BRANCH:
-        clean = _branch_check(config, errors)
+        clean = _branch_check(config, errors, program)
     elif kind == Step.Kind.NOTIFY_OWNER:
         message = config.get("message", "")
         if not isinstance(message, str) or len(message) > 200:
@@ -92,7 +94,7 @@ def _wait_check(config: dict, errors: dict) -> dict:
     return {k: v for k, v in (("hours", hours), ("days", days)) if v}
 
 
-def _branch_check(config: dict, errors: dict) -> dict:
+def _branch_check(config: dict, errors: dict, program=None) -> dict:
     cond = config.get("condition")
     kind = cond.get("type") if isinstance(cond, dict) else None
     if kind not in CONDITIONS:
@@ -113,16 +115,22 @@ def _branch_check(config: dict, errors: dict) -> dict:
             errors["value"] = "Give an activity kind, e.g. form_submitted."
         clean_cond["kind"] = cond.get("kind")
     clean = {"condition": clean_cond}
+    own = set(program.steps.values_list("pk", flat=True)) if program is not None else None
     for key in ("yes_step", "no_step"):
         target = config.get(key)
         if target is not None and not _whole(target, 1, 2**63 - 1):
             errors[key] = "A step id, or empty for the next step."
+        elif target is not None and own is not None and target not in own:
+            errors[key] = "Not a step of this program."
         clean[key] = target
     return clean
 
 
 def wait_until(step: Step, now: datetime) -> datetime:
-    """When a wait step ends: after N hours/days, or at the next weekday/hour (site time)."""
+    """When a wait step ends: after N hours/days, or at the next weekday/hour (site time).
+
+    Days are calendar days in the site's time zone (a wait of a day from 09:00 ends at
+    09:00 the next day, across a daylight-saving change too); hours are elapsed hours."""
     cfg = step.config or {}
     if "weekday" in cfg:
         local = timezone.localtime(now)
@@ -134,15 +142,21 @@ def wait_until(step: Step, now: datetime) -> datetime:
         if candidate <= local:
             candidate += timedelta(days=7)
         return candidate
-    hours = float(cfg.get("hours", 0) or 0) + 24 * float(cfg.get("days", 0) or 0)
-    return now + timedelta(hours=hours)
+    days = float(cfg.get("days", 0) or 0)
+    whole_days = int(days)
+    hours = float(cfg.get("hours", 0) or 0) + 24 * (days - whole_days)
+    # Aware arithmetic on the local time keeps the wall clock; then back to an instant.
+    local = timezone.localtime(now) + timedelta(days=whole_days)
+    return local.astimezone(UTC) + timedelta(hours=hours)
 
 
 def contact_zone(program: Program, tz_name: str):
     if program.use_contact_timezone and tz_name:
         try:
             return zoneinfo.ZoneInfo(tz_name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # Not a zone: an unknown name, or a folder of the database ("US", "America"),
+        # which ZoneInfo reports as an OSError. The site's zone then.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             pass
     return timezone.get_current_timezone()
 

@@ -114,7 +114,7 @@ def _steps_response(request, program: Program):
 @require_POST
 def step_add(request, pk: int):
     program = get_object_or_404(Program, pk=pk)
-    form = StepForm(request.POST, auto_id=STEP_IDS)
+    form = StepForm(request.POST, auto_id=STEP_IDS, program=program)
     if not form.is_valid():
         context = _steps_context(program) | {"step_form": form}
         return render(
