@@ -14,7 +14,6 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 
 from crm import sales
@@ -29,6 +28,7 @@ from crm.sales_queries import (
 )
 
 from .errors import Conflict
+from .filters import StableOrderingFilter
 from .serializers import MAX_YEAR, MIN_YEAR, AwareDateTimeField, _owner_field
 
 urlpatterns: list = []
@@ -329,7 +329,7 @@ class DealViewSet(viewsets.ModelViewSet):
     access = SALES_WRITES
     serializer_class = DealSerializer
     filterset_class = DealFilter
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend, OrderingFilter]
+    filter_backends = [django_filters.rest_framework.DjangoFilterBackend, StableOrderingFilter]
     ordering_fields = ["created_at", "closed_at", "amount"]
 
     def get_queryset(self):

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Sum
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, mixins, pagination, status, viewsets
@@ -160,6 +161,9 @@ class ContactViewSet(NoDeleteMixin, viewsets.ModelViewSet):
     )
     serializer_class = s.ContactSerializer
     filterset_class = ContactFilter
+    # Ordering is ContactFilter's ``sort=`` only (index-backed, id as the last key): a
+    # generic ``?ordering=`` would override it with an unindexed, tie-less sort.
+    filter_backends = [DjangoFilterBackend]
     pagination_class = ContactPagination
     queryset = Contact.objects.select_related("company", "owner", "scorecard").order_by(
         "-created_at", "-id"
@@ -339,6 +343,7 @@ class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     access = MARKETING_WRITES
     serializer_class = s.ActivitySerializer
     filterset_class = ActivityFilter
+    filter_backends = [DjangoFilterBackend]  # newest first, by id on ties: no other order
     pagination_class = NoCountPagination
     queryset = Activity.objects.order_by("-occurred_at", "-id")
 

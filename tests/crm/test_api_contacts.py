@@ -121,3 +121,33 @@ def test_api_upsert_keeps_consent_source(marketing_api):
     )
     assert r.status_code == 200, r.json()
     assert Contact.objects.get().consent_source == "Webinar form"
+
+
+def test_a_generic_ordering_parameter_cannot_drop_the_tie_breaker(marketing_api):
+    """Review finding: ``?ordering=stage`` replaced the list's sort with an ORDER BY on
+    stage alone (ties in any order: offset pages repeat or skip contacts). Contacts sort by
+    ``sort=`` only; every other list's ``?ordering=`` ends with the primary key."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import CompanyFactory, ContactFactory
+
+    for _ in range(3):
+        ContactFactory()
+        CompanyFactory(name="Same name")
+    with CaptureQueriesContext(connection) as contacts:
+        assert marketing_api.get("/api/v1/contacts/?ordering=stage").status_code == 200
+    listed = [
+        q["sql"] for q in contacts if 'FROM "crm_contact"' in q["sql"] and "ORDER BY" in q["sql"]
+    ]
+    assert listed
+    assert all('ORDER BY "crm_contact"."stage"' not in sql for sql in listed)
+    with CaptureQueriesContext(connection) as companies:
+        response = marketing_api.get("/api/v1/companies/?ordering=-name")
+    assert response.status_code == 200
+    (page,) = [q["sql"] for q in companies if "ORDER BY" in q["sql"] and "crm_company" in q["sql"]]
+    assert (
+        page.split("ORDER BY")[1]
+        .strip()
+        .startswith('"crm_company"."name" DESC, "crm_company"."id" DESC')
+    )
