@@ -290,8 +290,9 @@ ACTIVITY_QUEUE_DRAIN_SIZE = int(os.environ.get("ACTIVITY_QUEUE_DRAIN_SIZE", "500
 # Failed drains of one batch before it is parked for an admin to retry.
 ACTIVITY_QUEUE_MAX_ATTEMPTS = 5
 ACTIVITIES_RECORDED_HANDLERS = [
-    "crm.segments.on_activities_recorded",
+    # Scoring before segments: a segment on the score re-evaluates with the batch's scores.
     "scoring.handlers.on_activities_recorded",
+    "crm.segments.on_activities_recorded",
     "nurture.handlers.on_activities_recorded",
     "reports.handlers.on_activities_recorded",
     "reports.credit_facts.on_activities_recorded",

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from crm.activity_queue import queued_activity_ids
 from crm.models import Contact
+from crm.segments import segments_refresh_reading
 
 from . import engine, handoff, rescore_pass, rescore_sql
 from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
@@ -160,6 +161,9 @@ def rescore_execute(
         else:
             _rescore_portable(run_id, chunk, rules, now, totals, hand_off)
         processed = totals["processed"]
+        # Segments on the score follow the new scores now, not at the next hourly refresh.
+        with transaction.atomic():
+            segments_refresh_reading("score")
         RescoreRun.objects.filter(pk=run_id).update(
             status=RescoreRun.Status.DONE, finished_at=timezone.now(), total=processed
         )

@@ -49,6 +49,7 @@ from .services import (
     segments_refresh_all,
     segments_refresh_for_activities,
     segments_refresh_for_contacts,
+    segments_refresh_reading,
     why_in_segment,
 )
 
@@ -98,6 +99,7 @@ __all__ = [
     "segment_refresh",
     "segment_save",
     "segments_refresh_all",
+    "segments_refresh_reading",
     "segments_refresh_for_activities",
     "segments_refresh_for_contacts",
     "validate_definition",

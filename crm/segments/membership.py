@@ -329,8 +329,10 @@ def segments_refresh_for_activities(
     one of its behaviour conditions could count (kind, campaign, URL, form, content type,
     time window: :func:`~.dependencies.activity_may_count`), if the contact was just created, if
     the segment has an extension condition (unknown inputs), or if a segment it reads
-    changed for that contact in this pass. Profile fields an ingest changes (suppression)
-    arrive as their own ContactsChanged event; relative-time drift is the periodic job's.
+    changed for that contact in this pass, or if the segment reads the score (the batch's
+    scoring runs before this handler, ``ACTIVITIES_RECORDED_HANDLERS``). Profile fields an
+    ingest changes (suppression) arrive as their own ContactsChanged event; relative-time
+    drift is the periodic job's. A rescore's score changes are the periodic refresh's.
     """
     created = set(created_contact_ids)
     by_kind: dict[str, list[tuple[int, Any]]] = {}  # kind -> (contact id, activity)
@@ -342,7 +344,9 @@ def segments_refresh_for_activities(
     now = timezone.now()  # not after the evaluation's own "now" (relative windows)
 
     def candidates_for(plan: Plan) -> Candidates:
-        if plan.deps.opaque:
+        if plan.deps.opaque or "score" in plan.deps.fields:
+            # A score condition: the batch may have moved any of its contacts' scores
+            # (the scoring handler runs first, so the score read is the new one).
             return Candidates(either=set(everyone))
         either, leavers = set(created), set()
         for node, sign in zip(plan.deps.behaviour, plan.deps.polarity, strict=True):

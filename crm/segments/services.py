@@ -164,6 +164,24 @@ def segment_refresh(
     return result
 
 
+def segments_refresh_reading(field: str, *, at: datetime | None = None) -> int:
+    """Refresh the dynamic segments whose definition reads ``field`` (and those reading
+    them), e.g. every segment on the score after a rescore moved scores across the board;
+    returns how many were refreshed."""
+    from .dependencies import definition_dependencies
+
+    now = timezone.now()
+    at = at or now
+    ordered = dynamic_segments_in_order()
+    reading = {s.pk for s in ordered if field in definition_dependencies(s.definition).fields}
+    for segment_id in list(reading):
+        reading |= _dependents(segment_id, ordered)
+    for segment in ordered:
+        if segment.pk in reading:
+            _refresh_one(segment, now=now, at=at)
+    return len(reading)
+
+
 def segments_refresh_all(*, at: datetime | None = None) -> dict[int, tuple[int, int]]:
     """Refresh every dynamic segment in dependency order (the periodic job).
 
