@@ -40,11 +40,13 @@ def _providers(name: str):
     return [import_string(path) for path in getattr(settings, name, ())]
 
 
-def timeline_entries(contact, *, before: datetime | None, limit: int) -> list[TimelineEntry]:
-    entries: list[TimelineEntry] = []
-    for provider in _providers("CONTACT_TIMELINE_PROVIDERS"):
-        entries.extend(provider(contact, before=before, limit=limit))
-    return entries
+def timeline_sources(contact, *, before: datetime | None, limit: int) -> list[list[TimelineEntry]]:
+    """Each provider's entries: at most ``limit``, at or before ``before``, newest first
+    and in a fixed order among entries of one time (the timeline pages on that order)."""
+    return [
+        list(provider(contact, before=before, limit=limit))
+        for provider in _providers("CONTACT_TIMELINE_PROVIDERS")
+    ]
 
 
 def contact_panels(request, contact) -> list[Panel]:

@@ -1,8 +1,12 @@
 """One timeline per contact: activities, stage changes, re-openings and what other apps add.
 
-Each source is read newest first, at most ``limit`` rows older than the ``before`` cursor;
-the merged list is cut to ``limit`` and the time of its last entry is the next cursor. A
-fixed number of queries per page, whatever the contact's history.
+Each source is read newest first, at most ``limit + skip`` rows at or before the ``before``
+cursor, in a fixed order of its own (time, then id, newest first). The merged list is in
+one fixed order too — time, then source, then the source's order — so a page goes on
+exactly where the last one stopped: its cursor is the last entry's time and how many
+entries at that very time were shown already (``skip``). Entries sharing a time (a scored
+activity and its score entry; an import's many activities) are never skipped or shown
+twice. A fixed number of queries per page, whatever the contact's history.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .models import Activity, ActivityKind, Contact, LifecycleTransition, Reopen
 class TimelinePage:
     entries: list[TimelineEntry]
     next_before: datetime | None
+    next_skip: int = 0  # entries at ``next_before`` already shown
 
 
 # The columns an activity entry shows, read as tuples: 50 Activity + Campaign instances
@@ -73,30 +78,48 @@ def _transition_entry(t: LifecycleTransition) -> TimelineEntry:
     )
 
 
-def contact_timeline(contact: Contact, *, before: datetime | None = None, limit: int = 50):
-    """Newest-first page of the contact's history older than ``before``."""
+def contact_timeline(
+    contact: Contact, *, before: datetime | None = None, skip: int = 0, limit: int = 50
+) -> TimelinePage:
+    """Newest-first page of the contact's history from ``before`` on, less the ``skip``
+    entries at exactly ``before`` that the previous page showed."""
+    take = limit + skip
     activities = Activity.objects.filter(contact=contact)
     transitions = LifecycleTransition.objects.filter(contact=contact).select_related("by_user")
     reopenings = Reopening.objects.filter(contact=contact)
     if before is not None:
-        activities = activities.filter(occurred_at__lt=before)
-        transitions = transitions.filter(at__lt=before)
-        reopenings = reopenings.filter(at__lt=before)
+        activities = activities.filter(occurred_at__lte=before)
+        transitions = transitions.filter(at__lte=before)
+        reopenings = reopenings.filter(at__lte=before)
     kinds = dict(ActivityKind.choices)
-    rows = activities.order_by("-occurred_at", "-id").values_list(*ACTIVITY_COLUMNS)[:limit]
-    entries = [_activity_entry(row, kinds) for row in rows]
-    entries += [_transition_entry(t) for t in transitions.order_by("-at", "-id")[:limit]]
-    entries += [
-        TimelineEntry(
-            at=r.at,
-            kind="reopened",
-            title="Re-opened",
-            detail=f"engaged again in recycle round {r.recycle_round}",
-        )
-        for r in reopenings.order_by("-at")[:limit]
+    rows = activities.order_by("-occurred_at", "-id").values_list(*ACTIVITY_COLUMNS)[:take]
+    sources = [
+        [_activity_entry(row, kinds) for row in rows],
+        [_transition_entry(t) for t in transitions.order_by("-at", "-id")[:take]],
+        [
+            TimelineEntry(
+                at=r.at,
+                kind="reopened",
+                title="Re-opened",
+                detail=f"engaged again in recycle round {r.recycle_round}",
+            )
+            for r in reopenings.order_by("-at", "-id")[:take]
+        ],
+        *extensions.timeline_sources(contact, before=before, limit=take),
     ]
-    entries += extensions.timeline_entries(contact, before=before, limit=limit)
-    entries.sort(key=lambda e: e.at, reverse=True)
+    ordered = sorted(
+        ((e.at, -i, -j, e) for i, src in enumerate(sources) for j, e in enumerate(src)),
+        key=lambda t: t[:3],
+        reverse=True,
+    )
+    entries = [e for *_, e in ordered]
+    if before is not None and skip:
+        shown = [e for e in entries[:skip] if e.at == before]
+        entries = entries[len(shown) :]
     more = len(entries) > limit
     entries = entries[:limit]
-    return TimelinePage(entries, entries[-1].at if more and entries else None)
+    if not (more and entries):
+        return TimelinePage(entries, None)
+    last = entries[-1].at
+    at_last = sum(1 for e in entries if e.at == last)
+    return TimelinePage(entries, last, at_last + (skip if last == before else 0))

@@ -3,7 +3,8 @@ CONTACT_SUMMARY_PROVIDERS, see crm.extensions)."""
 
 from __future__ import annotations
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import BooleanField, Case, F, OuterRef, Q, Subquery, When
+from django.db.models.functions import Coalesce
 
 from crm.extensions import TimelineEntry
 
@@ -11,34 +12,43 @@ from .models import EmailSend, Enrollment
 
 
 def timeline(contact, *, before=None, limit: int = 50) -> list[TimelineEntry]:
-    """Enrollments (entered, left) and sends of one contact, newest first: two queries."""
+    """Enrollments (entered, left) and sends of one contact, newest first: two queries.
+
+    Each entry is cut at the time it shows (crm.timeline's contract: at or before
+    ``before``) — an enrollment's exit at its exit, a send at its sending — so an entry
+    newer than the cursor never comes back on an older page. Enrollments are read in the
+    order of their newest entry shown, so an old enrollment's recent exit is not missed.
+    """
     enrollments = Enrollment.objects.filter(contact=contact).select_related("program")
     sends = EmailSend.objects.filter(contact=contact).select_related("program")
+    sends = sends.annotate(shown_at=Coalesce("sent_at", "created_at"))
+    exit_shown = Q(exited_at__isnull=False)
     if before is not None:
-        enrollments = enrollments.filter(entered_at__lt=before)
-        sends = sends.filter(created_at__lt=before)
+        enrollments = enrollments.filter(entered_at__lte=before)
+        sends = sends.filter(shown_at__lte=before)
+        exit_shown &= Q(exited_at__lte=before)
+    enrollments = enrollments.annotate(
+        exit_shown=Case(When(exit_shown, then=True), default=False, output_field=BooleanField()),
+        newest=Case(When(exit_shown, then=F("exited_at")), default=F("entered_at")),
+    )
     entries: list[TimelineEntry] = []
-    for e in enrollments.order_by("-entered_at")[:limit]:
+    for e in enrollments.order_by("-newest", "-id")[:limit]:
         url = e.program.get_absolute_url()
         entries.append(
             TimelineEntry(e.entered_at, "enrollment", f"Entered {e.program.name}", e.source, url)
         )
-        if e.exited_at:
+        if e.exit_shown:
             title = (
                 f"Left {e.program.name}" if e.state == "exited" else f"Completed {e.program.name}"
             )
             entries.append(TimelineEntry(e.exited_at, "enrollment", title, e.exit_reason, url))
-    for s in sends.order_by("-created_at")[:limit]:
+    for s in sends.order_by("-shown_at", "-id")[:limit]:
         if s.status == EmailSend.Status.SENT:
             title = f"Email “{s.subject}” ({s.program.name})"
         else:
             title = f"Email not sent: {s.skip_reason or s.status} ({s.program.name})"
-        entries.append(
-            TimelineEntry(
-                s.sent_at or s.created_at, "email", title, "", s.program.get_absolute_url()
-            )
-        )
-    entries.sort(key=lambda t: t.at, reverse=True)
+        entries.append(TimelineEntry(s.shown_at, "email", title, "", s.program.get_absolute_url()))
+    entries.sort(key=lambda t: t.at, reverse=True)  # stable: ties keep the order above
     return entries[:limit]
 
 

@@ -55,7 +55,7 @@ def score_breakdown(*, contact_id: int) -> dict[str, Any]:
 def ledger_entries(*, contact_id: int, before: datetime | None, limit: int):
     qs = LedgerEntry.objects.filter(contact_id=contact_id).select_related("rule")
     if before is not None:
-        qs = qs.filter(at__lt=before)
+        qs = qs.filter(at__lte=before)  # the timeline's contract: at or before the cursor
     return list(qs.order_by("-at", "-id")[:limit])
 
 

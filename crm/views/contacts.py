@@ -229,7 +229,9 @@ def contact_detail(request, pk: int):
     before = (
         parse_datetime(request.GET.get("before", "") or "") if request.GET.get("before") else None
     )
-    timeline = contact_timeline(contact, before=before)
+    skip = request.GET.get("skip", "")
+    skip = min(int(skip), 100_000) if skip.isdigit() else 0
+    timeline = contact_timeline(contact, before=before, skip=skip)
     zone = timezone.get_current_timezone()
     entries = []
     for e in timeline.entries:

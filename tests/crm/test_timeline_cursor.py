@@ -1,0 +1,125 @@
+"""The contact timeline's cursor (review findings): entries sharing the boundary time are
+neither skipped nor shown twice, and provider entries are cut at the time they show."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from crm import ingest, services
+from crm.timeline import contact_timeline
+
+pytestmark = pytest.mark.django_db
+
+
+def all_pages(contact, limit=50):
+    seen, before, skip = [], None, 0
+    for _ in range(200):
+        page = contact_timeline(contact, before=before, skip=skip, limit=limit)
+        seen += page.entries
+        if page.next_before is None:
+            return seen
+        before, skip = page.next_before, page.next_skip
+    raise AssertionError("the cursor never reached the end")
+
+
+def test_entries_sharing_the_boundary_time_are_not_skipped(settings):
+    settings.CONTACT_TIMELINE_PROVIDERS = []
+    contact = services.contact_create(email="tie@example.com")
+    at = contact.created_at - timedelta(hours=1)
+    # A webinar list imported with one timestamp per row: 60 activities at one instant.
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": at.isoformat(),
+                "url": f"https://x.example/{i}",
+            }
+            for i in range(60)
+        ]
+    )
+    entries = all_pages(contact)
+    activities = [e for e in entries if e.kind == "activity"]
+    assert len(activities) == 60
+    assert len({e.detail for e in activities}) == 60  # each once
+
+
+def test_an_enrollment_exit_is_not_shown_twice(settings):
+    from nurture.models import Enrollment
+    from tests.nurture.factories import ProgramFactory
+
+    settings.CONTACT_TIMELINE_PROVIDERS = ["nurture.providers.timeline"]
+    contact = services.contact_create(email="enr@example.com")
+    now = timezone.now()
+    program = ProgramFactory()
+    Enrollment.objects.create(
+        contact=contact,
+        program=program,
+        state="exited",
+        entered_at=now - timedelta(days=30),
+        exited_at=now - timedelta(minutes=1),
+        exit_reason="goal",
+        source="manual",
+    )
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": (now - timedelta(days=1, minutes=i)).isoformat(),
+            }
+            for i in range(60)
+        ]
+    )
+    entries = all_pages(contact)
+    left = [e for e in entries if e.title.startswith("Left") or e.title.startswith("Completed")]
+    assert len(left) == 1, [(e.at, e.title) for e in left]
+
+
+def test_scored_activities_are_not_skipped_at_a_page_boundary():
+    # Default providers: each scored activity has a ledger entry at the same instant.
+    from tests.scoring.factories import EngagementRuleFactory
+
+    EngagementRuleFactory(points=1)
+    contact = services.contact_create(email="scored@example.com")
+    now = timezone.now()
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": (now - timedelta(hours=1, minutes=i)).isoformat(),
+            }
+            for i in range(30)
+        ]
+    )
+    entries = all_pages(contact)
+    assert len([e for e in entries if e.kind == "activity"]) == 30
+    assert len([e for e in entries if e.kind == "score"]) == 30
+
+
+def test_every_page_size_shows_every_entry_once():
+    """Pages of any size over ties of every width add up to the whole history, in order."""
+    from tests.scoring.factories import EngagementRuleFactory
+
+    EngagementRuleFactory(points=1)
+    contact = services.contact_create(email="sizes@example.com")
+    base = timezone.now() - timedelta(days=2)
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": (base - timedelta(minutes=i // 4)).isoformat(),
+                "url": f"https://x.example/{i}",
+            }
+            for i in range(23)
+        ]
+    )
+    whole = all_pages(contact, limit=1000)
+    for limit in (1, 2, 3, 5, 7, 50):
+        paged = all_pages(contact, limit=limit)
+        assert [(e.at, e.kind, e.title, e.detail) for e in paged] == [
+            (e.at, e.kind, e.title, e.detail) for e in whole
+        ], limit
