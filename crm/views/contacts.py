@@ -187,7 +187,16 @@ def contact_bulk(request):
     if action in ("export_csv", "export_xlsx"):
         return exports.contacts_export(queryset, action.removeprefix("export_"))
     if ids is None:
-        ids = list(queryset.values_list("pk", flat=True)[:MAX_BULK])
+        # Never silently part of the filter: over the limit, nothing changes and the user
+        # is told to narrow it (the API takes any number of contacts, 10,000 per call).
+        ids = list(queryset.values_list("pk", flat=True)[: MAX_BULK + 1])
+        if len(ids) > MAX_BULK:
+            messages.error(
+                request,
+                f"More than {MAX_BULK:,} contacts match this filter; nothing was changed. "
+                f"Narrow the filter to at most {MAX_BULK:,} contacts.",
+            )
+            return redirect(_back(request))
     if action == "assign":
         owner = form.cleaned_data["owner"]
         count = services.contacts_assign_owner(contact_ids=ids, owner=owner, by=request.user)
@@ -212,8 +221,10 @@ def _add_to_segment(request, segment_id, ids) -> None:
     if segment is None:
         messages.error(request, "Choose a static segment.")
         return
-    add(segment=segment, contact_ids=ids, by=request.user)
-    messages.success(request, f"{len(ids)} contact(s) added to {segment.name}.")
+    added = add(segment=segment, contact_ids=ids, by=request.user)
+    already = len(ids) - added
+    note = f" ({already} already in it)" if already else ""
+    messages.success(request, f"{added} contact(s) added to {segment.name}{note}.")
 
 
 def _back(request) -> str:

@@ -227,3 +227,46 @@ def test_merge_from_the_contact_page(marketing_client):
     )
     assert r.status_code == 302
     assert Contact.objects.get().job_title == "CFO"
+
+
+def test_a_bulk_action_over_the_limit_changes_nothing_and_says_so(
+    marketing_client, sales_user, monkeypatch
+):
+    """Review finding: "whole filter" acted on the first 10,000 matches only, silently."""
+    import crm.views.contacts as views
+    from crm.models import Contact
+
+    monkeypatch.setattr(views, "MAX_BULK", 3)  # stands for 10,000 with 10,001 matches
+    services.contacts_create_bulk(rows=[{"email": f"c{i}@example.com"} for i in range(4)])
+    r = marketing_client.post(
+        reverse("crm:contact-bulk") + "?unassigned=true",
+        {"action": "assign", "scope": "filter", "owner": sales_user.pk},
+        follow=True,
+    )
+    messages = [str(m) for m in r.context["messages"]]
+    assert any("More than 3 contacts match" in m for m in messages), messages
+    assert Contact.objects.filter(owner__isnull=True).count() == 4
+    Contact.objects.filter(email="c0@example.com").update(owner=sales_user)
+    marketing_client.post(
+        reverse("crm:contact-bulk") + "?unassigned=true",
+        {"action": "assign", "scope": "filter", "owner": sales_user.pk},
+    )
+    assert Contact.objects.filter(owner__isnull=True).count() == 0
+
+
+def test_adding_to_a_static_segment_reports_how_many_joined(marketing_client):
+    from crm.models import Contact, Segment, SegmentMembership
+
+    services.contacts_create_bulk(rows=[{"email": f"s{i}@example.com"} for i in range(3)])
+    segment = Segment.objects.create(name="List", kind=Segment.Kind.STATIC)
+    ids = list(Contact.objects.values_list("pk", flat=True))
+    SegmentMembership.objects.create(
+        segment=segment, contact_id=ids[0], joined_at=Contact.objects.first().created_at
+    )
+    r = marketing_client.post(
+        reverse("crm:contact-bulk"),
+        {"action": "segment", "scope": "selected", "segment": segment.pk, "ids": ids},
+        follow=True,
+    )
+    messages = [str(m) for m in r.context["messages"]]
+    assert "2 contact(s) added to List (1 already in it)." in messages, messages
