@@ -81,14 +81,16 @@ WITH joins AS (
     INSERT INTO crm_segmentmembership (segment_id, contact_id, joined_at)
     SELECT s, c, %(at)s FROM joins
     ON CONFLICT (segment_id, contact_id) DO NOTHING  -- a concurrent batch added it already
+    RETURNING segment_id AS s, contact_id AS c
 ), departed AS (
     DELETE FROM crm_segmentmembership m USING leaves
     WHERE m.segment_id = leaves.s AND m.contact_id = leaves.c
+    RETURNING m.segment_id AS s, m.contact_id AS c
 )
 INSERT INTO crm_segmentchange (segment_id, contact_id, kind, at)
-SELECT s, c, %(joined)s, %(at)s FROM joins
+SELECT s, c, %(joined)s, %(at)s FROM joined
 UNION ALL
-SELECT s, c, %(left)s, %(at)s FROM leaves
+SELECT s, c, %(left)s, %(at)s FROM departed
 """
 
 
@@ -96,6 +98,9 @@ def record_changes(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, a
     """Write joins and leaves of several segments: memberships added and removed, and every
     change logged with its time. One statement on PostgreSQL; elsewhere one insert each for
     memberships and the change log (per CHUNK rows) and one delete per segment with leaves.
+
+    Only what was written is logged: a join a concurrent pass made first (the insert finds
+    the member) or a leave it made first (the delete finds none) is not a second change.
     """
     joins = [(s, c) for s, (j, _) in changes.items() for c in j]
     leaves = [(s, c) for s, (_, lv) in changes.items() for c in lv]
@@ -116,6 +121,11 @@ def record_changes(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, a
                 },
             )
         return
+    # One writer at a time here (SQLite locks the database for the transaction): what is
+    # stored now is what the writes below change.
+    present = _present(joins + leaves)
+    joins = [pair for pair in joins if pair not in present]
+    leaves = [pair for pair in leaves if pair in present]
     for chunk in batched(joins, CHUNK):
         SegmentMembership.objects.bulk_create(
             [SegmentMembership(segment_id=s, contact_id=c, joined_at=at) for s, c in chunk],
@@ -138,6 +148,22 @@ def record_changes(changes: dict[int, tuple[Iterable[int], Iterable[int]]], *, a
         ],
         batch_size=CHUNK,
     )
+
+
+def _present(pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which (segment, contact) pairs are stored members."""
+    by_segment: dict[int, list[int]] = {}
+    for s, c in pairs:
+        by_segment.setdefault(s, []).append(c)
+    found: set[tuple[int, int]] = set()
+    for segment_id, contact_ids in by_segment.items():
+        for chunk in batched(sorted(set(contact_ids)), CHUNK):
+            found.update(
+                SegmentMembership.objects.filter(
+                    segment_id=segment_id, contact_id__in=chunk
+                ).values_list("segment_id", "contact_id")
+            )
+    return found
 
 
 # --- Plans ---------------------------------------------------------------------------------

@@ -452,8 +452,9 @@ def test_joins_and_leaves_of_several_segments_are_written_together(django_assert
     )
     Contact.objects.filter(pk=ada.pk).update(country="FR")
     Contact.objects.filter(pk=bob.pk).update(country="DE")
-    # PostgreSQL: one statement for all writes; elsewhere two inserts and a delete per segment.
-    writes = 1 if connection.vendor == "postgresql" else 2 + 2
+    # PostgreSQL: one statement for all writes; elsewhere a read of the stored pairs per
+    # segment (only what is written is logged), two inserts and a delete per segment.
+    writes = 1 if connection.vendor == "postgresql" else 2 + 2 + 2
     with django_assert_num_queries(1 + 1 + writes):  # segments, both evaluated at once, writes
         segments_refresh_for_contacts(contact_ids=[ada.pk, bob.pk])
     assert (stored(germans), stored(french)) == ({bob.pk}, {ada.pk})
@@ -582,3 +583,24 @@ def test_a_new_user_owns_the_segment_they_create():
     user = UserFactory(role="marketing")
     seg = segment_save(segment=None, name="Mine", kind="static", definition={}, by=user)
     assert seg.owner == user
+
+
+@pytest.mark.django_db
+def test_a_change_a_concurrent_pass_already_wrote_is_not_logged_twice():
+    """Review finding: two passes that both saw "not a member" (the hourly refresh and a
+    profile edit) each logged a join, though the second insert wrote nothing; likewise a
+    leave. Only what was written is logged (both databases)."""
+    from crm.models import SegmentChange
+    from crm.segments.membership import record_changes
+    from tests.factories import ContactFactory
+
+    ada = ContactFactory()
+    segment = Segment.objects.create(name="S", kind="static")
+    now = timezone.now()
+    for _ in range(2):
+        record_changes({segment.pk: ({ada.pk}, set())}, at=now)
+    for _ in range(2):
+        record_changes({segment.pk: (set(), {ada.pk})}, at=now)
+    assert not SegmentMembership.objects.filter(segment=segment).exists()
+    kinds = list(SegmentChange.objects.filter(segment=segment).values_list("kind", flat=True))
+    assert sorted(kinds) == ["joined", "left"]
