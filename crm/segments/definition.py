@@ -15,7 +15,17 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Case, Count, Exists, FloatField, OuterRef, Q, Value, When
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Lower
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    LessThan,
+    LessThanOrEqual,
+)
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -484,20 +494,74 @@ def _member_of(segment_id: int) -> Exists:
     return Exists(SegmentMembership.objects.filter(segment_id=segment_id, contact=OuterRef("pk")))
 
 
+# A number written as text ("150" from a CSV import) or as a JSON number: what a custom
+# attribute compares as a number.
+NUMBER_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
+
+
+def _attribute(lk: str, op: str, value: Any) -> Q:
+    """A condition on a custom attribute, two-valued: a contact without the key matches no
+    positive condition (so ``not_equals``, ``not_in`` and ``not`` include it, as every
+    negation of a profile field does) and numbers compare as numbers whether stored as JSON
+    numbers or as text (a CSV import stores text): ``"150"`` equals 150 and is above 100."""
+    key = lk.removeprefix("attributes__")
+    present = Q(attributes__has_key=key)
+    as_text = KT(lk)
+    as_number = Case(
+        When(Q(**{f"{lk}__regex": NUMBER_TEXT}), then=Cast(as_text, FloatField())),
+        default=Value(None),
+        output_field=FloatField(),
+    )
+
+    def same(v) -> Q:
+        if isinstance(v, bool):  # JSON true/false, or its text
+            return Q(**{lk: v}) | Q(**{f"{lk}__iexact": str(v).lower()})
+        if _is_number(v):
+            return Q(Exact(as_number, float(v)))
+        return Q(**{f"{lk}__iexact": v})
+
+    if op in ("equals", "not_equals"):
+        q = present & same(value)
+        return q if op == "equals" else ~q
+    if op in ("in", "not_in"):
+        words = sorted({v.lower() for v in value if isinstance(v, str)})
+        q = Q(In(Lower(as_text), words)) if words else Q(pk__in=[])
+        for v in value:
+            if not isinstance(v, str):
+                q |= same(v)
+        q = present & q
+        return q if op == "in" else ~q
+    if op == "contains":
+        return present & Q(**{f"{lk}__icontains": value})
+    if op == "starts_with":
+        return present & Q(**{f"{lk}__istartswith": value})
+    if op in ("gt", "lt", "gte", "lte"):
+        compare = {"gt": GreaterThan, "lt": LessThan, "gte": GreaterThanOrEqual}.get(
+            op, LessThanOrEqual
+        )
+        return present & Q(compare(as_number, float(value)))
+    if op in ("is_empty", "is_not_empty"):
+        q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
+        return q if op == "is_empty" else ~q
+    raise KeyError(op)  # validation allows no other operator on an attribute
+
+
 def _profile(node: dict, now: datetime) -> Q:
     fld = field_for(node["field"])
     op, value, lk = node["op"], node.get("value"), fld.lookup
+    if fld.type == "attribute":
+        return _attribute(lk, op, value)
     if fld.type == "ref" and op in ("equals", "not_equals", "in", "not_in"):
         lk = f"{lk}_id"
-    text = fld.type in ("text", "attribute")
+    text = fld.type == "text"
     if op == "equals":
         return Q(**{f"{lk}__iexact" if text and isinstance(value, str) else lk: value})
     if op == "not_equals":
         return ~Q(**{f"{lk}__iexact" if text and isinstance(value, str) else lk: value})
-    if op == "in":
-        return Q(**{f"{lk}__in": value})
-    if op == "not_in":
-        return ~Q(**{f"{lk}__in": value})
+    if op in ("in", "not_in"):
+        # Text compares case-insensitively, as ``equals`` does.
+        q = Q(In(Lower(lk), [v.lower() for v in value])) if text else Q(**{f"{lk}__in": value})
+        return q if op == "in" else ~q
     if op == "contains":
         return Q(**{f"{lk}__icontains": value})
     if op == "starts_with":
@@ -506,10 +570,7 @@ def _profile(node: dict, now: datetime) -> Q:
         return Q(**{f"{lk}__{op}": value})
     if op in ("is_empty", "is_not_empty"):
         q = Q(**{f"{lk}__isnull": True})
-        if fld.type == "attribute":
-            key = lk.removeprefix("attributes__")
-            q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
-        elif fld.type in ("text", "choice"):
+        if fld.type in ("text", "choice"):
             q |= Q(**{lk: ""})
         return q if op == "is_empty" else ~q
     if op == "within_last_days":

@@ -350,3 +350,47 @@ def test_it_uses_the_site_time_zone_for_day_boundaries(settings, people):
     Contact.objects.filter(pk=people["ada"].pk).update(created_at=start)
     q = compile_definition(cond("created_at", "between", ["2026-03-01", "2026-03-01"]))
     assert set(Contact.objects.filter(q).values_list("pk", flat=True)) == ids(people, "ada")
+
+
+# --- Custom attributes (review findings): numbers as text, missing keys, case ----------
+
+
+def test_an_attribute_number_stored_as_text_compares_as_a_number():
+    """A CSV import stores every custom attribute as text; the builder sends numbers."""
+    big = ContactFactory(attributes={"employees": "150"})
+    small = ContactFactory(attributes={"employees": "50"})
+    json_number = ContactFactory(attributes={"employees": 120})
+    ContactFactory(attributes={"employees": "many"})
+    ContactFactory(attributes={})
+    f = "attributes.employees"
+    assert matching({"field": f, "op": "gt", "value": 100}) == {big.pk, json_number.pk}
+    assert matching({"field": f, "op": "lte", "value": 50}) == {small.pk}
+    assert matching({"field": f, "op": "equals", "value": 150}) == {big.pk}
+    assert matching({"field": f, "op": "in", "value": [50, 120]}) == {small.pk, json_number.pk}
+
+
+def test_negations_of_an_attribute_keep_contacts_without_the_key():
+    pro = ContactFactory(attributes={"plan": "Pro"})
+    free = ContactFactory(attributes={"plan": "free"})
+    none = ContactFactory(attributes={})
+    plan = {"field": "attributes.plan", "op": "equals", "value": "pro"}
+    assert matching(plan) == {pro.pk}
+    assert matching({**plan, "op": "not_equals"}) == {free.pk, none.pk}
+    assert matching({"not": plan}) == {free.pk, none.pk}
+    assert matching({"field": "attributes.plan", "op": "in", "value": ["PRO", "x"]}) == {pro.pk}
+    assert matching({"field": "attributes.plan", "op": "not_in", "value": ["pro"]}) == {
+        free.pk,
+        none.pk,
+    }
+    assert matching({"not": {"field": "attributes.plan", "op": "contains", "value": "ro"}}) == {
+        free.pk,
+        none.pk,
+    }
+
+
+def test_in_on_text_is_case_insensitive_as_equals_is():
+    de = ContactFactory(country="DE")
+    ContactFactory(country="FR")
+    assert matching({"field": "country", "op": "equals", "value": "de"}) == {de.pk}
+    assert matching({"field": "country", "op": "in", "value": ["de", "it"]}) == {de.pk}
+    assert de.pk not in matching({"field": "country", "op": "not_in", "value": ["de"]})
