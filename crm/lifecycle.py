@@ -294,24 +294,33 @@ def stage_import(
     return transition
 
 
-def stage_resync(*, contact: Contact, recycle_round: int) -> None:
-    """After a merge moved another record's history onto the locked ``contact``: its stage
-    becomes the merged history's latest (by time, then record order) and its recycle round
-    the higher of the two records' (``recycle_round``), so round numbers never go back.
+# How far along the funnel a stage is, to pick a merged record's stage: the side stages
+# rank with the step they leave from (a churned customer is still one that bought).
+FUNNEL_RANK = {
+    Stage.LEAD: 0,
+    Stage.RECYCLED: 0,
+    Stage.DISQUALIFIED: 0,
+    Stage.MQL: 1,
+    Stage.SQL: 2,
+    Stage.OPPORTUNITY: 3,
+    Stage.CUSTOMER: 4,
+    Stage.CHURNED: 4,
+}
+
+
+def stage_resync(*, contact: Contact, duplicate: Contact) -> None:
+    """After a merge moved ``duplicate``'s history onto the locked ``contact``: the merged
+    record takes the duplicate's stage (with its time) when it is further along the funnel
+    than its own — a customer merged with yesterday's web-form lead stays a customer —
+    and the higher recycle round of the two, so round numbers never go back.
 
     No transition is written and no stage-changed handler runs: the history already holds
     every move of both records, and a transition for the merge itself would count a
     stage entry twice in the reports.
     """
-    latest = (
-        LifecycleTransition.objects.filter(contact_id=contact.pk)
-        .order_by("-at", "-pk")
-        .values("to_stage", "at")
-        .first()
-    )
-    fields = {"recycle_round": max(contact.recycle_round, recycle_round)}
-    if latest is not None:
-        fields |= {"stage": latest["to_stage"], "stage_changed_at": latest["at"]}
+    fields = {"recycle_round": max(contact.recycle_round, duplicate.recycle_round)}
+    if FUNNEL_RANK.get(duplicate.stage, 0) > FUNNEL_RANK.get(contact.stage, 0):
+        fields |= {"stage": duplicate.stage, "stage_changed_at": duplicate.stage_changed_at}
     if all(getattr(contact, name) == value for name, value in fields.items()):
         return
     Contact.objects.filter(pk=contact.pk).update(**fields, updated_at=timezone.now())

@@ -316,6 +316,7 @@ CONTACTS_CHANGED_HANDLERS = [
 CONTACTS_MERGING_HANDLERS = [
     "nurture.handlers.on_contacts_merging",
     "scoring.handlers.on_contacts_merging",
+    "reports.handlers.on_contacts_merging",
 ]
 # Called by nurture once per batch of enrollments it creates, inside its transaction
 # (event: nurture.services.enrollment.EnrollmentsCreated).

@@ -179,16 +179,17 @@ def _leads_of(qs) -> dict[tuple, int]:
     }
 
 
-def campaign_leads_refresh(*, days) -> None:
+def campaign_leads_refresh(*, days, exclude=()) -> None:
     """Recount these creation days from the contacts (each: a lock on its campaign-0 row,
-    one grouped count through the contacts' creation index, a delete and an insert)."""
+    one grouped count through the contacts' creation index, a delete and an insert).
+    ``exclude``: contacts about to be deleted in this transaction (a merge's duplicate)."""
     for day in sorted(set(days)):
         with connection.cursor() as cursor:
             cursor.execute(_lock_day_sql(), [connection.ops.adapt_datefield_value(day)])
         counts = _leads_of(
             Contact.objects.filter(
                 created_at__gte=day_start(day), created_at__lt=day_start(day + timedelta(days=1))
-            )
+            ).exclude(pk__in=list(exclude))
         )
         CampaignLeadDaily.objects.filter(day=day).exclude(campaign_id=0).delete()
         CampaignLeadDaily.objects.bulk_create(
@@ -462,9 +463,8 @@ def credit_rows_delete(*, transition_ids=None, contact_ids=None) -> list[tuple]:
 @handler("in_transaction")
 def on_contacts_changed(event) -> None:
     """Contacts created (the event without fields) or whose acquisition changed (an edit, an
-    import, a merge filling it): recount their creation days' new leads per campaign. A
-    merged-away duplicate's day is left to the nightly reconciliation (no event names it),
-    as for ``NewLeadDaily``."""
+    import, a merge filling it): recount their creation days' new leads per campaign. (A
+    merged-away duplicate's day is recounted by ``reports.handlers.on_contacts_merging``.)"""
     if not event.fields or "acquired_by" in event.fields:
         campaign_leads_refresh_contacts(event.contact_ids)
 

@@ -1,10 +1,20 @@
 """How reports reacts to what the core publishes (see crm.events and settings)."""
 
-from crm.events import handler
+from django.utils import timezone
 
+from crm.events import handler
+from crm.models import Contact
+
+from .credit_facts import campaign_leads_refresh
 from .holdout_facts import holdout_apply_enrollments, holdout_apply_transitions
-from .lifecycle_facts import lifecycle_facts_apply_activities, lifecycle_facts_apply_transitions
+from .lifecycle_facts import (
+    contacts_facts_rebuild,
+    lifecycle_facts_apply_activities,
+    lifecycle_facts_apply_transitions,
+    new_leads_refresh,
+)
 from .nurtured_facts import nurtured_apply_enrollments
+from .query import site_tz
 from .stage_facts import stage_facts_apply_transitions
 from .upkeep import upkeep_apply_activities, upkeep_apply_transitions
 
@@ -23,6 +33,20 @@ def on_stage_changed(event) -> None:
     lifecycle_facts_apply_transitions(transitions=event.transitions)  # funnel, credits
     holdout_apply_transitions(transitions=event.transitions)  # holdout lift's opportunities
     stage_facts_apply_transitions(transitions=event.transitions)  # stage counts, populations
+
+
+@handler("in_transaction")
+def on_contacts_merging(event) -> None:
+    """The merge has moved the duplicate's history and activities: both records' facts are
+    recomputed — the kept one's from the merged history (two first entries into a stage
+    become one), the duplicate's to none — and the day rows (cohorts, drop-offs, credits)
+    move by the difference, each first entry counted off on its own creation day."""
+    contacts_facts_rebuild(contact_ids=[event.keep_id, event.duplicate_id])
+    # The duplicate was a new lead of its creation day; it goes with the merge.
+    created = Contact.objects.filter(pk=event.duplicate_id).values_list("created_at", flat=True)
+    days = {timezone.localtime(at, site_tz()).date() for at in created}
+    new_leads_refresh(days=days, exclude=[event.duplicate_id])
+    campaign_leads_refresh(days=days, exclude=[event.duplicate_id])
 
 
 @handler("in_transaction")

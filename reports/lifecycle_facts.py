@@ -176,7 +176,10 @@ def transition_facts_refresh(*, contact_ids) -> None:
         rows, created = _facts_and_created(chunk)
         before = firsts_stored(chunk, created)
         drops_before = drops_stored(chunk)
-        TransitionFact.objects.filter(contact_id__in=chunk).delete()
+        # By transition too: a merge moves the duplicate's transitions to the kept contact
+        # before their facts follow (crm.services.contacts.contact_merge).
+        moved = [row[0] for row in rows]
+        TransitionFact.objects.filter(Q(contact_id__in=chunk) | Q(transition_id__in=moved)).delete()
         facts_insert(TransitionFact, rows, fields=FACT_FIELDS)
         cohort_apply(before, firsts_of(rows, created))
         drops_apply(drops_before, drops_of(rows))
@@ -361,15 +364,29 @@ def lifecycle_facts_apply_activities(*, activities) -> None:
 # --- NewLeadDaily ------------------------------------------------------------------------
 
 
-def new_leads_refresh(*, days) -> None:
-    """Recount the new leads of these days from the contacts (one indexed count per day)."""
+def new_leads_refresh(*, days, exclude=()) -> None:
+    """Recount the new leads of these days from the contacts (one indexed count per day).
+
+    The day's row is locked before counting: two transactions creating contacts on one day
+    take turns, and the second counts the first's contacts (under READ COMMITTED a count
+    taken before the lock would miss them and overwrite the first's figure). ``exclude``:
+    contacts about to be deleted in this transaction (a merge's duplicate)."""
     for day in sorted(days):
-        n = Contact.objects.filter(
-            created_at__gte=day_start(day),
-            created_at__lt=day_start(day + timedelta(days=1)),
-            created_suppressed=False,
-        ).count()
-        NewLeadDaily.objects.update_or_create(day=day, defaults={"new_leads": n})
+        NewLeadDaily.objects.bulk_create(
+            [NewLeadDaily(day=day, new_leads=0)], ignore_conflicts=True
+        )
+        row = NewLeadDaily.objects.select_for_update().get(day=day)
+        n = (
+            Contact.objects.filter(
+                created_at__gte=day_start(day),
+                created_at__lt=day_start(day + timedelta(days=1)),
+                created_suppressed=False,
+            )
+            .exclude(pk__in=list(exclude))
+            .count()
+        )
+        if row.new_leads != n:
+            NewLeadDaily.objects.filter(day=day).update(new_leads=n)
 
 
 def new_leads_rebuild() -> None:
@@ -431,6 +448,13 @@ def lifecycle_facts_rebuild(
     if full and not transitions_only:
         cohort_rebuild()  # recount from the rebuilt facts (deltas kept any earlier drift)
         drops_rebuild()
+
+
+def contacts_facts_rebuild(*, contact_ids) -> None:
+    """Recompute every per-contact fact of these contacts from raw data, moving the day
+    rows by the difference (a merged contact: its facts came from two histories)."""
+    for chunk in _chunks(set(contact_ids)):
+        _rebuild_contacts(chunk)
 
 
 def _rebuild_contacts(ids, *, transitions_only: bool = False) -> None:

@@ -12,6 +12,10 @@ from .models import LedgerEntry, Rule
 from .writes import Entry, ids_q, int_array
 
 R = LedgerEntry.Reason
+# A merge's score gain, from its "contacts merging" event (the score moves there) to its
+# "contacts changed" event (the hand-off waits for the other apps' rows to move), keyed by
+# the kept contact and the merge's time; both run in the merge's transaction and thread.
+_merge_gains: dict[tuple[int, object], int] = {}
 
 
 def _lock(contact_ids) -> list[int]:
@@ -91,7 +95,10 @@ def on_contacts_changed(event) -> None:
     now = event.at or timezone.now()
     entries = []
     if "merged" in event.fields:
-        entries = [Entry(c, None, None, 1, now, R.RESCORE) for c in event.contact_ids]
+        # What the merge added to the score, as one gain at the merge: the hand-off moves
+        # a contact it takes to the threshold, as any gain would — and none it left as is.
+        gains = ((c, _merge_gains.pop((c, event.at), 0)) for c in event.contact_ids)
+        entries = [Entry(c, None, None, g, now, R.RESCORE) for c, g in gains if g > 0]
     rules = [r for r in engine.rules_enabled() if engine.is_flag(r)]
     if rules:
         ids = _lock(event.contact_ids)
@@ -109,12 +116,16 @@ def on_contacts_merging(event) -> None:
     ``contacts_changed`` (:func:`on_contacts_changed`): the merge re-points the other apps'
     rows (the moved history's report facts) after these handlers, before that event."""
     keep = event.keep_id
+    before = _lock_scores([keep]).get(keep, 0)
     LedgerEntry.objects.filter(contact_id=event.duplicate_id).update(contact_id=keep)
-    engine.reconcile(
-        contact_ids=_lock([keep]),
+    outcome = engine.reconcile(
+        contact_ids=[keep],
         rules=engine.rules_enabled(),
         now=event.at,
         mode="rescore",
         all_rules=True,
         queued=queued_activity_ids(contact_range=(keep, keep + 1)),
     )
+    gain = outcome.scores.get(keep, before) - before
+    if gain > 0:
+        _merge_gains[(keep, event.at)] = gain

@@ -367,7 +367,7 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         # The kept contact's campaigns from its activities, now both contacts' (bounded).
         campaign_members.members_rebuild(contact_ids=[keep_id])
         LifecycleTransition.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
-        lifecycle.stage_resync(contact=keep, recycle_round=duplicate.recycle_round)
+        lifecycle.stage_resync(contact=keep, duplicate=duplicate)
         Deal.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         kept_rounds = Reopening.objects.filter(contact_id=keep_id).values("recycle_round")
         Reopening.objects.filter(contact_id=dup_id).exclude(recycle_round__in=kept_rounds).update(
@@ -378,7 +378,8 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
             segment_id__in=kept_segments
         ).update(contact_id=keep_id)
         SegmentChange.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
-        events.contacts_merging(keep_id=keep_id, duplicate_id=dup_id, at=timezone.now())
+        at = timezone.now()
+        events.contacts_merging(keep_id=keep_id, duplicate_id=dup_id, at=at)
         _move_other_relations(dup_id, keep_id)
 
         changed = _merge_suppression(keep, duplicate)
@@ -392,7 +393,7 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         duplicate.delete()
         keep.save(update_fields=[*changed, "updated_at"])
         events.contacts_changed(
-            [keep_id], fields={n.removesuffix("_id") for n in changed} | {"merged"}
+            [keep_id], fields={n.removesuffix("_id") for n in changed} | {"merged"}, at=at
         )
     return keep
 

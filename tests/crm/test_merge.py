@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from crm import services
+from crm import lifecycle, services
 from crm.models import Activity, Contact, Deal, LifecycleTransition, Segment, SegmentMembership
 from tests.factories import ActivityFactory, DealFactory
 
@@ -254,3 +254,69 @@ def test_the_duplicates_report_facts_follow_its_history():
     kept = services.contact_merge(keep=keep, duplicate=dup)
     assert not TransitionFact.objects.filter(contact_id=dup.pk).exists()
     assert TransitionFact.objects.filter(contact_id=kept.pk, transition__to_stage="mql").exists()
+
+
+# --- Review findings on the merge's stage and hand-off ------------------------------------
+
+
+def test_merging_a_fresh_duplicate_into_a_customer_keeps_customer():
+    now = timezone.now()
+    keep = services.contact_create(email="cust@example.com", created_at=now - timedelta(days=90))
+    lifecycle.stage_change(contact=keep, to_stage="customer", at=now - timedelta(days=30))
+    # the same person fills in a web form under another address yesterday: a new lead
+    dup = services.contact_create(
+        email="cust.other@example.com", created_at=now - timedelta(days=1)
+    )
+    assert Contact.objects.get(pk=dup.pk).stage == "lead"
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert kept.stage == "customer"
+
+
+def test_a_scored_customer_merged_with_a_fresh_duplicate_is_not_handed_off_as_mql():
+    from crm.ingest import activities_record
+    from scoring.models import ScoringSettings
+    from tests.scoring.factories import EngagementRuleFactory
+
+    ScoringSettings.objects.update_or_create(pk=1, defaults={"mql_threshold": 30})
+    EngagementRuleFactory(points=30)
+    now = timezone.now()
+    keep = services.contact_create(email="c2@example.com", created_at=now - timedelta(days=90))
+    activities_record(
+        items=[{"contact": keep.pk, "kind": "page_visit", "occurred_at": now - timedelta(days=60)}]
+    )
+    lifecycle.stage_change(contact=keep, to_stage="sql", at=now - timedelta(days=50))
+    lifecycle.stage_change(contact=keep, to_stage="customer", at=now - timedelta(days=30))
+    dup = services.contact_create(email="c2.other@example.com", created_at=now - timedelta(days=1))
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert kept.stage == "customer"
+
+
+def test_a_merge_that_adds_nothing_does_not_requalify_a_recycled_lead():
+    from crm.ingest import activities_record
+    from scoring.models import ScoringSettings
+    from tests.scoring.factories import EngagementRuleFactory
+
+    """Policy "keep": a recycled lead keeps its points and re-qualifies on its next gain.
+    Merging an empty duplicate into it is no gain: no hand-off (review finding)."""
+    ScoringSettings.objects.update_or_create(
+        pk=1, defaults={"mql_threshold": 30, "recycle_policy": "keep"}
+    )
+    EngagementRuleFactory(points=30)
+    now = timezone.now()
+    keep = services.contact_create(email="k@example.com", created_at=now - timedelta(days=9))
+    activities_record(
+        items=[{"contact": keep.pk, "kind": "page_visit", "occurred_at": now - timedelta(days=5)}]
+    )
+    assert Contact.objects.get(pk=keep.pk).stage == "mql"
+    lifecycle.stage_change(
+        contact=keep, to_stage="recycled", reason_code="no_budget", at=now - timedelta(days=4)
+    )
+    dup = services.contact_create(email="k2@example.com", created_at=now - timedelta(days=8))
+    # keep the duplicate's creation transition older than the recycle (finding 1 aside)
+    LifecycleTransition.objects.filter(contact=dup).update(at=now - timedelta(days=8))
+    kept = services.contact_merge(keep=keep, duplicate=dup)
+    kept.refresh_from_db()
+    assert kept.scorecard.score == 30
+    assert kept.stage == "recycled"
