@@ -162,8 +162,7 @@ def rescore_execute(
             _rescore_portable(run_id, chunk, rules, now, totals, hand_off)
         processed = totals["processed"]
         # Segments on the score follow the new scores now, not at the next hourly refresh.
-        with transaction.atomic():
-            segments_refresh_reading("score")
+        segments_refresh_reading("score")
         RescoreRun.objects.filter(pk=run_id).update(
             status=RescoreRun.Status.DONE, finished_at=timezone.now(), total=processed
         )

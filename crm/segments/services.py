@@ -176,9 +176,11 @@ def segments_refresh_reading(field: str, *, at: datetime | None = None) -> int:
     reading = {s.pk for s in ordered if field in definition_dependencies(s.definition).fields}
     for segment_id in list(reading):
         reading |= _dependents(segment_id, ordered)
-    for segment in ordered:
-        if segment.pk in reading:
-            _refresh_one(segment, now=now, at=at)
+    if reading:
+        with transaction.atomic():
+            for segment in ordered:
+                if segment.pk in reading:
+                    _refresh_one(segment, now=now, at=at)
     return len(reading)
 
 
