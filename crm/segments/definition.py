@@ -23,6 +23,7 @@ from django.db.models.lookups import (
     GreaterThan,
     GreaterThanOrEqual,
     In,
+    IsNull,
     LessThan,
     LessThanOrEqual,
 )
@@ -496,7 +497,7 @@ def _member_of(segment_id: int) -> Exists:
 
 # A number written as text ("150" from a CSV import) or as a JSON number: what a custom
 # attribute compares as a number.
-NUMBER_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
+NUMBER_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
 
 
 def _attribute(lk: str, op: str, value: Any) -> Q:
@@ -505,7 +506,9 @@ def _attribute(lk: str, op: str, value: Any) -> Q:
     negation of a profile field does) and numbers compare as numbers whether stored as JSON
     numbers or as text (a CSV import stores text): ``"150"`` equals 150 and is above 100."""
     key = lk.removeprefix("attributes__")
-    present = Q(attributes__has_key=key)
+    # Every positive condition is false, never NULL, for a missing key or a JSON null, so a
+    # NOT of it is true there (SQL's NOT NULL would drop the contact from both sides).
+    present = Q(attributes__has_key=key) & ~Q(**{lk: None})
     as_text = KT(lk)
     as_number = Case(
         When(Q(**{f"{lk}__regex": NUMBER_TEXT}), then=Cast(as_text, FloatField())),
@@ -516,8 +519,8 @@ def _attribute(lk: str, op: str, value: Any) -> Q:
     def same(v) -> Q:
         if isinstance(v, bool):  # JSON true/false, or its text
             return Q(**{lk: v}) | Q(**{f"{lk}__iexact": str(v).lower()})
-        if _is_number(v):
-            return Q(Exact(as_number, float(v)))
+        if _is_number(v):  # text that is no number ("abc") is not equal, rather than NULL
+            return Q(IsNull(as_number, False)) & Q(Exact(as_number, float(v)))
         return Q(**{f"{lk}__iexact": v})
 
     if op in ("equals", "not_equals"):
@@ -539,7 +542,7 @@ def _attribute(lk: str, op: str, value: Any) -> Q:
         compare = {"gt": GreaterThan, "lt": LessThan, "gte": GreaterThanOrEqual}.get(
             op, LessThanOrEqual
         )
-        return present & Q(compare(as_number, float(value)))
+        return present & Q(IsNull(as_number, False)) & Q(compare(as_number, float(value)))
     if op in ("is_empty", "is_not_empty"):
         q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
         return q if op == "is_empty" else ~q

@@ -394,3 +394,77 @@ def test_in_on_text_is_case_insensitive_as_equals_is():
     assert matching({"field": "country", "op": "equals", "value": "de"}) == {de.pk}
     assert matching({"field": "country", "op": "in", "value": ["de", "it"]}) == {de.pk}
     assert de.pk not in matching({"field": "country", "op": "not_in", "value": ["de"]})
+
+
+# Review of the attribute change: values that are text, JSON null, booleans or exponents.
+N = "attributes.n"
+
+
+def test_not_equals_a_number_keeps_a_text_value():
+    text = ContactFactory(attributes={"n": "abc"})
+    seven = ContactFactory(attributes={"n": 7})
+    ContactFactory(attributes={"n": 5})
+    missing = ContactFactory(attributes={})
+    assert matching({"field": N, "op": "not_equals", "value": 5}) == {
+        text.pk,
+        seven.pk,
+        missing.pk,
+    }
+
+
+def test_not_in_numbers_keeps_a_text_value():
+    text = ContactFactory(attributes={"n": "abc"})
+    ContactFactory(attributes={"n": 5})
+    missing = ContactFactory(attributes={})
+    assert matching({"field": N, "op": "not_in", "value": [5]}) == {
+        text.pk,
+        missing.pk,
+    }
+
+
+def test_not_equals_text_keeps_a_json_null():
+    null = ContactFactory(attributes={"n": None})
+    ContactFactory(attributes={"n": "pro"})
+    missing = ContactFactory(attributes={})
+    assert matching({"field": N, "op": "not_equals", "value": "pro"}) == {
+        null.pk,
+        missing.pk,
+    }
+
+
+def test_not_in_text_keeps_a_json_null():
+    null = ContactFactory(attributes={"n": None})
+    ContactFactory(attributes={"n": "pro"})
+    missing = ContactFactory(attributes={})
+    assert matching({"field": N, "op": "not_in", "value": ["pro"]}) == {
+        null.pk,
+        missing.pk,
+    }
+
+
+def test_not_gt_keeps_text():
+    text = ContactFactory(attributes={"n": "abc"})
+    ContactFactory(attributes={"n": 500})
+    missing = ContactFactory(attributes={})
+    assert matching({"not": {"field": N, "op": "gt", "value": 100}}) == {
+        text.pk,
+        missing.pk,
+    }
+
+
+def test_bool_true_is_not_the_number_one():
+    ContactFactory(attributes={"n": True})
+    one = ContactFactory(attributes={"n": 1})
+    assert matching({"field": N, "op": "equals", "value": 1}) == {one.pk}
+
+
+def test_bool_equals_true():
+    t = ContactFactory(attributes={"n": True})
+    s = ContactFactory(attributes={"n": "TRUE"})
+    ContactFactory(attributes={"n": False})
+    assert matching({"field": N, "op": "equals", "value": True}) == {t.pk, s.pk}
+
+
+def test_json_float_exponent():
+    big = ContactFactory(attributes={"n": 1e20})
+    assert matching({"field": N, "op": "gt", "value": 100}) == {big.pk}
