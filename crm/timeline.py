@@ -1,7 +1,7 @@
 """One timeline per contact: activities, stage changes, re-openings and what other apps add.
 
-Each source is read newest first, at most ``limit + skip`` rows at or before the ``before``
-cursor, in a fixed order of its own (time, then id, newest first). The merged list is in
+Each source is read newest first, at most ``limit + skip + 1`` rows at or before the
+``before`` cursor, in a fixed order of its own (time, then id, newest first). The merged list is in
 one fixed order too — time, then source, then the source's order — so a page goes on
 exactly where the last one stopped: its cursor is the last entry's time and how many
 entries at that very time were shown already (``skip``). Entries sharing a time (a scored
@@ -83,7 +83,9 @@ def contact_timeline(
 ) -> TimelinePage:
     """Newest-first page of the contact's history from ``before`` on, less the ``skip``
     entries at exactly ``before`` that the previous page showed."""
-    take = limit + skip
+    # One more than the page from every source: whether an older page exists is known
+    # even when a single source holds everything.
+    take = limit + skip + 1
     activities = Activity.objects.filter(contact=contact)
     transitions = LifecycleTransition.objects.filter(contact=contact).select_related("by_user")
     reopenings = Reopening.objects.filter(contact=contact)

@@ -31,24 +31,31 @@ def timeline(contact, *, before=None, limit: int = 50) -> list[TimelineEntry]:
         exit_shown=Case(When(exit_shown, then=True), default=False, output_field=BooleanField()),
         newest=Case(When(exit_shown, then=F("exited_at")), default=F("entered_at")),
     )
-    entries: list[TimelineEntry] = []
+    # (entry, kind of row, row id): the order among entries of one time must not depend on
+    # the cursor (crm.timeline pages on it), so it is by kind, then newest row first.
+    rows: list[tuple[TimelineEntry, int, int]] = []
     for e in enrollments.order_by("-newest", "-id")[:limit]:
         url = e.program.get_absolute_url()
-        entries.append(
-            TimelineEntry(e.entered_at, "enrollment", f"Entered {e.program.name}", e.source, url)
+        entered = TimelineEntry(
+            e.entered_at, "enrollment", f"Entered {e.program.name}", e.source, url
         )
+        rows.append((entered, 0, e.pk))
         if e.exit_shown:
             title = (
                 f"Left {e.program.name}" if e.state == "exited" else f"Completed {e.program.name}"
             )
-            entries.append(TimelineEntry(e.exited_at, "enrollment", title, e.exit_reason, url))
+            rows.append(
+                (TimelineEntry(e.exited_at, "enrollment", title, e.exit_reason, url), 1, e.pk)
+            )
     for s in sends.order_by("-shown_at", "-id")[:limit]:
         if s.status == EmailSend.Status.SENT:
             title = f"Email “{s.subject}” ({s.program.name})"
         else:
             title = f"Email not sent: {s.skip_reason or s.status} ({s.program.name})"
-        entries.append(TimelineEntry(s.shown_at, "email", title, "", s.program.get_absolute_url()))
-    entries.sort(key=lambda t: t.at, reverse=True)  # stable: ties keep the order above
+        entry = TimelineEntry(s.shown_at, "email", title, "", s.program.get_absolute_url())
+        rows.append((entry, 2, s.pk))
+    rows.sort(key=lambda r: (r[0].at, -r[1], r[2]), reverse=True)
+    entries = [entry for entry, _, _ in rows]
     return entries[:limit]
 
 

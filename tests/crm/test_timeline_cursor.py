@@ -123,3 +123,52 @@ def test_every_page_size_shows_every_entry_once():
         assert [(e.at, e.kind, e.title, e.detail) for e in paged] == [
             (e.at, e.kind, e.title, e.detail) for e in whole
         ], limit
+
+
+def test_two_enrollments_entered_at_one_instant_one_exiting_later(settings):
+    """An activity trigger enrolls the contact in two programs with one `now`; the first
+    (lower id) later exits. The page cut between the two 'Entered' entries must not
+    repeat one and skip the other."""
+    from nurture.models import Enrollment
+    from tests.nurture.factories import ProgramFactory
+
+    settings.CONTACT_TIMELINE_PROVIDERS = ["nurture.providers.timeline"]
+    contact = services.contact_create(email="twoprog@example.com")
+    now = timezone.now()
+    t = now - timedelta(days=2)
+    a, b = ProgramFactory(name="A"), ProgramFactory(name="B")
+    Enrollment.objects.create(
+        contact=contact,
+        program=a,
+        state="exited",
+        entered_at=t,
+        exited_at=now - timedelta(days=1),
+        exit_reason="goal",
+        source="activity",
+    )
+    Enrollment.objects.create(
+        contact=contact, program=b, state="active", entered_at=t, source="activity"
+    )
+    whole = [(e.at, e.title) for e in all_pages(contact, limit=1000)]
+    for limit in (1, 2, 3):
+        paged = [(e.at, e.title) for e in all_pages(contact, limit=limit)]
+        assert paged == whole, (limit, paged, whole)
+
+
+def test_one_source_with_a_page_and_one_more_left_gets_an_older_page(settings):
+    """Every source is read one row past the page: with 51 activities left and nothing
+    else, the page of 50 still offers the older page holding the 51st."""
+    settings.CONTACT_TIMELINE_PROVIDERS = []
+    contact = services.contact_create(email="one-more@example.com")
+    base = contact.created_at - timedelta(days=1)
+    ingest.activities_record(
+        items=[
+            {
+                "contact": contact.pk,
+                "kind": "page_visit",
+                "occurred_at": (base - timedelta(minutes=i)).isoformat(),
+            }
+            for i in range(100)
+        ]
+    )
+    assert len([e for e in all_pages(contact) if e.kind == "activity"]) == 100
