@@ -3,7 +3,7 @@ CONTACT_SUMMARY_PROVIDERS, see crm.extensions)."""
 
 from __future__ import annotations
 
-from django.db.models import BooleanField, Case, F, OuterRef, Q, Subquery, When
+from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from crm.extensions import TimelineEntry
@@ -12,41 +12,36 @@ from .models import EmailSend, Enrollment
 
 
 def timeline(contact, *, before=None, limit: int = 50) -> list[TimelineEntry]:
-    """Enrollments (entered, left) and sends of one contact, newest first: two queries.
+    """Enrollments (entered, left) and sends of one contact, newest first: three queries.
 
     Each entry is cut at the time it shows (crm.timeline's contract: at or before
     ``before``) — an enrollment's exit at its exit, a send at its sending — so an entry
-    newer than the cursor never comes back on an older page. Enrollments are read in the
-    order of their newest entry shown, so an old enrollment's recent exit is not missed.
+    newer than the cursor never comes back on an older page.
     """
     enrollments = Enrollment.objects.filter(contact=contact).select_related("program")
     sends = EmailSend.objects.filter(contact=contact).select_related("program")
     sends = sends.annotate(shown_at=Coalesce("sent_at", "created_at"))
-    exit_shown = Q(exited_at__isnull=False)
+    entered, left = enrollments, enrollments.filter(exited_at__isnull=False)
     if before is not None:
-        enrollments = enrollments.filter(entered_at__lte=before)
+        entered = entered.filter(entered_at__lte=before)
+        left = left.filter(exited_at__lte=before)
         sends = sends.filter(shown_at__lte=before)
-        exit_shown &= Q(exited_at__lte=before)
-    enrollments = enrollments.annotate(
-        exit_shown=Case(When(exit_shown, then=True), default=False, output_field=BooleanField()),
-        newest=Case(When(exit_shown, then=F("exited_at")), default=F("entered_at")),
-    )
-    # (entry, kind of row, row id): the order among entries of one time must not depend on
-    # the cursor (crm.timeline pages on it), so it is by kind, then newest row first.
+    # (entry, kind of row, row id): each list below is read in the order the entries are
+    # merged in — time, then kind, then newest row — so each is a true prefix of it and
+    # the order among entries of one time never depends on the cursor (crm.timeline).
     rows: list[tuple[TimelineEntry, int, int]] = []
-    for e in enrollments.order_by("-newest", "-id")[:limit]:
+    for e in entered.order_by("-entered_at", "-id")[:limit]:
         url = e.program.get_absolute_url()
-        entered = TimelineEntry(
+        entry = TimelineEntry(
             e.entered_at, "enrollment", f"Entered {e.program.name}", e.source, url
         )
-        rows.append((entered, 0, e.pk))
-        if e.exit_shown:
-            title = (
-                f"Left {e.program.name}" if e.state == "exited" else f"Completed {e.program.name}"
-            )
-            rows.append(
-                (TimelineEntry(e.exited_at, "enrollment", title, e.exit_reason, url), 1, e.pk)
-            )
+        rows.append((entry, 0, e.pk))
+    for e in left.order_by("-exited_at", "-id")[:limit]:
+        title = f"Left {e.program.name}" if e.state == "exited" else f"Completed {e.program.name}"
+        entry = TimelineEntry(
+            e.exited_at, "enrollment", title, e.exit_reason, e.program.get_absolute_url()
+        )
+        rows.append((entry, 1, e.pk))
     for s in sends.order_by("-shown_at", "-id")[:limit]:
         if s.status == EmailSend.Status.SENT:
             title = f"Email “{s.subject}” ({s.program.name})"

@@ -232,16 +232,31 @@ def _back(request) -> str:
     return reverse("crm:contact-list") + (f"?{query}" if query else "")
 
 
+# Entries sharing one instant that a page may step over (an import can date thousands of
+# activities alike); every source reads that many rows more, so a larger one is refused.
+MAX_TIMELINE_SKIP = 100_000
+
+
+def _timeline_cursor(params) -> tuple:
+    """The "Older" link's ``before`` and ``skip``; anything malformed starts from the top
+    rather than failing (an impossible date, a non-ASCII digit, a skip without a time)."""
+    try:
+        before = parse_datetime(params.get("before") or "")
+    except ValueError:
+        before = None
+    raw = params.get("skip") or ""
+    skip = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if before is None or skip > MAX_TIMELINE_SKIP:
+        skip = 0
+    return before, skip
+
+
 @allow(SALES_AND_MARKETING_WRITE)
 def contact_detail(request, pk: int):
     contact = get_object_or_404(
         Contact.objects.select_related("company", "owner", "acquired_by", "scorecard"), pk=pk
     )
-    before = (
-        parse_datetime(request.GET.get("before", "") or "") if request.GET.get("before") else None
-    )
-    skip = request.GET.get("skip", "")
-    skip = min(int(skip), 100_000) if skip.isdigit() else 0
+    before, skip = _timeline_cursor(request.GET)
     timeline = contact_timeline(contact, before=before, skip=skip)
     zone = timezone.get_current_timezone()
     entries = []

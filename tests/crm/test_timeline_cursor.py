@@ -172,3 +172,74 @@ def test_one_source_with_a_page_and_one_more_left_gets_an_older_page(settings):
         ]
     )
     assert len([e for e in all_pages(contact) if e.kind == "activity"]) == 100
+
+
+@pytest.mark.parametrize("seed", [*range(30), 67])
+def test_pages_of_every_size_concatenate_to_the_whole_timeline(settings, seed):
+    """Random histories over three instants (activities, score entries, enrollments
+    entered and left, sends; every source ties with every other): pages of any size, cut
+    anywhere, add up to the whole timeline, each entry once, in its order (review finding:
+    a cut enrollment's entry sorted ahead of a read one's exit)."""
+    import random
+
+    from crm.models import Activity, LifecycleTransition
+    from nurture.models import EmailSend, Enrollment
+    from scoring.models import LedgerEntry
+    from tests.nurture.factories import ProgramFactory
+
+    settings.CONTACT_TIMELINE_PROVIDERS = [
+        "nurture.providers.timeline",
+        "scoring.extensions.timeline",
+    ]
+    rnd = random.Random(seed)
+    base = timezone.now().replace(microsecond=0) - timedelta(days=5)
+    times = [base + timedelta(hours=h) for h in range(3)]
+    contact = services.contact_create(email=f"t{seed}@example.com", created_at=base)
+    LifecycleTransition.objects.filter(contact=contact).update(at=rnd.choice(times))
+    for i in range(rnd.randint(0, 5)):
+        Activity.objects.create(
+            contact=contact, kind="page_visit", occurred_at=rnd.choice(times), url=f"u{i}"
+        )
+    for i in range(rnd.randint(0, 5)):
+        LedgerEntry.objects.create(
+            contact=contact, points=i + 1, at=rnd.choice(times), reason="rescore"
+        )
+    for i in range(rnd.randint(0, 9)):
+        entered = rnd.choice(times)
+        state = rnd.choice(["exited", "completed", "active"])
+        exited = None if state == "active" else rnd.choice([t for t in times if t >= entered])
+        program = ProgramFactory(name=f"P{i}")
+        enrollment = Enrollment.objects.create(
+            contact=contact,
+            program=program,
+            state=state,
+            entered_at=entered,
+            exited_at=exited,
+            exit_reason="x" if exited else "",
+        )
+        for j in range(rnd.randint(0, 2)):
+            EmailSend.objects.create(
+                enrollment=enrollment,
+                contact=contact,
+                program=program,
+                message_id=f"m{i}-{j}",
+                status="sent",
+                subject=f"S{i}-{j}",
+                sent_at=rnd.choice(times),
+            )
+
+    def key(e):
+        return (e.at, e.kind, e.title, e.detail)
+
+    whole = [key(e) for e in contact_timeline(contact, limit=10_000).entries]
+    expected = (
+        Activity.objects.filter(contact=contact).count()
+        + 1  # the creation transition
+        + LedgerEntry.objects.filter(contact=contact).count()
+        + EmailSend.objects.filter(contact=contact).count()
+        + Enrollment.objects.filter(contact=contact).count()
+        + Enrollment.objects.filter(contact=contact, exited_at__isnull=False).count()
+    )
+    assert len(whole) == expected
+    for limit in (1, 2, 3, 4, 5, 7):
+        assert [key(e) for e in all_pages(contact, limit)] == whole, limit

@@ -270,3 +270,21 @@ def test_adding_to_a_static_segment_reports_how_many_joined(marketing_client):
     )
     messages = [str(m) for m in r.context["messages"]]
     assert "2 contact(s) added to List (1 already in it)." in messages, messages
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?skip=%C2%B2",  # a digit to str.isdigit(), not to int()
+        "?before=2025-02-30T10:00:00&skip=1",  # no such day
+        "?skip=-1",
+        "?skip=abc",
+        "?skip=99999999999999999999",
+        "?skip=50",  # a skip without a time: from the top
+    ],
+)
+def test_a_malformed_timeline_cursor_starts_from_the_top(sales_client, query):
+    contact = services.contact_create(email="u@example.com")
+    response = sales_client.get(reverse("crm:contact-detail", args=[contact.pk]) + query)
+    assert response.status_code == 200, query
+    assert len(response.context["timeline"].entries) == 1  # the creation
