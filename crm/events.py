@@ -85,6 +85,9 @@ class ContactsMerging:
     keep_id: int
     duplicate_id: int
     at: datetime
+    # The duplicate's lifecycle transitions, now the kept contact's: what the histories
+    # were before the move, for handlers that count per-contact histories.
+    moved_transition_ids: frozenset[int] = frozenset()
 
 
 def handler(phase: Phase = "in_transaction") -> Callable:
@@ -164,9 +167,12 @@ def contacts_changed(contact_ids: Iterable[int], fields: Iterable[str] = (), at=
         publish("CONTACTS_CHANGED_HANDLERS", ContactsChanged(ids, frozenset(fields), at))
 
 
-def contacts_merging(*, keep_id: int, duplicate_id: int, at: datetime) -> None:
+def contacts_merging(
+    *, keep_id: int, duplicate_id: int, at: datetime, moved_transition_ids: Iterable[int] = ()
+) -> None:
     _check_not_queued("CONTACTS_MERGING_HANDLERS")
-    publish("CONTACTS_MERGING_HANDLERS", ContactsMerging(keep_id, duplicate_id, at))
+    event = ContactsMerging(keep_id, duplicate_id, at, frozenset(moved_transition_ids))
+    publish("CONTACTS_MERGING_HANDLERS", event)
 
 
 def _check_not_queued(setting_name: str) -> None:

@@ -15,7 +15,7 @@ from .lifecycle_facts import (
 )
 from .nurtured_facts import nurtured_apply_enrollments
 from .query import site_tz
-from .stage_facts import stage_facts_apply_transitions
+from .stage_facts import stage_facts_apply_merge, stage_facts_apply_transitions
 from .upkeep import upkeep_apply_activities, upkeep_apply_transitions
 
 
@@ -42,6 +42,11 @@ def on_contacts_merging(event) -> None:
     become one), the duplicate's to none — and the day rows (cohorts, drop-offs, credits)
     move by the difference, each first entry counted off on its own creation day."""
     contacts_facts_rebuild(contact_ids=[event.keep_id, event.duplicate_id])
+    stage_facts_apply_merge(
+        keep_id=event.keep_id,
+        duplicate_id=event.duplicate_id,
+        moved=set(event.moved_transition_ids),
+    )
     # The duplicate was a new lead of its creation day; it goes with the merge.
     created = Contact.objects.filter(pk=event.duplicate_id).values_list("created_at", flat=True)
     days = {timezone.localtime(at, site_tz()).date() for at in created}

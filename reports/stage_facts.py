@@ -18,8 +18,10 @@ transitions give signed deltas (a back-dated change moves its neighbours' counts
 upsert per table. A contact with no transition at all contributes nothing: every path that
 creates a contact records its first transition in the same transaction
 (``crm.lifecycle.stages_initial``), and bulk loads are followed by :func:`stage_facts_rebuild`.
-Merges and erasures publish no stage change; the daily :func:`stage_facts_reconcile`
-rebuilds a day's rows from raw data and reports what differed (as the other facts do).
+A merge moves them by its own difference (:func:`stage_facts_apply_merge`, from the
+"contacts merging" handler); erasures publish no stage change; the daily
+:func:`stage_facts_reconcile` rebuilds a day's rows from raw data and reports what differed
+(as the other facts do).
 """
 
 from __future__ import annotations
@@ -147,6 +149,27 @@ def stage_facts_apply_transitions(*, transitions) -> None:
         histories = _histories(contacts[i : i + CHUNK])
         delta.update(_totals(histories))
         delta.subtract(_totals(histories, without=batch))
+    _write(delta)
+
+
+def stage_facts_apply_merge(*, keep_id: int, duplicate_id: int, moved: set[int]) -> None:
+    """A merge moved the duplicate's transitions (``moved``) to the kept contact: move both
+    tables by the merged history's contributions less the two histories' before the move
+    (each from its own creation day). Called in the merge, before the duplicate is gone."""
+    tz = site_tz()
+    histories = _histories([keep_id])
+    created = dict(
+        Contact.objects.filter(pk__in=[keep_id, duplicate_id]).values_list(
+            "id", TruncDate("created_at", tzinfo=tz)
+        )
+    )
+    merged = histories.get(keep_id, (created.get(keep_id), []))[1]
+    if not merged or keep_id not in created:
+        return
+    delta = contributions(created[keep_id], merged)
+    delta.subtract(contributions(created[keep_id], [t for t in merged if t[0] not in moved]))
+    if duplicate_id in created:
+        delta.subtract(contributions(created[duplicate_id], [t for t in merged if t[0] in moved]))
     _write(delta)
 
 

@@ -366,6 +366,9 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         activity_queue.batches_repoint(duplicate_id=dup_id, keep_id=keep_id)
         # The kept contact's campaigns from its activities, now both contacts' (bounded).
         campaign_members.members_rebuild(contact_ids=[keep_id])
+        moved = list(
+            LifecycleTransition.objects.filter(contact_id=dup_id).values_list("pk", flat=True)
+        )
         LifecycleTransition.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         lifecycle.stage_resync(contact=keep, duplicate=duplicate)
         Deal.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
@@ -379,7 +382,9 @@ def contact_merge(*, keep: Contact, duplicate: Contact, by=None) -> Contact:
         ).update(contact_id=keep_id)
         SegmentChange.objects.filter(contact_id=dup_id).update(contact_id=keep_id)
         at = timezone.now()
-        events.contacts_merging(keep_id=keep_id, duplicate_id=dup_id, at=at)
+        events.contacts_merging(
+            keep_id=keep_id, duplicate_id=dup_id, at=at, moved_transition_ids=moved
+        )
         _move_other_relations(dup_id, keep_id)
 
         changed = _merge_suppression(keep, duplicate)
