@@ -38,7 +38,7 @@ from .models import (
     Source,
     Stage,
 )
-from .models.activities import is_program_unsubscribe
+from .models.activities import is_program_unsubscribe, is_suppressing_bounce
 from .models.choices import SELF_IDENTIFYING_KINDS
 
 MAX_DETAILS_BYTES = 8 * 1024
@@ -518,7 +518,7 @@ def _apply_suppression(activities: list[Activity]) -> bool:
         status = SUPPRESSING.get(a.kind)
         if status and is_program_unsubscribe(a.kind, a.details):
             continue
-        if a.kind == ActivityKind.EMAIL_BOUNCED and a.details.get("bounce_type") == "hard":
+        if is_suppressing_bounce(a.kind, a.details):
             status = EmailStatus.HARD_BOUNCED
         if status:
             changes.setdefault(status, set()).add(a.contact_id)

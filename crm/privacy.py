@@ -149,7 +149,9 @@ def contact_erase(*, contact: Contact, by=None) -> Contact:
     ids, transitions, deals' amounts and statuses, the page an activity happened on.
     Cleared: the address (replaced by an ``erased.invalid`` one), names, phone, title,
     attributes, consent source, activity details and the query string and fragment of
-    activity URLs, transition notes, deal names, and what other apps hold (providers). The
+    activity URLs, transition notes, deal names and lost reasons (free text sales typed),
+    the Django admin's change log of the contact and its deals, and what other apps hold
+    (providers). The
     contact stays suppressed for good (no consent basis, unsubscribed). No "contacts
     changed" event is published on purpose: a re-score on the blanked profile would move
     the score and the stage, and reports must keep their totals.
@@ -163,9 +165,13 @@ def contact_erase(*, contact: Contact, by=None) -> Contact:
         for _path, provider in _providers():
             provider.erase(contact)
         LifecycleTransition.objects.filter(contact=contact).exclude(note="").update(note="")
-        Deal.objects.filter(contact=contact).update(name="Deal of an erased contact")
+        deal_ids = list(Deal.objects.filter(contact=contact).values_list("pk", flat=True))
+        Deal.objects.filter(pk__in=deal_ids).update(
+            name="Deal of an erased contact", lost_reason=""
+        )
         _notifications_scrub(contact, old)
-        _admin_log_scrub(contact)
+        _admin_log_scrub(Contact, [contact.pk], f"Contact #{contact.pk}")
+        _admin_log_scrub(Deal, deal_ids, "Deal of an erased contact")
         Contact.objects.filter(pk=contact.pk).update(
             email=erased_email(contact.pk),
             first_name="",
@@ -225,10 +231,11 @@ def _notifications_scrub(contact: Contact, identifiers: list[str]) -> None:
     Notification.objects.filter(about).update(text=f"Contact #{contact.pk} (personal data erased)")
 
 
-def _admin_log_scrub(contact: Contact) -> None:
-    """The Django admin's change log keeps the contact's str() (its name or address)."""
+def _admin_log_scrub(model, ids, label: str) -> None:
+    """The Django admin's change log keeps each object's str() (a contact's name or
+    address, a deal's name) and the changed fields' names."""
     from django.contrib.admin.models import LogEntry
 
     LogEntry.objects.filter(
-        content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
-    ).update(object_repr=f"Contact #{contact.pk}", change_message="")
+        content_type=ContentType.objects.get_for_model(model), object_id__in=[str(i) for i in ids]
+    ).update(object_repr=label, change_message="")

@@ -14,9 +14,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm.events import handler
-from crm.models import ActivityKind, Stage
-from crm.models.activities import is_persons, is_program_unsubscribe, unsubscribe_link_prefix
+from crm.models import ActivityKind, Contact, Stage
+from crm.models.activities import (
+    is_persons,
+    is_program_unsubscribe,
+    is_suppressing_bounce,
+    unsubscribe_link_prefix,
+)
 
+from .mail import recipient_digest
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
     EXIT_GOAL,
@@ -61,7 +67,7 @@ def on_activities_recorded(event) -> None:
         a.contact_id
         for a in activities
         if (a.kind in SUPPRESSING and not is_program_unsubscribe(a.kind, a.details))
-        or (a.kind == ActivityKind.EMAIL_BOUNCED and (a.details or {}).get("bounce_type") == "hard")
+        or is_suppressing_bounce(a.kind, a.details)
     }
     if suppressed:
         enrollments_exit(
@@ -168,4 +174,11 @@ def on_contacts_merging(event) -> None:
         now=event.at,
     )
     Enrollment.objects.filter(contact_id=duplicate).update(contact_id=keep)
+    # A send written before sends recorded their address (nurture 0008) went to the
+    # duplicate's: recorded now, so the provider's later events still find their contact.
+    address = Contact.objects.filter(pk=duplicate).values_list("email", flat=True).first()
+    if address:
+        EmailSend.objects.filter(contact_id=duplicate, to_digest="").update(
+            to_digest=recipient_digest(address)
+        )
     EmailSend.objects.filter(contact_id=duplicate).update(contact_id=keep)

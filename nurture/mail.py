@@ -32,9 +32,16 @@ from django.core.mail.message import (
     forbid_multi_line_headers,
     utf8_charset,
 )
+from django.utils.crypto import salted_hmac
 
 # Headers Django's message() may take from extra_headers instead of the message's fields.
 _OWN_HEADERS = {"from", "to", "cc", "reply-to"}
+
+
+def recipient_digest(address: str) -> str:
+    """A stable stand-in for an address (in a send's ``to_digest``, in a provider event's
+    id): keyed with the site's secret, so a list of addresses does not reverse it."""
+    return salted_hmac("leadcycle.recipient", address.strip().lower()).hexdigest()[:24]
 
 
 def message_id(host: str | None = None) -> str:

@@ -321,6 +321,10 @@ class EmailSend(models.Model):
     subject = models.CharField(max_length=300, blank=True)
     # The tracked links of this email, by index: a click token may only lead to one of them.
     links = models.JSONField(default=list, blank=True)
+    # A keyed digest of the address the email went to (nurture.mail.recipient_digest), not
+    # the address: a provider's event for it is this contact's after a merge or an edit of
+    # the address, and the column holds nothing erasure would have to clear.
+    to_digest = models.CharField(max_length=24, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     # When the backend accepted the message; while the status is "sending", when the send
     # was claimed (the daily cap counts it from then, and the claim's lease runs from it).

@@ -3,11 +3,16 @@
 Enrollments keep their program, state and dates (program funnels count them); sends keep
 their status, times and message id (the email report joins events to sends by it) but
 lose the subject (personalised with the name) and the links (may carry the address in a
-query string) and any provider error text (often quotes the address).
+query string) and any provider error text (often quotes the address). Copies of the
+person's emails kept by the file e-mail backend (the Outbox, ``nurture.mailfiles``) are
+deleted once the erasure commits.
 """
 
 from __future__ import annotations
 
+from django.db import transaction
+
+from .mailfiles import messages_drop_to
 from .models import EmailSend, Enrollment
 
 
@@ -60,3 +65,5 @@ def export(contact) -> dict:
 
 def erase(contact) -> None:
     EmailSend.objects.filter(contact=contact).update(subject="", links=[], error="")
+    address = contact.email  # still the person's: crm.privacy replaces it after the providers
+    transaction.on_commit(lambda: messages_drop_to(address))

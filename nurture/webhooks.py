@@ -1,18 +1,28 @@
 """Mail-provider tracking webhooks: django-anymail's views, authenticated as it configures.
 
-Postmark and Amazon SES use HTTP basic auth (``ANYMAIL["WEBHOOK_SECRET"]`` =
-``"user:password"``, put in the webhook URL); Mailgun also checks its HMAC signature
-with ``ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"]``. A failed check answers 400 (anymail's
-``AnymailWebhookValidationFailure``). Anymail's ``tracking`` signal is its documented
-integration point: the receiver below only hands the normalised event to a service.
+All three use HTTP basic auth (``ANYMAIL["WEBHOOK_SECRET"]`` = ``"user:password"``, put
+in the webhook URL); Mailgun also checks its HMAC signature with
+``ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"]``, its age and that its token is new. A failed
+check answers 400 (anymail's ``AnymailWebhookValidationFailure``). Anymail's ``tracking``
+signal is its documented integration point: the receiver below only hands the normalised
+event to a service.
 """
 
 from __future__ import annotations
 
-from anymail.exceptions import AnymailAPIError, AnymailConfigurationError
+import hashlib
+import json
+import time
+
+from anymail.exceptions import (
+    AnymailAPIError,
+    AnymailConfigurationError,
+    AnymailWebhookValidationFailure,
+)
 from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
 from anymail.webhooks.mailgun import MailgunTrackingWebhookView
 from anymail.webhooks.postmark import PostmarkTrackingWebhookView
+from django.core.cache import cache
 from django.http import HttpResponseBadRequest, HttpResponseNotFound
 
 from crm.roles import PUBLIC
@@ -36,7 +46,8 @@ class _Guarded:
 
     # Postmark and SES events carry no signature: basic auth is their only proof of origin,
     # so without ANYMAIL["WEBHOOK_SECRET"] the endpoint refuses everything (anymail itself
-    # would only warn and accept forged events).
+    # would only warn and accept forged events). Mailgun's signature does not cover the
+    # body, so it needs both.
     requires_secret = False
 
     def post(self, request, *args, **kwargs):
@@ -87,7 +98,39 @@ class Postmark(_Guarded, PostmarkTrackingWebhookView):
 
 
 class Mailgun(_Guarded, MailgunTrackingWebhookView):
+    """Mailgun's HMAC covers a timestamp and a random token, not the body: a captured
+    signature would sign any forged event. As Mailgun's documentation advises, a signature
+    older (or further ahead) than ``MAILGUN_SIGNATURE_MAX_AGE`` or a token seen before is
+    refused (Mailgun signs every delivery attempt anew). The seen tokens live in the
+    cache (the database cache by default, shared by every web process)."""
+
     access = PUBLIC
+    requires_secret = True
+
+    def validate_request(self, request):
+        super().validate_request(request)  # basic auth, then the HMAC
+        token, timestamp = _mailgun_signature(request)
+        try:
+            age = abs(time.time() - float(timestamp))
+        except (TypeError, ValueError, OverflowError):
+            raise AnymailWebhookValidationFailure("Mailgun signature without a time") from None
+        if not age <= MAILGUN_SIGNATURE_MAX_AGE:  # also refuses NaN
+            raise AnymailWebhookValidationFailure("Mailgun signature too old or in the future")
+        key = "mailgun-token:" + hashlib.sha256(str(token).encode()).hexdigest()
+        if not cache.add(key, 1, timeout=2 * MAILGUN_SIGNATURE_MAX_AGE):
+            raise AnymailWebhookValidationFailure("Mailgun signature token used before")
+
+
+# How far a Mailgun signature's timestamp may be from now, in seconds.
+MAILGUN_SIGNATURE_MAX_AGE = 15 * 60
+
+
+def _mailgun_signature(request) -> tuple[str, str]:
+    """The token and timestamp the HMAC covered (anymail has parsed them successfully)."""
+    if request.content_type == "application/json":
+        block = json.loads(request.body.decode("utf-8"))["signature"]
+        return block["token"], block["timestamp"]
+    return request.POST["token"], request.POST["timestamp"]
 
 
 class AmazonSES(_Guarded, AmazonSESTrackingWebhookView):

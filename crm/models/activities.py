@@ -142,6 +142,19 @@ def is_program_unsubscribe(kind: str, details) -> bool:
     )
 
 
+def is_suppressing_bounce(kind: str, details) -> bool:
+    """A hard bounce of the contact's current address: it suppresses the address. One
+    reported for an address the contact had before (an email sent to a merged duplicate,
+    or before the address was edited: ``address_replaced``) still counts as a hard bounce
+    of that email in the reports, but says nothing of the address in use now."""
+    return (
+        kind == ActivityKind.EMAIL_BOUNCED
+        and isinstance(details, dict)
+        and details.get("bounce_type") == "hard"
+        and not details.get("address_replaced")
+    )
+
+
 def goal_actions_after(goal_kind=None):
     """The contact's goal actions from this click (the outer activity) to the end of the
     attribution window, METRICS.md "conversion rate" ("clicked the email and then did the

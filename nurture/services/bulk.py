@@ -25,7 +25,7 @@ from ..models import EmailSend
 _SEND_COLUMNS = (
     "enrollment_id", "step_id", "contact_id", "program_id", "template_id", "message_id",
     "esp_message_id", "status", "skip_reason", "error", "attempts", "subject", "links",
-    "sent_at",
+    "sent_at", "to_digest",
 )  # fmt: skip
 # Rows go in (enrollment, step) order, so two batches that ever overlap take the unique
 # index's locks in the same order; a duplicate (enrollment, step) still raises
@@ -36,7 +36,7 @@ _SEND_INSERT = (
     f"SELECT {', '.join(_SEND_COLUMNS)}, %b FROM unnest("
     "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::varchar[], "
     "%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::smallint[], "
-    "%b::varchar[], %b::jsonb[], %b::timestamptz[]"
+    "%b::varchar[], %b::jsonb[], %b::timestamptz[], %b::varchar[]"
     f") AS t({', '.join(_SEND_COLUMNS)}) "
     "ORDER BY enrollment_id, step_id RETURNING id, enrollment_id, step_id"
 )

@@ -556,6 +556,7 @@ def _build_message(
     )
     rendered = rendering.render_email(template, context)
     send.subject = rendered.subject
+    send.to_digest = mail.recipient_digest(e.contact.email)
     if rendered.html:
         html, send.links = rendering.rewrite_links(
             rendered.html,
@@ -584,7 +585,7 @@ def _claim_store(batch: _Batch, changes: dict[tuple, list[int]]) -> None:
         EmailSend.objects.bulk_update(
             again,
             ["status", "skip_reason", "attempts", "sent_at", "error", "subject", "links"]
-            + ["template_id", "esp_message_id"],
+            + ["template_id", "esp_message_id", "to_digest"],
         )
     now = batch.now
     for (state, step_id, run_at, reason), ids in changes.items():

@@ -16,6 +16,7 @@ from crm.ingest import IngestError, activities_record
 from crm.models import Activity, ActivityKind, Contact, EmailStatus, Source
 from crm.models.activities import UNSUBSCRIBE_SCOPE_PROGRAM, global_unsubscribe_q
 
+from ..mail import recipient_digest
 from ..models import EmailSend, Enrollment
 from .enrollment import EXIT_UNSUBSCRIBED_PROGRAM, enrollments_exit
 
@@ -41,10 +42,13 @@ def is_machine_open(user_agent: str, sent_at: datetime | None, at: datetime) -> 
 
 def _send(message_id: str) -> EmailSend | None:
     # A "sending" send is being handed over (or was, and awaits its status update): its
-    # recipient may already have it, so its open pixel and links work.
+    # recipient may already have it, so its open pixel and links work. An erased person's
+    # reading is not recorded any more (the pixel is still served, crm.privacy).
     return (
         EmailSend.objects.filter(
-            message_id=message_id, status__in=[EmailSend.Status.SENT, EmailSend.Status.SENDING]
+            message_id=message_id,
+            status__in=[EmailSend.Status.SENT, EmailSend.Status.SENDING],
+            contact__erased_at__isnull=True,
         )
         .select_related("program", "contact")
         .first()
@@ -124,8 +128,8 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
     or one after an unsubscribe from all email by the same email, records nothing new.
     """
     send = unsubscribe_send(message_id)
-    if send is None:
-        return None
+    if send is None or send.contact.erased_at:  # erased: suppressed for good already
+        return send
     unsubscribes = Activity.objects.filter(
         message_id=send.message_id,
         contact_id=send.contact_id,
@@ -189,6 +193,7 @@ def contact_unsubscribe(*, message_id: str, program_only: bool = False) -> Email
 # --- Provider webhooks (django-anymail normalised tracking events) ----------------------
 
 ESP_SLUGS = {"Amazon SES": "amazon_ses", "Postmark": "postmark", "Mailgun": "mailgun"}
+POSTMARK_FILTER_NOTICES = {"SpamNotification", "VirusNotification"}
 
 
 def _classify(esp: str, event) -> tuple[str | None, dict]:
@@ -202,6 +207,11 @@ def _classify(esp: str, event) -> tuple[str | None, dict]:
         # reports a bounce of its own if it gives up, so a deferral records nothing:
         # neither suppression nor the bounce metrics may count it.
         return None, {}
+    if esp == "postmark" and raw.get("Type") in POSTMARK_FILTER_NOTICES:
+        # A receiving filter held the message (spam or virus scanner): not the person's
+        # complaint and not a dead mailbox (Postmark leaves the address active), so a soft
+        # bounce, where anymail says "complained" / "bounced".
+        return ActivityKind.EMAIL_BOUNCED, {"bounce_type": "soft", "esp_type": raw["Type"]}
     if et in ("bounced", "rejected"):
         hard = et == "bounced" or (
             et == "rejected" and event.reject_reason in ("bounced", "invalid")
@@ -258,8 +268,9 @@ def _event_id(esp: str, event) -> str:
         event_id = hashlib.sha256(body.encode()).hexdigest()
     external = f"{esp}:{event_id}"
     if event.recipient and esp == "amazon_ses":
-        # One SES notification may name several recipients, each its own event.
-        external += f":{event.recipient.lower()}"
+        # One SES notification may name several recipients, each its own event; named by
+        # a keyed digest, not the address, which erasure could not reach in this column.
+        external += f":{recipient_digest(event.recipient)}"
     if len(external) > 200:
         external = f"{esp}:{hashlib.sha256(external.encode()).hexdigest()}"
     return external
@@ -296,14 +307,24 @@ def esp_event_record(*, esp_name: str, event) -> bool:
             log.info("%s %s event for unknown message %r ignored", esp, event.event_type, ids)
             return False
         contact = send.contact
-        if recipient and recipient != contact.email.lower():
-            log.info("%s event for %s does not match the send's contact; ignored", esp, recipient)
+        if contact.erased_at:
+            log.info("%s %s event for an erased contact ignored", esp, kind)
             return False
+        if recipient and recipient != contact.email.lower():
+            if not send.to_digest or recipient_digest(recipient) != send.to_digest:
+                log.info("%s event for another recipient of %r ignored", esp, ids)
+                return False
+            # Sent to an address the contact no longer has (merged from a duplicate, or
+            # edited since): still this person's email and behaviour, but a hard bounce
+            # says nothing of the current address (crm.ingest does not suppress it).
+            details["address_replaced"] = True
     at = event.timestamp or timezone.now()
     extra = {"external_id": _event_id(esp, event), "details": {"esp": esp, **details}}
     if kind == ActivityKind.EMAIL_OPENED:
         sent_at = send.sent_at if send else None
         extra["is_machine"] = is_machine_open(event.user_agent or "", sent_at, at)
+    if kind == ActivityKind.EMAIL_CLICKED:  # a link scanner's click, as click_record has it
+        extra["is_machine"] = bool(MACHINE_UA.search(event.user_agent or ""))
     if kind == ActivityKind.EMAIL_CLICKED and details.get("url", "").startswith("http"):
         extra["url"] = details["url"]
     if send is not None:

@@ -7,11 +7,7 @@ a strict Content-Security-Policy (no scripts, no forms, images only).
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
 from html import escape
-from pathlib import Path
 
 from django.conf import settings
 from django.http import Http404, HttpResponse
@@ -20,37 +16,18 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from crm.roles import MARKETING_ONLY, allow
 
+from ..mailfiles import SAFE_NAME, mail_dir, mail_files, messages
 from ..models import EmailSend
 from .templates import FRAME_CSP
 
-SEPARATOR = b"\n" + b"-" * 79 + b"\n"
-SAFE_NAME = re.compile(r"^[\w.-]+\.log$")
 MAX_FILES = 50
-
-
-def _mail_dir() -> Path:
-    return Path(getattr(settings, "EMAIL_FILE_PATH", "") or settings.BASE_DIR / "var" / "mail")
-
-
-def _files() -> list[Path]:
-    folder = _mail_dir()
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.is_file() and SAFE_NAME.match(p.name)]
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_FILES]
-
-
-def _messages(path: Path):
-    for index, chunk in enumerate(path.read_bytes().split(SEPARATOR)):
-        if chunk.strip():
-            yield index, email.message_from_bytes(chunk.lstrip(), policy=email.policy.default)
 
 
 @allow(MARKETING_ONLY)
 def outbox(request):
     rows = []
-    for path in _files():
-        for index, msg in _messages(path):
+    for path in mail_files(MAX_FILES):
+        for index, msg in messages(path):
             rows.append(
                 {
                     "file": path.name,
@@ -74,7 +51,7 @@ def outbox(request):
         {
             "rows": rows,
             "failed": failed,
-            "folder": str(_mail_dir()),
+            "folder": str(mail_dir()),
             "backend": settings.EMAIL_BACKEND,
         },
     )
@@ -85,10 +62,10 @@ def outbox(request):
 def outbox_body(request, name: str, index: int):
     if not SAFE_NAME.match(name):
         raise Http404
-    path = _mail_dir() / name
+    path = mail_dir() / name
     if not path.is_file():
         raise Http404
-    for i, msg in _messages(path):
+    for i, msg in messages(path):
         if i == index:
             part = msg.get_body(preferencelist=("html", "plain"))
             content = part.get_content() if part else ""

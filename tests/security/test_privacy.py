@@ -33,6 +33,7 @@ from crm.models import (
     SegmentMembership,
     Stage,
 )
+from crm.sales import deal_lose
 from crm.segments.services import segment_members_add
 from nurture.models import EmailSend, Enrollment
 from nurture.services.enrollment import contacts_enroll
@@ -99,6 +100,16 @@ def person(admin_user, sales_user):
             contact=contact, to_stage=Stage.MQL, by_user=admin_user, note=f"Called {FIRST}"
         )
     DealFactory(contact=contact, name=f"{FIRST} {LAST} deal", amount=5000, owner=sales_user)
+    lost = DealFactory(contact=contact, name=f"{FIRST} renewal", amount=900, owner=sales_user)
+    deal_lose(deal=lost, by=sales_user, reason=f"{FIRST} {LAST} signed with a competitor")
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Deal),
+        object_id=str(lost.pk),
+        object_repr=str(lost),
+        action_flag=CHANGE,
+        change_message="Changed name",
+    )
     segment = SegmentFactory(name="VIPs", kind=Segment.Kind.STATIC)
     segment_members_add(segment=segment, contact_ids=[contact.pk])
     program = ProgramFactory(campaign=campaign)
@@ -296,3 +307,27 @@ def test_the_api_exports_and_erases_for_admins_only(person, admin_api, marketing
     again = admin_api.post(url + "erase/")  # idempotent
     assert again.status_code == 200
     assert admin_api.get("/api/v1/contacts/999999/personal-data/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)  # the mail files are cleared once the erasure commits
+def test_erasure_removes_the_persons_emails_from_the_file_backend(
+    settings, tmp_path, marketing_client
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path)
+    program = ProgramFactory()
+    StepFactory(program=program, position=1)
+    erased = ContactFactory(email=EMAIL, first_name=FIRST, consent_basis="consent")
+    other = ContactFactory(email="someone.else@example.com", consent_basis="consent")
+    contacts_enroll(program=program, contact_ids=[erased.pk, other.pk], source="manual")
+    assert enrollments_advance().sent == 2
+    assert "privacy-probe" in marketing_client.get("/nurture/outbox/").content.decode()
+
+    privacy.contact_erase(contact=erased)
+
+    page = marketing_client.get("/nurture/outbox/").content.decode()
+    stored = "".join(p.read_text(errors="replace") for p in tmp_path.iterdir())
+    assert "privacy-probe" not in page
+    assert "privacy-probe" not in stored
+    assert "someone.else@example.com" in page
+    assert "someone.else@example.com" in stored
