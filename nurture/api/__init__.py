@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from crm.models import Segment
@@ -15,7 +16,7 @@ from crm.roles import MARKETING_WRITES
 
 from ..models import EmailTemplate, Program, Step
 from ..services.enrollment import contacts_enroll, program_enroll_segment
-from ..services.programs import step_append
+from ..services.programs import ProgramArchived, program_set_status, step_append
 from . import serializers as s
 
 
@@ -31,6 +32,17 @@ class ProgramViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         serializer.save(created_by=self.request.user)
+
+    def perform_update(self, serializer):
+        # A status change goes through the service (archiving ends the live enrollments).
+        status_to = serializer.validated_data.pop("status", None)
+        with transaction.atomic():
+            program = serializer.save()
+            if status_to is not None and status_to != program.status:
+                try:
+                    program_set_status(program=program, status=status_to)
+                except ProgramArchived as exc:
+                    raise ValidationError({"status": [str(exc)]}) from exc
 
     @extend_schema(request=s.StepSerializer, responses=s.StepSerializer(many=True))
     @action(detail=True, methods=["get", "post"])

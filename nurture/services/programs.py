@@ -10,13 +10,20 @@ from ..models import Program, Step, Trigger
 EXIT_ARCHIVED = "archived"
 
 
+class ProgramArchived(ValueError):
+    """An archived program's status is final."""
+
+
 @transaction.atomic
 def program_set_status(*, program: Program, status: str) -> Program:
     """Pause keeps every enrollment where it is; resuming picks up overdue steps.
     Archiving ends the live enrollments (exit reason "archived"): an archived program sends
-    nothing again, so none may count as "in the program" or wait to fire all at once."""
+    nothing again, so none may count as "in the program" or wait to fire all at once — and
+    it stays archived (its review-register item is retired with it)."""
     from .enrollment import enrollments_exit
 
+    if program.status == Program.Status.ARCHIVED and status != Program.Status.ARCHIVED:
+        raise ProgramArchived("An archived program stays archived; copy it to run it again.")
     Program.objects.filter(pk=program.pk).update(status=status)
     if status == Program.Status.ARCHIVED:
         enrollments_exit(queryset=program.enrollments.all(), reason=EXIT_ARCHIVED)

@@ -99,8 +99,12 @@ def program_status(request, pk: int):
     status = request.POST.get("status")
     if status not in Program.Status.values:
         return HttpResponseBadRequest("Unknown status.")
-    program_services.program_set_status(program=program, status=status)
-    messages.success(request, f"Program is now {program.get_status_display().lower()}.")
+    try:
+        program_services.program_set_status(program=program, status=status)
+    except program_services.ProgramArchived as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Program is now {program.get_status_display().lower()}.")
     return redirect(program)
 
 

@@ -1,8 +1,19 @@
 """Display filters for report pages: rates as percentages, "—" when undefined."""
 
+import json
+
 from django import template
+from django.core.serializers.json import DjangoJSONEncoder
 
 register = template.Library()
+
+
+@register.filter
+def tojson(value) -> str:
+    """JSON for a ``data-`` attribute (auto-escaped there). A ``json_script`` tag would do
+    on a full page, but htmx drops script tags from the fragments it swaps in (base.html
+    turns ``allowScriptTags`` off), so a fragment's chart carries its data on the canvas."""
+    return json.dumps(value, cls=DjangoJSONEncoder)
 
 
 @register.filter

@@ -26,11 +26,11 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 // Dashboard long-term trend: counts on the left axis, rates on the right; drawn whenever
-// htmx swaps the block in.
+// htmx swaps the block in. Its data rides on the canvas (htmx drops a fragment's scripts).
 function drawLongTerm(root) {
-  const canvas = root.querySelector ? root.querySelector("[data-trend-source]") : null;
+  const canvas = root.querySelector ? root.querySelector("[data-trend]") : null;
   if (!canvas || typeof Chart === "undefined" || canvas.dataset.drawn) return;
-  const trend = JSON.parse(document.getElementById(canvas.dataset.trendSource).textContent);
+  const trend = JSON.parse(canvas.dataset.trend);
   canvas.dataset.drawn = "1";
   new Chart(canvas, {
     type: "line",

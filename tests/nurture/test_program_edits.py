@@ -161,6 +161,45 @@ def test_archiving_a_program_ends_its_live_enrollments():
     assert list(Enrollment.objects.values_list("state", "exit_reason")) == [("exited", "archived")]
 
 
+def _waiting_program():
+    program = ProgramFactory(status="active")
+    StepFactory(program=program, position=1, kind=Step.Kind.WAIT, config={"days": 3})
+    StepFactory(program=program, position=2)
+    contacts_enroll(program=program, contact_ids=[ContactFactory().pk], source="m")
+    enrollments_advance()
+    return program
+
+
+def test_the_program_page_archives_and_an_archived_program_stays_archived(marketing_client):
+    program = _waiting_program()
+    page = marketing_client.get(program.get_absolute_url()).content.decode()
+    assert 'value="archived"' in page
+    url = reverse("nurture:program-status", args=[program.pk])
+    marketing_client.post(url, {"status": "archived"})
+    assert list(Enrollment.objects.values_list("state", "exit_reason")) == [("exited", "archived")]
+    page = marketing_client.get(program.get_absolute_url()).content.decode()
+    assert 'value="active"' not in page
+    assert 'value="archived"' not in page
+    response = marketing_client.post(url, {"status": "active"}, follow=True)
+    program.refresh_from_db()
+    assert program.status == "archived"
+    assert "stays archived" in response.content.decode()
+
+
+def test_archiving_through_the_api_ends_the_live_enrollments(marketing_api):
+    program = _waiting_program()
+    url = f"/api/v1/programs/{program.pk}/"
+    response = marketing_api.patch(url, {"status": "archived", "name": "Old drip"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "archived"
+    assert list(Enrollment.objects.values_list("state", "exit_reason")) == [("exited", "archived")]
+    program.refresh_from_db()
+    assert program.name == "Old drip"
+    again = marketing_api.patch(url, {"status": "active"}, format="json")
+    assert again.status_code == 400
+    assert "status" in again.json()
+
+
 def test_contacts_waiting_on_a_deleted_wait_step_go_on_when_their_wait_ends():
     from nurture.services.programs import step_delete
 
