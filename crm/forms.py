@@ -31,6 +31,13 @@ class ContactForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
+
+    def clean(self):
+        data = super().clean()
+        # A blank owner is not "nobody": clearing owners is its own, explicit action.
+        if data.get("action") == "assign" and not data.get("owner"):
+            self.add_error("owner", "Choose the owner to assign.")
+        return data
         self.fields["company"].queryset = Company.objects.order_by("name")
         self.fields["acquired_by"].queryset = Campaign.objects.order_by("name")
         if self.instance.pk:
@@ -83,6 +90,13 @@ class CompanyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
 
+    def clean(self):
+        data = super().clean()
+        # A blank owner is not "nobody": clearing owners is its own, explicit action.
+        if data.get("action") == "assign" and not data.get("owner"):
+            self.add_error("owner", "Choose the owner to assign.")
+        return data
+
     def _post_clean(self):
         pass
 
@@ -96,6 +110,13 @@ class CampaignForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
+
+    def clean(self):
+        data = super().clean()
+        # A blank owner is not "nobody": clearing owners is its own, explicit action.
+        if data.get("action") == "assign" and not data.get("owner"):
+            self.add_error("owner", "Choose the owner to assign.")
+        return data
 
     def clean(self):
         data = super().clean()
@@ -135,6 +156,7 @@ class CostForm(forms.ModelForm):
 class BulkActionForm(forms.Form):
     ACTIONS = [
         ("assign", "Assign owner"),
+        ("unassign", "Remove owner"),
         ("segment", "Add to static segment"),
         ("export_csv", "Export CSV"),
         ("export_xlsx", "Export XLSX"),
@@ -147,6 +169,13 @@ class BulkActionForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
+
+    def clean(self):
+        data = super().clean()
+        # A blank owner is not "nobody": clearing owners is its own, explicit action.
+        if data.get("action") == "assign" and not data.get("owner"):
+            self.add_error("owner", "Choose the owner to assign.")
+        return data
 
 
 class ImportUploadForm(forms.Form):

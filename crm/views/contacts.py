@@ -197,10 +197,11 @@ def contact_bulk(request):
                 f"Narrow the filter to at most {MAX_BULK:,} contacts.",
             )
             return redirect(_back(request))
-    if action == "assign":
-        owner = form.cleaned_data["owner"]
+    if action in ("assign", "unassign"):
+        owner = form.cleaned_data["owner"] if action == "assign" else None
         count = services.contacts_assign_owner(contact_ids=ids, owner=owner, by=request.user)
-        messages.success(request, f"{count} contact(s) assigned to {owner or 'nobody'}.")
+        done = f"assigned to {owner}" if owner else "left without an owner"
+        messages.success(request, f"{count} contact(s) {done}.")
     elif action == "segment":
         _add_to_segment(request, form.cleaned_data["segment"], ids)
     return redirect(_back(request))

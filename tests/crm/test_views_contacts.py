@@ -205,6 +205,22 @@ def test_bulk_assign_owner_and_export_selection(sales_client):
     assert "b1@example.com" not in body
 
 
+def test_bulk_assign_with_no_owner_chosen_changes_nothing_and_remove_owner_is_explicit(
+    sales_client,
+):
+    owner = UserFactory(username="omar", role="sales")
+    ids = [services.contact_create(email=f"o{i}@example.com", owner=owner).pk for i in range(2)]
+    url = reverse("crm:contact-bulk")
+    r = sales_client.post(url, {"action": "assign", "scope": "selected", "ids": ids}, follow=True)
+    assert Contact.objects.filter(owner=owner).count() == 2
+    assert "Choose an action (and an owner" in r.content.decode()
+    r = sales_client.post(
+        url, {"action": "unassign", "scope": "selected", "ids": ids[:1]}, follow=True
+    )
+    assert list(Contact.objects.filter(owner=owner).values_list("pk", flat=True)) == ids[1:]
+    assert "1 contact(s) left without an owner" in r.content.decode()
+
+
 def test_bulk_add_to_segment_is_for_marketing(client, sales_user, marketing_user):
     from crm.models import Segment
 
