@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ingest, services
-from .models import Source
+from .models import Contact, Source
 
 MAX_BYTES = 5 * 1024 * 1024
 CHUNK = 1000
@@ -221,6 +221,11 @@ class ImportReport:
     contacts_created: int = 0
     # (line number, message) for every row that was not stored, in file order.
     errors: list[tuple[int, str]] = field(default_factory=list)
+    # (line, earlier line) for a contact row whose email an earlier row of its chunk had:
+    # the two are one contact (later non-empty values win, contacts_upsert), counted once
+    # as created/updated/unchanged — so the repeat is listed and counted here. (A repeat
+    # in a later chunk updates the contact the earlier one stored: counted as updated.)
+    merged: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
@@ -282,13 +287,19 @@ def run_import(*, text: str, kind: str, mapping: list[str], by=None) -> ImportRe
 
 def _import_contacts(chunk, mapping, report: ImportReport, by) -> None:
     valid, lines = [], []
+    first_line: dict[str, int] = {}
     for line, cells in chunk:
         clean, errors = services.contact_row_clean(_mapped(cells, mapping))
         if errors:
             report.errors.append((line, _message(errors)))
+            continue
+        valid.append(clean)
+        lines.append(line)
+        email = Contact.normalise_email(clean["email"])
+        if email in first_line:
+            report.merged.append((line, first_line[email]))
         else:
-            valid.append(clean)
-            lines.append(line)
+            first_line[email] = line
     if not valid:
         return
     result = services.contacts_upsert(rows=valid, by=by, source=Source.IMPORT)

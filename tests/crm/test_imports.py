@@ -87,6 +87,27 @@ def test_reimporting_the_same_file_changes_nothing(marketing_user):
     assert Contact.objects.count() == 2
 
 
+def test_a_repeated_email_is_merged_and_accounted_for(marketing_client, marketing_user):
+    text = (
+        "Email,First Name,Job Title\n"
+        "jose@example.com,José,CTO\n"
+        "ann@example.com,Ann,\n"
+        "not-an-email,Bad,\n"
+        "JOSE@example.com,,VP Engineering\n"
+    )
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "contacts")
+    report = imports.run_import(text=text, kind="contacts", mapping=mapping, by=marketing_user)
+    counted = report.created + report.updated + report.unchanged + len(report.merged)
+    assert counted + report.rejected == report.rows == 4
+    assert report.merged == [(5, 2)]
+    jose = Contact.objects.get(email="jose@example.com")
+    assert (jose.first_name, jose.job_title) == ("José", "VP Engineering")
+    _upload(marketing_client, text)
+    page = marketing_client.post(reverse("crm:import-preview"), {"col0": "email"}).content
+    assert b"merged into an earlier row" in page
+
+
 def test_a_cp1252_file_is_read_with_a_notice_and_utf16_is_refused(marketing_client):
     r = _upload(marketing_client, "Email,First Name\nz@example.com,Zoë\n", encoding="cp1252")
     assert r.status_code == 302
