@@ -1,8 +1,11 @@
 """CSV and XLSX downloads of any list, safe to open in a spreadsheet.
 
-A cell that starts with ``= + - @`` (or a tab / carriage return) would run as a formula in
-Excel or LibreOffice (CSV injection), so it is prefixed with ``'`` on export. Numbers and
-dates are written as such, so they are never touched.
+A CSV cell that starts with ``= + - @`` (or a tab / carriage return) would run as a formula
+in Excel or LibreOffice (CSV injection), so it is prefixed with ``'`` on export — and the
+import takes that one ``'`` off again (:func:`unneutralise`), so an export re-imported
+changes nothing (a phone number "+49 …" stays itself). An XLSX cell has a type: such text is
+written as a text cell marked "quote prefix" (what Excel does for a typed ``'``), its value
+unchanged. Numbers and dates are written as such, so they are never touched.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 
 DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -28,7 +32,15 @@ def neutralise(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> Any:
+def unneutralise(value: str) -> str:
+    """An imported cell as it was before :func:`neutralise` (one ``'`` before a formula
+    character is taken off; anything else is left as it is)."""
+    if value.startswith("'") and value[1:].startswith(DANGEROUS_PREFIXES):
+        return value[1:]
+    return value
+
+
+def _plain(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -36,7 +48,21 @@ def _cell(value: Any) -> Any:
         return timezone.localtime(value).replace(tzinfo=None)
     if isinstance(value, (dict, list)):
         return str(value)
-    return neutralise(value) if isinstance(value, str) else value
+    return value
+
+
+def _cell(value: Any) -> Any:
+    return neutralise(_plain(value))
+
+
+def _xlsx_cell(sheet, value: Any) -> Any:
+    value = _plain(value)
+    if isinstance(value, str) and value.startswith(DANGEROUS_PREFIXES):
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"  # openpyxl would store "=…" as a formula
+        cell.quotePrefix = True
+        return cell
+    return value
 
 
 class _Echo:
@@ -68,7 +94,7 @@ def xlsx_response(
     sheet = workbook.create_sheet(title=title[:31])
     sheet.append(list(headers))
     for row in rows:
-        sheet.append([_cell(v) for v in row])
+        sheet.append([_xlsx_cell(sheet, v) for v in row])
     buffer = io.BytesIO()
     workbook.save(buffer)
     response = HttpResponse(buffer.getvalue(), content_type=XLSX_TYPE)

@@ -31,13 +31,6 @@ class ContactForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
-
-    def clean(self):
-        data = super().clean()
-        # A blank owner is not "nobody": clearing owners is its own, explicit action.
-        if data.get("action") == "assign" and not data.get("owner"):
-            self.add_error("owner", "Choose the owner to assign.")
-        return data
         self.fields["company"].queryset = Company.objects.order_by("name")
         self.fields["acquired_by"].queryset = Campaign.objects.order_by("name")
         if self.instance.pk:
@@ -90,13 +83,6 @@ class CompanyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
 
-    def clean(self):
-        data = super().clean()
-        # A blank owner is not "nobody": clearing owners is its own, explicit action.
-        if data.get("action") == "assign" and not data.get("owner"):
-            self.add_error("owner", "Choose the owner to assign.")
-        return data
-
     def _post_clean(self):
         pass
 
@@ -110,13 +96,6 @@ class CampaignForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = staff_users()
-
-    def clean(self):
-        data = super().clean()
-        # A blank owner is not "nobody": clearing owners is its own, explicit action.
-        if data.get("action") == "assign" and not data.get("owner"):
-            self.add_error("owner", "Choose the owner to assign.")
-        return data
 
     def clean(self):
         data = super().clean()

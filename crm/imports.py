@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ingest, services
+from .exports import unneutralise
 from .models import Contact, Source
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -238,7 +239,7 @@ def _mapped(cells: list[str], mapping: list[str]) -> dict[str, Any]:
     for value, target in zip(cells, mapping, strict=False):
         if not target:
             continue
-        value = value.strip()
+        value = unneutralise(value.strip())  # our own export's "'+49 …" is "+49 …"
         if target.startswith(ATTRIBUTE_PREFIX):
             if value:
                 attributes[target.removeprefix(ATTRIBUTE_PREFIX)[:100]] = value

@@ -179,3 +179,33 @@ def test_import_row_with_more_cells_than_the_header_is_an_error(marketing_user):
         (2, "4 cells but the header has 3: a value with a delimiter in it needs quotes.")
     ]
     assert list(Contact.objects.values_list("email", flat=True)) == ["b@example.com"]
+
+
+def test_an_exported_file_imports_back_unchanged(marketing_user, sales_client):
+    """The export neutralises formula-like cells with a leading ' (CSV injection); the
+    import takes it off again, so a phone "+49 …" or a name "-Jo" survives the round trip."""
+    services.contact_create(email="jo@example.com", first_name="-Jo", phone="+49 30 1234567")
+    response = sales_client.get(reverse("crm:contact-list") + "?export=csv")
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    assert "'+49 30 1234567" in text  # inert in a spreadsheet
+    header, _ = imports.read_rows(text)
+    mapping = imports.auto_mapping(header, "contacts")
+    report = imports.run_import(text=text, kind="contacts", mapping=mapping, by=marketing_user)
+    assert (report.updated, report.unchanged, report.errors) == (0, 1, [])
+    jo = Contact.objects.get()
+    assert (jo.first_name, jo.phone) == ("-Jo", "+49 30 1234567")
+
+
+def test_the_xlsx_export_keeps_formula_like_text_as_text(sales_client):
+    import io
+
+    from openpyxl import load_workbook
+
+    services.contact_create(email="jo@example.com", first_name="=1+2", phone="+49 30 1234567")
+    response = sales_client.get(reverse("crm:contact-list") + "?export=xlsx")
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    header = [c.value for c in sheet[1]]
+    row = {h: c for h, c in zip(header, sheet[2], strict=True)}
+    assert (row["first_name"].value, row["phone"].value) == ("=1+2", "+49 30 1234567")
+    assert row["first_name"].data_type == "s"
+    assert row["first_name"].quotePrefix
