@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -304,3 +306,12 @@ def test_a_malformed_timeline_cursor_starts_from_the_top(sales_client, query):
     response = sales_client.get(reverse("crm:contact-detail", args=[contact.pk]) + query)
     assert response.status_code == 200, query
     assert len(response.context["timeline"].entries) == 1  # the creation
+
+
+def test_the_edit_form_starts_from_the_contacts_stage_and_attributes(marketing_client):
+    contact = services.contact_create(
+        email="edit@example.com", stage=Stage.SQL, attributes={"plan": "pro"}
+    )
+    form = marketing_client.get(reverse("crm:contact-edit", args=[contact.pk])).context["form"]
+    assert form["stage"].value() == Stage.SQL
+    assert json.loads(form["attributes"].value()) == {"plan": "pro"}
