@@ -78,6 +78,7 @@ CONTACT_ALIASES = {
     "companyname": "company_name",
     "accountname": "company_name",
     "account": "company_name",
+    "companyaccount": "company_name",  # Salesforce lead export: "Company / Account"
     "organization": "company_name",
     "country": "country",
     "countryregion": "country",
@@ -114,7 +115,9 @@ ACTIVITY_ALIASES = {
     "lastname": "last_name",
 }
 # Columns of our own export that are not profile data and are ignored on re-import.
-NOT_IMPORTED = {"id", "score", "owner", "createdat", "updatedat", "contactowner", "recordid"}
+NOT_IMPORTED = {
+    "id", "score", "owner", "createdat", "updatedat", "contactowner", "recordid", "leadowner",
+}  # fmt: skip
 
 
 class ImportError_(Exception):

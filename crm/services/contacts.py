@@ -14,6 +14,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .. import activity_queue, campaign_members, events, lifecycle
+from ..countries import country_code
 from ..models import (
     Activity,
     CampaignMember,
@@ -144,10 +145,15 @@ def contact_row_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, li
             clean[name] = value
     country = text("country")
     if country:
-        if len(country) == 2 and country.isalpha():
-            clean["country"] = country.upper()
+        # Exports name countries ("United States", "Deutschland"); the row keeps the code.
+        if code := country_code(country):
+            clean["country"] = code
         else:
-            fail("country", "Use a two-letter ISO country code such as DE or US.")
+            fail(
+                "country",
+                f"Unknown country {country[:60]!r}: use a two-letter ISO code such as DE or US, "
+                "or the country's name.",
+            )
     if company := text("company_name"):
         clean["company_name"] = company[:200]
     if stage := text("stage"):

@@ -209,3 +209,28 @@ def test_the_xlsx_export_keeps_formula_like_text_as_text(sales_client):
     assert (row["first_name"].value, row["phone"].value) == ("=1+2", "+49 30 1234567")
     assert row["first_name"].data_type == "s"
     assert row["first_name"].quotePrefix
+
+
+def test_hubspot_and_salesforce_exports_name_countries_and_accounts(marketing_user):
+    hubspot = (
+        "Record ID,First Name,Email,Country/Region,Contact owner\n"
+        "101,Ann,ann@example.com,United States,Sam Seller\n"
+        "102,Jörg,joerg@example.com,Deutschland,\n"
+        "103,Kofi,kofi@example.com,Côte d’Ivoire,\n"
+        "104,Bad,bad@example.com,Narnia,\n"
+    )
+    header, _ = imports.read_rows(hubspot)
+    mapping = imports.auto_mapping(header, "contacts")
+    report = imports.run_import(text=hubspot, kind="contacts", mapping=mapping, by=marketing_user)
+    assert report.created == 3
+    assert [(line, "Narnia" in message) for line, message in report.errors] == [(5, True)]
+    assert dict(Contact.objects.values_list("email", "country")) == {
+        "ann@example.com": "US",
+        "joerg@example.com": "DE",
+        "kofi@example.com": "CI",
+    }
+    salesforce = "First Name,Last Name,Email,Company / Account,Mailing Country,Lead Owner\n"
+    mapping = imports.auto_mapping(
+        imports.read_rows(salesforce + "x,y,z@e.com,A,UK,\n")[0], "contacts"
+    )
+    assert mapping == ["first_name", "last_name", "email", "company_name", "country", ""]
