@@ -227,7 +227,10 @@ class _Writer:
     def run(
         self, cid, program, steps, entered, *, source, held=False, stop_at=None, stop_reason=""
     ):
-        """Walk a program's steps from ``entered``: emails up to now, then the next due step."""
+        """Walk a program's steps from ``entered``: emails up to now, then the next due step.
+        An entry drawn after now (a contact created in the last days) is not history yet."""
+        if entered > self.now:
+            return
         eid = self.enrollment_id
         self.enrollment_id += 1
         if held:
