@@ -4,6 +4,7 @@ from datetime import date
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 
@@ -33,7 +34,9 @@ class Campaign(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     start_date = models.DateField(null=True, blank=True)
     end_date = models.DateField(null=True, blank=True)
-    budget = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    budget = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -82,7 +85,8 @@ class CampaignCost(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="costs")
     period_start = models.DateField()
     period_end = models.DateField()
-    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    # The validator gives forms and the API a message; the constraint guards the table.
+    amount = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
     category = models.CharField(max_length=20, choices=Category.choices)
     shared = models.BooleanField(default=False)
     split = models.CharField(max_length=20, choices=Split.choices, default=Split.EQUAL)

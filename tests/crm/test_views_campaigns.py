@@ -73,3 +73,34 @@ def test_the_campaign_list_pins_its_queries(marketing_client, django_assert_num_
     with django_assert_num_queries(5):  # 4 for the page + the top bar's unread-notices count
         marketing_client.get(reverse("crm:campaign-list"))
     assert Campaign.objects.count() == 5
+
+
+def test_a_negative_cost_or_budget_is_refused_with_a_field_message(marketing_client, marketing_api):
+    campaign = CampaignFactory()
+    r = marketing_client.post(
+        reverse("crm:cost-create", args=[campaign.pk]),
+        {
+            "period_start": "2026-01-01",
+            "period_end": "2026-01-31",
+            "amount": "-5",
+            "category": "media",
+            "split": "equal",
+        },
+    )
+    page = r.content.decode()
+    assert "greater than or equal to 0" in page
+    assert "cost_amount_nonneg" not in page
+    assert not CampaignCost.objects.exists()
+    r = marketing_client.post(
+        reverse("crm:campaign-create"),
+        {"name": "Neg", "channel": "email", "type": "nurture", "status": "draft", "budget": "-1"},
+    )
+    assert "greater than or equal to 0" in r.content.decode()
+    assert not Campaign.objects.filter(name="Neg").exists()
+    r = marketing_api.post(
+        "/api/v1/campaigns/",
+        {"name": "Neg", "channel": "email", "type": "nurture", "status": "draft", "budget": "-1"},
+        format="json",
+    )
+    assert r.status_code == 400
+    assert "budget" in r.json()
