@@ -37,10 +37,8 @@ def import_upload(request):
                     "kind": form.cleaned_data["kind"],
                     "name": upload.name[:200],
                     "text": decoded.text,
-                    "notice": decoded.notice,
+                    "notice": decoded.notice,  # shown by the preview page, once
                 }
-                if decoded.notice:
-                    messages.warning(request, decoded.notice)
                 return redirect("crm:import-preview")
     return render(request, "crm/imports/upload.html", {"form": form})
 

@@ -111,6 +111,8 @@ def test_a_repeated_email_is_merged_and_accounted_for(marketing_client, marketin
 def test_a_cp1252_file_is_read_with_a_notice_and_utf16_is_refused(marketing_client):
     r = _upload(marketing_client, "Email,First Name\nz@example.com,Zoë\n", encoding="cp1252")
     assert r.status_code == 302
+    preview = marketing_client.get(reverse("crm:import-preview")).content.decode()
+    assert preview.count("read as Windows-1252") == 1  # once, not also as a message
     marketing_client.post(reverse("crm:import-preview"), {"col0": "email", "col1": "first_name"})
     assert Contact.objects.get().first_name == "Zoë"
     r = _upload(marketing_client, "Email\na@example.com\n", encoding="utf-16")
