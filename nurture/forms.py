@@ -52,6 +52,7 @@ class ProgramForm(forms.ModelForm):
             "exit_on_goal",
             "exit_on_mql",
             "exit_on_recycle",
+            "exit_on_accept",
             "reentry",
             "reentry_days",
             "send_days",

@@ -25,6 +25,7 @@ from crm.models.activities import (
 from .mail import recipient_digest
 from .models import EmailSend, Enrollment, Program, Trigger
 from .services.enrollment import (
+    EXIT_ACCEPTED,
     EXIT_GOAL,
     EXIT_MERGED,
     EXIT_MQL,
@@ -36,6 +37,8 @@ from .services.enrollment import (
 SUPPRESSING = {ActivityKind.EMAIL_UNSUBSCRIBED, ActivityKind.EMAIL_COMPLAINED}
 # Never a trigger: an unsubscribe (even from one program only) enrolls in no more email.
 NEVER_TRIGGERS = {ActivityKind.EMAIL_UNSUBSCRIBED}
+# Sales has the lead: an accepted MQL (sql) or a contact further along.
+SALES_STAGES = {Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER}
 # Our own sends and their echoes never trigger or end a program.
 SELF_KINDS = {ActivityKind.EMAIL_SENT, ActivityKind.EMAIL_DELIVERED}
 
@@ -120,13 +123,23 @@ def on_activities_recorded(event) -> None:
 
 @handler("in_transaction")
 def on_stage_changed(event) -> None:
-    """MQL exits; recycled/disqualified exits; recycle programs enroll by reason code."""
+    """MQL exits; accepted exits; recycled/disqualified exits; recycle programs enroll
+    by reason code (every recycle round anew, whatever the program's re-entry policy)."""
     now = timezone.now()
     to_mql = {t.contact_id for t in event.transitions if t.to_stage == Stage.MQL}
     if to_mql:
         enrollments_exit(
             queryset=Enrollment.objects.filter(contact_id__in=to_mql, program__exit_on_mql=True),
             reason=EXIT_MQL,
+            now=now,
+        )
+    accepted = {t.contact_id for t in event.transitions if t.to_stage in SALES_STAGES}
+    if accepted:
+        enrollments_exit(
+            queryset=Enrollment.objects.filter(
+                contact_id__in=accepted, program__exit_on_accept=True
+            ),
+            reason=EXIT_ACCEPTED,
             now=now,
         )
     for stage in (Stage.RECYCLED, Stage.DISQUALIFIED):
@@ -154,7 +167,9 @@ def on_stage_changed(event) -> None:
         else:
             ids = set().union(*recycled.values())
         if ids:
-            contacts_enroll(program=trigger.program, contact_ids=ids, source="recycled", now=now)
+            contacts_enroll(
+                program=trigger.program, contact_ids=ids, source="recycled", now=now, new_round=True
+            )
 
 
 @handler()

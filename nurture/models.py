@@ -48,6 +48,10 @@ class Program(models.Model):
     exit_on_recycle = models.BooleanField(
         default=True, help_text="Exit when sales recycles or disqualifies the contact"
     )
+    exit_on_accept = models.BooleanField(
+        default=True,
+        help_text="Exit when sales takes the lead on (it becomes SQL, opportunity or customer)",
+    )
     reentry = models.CharField(max_length=12, choices=Reentry.choices, default=Reentry.NEVER)
     reentry_days = models.PositiveIntegerField(default=0)
     # Send window: weekdays (0 = Monday) and hours [start, end) in the contact's time zone

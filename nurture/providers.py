@@ -3,7 +3,7 @@ CONTACT_SUMMARY_PROVIDERS, see crm.extensions)."""
 
 from __future__ import annotations
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 from crm.extensions import TimelineEntry
@@ -55,14 +55,23 @@ def timeline(contact, *, before=None, limit: int = 50) -> list[TimelineEntry]:
 
 
 def summaries(contact_ids) -> dict[int, list[str]]:
-    """ "last program: X" per contact, in one query."""
+    """ "last program: X (state)" per contact, in one query: the program of the last email
+    the contact was sent — the one that touched it last — or, with none sent yet, the
+    program it entered last."""
     ids = list(contact_ids)
     if not ids:
         return {}
-    last = Enrollment.objects.filter(contact_id=OuterRef("contact_id")).order_by(
+    sent = EmailSend.objects.filter(
+        contact_id=OuterRef("contact_id"), status=EmailSend.Status.SENT
+    ).order_by("-created_at", "-id")
+    entered = Enrollment.objects.filter(contact_id=OuterRef("contact_id")).order_by(
         "-entered_at", "-id"
     )
-    rows = Enrollment.objects.filter(
-        contact_id__in=ids, pk=Subquery(last.values("pk")[:1])
-    ).values_list("contact_id", "program__name", "state")
+    last = Coalesce(Subquery(sent.values("enrollment_id")[:1]), Subquery(entered.values("pk")[:1]))
+    rows = (
+        Enrollment.objects.filter(contact_id__in=ids)
+        .annotate(last=last)
+        .filter(pk=F("last"))
+        .values_list("contact_id", "program__name", "state")
+    )
     return {cid: [f"last program: {name} ({state})"] for cid, name, state in rows}

@@ -43,8 +43,8 @@ class ProgramSerializer(serializers.ModelSerializer):
         model = Program
         fields = [
             "id", "name", "description", "campaign", "status", "audience", "exit_on_goal",
-            "exit_on_mql", "exit_on_recycle", "reentry", "reentry_days", "send_days",
-            "send_hour_start", "send_hour_end", "use_contact_timezone", "daily_cap",
+            "exit_on_mql", "exit_on_recycle", "exit_on_accept", "reentry", "reentry_days",
+            "send_days", "send_hour_start", "send_hour_end", "use_contact_timezone", "daily_cap",
             "holdout_percent", "steps", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["id", "created_at", "updated_at"]

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Exit reasons (Enrollment.exit_reason).
 EXIT_GOAL = "goal"
 EXIT_MQL = "became_mql"
+EXIT_ACCEPTED = "accepted_by_sales"
 EXIT_SUPPRESSED = "suppressed"
 EXIT_UNSUBSCRIBED_PROGRAM = "unsubscribed_program"
 EXIT_MANUAL = "removed"
@@ -44,12 +45,20 @@ class EnrollmentsCreated:
 
 
 def contacts_enroll(
-    *, program: Program, contact_ids: Iterable[int], source: str, now: datetime | None = None
+    *,
+    program: Program,
+    contact_ids: Iterable[int],
+    source: str,
+    now: datetime | None = None,
+    new_round: bool = False,
 ) -> int:
     """Enroll the eligible contacts; return how many entered (held-out ones included).
 
     Eligible: not live in the program already, allowed by the re-entry policy, in the
     program's audience segment when it has one, and not opted out of this program.
+    ``new_round``: each entry is an event of its own (a lead recycled again, in a new
+    recycle round), so the re-entry policy — meant for a trigger firing again on the same
+    behaviour — does not hold it back.
     Concurrent calls are safe: the conditional unique constraint drops a second live row.
     """
     now = now or timezone.now()
@@ -59,7 +68,9 @@ def contacts_enroll(
     first_step = program.steps.order_by("position", "id").first()
     previous = Enrollment.objects.filter(program=program, contact_id__in=ids)
     blocked = previous.filter(Q(state__in=LIVE_STATES) | Q(exit_reason=EXIT_UNSUBSCRIBED_PROGRAM))
-    if program.reentry == Program.Reentry.NEVER:
+    if new_round:
+        pass  # only live rows and program opt-outs hold it back
+    elif program.reentry == Program.Reentry.NEVER:
         blocked = previous
     elif program.reentry == Program.Reentry.AFTER_DAYS:
         blocked = previous.filter(

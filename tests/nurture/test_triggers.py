@@ -294,6 +294,50 @@ def test_recycle_programs_enroll_by_reason_code_and_mql_exits_others():
     assert _live(other) == set()
 
 
+def test_every_recycle_round_enters_the_recycle_program_whatever_its_reentry_policy():
+    recycle = ProgramFactory(reentry="never")  # exits on MQL, as by default
+    StepFactory(program=recycle)
+    TriggerFactory(program=recycle, kind="recycled", reason_code="")
+    contact = ContactFactory()
+    for _round in range(2):
+        lifecycle.stage_change(contact=contact, to_stage=Stage.MQL)
+        assert _live(recycle) == set()
+        lifecycle.stage_change(contact=contact, to_stage=Stage.RECYCLED, reason_code="no_budget")
+        assert _live(recycle) == {contact.pk}
+    assert Enrollment.objects.filter(program=recycle).count() == 2
+
+
+def test_sales_taking_a_lead_on_ends_the_programs_that_exit_on_accept():
+    keeps_mqls = ProgramFactory(exit_on_mql=False)  # exits on acceptance by default
+    StepFactory(program=keeps_mqls)
+    for_customers_too = ProgramFactory(exit_on_mql=False, exit_on_accept=False)
+    StepFactory(program=for_customers_too)
+    contact = ContactFactory()
+    for program in (keeps_mqls, for_customers_too):
+        contacts_enroll(program=program, contact_ids=[contact.pk], source="m")
+    lifecycle.stage_change(contact=contact, to_stage=Stage.MQL)
+    assert _live(keeps_mqls) == {contact.pk}
+    lifecycle.stage_change(contact=contact, to_stage=Stage.SQL)
+    assert Enrollment.objects.get(program=keeps_mqls).exit_reason == "accepted_by_sales"
+    assert _live(for_customers_too) == {contact.pk}
+
+
+def test_the_queue_names_the_program_that_sent_the_last_email():
+    alpha, beta = ProgramFactory(name="Alpha"), ProgramFactory(name="Beta")
+    StepFactory(program=alpha, position=1)
+    StepFactory(program=beta, position=1, kind="wait", config={"days": 3})
+    contact = ContactFactory(consent_basis="consent")
+    contacts_enroll(program=alpha, contact_ids=[contact.pk], source="m")
+    enrollments_advance()
+    contacts_enroll(
+        program=beta, contact_ids=[contact.pk], source="m", now=timezone.now() + timedelta(1)
+    )
+    assert summaries([contact.pk])[contact.pk][0].startswith("last program: Alpha")
+    other = ContactFactory()
+    contacts_enroll(program=beta, contact_ids=[other.pk], source="m")
+    assert summaries([other.pk])[other.pk][0].startswith("last program: Beta")
+
+
 def test_the_goal_action_exits_and_suppression_exits():
     campaign = CampaignFactory(goal_action="demo_requested")
     program = ProgramFactory(campaign=campaign)
