@@ -109,6 +109,10 @@ FLOW_STAGES = (*FUNNEL_STAGES, Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CHURNED
 def flow(q: ReportQuery) -> dict[str, dict]:
     """Flow mode: entries into each stage in the period (entries and unique contacts).
 
+    Choice: "lead" counts every move into the lead stage, a contact created already
+    suppressed included (it is created as a lead); the cohort mode's "lead" is the
+    METRICS.md new leads, which leave those out.
+
     Without filters, a sum of the period's ``StageEntryDaily`` day rows
     (reports.stage_facts: unique contacts are the rows whose previous same-stage entry is
     before the period). With filters, ``reports.TransitionFact`` (one row per transition):
