@@ -157,7 +157,10 @@ class Contact(models.Model):
 
     @property
     def is_suppressed(self) -> bool:
-        """Whether email may not be sent: unsubscribed, bounced, complained or no consent."""
+        """Whether email may not be sent to the address: unsubscribed, hard-bounced,
+        complained or no consent. The sender also pauses an address for a while after three
+        soft bounces in 30 days (nurture.services.bulk.contacts_soft_bounced): a temporary
+        hold read from the activities at send time, not a property of the contact."""
         return self.email_status != EmailStatus.ACTIVE or self.consent_basis == ConsentBasis.NONE
 
     @staticmethod
