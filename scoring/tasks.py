@@ -11,10 +11,17 @@ def decay_tick() -> int:
     return services.decay_run()
 
 
-@shared_task(name="scoring.tasks.rescore")
-def rescore(run_id: int) -> None:
+@shared_task(name="scoring.tasks.rescore", bind=True)
+def rescore(self, run_id: int) -> None:
     """Recompute every contact's score for the queued run ``run_id``."""
-    services.rescore_execute(run_id=run_id)
+    services.rescore_execute(run_id=run_id, task_id=self.request.id or "")
+
+
+@shared_task(name="scoring.tasks.rescores_pick_up", bind=True)
+def rescores_pick_up(self) -> int | None:
+    """Every minute (beat): start a rescore whose task never came; returns its run id."""
+    run = services.rescores_pick_up(task_id=self.request.id or "")
+    return run.pk if run else None
 
 
 @shared_task(name="scoring.tasks.mql_owners_email")
