@@ -18,6 +18,8 @@ from reports.review.digest import review_digest_send
 from reports.review.export import _sheet_rows
 from reports.review.models import ContentAsset, Review, ReviewItem
 from reports.review.register import mql_acceptance_rate, register_rows
+from reports.tasks import review_digest
+from tests.factories import UserFactory
 from tests.nurture.factories import ProgramFactory, TriggerFactory
 
 pytestmark = pytest.mark.django_db
@@ -193,6 +195,27 @@ def test_the_weekly_digest_mails_owners_their_overdue_items(marketing_user):
     (message,) = mail.outbox
     assert message.to == [marketing_user.email]
     assert "Onboarding drip" in message.body
+
+
+@pytest.mark.parametrize("departure", ["deactivated", "moved to sales"])
+def test_a_departed_owners_overdue_items_go_to_the_active_marketing_users(
+    marketing_user, departure
+):
+    gone = UserFactory(username="gone", role="marketing" if departure == "deactivated" else "sales")
+    if departure == "deactivated":
+        gone.is_active = False
+        gone.save()
+    ProgramFactory(pk=7, name="Onboarding drip")
+    make_item(T.PROGRAM, days_ago=200, object_id=7, owner=gone, name="Onboarding drip")
+    review_digest()  # the weekly beat task: the register's sync, then the digest
+    assert [m.to for m in mail.outbox] == [[marketing_user.email]]  # as if it were unowned
+    assert "Onboarding drip" in mail.outbox[0].body
+
+
+def test_an_admin_owner_keeps_their_overdue_items(marketing_user, admin_user):
+    make_item(T.SCORING, days_ago=200, object_id=1, owner=admin_user, name="Scoring rules")
+    assert review_digest_send() == 1
+    assert mail.outbox[0].to == [admin_user.email]
 
 
 def test_the_register_page_lists_items_and_records_a_review(marketing_client):
