@@ -2,6 +2,8 @@
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,6 +11,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db.models import Q
 from django.template.loader import render_to_string
 
+from crm.mail_tasks import MAIL_ERRORS
 from crm.roles import MARKETING_WRITES, Role
 
 from .register import RegisterRow, overdue_rows
@@ -16,26 +19,50 @@ from .register import RegisterRow, overdue_rows
 log = logging.getLogger(__name__)
 
 
-def review_digest_send() -> int:
-    """Email each recipient the list of their overdue items (``digest_recipients``).
+@dataclass
+class DigestResult:
+    sent: int = 0
+    failed: list[int] = field(default_factory=list)  # recipients whose mail failed
+    error: BaseException | None = None  # the last mail error
 
-    Returns the number of emails handed to the backend.
+
+def review_digest_send(*, user_ids: Iterable[int] | None = None) -> DigestResult:
+    """Email each recipient the list of their overdue items (``digest_recipients``) — only
+    the recipients of ``user_ids`` when given (a retry).
+
+    Each message goes on its own over one connection, so a mail server refusing one
+    recipient does not stop the others, and the caller can retry just the failed ones
+    (reports.tasks.review_digest). A server that cannot be reached at all raises.
     """
-    messages = [
-        EmailMessage(
-            subject=f"{len(items)} review(s) overdue",
-            body=render_to_string(
-                "reports/review/digest.txt",
-                {"user": user, "rows": items, "site_url": settings.SITE_URL},
-            ),
-            to=[user.email],
-        )
-        for user, items in digest_recipients(overdue_rows()).items()
-    ]
-    if messages:
-        with get_connection() as connection:
-            connection.send_messages(messages)
-    return len(messages)
+    recipients = digest_recipients(overdue_rows())
+    if user_ids is not None:
+        wanted = set(user_ids)
+        recipients = {u: rows for u, rows in recipients.items() if u.pk in wanted}
+    result = DigestResult()
+    if not recipients:
+        return result
+    with get_connection() as connection:
+        for user, rows in recipients.items():
+            try:
+                connection.send_messages([_digest_message(user, rows)])
+            except MAIL_ERRORS as exc:
+                log.warning("review digest to %s failed: %s", user.email, exc)
+                result.failed.append(user.pk)
+                result.error = exc
+            else:
+                result.sent += 1
+    return result
+
+
+def _digest_message(user, rows: list[RegisterRow]) -> EmailMessage:
+    return EmailMessage(
+        subject=f"{len(rows)} review(s) overdue",
+        body=render_to_string(
+            "reports/review/digest.txt",
+            {"user": user, "rows": rows, "site_url": settings.SITE_URL},
+        ),
+        to=[user.email],
+    )
 
 
 def digest_recipients(rows: list[RegisterRow]) -> dict:
