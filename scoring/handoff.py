@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
-from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -33,6 +33,10 @@ MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never p
 OWNER_EMAIL_LEASE = timedelta(minutes=10)
 # The sweep leaves rows this young to the hand-off's own task.
 OWNER_EMAIL_SWEEP_AFTER = timedelta(minutes=2)
+# Rows still pending this long are given up, with an error logged: a mail server that
+# refuses an owner's address for days would otherwise be retried, and logged, every minute
+# for ever. The owner still has the in-app notice.
+OWNER_EMAIL_GIVE_UP_AFTER = timedelta(days=2)
 
 
 def mqls_hand_off(
@@ -362,6 +366,29 @@ def owner_emails_send(
     finally:
         # What is still claimed failed (or was never reached): free for the next try.
         PendingOwnerEmail.objects.filter(claim=token).update(claim="", claimed_until=None)
+
+
+def owner_emails_give_up(*, now=None) -> int:
+    """Drop the pending owner emails older than ``OWNER_EMAIL_GIVE_UP_AFTER`` (not claimed
+    right now), with an error logged per owner; returns how many were dropped."""
+    now = now or timezone.now()
+    stale = PendingOwnerEmail.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        created_at__lt=now - OWNER_EMAIL_GIVE_UP_AFTER,
+    )
+    for owner, count in (
+        stale.order_by()
+        .values_list("owner__email")
+        .annotate(n=Count("pk"))
+        .order_by("owner__email")
+    ):
+        log.error(
+            "gave up emailing %s about %s new MQLs, pending for over %s; the in-app notices remain",
+            owner,
+            count,
+            OWNER_EMAIL_GIVE_UP_AFTER,
+        )
+    return stale.delete()[0]
 
 
 def _owner_emails_claim(*, contact_ids: Iterable[int] | None, older_than: timedelta | None) -> str:

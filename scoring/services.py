@@ -164,7 +164,7 @@ def rescores_pick_up(*, now=None, task_id: str = "") -> RescoreRun | None:
     )
     if stale is None:
         return None
-    log.warning("rescore %s was still queued; starting it now", stale)
+    log.warning("rescore %s: its task never started it; the pick-up runs it now", stale)
     return rescore_execute(run_id=stale, task_id=task_id)
 
 

@@ -43,9 +43,11 @@ def mql_owners_email(contact_ids: list[int]) -> int:
 def owner_emails_sweep() -> int:
     """Every minute (beat): send the owner emails still pending a while after their
     hand-off (its task could not be queued, or gave up). A mail error is logged and left
-    to the next minute, never retried here: the rows wait, nothing is lost."""
+    to the next minute, never retried here: the rows wait — until, days on, they are given
+    up with an error logged (handoff.OWNER_EMAIL_GIVE_UP_AFTER)."""
     from . import handoff
 
+    handoff.owner_emails_give_up()
     try:
         return handoff.owner_emails_send(older_than=handoff.OWNER_EMAIL_SWEEP_AFTER)
     except MAIL_ERRORS as exc:

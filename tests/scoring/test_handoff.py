@@ -274,3 +274,16 @@ def test_the_sweep_sends_what_no_task_sent_and_leaves_young_or_claimed_rows(smtp
     PendingOwnerEmail.objects.filter(contact=claimed).update(claimed_until=a_while_ago)
     assert tasks.owner_emails_sweep() == 1
     assert f"/crm/contacts/{claimed.pk}/" in mail.outbox[1].body
+
+
+def test_the_sweep_gives_up_on_an_email_refused_for_days_with_an_error(smtp, caplog):
+    rep = UserFactory(username="rep", role="sales")
+    stale, fresh = _handed_off(rep, rep)
+    PendingOwnerEmail.objects.filter(contact=stale).update(
+        created_at=timezone.now() - timedelta(days=3)
+    )
+    smtp.EMAIL_PORT = closed_loopback_port()
+    tasks.owner_emails_sweep()
+    assert f"gave up emailing {rep.email} about 1 new MQLs" in caplog.text
+    assert list(PendingOwnerEmail.objects.values_list("contact", flat=True)) == [fresh.pk]
+    assert Notification.objects.filter(user=rep).count() == 2  # the notices remain
