@@ -26,6 +26,10 @@ app.conf.beat_schedule = {
     "activity-queue-drain": {"task": "crm.tasks.drain_activity_queue", "schedule": 60.0},
     "segments-refresh": {"task": "crm.tasks.refresh_segments", "schedule": crontab(minute=7)},
     "scoring-decay": {"task": "scoring.tasks.decay_tick", "schedule": crontab(minute=17)},
+    # Safety net: a rescore is sent to the workers when it is asked for (scoring.services).
+    "scoring-rescores-pick-up": {"task": "scoring.tasks.rescores_pick_up", "schedule": 60.0},
+    # Safety net: a hand-off's owner emails are sent by its own task (scoring.handoff).
+    "scoring-owner-emails": {"task": "scoring.tasks.owner_emails_sweep", "schedule": 60.0},
     "reports-reconcile": {
         "task": "reports.tasks.reconcile_rollups",
         "schedule": crontab(hour=2, minute=30),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Literal
 
 from django.conf import settings
@@ -128,7 +128,10 @@ def publish(
     for func in handlers_for(setting_name):
         phase = getattr(func, "phase", "in_transaction")
         if phase == "on_commit":
-            transaction.on_commit(lambda func=func: func(event))
+            # robust: the transaction is committed by then; a failing after-commit handler
+            # (a broker that is down) is logged and must not fail the caller nor drop the
+            # handlers and callbacks after it.
+            transaction.on_commit(partial(func, event), robust=True)
         elif phase == "queued" and queue is not None:
             queued = True
         else:

@@ -169,6 +169,10 @@ class StepForm(forms.ModelForm):
         return step
 
 
+# A date rule's offset: up to ten years before or after the contact's date.
+MAX_OFFSET_DAYS = 3660
+
+
 class TriggerForm(forms.ModelForm):
     class Meta:
         model = Trigger
@@ -194,6 +198,12 @@ class TriggerForm(forms.ModelForm):
             self.add_error("activity_kind", "Choose the activity.")
         if kind == Trigger.Kind.DATE and not data.get("date_attribute"):
             self.add_error("date_attribute", "Name the contact date attribute, e.g. birthday.")
+        offset = data.get("offset_days")
+        if kind == Trigger.Kind.DATE and offset is not None and abs(offset) > MAX_OFFSET_DAYS:
+            # Far beyond any campaign, and past the calendar's range the rule fails every day.
+            self.add_error(
+                "offset_days", f"Choose an offset within {MAX_OFFSET_DAYS} days of the date."
+            )
         return data
 
 

@@ -27,7 +27,11 @@ def tick(max_seconds: float = 50) -> dict:
         queue_drain(max_seconds=10)
     except Exception:
         log.exception("nurture tick: draining the activity queue failed; sending anyway")
-    entered = triggers_run()
+    try:
+        entered = triggers_run()  # each rule on its own: a failing one is logged and skipped
+    except Exception:
+        log.exception("nurture tick: running the entry rules failed; sending anyway")
+        entered = 0
     result = enrollments_advance(max_seconds=max_seconds)
     if entered or result.processed:
         log.info(

@@ -6,6 +6,8 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
+from crm.mail_tasks import MailTask
+
 from .facts import facts_reconcile
 from .holdout_facts import holdout_reconcile
 from .landing_rollup import landing_rollup_reconcile
@@ -51,11 +53,20 @@ def reconcile_rollups(day: str | None = None) -> dict:
     return {"day": target.isoformat(), **{k: len(v) for k, v in diff.items()}}
 
 
-@shared_task(name="reports.tasks.review_digest")
-def review_digest() -> int:
-    """Weekly: bring the register in step with what exists, then mail overdue items to owners."""
+@shared_task(name="reports.tasks.review_digest", bind=True, base=MailTask)
+def review_digest(self, user_ids: list[int] | None = None) -> int:
+    """Weekly: bring the register in step with what exists, then mail overdue items to owners.
+
+    The mail server failing is retried with back-off (crm.mail_tasks), so the week's digest
+    still goes out; a retry mails only the recipients that failed (``user_ids``).
+    Returns the emails sent by this try.
+    """
     from .review.digest import review_digest_send
     from .review.services import register_sync
 
-    register_sync()
-    return review_digest_send()
+    if user_ids is None:
+        register_sync()
+    result = review_digest_send(user_ids=user_ids)
+    if result.failed:
+        raise self.retry_recipients(kwargs={"user_ids": result.failed}, exc=result.error)
+    return result.sent

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mass_mail
+from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
-from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from crm import lifecycle
+from crm.mail_tasks import MAIL_ERRORS
 from crm.models import Contact, Notification, Stage
 from crm.roles import Role
 
-from .models import AssignmentRule, LedgerEntry, Rule, ScoringSettings
+from .models import AssignmentRule, LedgerEntry, PendingOwnerEmail, Rule, ScoringSettings
 from .writes import ids_q, int_array
 
+log = logging.getLogger(__name__)
 MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never pulled back
+# How long a claim on pending owner emails holds: far longer than one batch's mail takes.
+# A worker that dies holding it delays those mails by this much (then they go, once more
+# for an owner whose mail had left just before the death).
+OWNER_EMAIL_LEASE = timedelta(minutes=10)
+# The sweep leaves rows this young to the hand-off's own task.
+OWNER_EMAIL_SWEEP_AFTER = timedelta(minutes=2)
+# Rows still pending this long are given up, with an error logged: a mail server that
+# refuses an owner's address for days would otherwise be retried, and logged, every minute
+# for ever. The owner still has the in-app notice.
+OWNER_EMAIL_GIVE_UP_AFTER = timedelta(days=2)
 
 
 def mqls_hand_off(
@@ -283,8 +300,9 @@ def _rule_matches(rule: AssignmentRule, row: dict, country: str) -> bool:
 
 
 def owners_notify(*, contact_ids: Iterable[int]) -> None:
-    """An in-app notice per new MQL (one bulk insert) and, once the hand-off commits, ONE
-    task for the whole batch that emails each owner the list of their new leads."""
+    """An in-app notice per new MQL (one bulk insert), a pending owner email per new MQL
+    (another), and once the hand-off commits ONE task for the whole batch that emails each
+    owner the list of their new leads."""
     _notify(_rows(contact_ids), {})
 
 
@@ -303,47 +321,145 @@ def _notify(rows: list[dict], chosen: dict[int, int | None]) -> None:
             for r, owner in owned
         ]
     )
+    # The emails are owed from this commit on: the rows commit or roll back with the
+    # hand-off, and stay until each owner's mail has gone out.
+    PendingOwnerEmail.objects.bulk_create(
+        [PendingOwnerEmail(owner_id=owner, contact_id=r["pk"]) for r, owner in owned]
+    )
     ids = [r["pk"] for r, _ in owned]
     # Mail leaves only once the hand-off is committed: a rolled-back batch sends nothing.
-    transaction.on_commit(lambda: _enqueue_owner_emails(ids))
+    transaction.on_commit(partial(_enqueue_owner_emails, ids), robust=True)
 
 
 def _enqueue_owner_emails(contact_ids: list[int]) -> None:
     from .tasks import mql_owners_email
 
-    mql_owners_email.delay(contact_ids)
+    try:
+        mql_owners_email.delay(contact_ids)
+    except Exception:
+        # The hand-off is committed (and may be one of a drain's batches, whose commit must
+        # not look failed): the emails stay pending for the minute's sweep.
+        log.warning(
+            "owner emails of %s new MQLs could not be queued; the minute's sweep sends them "
+            "(scoring.tasks.owner_emails_sweep)",
+            len(contact_ids),
+            exc_info=True,
+        )
 
 
-def owner_emails_send(*, contact_ids: Iterable[int]) -> int:
-    """Email each owner one message listing their new MQLs among ``contact_ids``.
+def owner_emails_send(
+    *, contact_ids: Iterable[int] | None = None, older_than: timedelta | None = None
+) -> int:
+    """Email each owner one message listing their new MQLs whose email is pending — those
+    of ``contact_ids`` (the hand-off's task), or all of those pending for ``older_than``
+    (the sweep). Returns the messages sent.
 
-    One SMTP connection for the whole batch (``send_mass_mail``); returns messages sent.
+    The rows are claimed first, so the task and the sweep never both send one. Each
+    owner's message goes on its own, and its rows are deleted as soon as it is out: when
+    the mail server fails for some owners, the others' mail is not sent again by the retry,
+    and the failed rows are released for it. The last mail error is raised once every owner
+    was tried (the task retries with back-off: crm.mail_tasks).
     """
+    token = _owner_emails_claim(contact_ids=contact_ids, older_than=older_than)
+    try:
+        return _owner_emails_deliver(token)
+    finally:
+        # What is still claimed failed (or was never reached): free for the next try.
+        PendingOwnerEmail.objects.filter(claim=token).update(claim="", claimed_until=None)
+
+
+def owner_emails_give_up(*, now=None) -> int:
+    """Drop the pending owner emails older than ``OWNER_EMAIL_GIVE_UP_AFTER`` (not claimed
+    right now), with an error logged per owner; returns how many were dropped."""
+    now = now or timezone.now()
+    stale = PendingOwnerEmail.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        created_at__lt=now - OWNER_EMAIL_GIVE_UP_AFTER,
+    )
+    for owner, count in (
+        stale.order_by()
+        .values_list("owner__email")
+        .annotate(n=Count("pk"))
+        .order_by("owner__email")
+    ):
+        log.error(
+            "gave up emailing %s about %s new MQLs, pending for over %s; the in-app notices remain",
+            owner,
+            count,
+            OWNER_EMAIL_GIVE_UP_AFTER,
+        )
+    return stale.delete()[0]
+
+
+def _owner_emails_claim(*, contact_ids: Iterable[int] | None, older_than: timedelta | None) -> str:
+    """Claim the pending rows nobody holds (a claim lapses after its lease); one UPDATE,
+    so concurrent claimers split the rows. Returns the claim's token."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    free = PendingOwnerEmail.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+    if contact_ids is not None:
+        free = free.filter(contact_id__in=list(contact_ids))
+    if older_than is not None:
+        free = free.filter(created_at__lte=now - older_than)
+    free.update(claim=token, claimed_until=now + OWNER_EMAIL_LEASE)
+    return token
+
+
+def _owner_emails_deliver(token: str) -> int:
     rows = list(
-        Contact.objects.filter(pk__in=list(contact_ids), owner__isnull=False)
-        .order_by("pk")
+        PendingOwnerEmail.objects.filter(claim=token)
+        .order_by("contact_id", "pk")
         .values(
-            "pk", "email", "first_name", "last_name", "owner__email", score=F("scorecard__score")
+            "pk",
+            "owner__email",
+            "contact_id",
+            "contact__email",
+            "contact__first_name",
+            "contact__last_name",
+            score=F("contact__scorecard__score"),
         )
     )
     per_owner: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if r["owner__email"]:
-            per_owner[r["owner__email"]].append(r)
-    messages = [
-        (
-            f"{len(leads)} new MQL(s) assigned to you",
-            "These leads reached the MQL threshold and are yours to work:\n\n"
-            + "\n".join(
-                f"- {_name(r)} (score {r['score']}): {settings.SITE_URL}/crm/contacts/{r['pk']}/"
-                for r in leads
-            ),
-            settings.DEFAULT_FROM_EMAIL,
-            [email],
-        )
-        for email, leads in per_owner.items()
-    ]
-    return send_mass_mail(messages, fail_silently=True) if messages else 0
+        per_owner[r["owner__email"]].append(r)
+    # An owner without an email address gets the in-app notice only.
+    PendingOwnerEmail.objects.filter(pk__in=[r["pk"] for r in per_owner.pop("", [])]).delete()
+    if not per_owner:
+        return 0
+    sent, error = 0, None
+    with get_connection() as mail:
+        for email, leads in per_owner.items():
+            try:
+                mail.send_messages([_owner_message(email, leads)])
+            except MAIL_ERRORS as exc:
+                log.warning("new-MQL email to %s failed: %s", email, exc)
+                error = exc
+                continue
+            PendingOwnerEmail.objects.filter(pk__in=[r["pk"] for r in leads]).delete()
+            sent += 1
+    if error is not None:
+        raise error
+    return sent
+
+
+def _owner_message(email: str, leads: list[dict]) -> EmailMessage:
+    return EmailMessage(
+        subject=f"{len(leads)} new MQL(s) assigned to you",
+        body="These leads reached the MQL threshold and are yours to work:\n\n"
+        + "\n".join(
+            f"- {_name(_contact_fields(r))} (score {r['score']}): "
+            f"{settings.SITE_URL}/crm/contacts/{r['contact_id']}/"
+            for r in leads
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[email],
+    )
+
+
+def _contact_fields(row: dict) -> dict:
+    return {k.removeprefix("contact__"): v for k, v in row.items()}
 
 
 def _name(row: dict) -> str:

@@ -255,3 +255,25 @@ class RescoreRun(models.Model):
         if self.status == self.Status.DONE:
             return 100
         return int(100 * self.processed / self.total) if self.total else 0
+
+
+class PendingOwnerEmail(models.Model):
+    """A new MQL whose owner is still to be emailed about it.
+
+    Written in the hand-off's transaction beside the owner's in-app notice, deleted once the
+    owner's mail has gone out (scoring.handoff.owner_emails_send). The hand-off's task sends
+    it right after the commit; beat's minute sweep sends what that task could not (the broker
+    down when it was to be queued, the mail server down past its retries). While one of them
+    holds a row (``claim``, until ``claimed_until``) the other leaves it alone, so a mail is
+    sent once — or, when a worker dies between the hand-over and the delete, once more after
+    the lease.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    claim = models.CharField(max_length=32, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Owner email about contact {self.contact_id} to user {self.owner_id}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max, Min, Sum
+from django.db.models import Max, Min, Q, Sum
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -41,6 +43,9 @@ RULE_FIELDS = [
     "active_from",
     "enabled",
 ]
+# A run still queued this long after it was asked for has lost its task (the broker was
+# down when it was sent, or the message was lost): the minute's pick-up starts it.
+RESCORE_PICK_UP_AFTER = timedelta(minutes=2)
 # Contacts per rescore/decay transaction: few round trips (one aggregate, one ledger sum,
 # one insert per chunk) while memory stays well under the worker's 500 MB at 1M contacts.
 RESCORE_CHUNK = 50_000
@@ -110,18 +115,73 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
 
 
 def rescore_start(*, by=None) -> RescoreRun:
-    """Queue a full rescore; the task starts after this transaction commits."""
+    """Queue a full rescore; the task is sent after this transaction commits.
+
+    The run is committed whatever the broker says: when the task cannot be sent, the run
+    stays queued and ``rescores_pick_up`` (beat, every minute) starts it.
+    """
     with transaction.atomic():
         run = RescoreRun.objects.create(requested_by=by, total=Contact.objects.count())
-        transaction.on_commit(lambda: _enqueue(run.pk))
+        transaction.on_commit(partial(_enqueue, run.pk), robust=True)
     return run
 
 
 def _enqueue(run_id: int) -> None:
     from .tasks import rescore
 
-    result = rescore.delay(run_id)
+    try:
+        result = rescore.delay(run_id)
+    except Exception:
+        # The caller's work is committed: a broker that is down must not turn it into a
+        # 500. The run waits, queued, for the minute's pick-up.
+        log.warning(
+            "rescore %s could not be queued; it stays queued until the minute's pick-up "
+            "starts it (scoring.tasks.rescores_pick_up)",
+            run_id,
+            exc_info=True,
+        )
+        return
     RescoreRun.objects.filter(pk=run_id, task_id="").update(task_id=result.id or "")
+
+
+def rescores_pick_up(*, now=None, task_id: str = "") -> RescoreRun | None:
+    """Run the oldest rescore still queued ``RESCORE_PICK_UP_AFTER`` after it was asked for
+    (its task could not be sent, or its message was lost); None when there is none.
+
+    One run per call: beat calls it every minute, and a run queued a moment ago is left to
+    its own task. Its own task may still arrive, late: the claim in ``rescore_execute``
+    lets only one of them run it.
+    """
+    now = now or timezone.now()
+    due = Q(status=RescoreRun.Status.QUEUED, created_at__lte=now - RESCORE_PICK_UP_AFTER)
+    if task_id:  # this very task's run, when its message is redelivered after a worker died
+        due |= Q(status=RescoreRun.Status.RUNNING, task_id=task_id)
+    stale = (
+        RescoreRun.objects.filter(due)
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if stale is None:
+        return None
+    log.warning("rescore %s: its task never started it; the pick-up runs it now", stale)
+    return rescore_execute(run_id=stale, task_id=task_id)
+
+
+def _rescore_claim(run_id: int, task_id: str) -> bool:
+    """Take the run for this execution: one conditional UPDATE, so two executions (its own
+    task and the pick-up, or a duplicated message) never run it concurrently.
+
+    A queued run is taken by anyone. A running one only by the task that took it, under the
+    same task id: the message redelivered after its worker died (late acks) resumes it.
+    """
+    mine = Q(status=RescoreRun.Status.QUEUED)
+    if task_id:
+        mine |= Q(status=RescoreRun.Status.RUNNING, task_id=task_id)
+    fields = {"status": RescoreRun.Status.RUNNING, "started_at": timezone.now()}
+    if task_id:
+        fields["task_id"] = task_id
+    return RescoreRun.objects.filter(mine, pk=run_id).update(**fields) == 1
 
 
 def rescore_execute(
@@ -131,6 +191,7 @@ def rescore_execute(
     hand_off: bool = True,
     now=None,
     portable: bool = False,
+    task_id: str = "",
 ) -> RescoreRun:
     """Recompute every contact's score, chunk by chunk of contact ids.
 
@@ -148,10 +209,12 @@ def rescore_execute(
     elsewhere, or with ``portable=True`` (tests check both give the same ledger), the
     engine's reconcile.
     ``now`` dates the adjustments (default: the start of the run).
+    ``task_id``: the Celery task executing it (see ``_rescore_claim``). A run that another
+    execution has taken, or that is finished, is returned as it is.
     """
-    RescoreRun.objects.filter(pk=run_id).update(
-        status=RescoreRun.Status.RUNNING, started_at=timezone.now()
-    )
+    if not _rescore_claim(run_id, task_id):
+        log.info("rescore %s is taken by another execution or finished; skipped", run_id)
+        return RescoreRun.objects.get(pk=run_id)
     try:
         rules = engine.rules_enabled()
         now = now or timezone.now()

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from crm import events
@@ -158,19 +160,30 @@ def triggers_run(*, now: datetime | None = None) -> int:
         kind__in=[Trigger.Kind.SEGMENT_JOINED, Trigger.Kind.DATE],
     ).select_related("program")
     for trigger in triggers:
-        with transaction.atomic():
-            # Lock the trigger so two ticks never process the same cursor range twice.
-            locked = (
-                Trigger.objects.select_for_update(skip_locked=True).filter(pk=trigger.pk).first()
+        try:
+            entered += _trigger_run(trigger, now)
+        except Exception:
+            # One broken entry rule must not stop the others, nor the tick's sending after
+            # them: its transaction rolled back (cursor unmoved), and it is tried again at
+            # the next tick, logged each time until it is fixed.
+            log.exception(
+                "entry rule %s of program %s failed; the other rules go on",
+                trigger.pk,
+                trigger.program_id,
             )
-            if locked is None:
-                continue
-            locked.program = trigger.program
-            if locked.kind == Trigger.Kind.SEGMENT_JOINED:
-                entered += _run_segment_trigger(locked, now)
-            else:
-                entered += _run_date_trigger(locked, now)
     return entered
+
+
+def _trigger_run(trigger: Trigger, now: datetime) -> int:
+    with transaction.atomic():
+        # Lock the trigger so two ticks never process the same cursor range twice.
+        locked = Trigger.objects.select_for_update(skip_locked=True).filter(pk=trigger.pk).first()
+        if locked is None:
+            return 0
+        locked.program = trigger.program
+        if locked.kind == Trigger.Kind.SEGMENT_JOINED:
+            return _run_segment_trigger(locked, now)
+        return _run_date_trigger(locked, now)
 
 
 def _run_segment_trigger(trigger: Trigger, now: datetime) -> int:
@@ -212,7 +225,6 @@ def date_trigger_contacts(trigger: Trigger, day: date):
     matched on 28 February in common years (else it would fire only every fourth year).
     """
     target = day - timedelta(days=trigger.offset_days)
-    key = trigger.date_attribute
     if trigger.yearly:
         day_months = [f"{target:%m-%d}"]
         if (target.month, target.day) == (2, 28) and not calendar.isleap(target.year):
@@ -220,12 +232,16 @@ def date_trigger_contacts(trigger: Trigger, day: date):
         query = Q()
         for day_month in day_months:
             # "1990-05-17" or a year-less "05-17" (as CRM imports often bring birthdays).
-            query |= Q(**{f"attributes__{key}__endswith": f"-{day_month}"}) | Q(
-                **{f"attributes__{key}": day_month}
-            )
+            query |= Q(trigger_date__endswith=f"-{day_month}") | Q(trigger_date=day_month)
     else:
-        query = Q(**{f"attributes__{key}__startswith": target.isoformat()})
-    return Contact.objects.filter(query)
+        query = Q(trigger_date__startswith=target.isoformat())
+    # The key is an expression, never spelled into a lookup path ("attributes__<key>"):
+    # any slug is a valid attribute name, and one named like a lookup ("range", "isnull",
+    # "contains") would be read as that lookup, not as the key. Cast to text so that the
+    # comparisons are plain text ones (KeyTextTransform keeps the JSON key lookups, whose
+    # "exact" compares with the value JSON-decoded: "05-17" is malformed JSON on SQLite).
+    value = Cast(KeyTextTransform(trigger.date_attribute, "attributes"), TextField())
+    return Contact.objects.alias(trigger_date=value).filter(query)
 
 
 def _run_date_trigger(trigger: Trigger, now: datetime) -> int:

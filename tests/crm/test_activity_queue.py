@@ -25,6 +25,7 @@ from crm.models import (
     Notification,
     QueuedBatch,
     SegmentMembership,
+    Stage,
 )
 from crm.models.choices import ActivityKind as K
 from crm.segments import segment_queryset, segment_save
@@ -240,6 +241,49 @@ def test_the_commit_enqueues_a_drain(queued_handlers, django_capture_on_commit_c
         activities_record(items=_items(contact))
     assert _score(contact) == 10
     assert not QueuedBatch.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # after-commit callbacks run for real
+def test_recording_stores_and_queues_the_batch_while_the_broker_is_down(
+    queued_handlers, broker_down, marketing_api
+):
+    response = marketing_api.post(
+        "/api/v1/activities/",
+        [
+            {
+                "email": "ann@example.com",
+                "kind": "form_submitted",
+                "external_id": "f-1",
+                "occurred_at": timezone.now().isoformat(),
+            }
+        ],  # fmt: skip
+        format="json",
+    )
+    assert response.status_code == 201  # the beat drain applies the batch
+    assert (Activity.objects.count(), QueuedBatch.objects.count()) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)  # after-commit callbacks run for real
+def test_a_drain_whose_hand_off_cannot_queue_the_owner_email_counts_its_batch_applied(
+    queued_handlers, broker_down, caplog
+):
+    from scoring.models import PendingOwnerEmail
+    from tests.factories import UserFactory
+
+    rep = UserFactory(username="rep", role="sales")
+    ScoringSettings.objects.create(pk=1, mql_threshold=10)
+    EngagementRuleFactory(points=15, activity_kind=K.PAGE_VISIT)
+    contact = ContactFactory()
+    Contact.objects.filter(pk=contact.pk).update(stage=Stage.LEAD)
+    activities_record(items=_items(contact))
+    result = queue_drain()
+    # The hand-off committed with the batch; the broker refusing the email task after the
+    # commit is not the batch failing (it was reported so, and applied "one by one").
+    assert (result.batches, result.failed) == (1, 0)
+    assert "one by one" not in caplog.text
+    contact.refresh_from_db()
+    assert (contact.stage, contact.owner) == (Stage.MQL, rep)
+    assert PendingOwnerEmail.objects.filter(owner=rep, contact=contact).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,8 +1,15 @@
+from datetime import timedelta
+
 import pytest
+from django.core import mail
+from django.utils import timezone
 
 from crm import services
 from crm.models import Contact, Stage
-from tests.factories import score_set
+from scoring import tasks
+from scoring.models import PendingOwnerEmail, ScoringSettings
+from tests.factories import ContactFactory, UserFactory, score_set
+from tests.scoring.factories import FitRuleFactory
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/contacts/"
@@ -151,3 +158,23 @@ def test_a_generic_ordering_parameter_cannot_drop_the_tie_breaker(marketing_api)
         .strip()
         .startswith('"crm_company"."name" DESC, "crm_company"."id" DESC')
     )
+
+
+@pytest.mark.django_db(transaction=True)  # the owner-email task is queued after a real commit
+def test_an_edit_that_makes_an_mql_is_saved_and_answered_while_the_broker_is_down(
+    admin_api, broker_down, caplog, settings
+):
+    rep = UserFactory(username="rep", role="sales")
+    ScoringSettings.objects.create(pk=1, mql_threshold=10)
+    FitRuleFactory(value="VP", points=15)
+    c = ContactFactory(job_title="Engineer")
+    Contact.objects.filter(pk=c.pk).update(stage=Stage.LEAD)
+    response = admin_api.patch(f"{URL}{c.pk}/", {"job_title": "VP Sales"}, format="json")
+    assert response.status_code == 200  # the edit and the hand-off committed: no 500
+    c.refresh_from_db()
+    assert (c.stage, c.owner) == (Stage.MQL, rep)
+    assert "could not be queued" in caplog.text
+    # The owner's email is owed, not lost: beat's minute sweep sends it.
+    PendingOwnerEmail.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    assert tasks.owner_emails_sweep() == 1
+    assert [m.to for m in mail.outbox] == [[rep.email]]

@@ -1,6 +1,7 @@
 """The Celery app runs tasks through real workers: in-process on the memory broker, and as a
 ``celery -A crm worker`` subprocess against a loopback redis-server."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -78,3 +79,11 @@ def test_it_runs_a_task_through_a_celery_worker_process_on_redis(redis_url, tmp_
             worker.wait()
         output = worker.stdout.read() if worker.stdout else ""
     assert "Traceback" not in output, output
+
+
+@pytest.mark.django_db
+def test_every_beat_task_runs_on_an_empty_database():
+    for entry in app.conf.beat_schedule.values():
+        module, _ = entry["task"].rsplit(".", 1)
+        importlib.import_module(module)  # registers the task, as a worker's autodiscovery
+        app.tasks[entry["task"]]()  # called as beat's message calls it: no arguments

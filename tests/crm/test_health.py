@@ -1,27 +1,13 @@
 """/healthz reports database and broker reachability: 200 when both answer, 503 with JSON
 saying which one is down otherwise. Public, never cached, and carries the security headers."""
 
-import socket
-
 import pytest
 from django.db import connection, connections
 from django.db.utils import load_backend
 
-from tests.services import celery_conf
+from tests.services import closed_loopback_port
 
-
-def _closed_loopback_port() -> int:
-    # Bind then release: nothing listens there for the few seconds the test needs.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def broker_down():
-    """Point Celery at a redis URL on a closed loopback port for one test."""
-    with celery_conf(broker_url=f"redis://127.0.0.1:{_closed_loopback_port()}/0"):
-        yield
+# broker_down: the shared fixture of tests/services (Celery on a closed loopback port).
 
 
 @pytest.fixture
@@ -35,7 +21,7 @@ def database_down(tmp_path):
     if real.vendor == "sqlite":
         settings_dict["NAME"] = str(tmp_path / "missing" / "db.sqlite3")
     else:
-        settings_dict.update(HOST="127.0.0.1", PORT=str(_closed_loopback_port()))
+        settings_dict.update(HOST="127.0.0.1", PORT=str(closed_loopback_port()))
         settings_dict["OPTIONS"] = {**settings_dict.get("OPTIONS", {}), "connect_timeout": 2}
     broken = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, "default")
     connections["default"] = broken

@@ -480,3 +480,50 @@ def test_contact_page_providers(django_assert_num_queries):
         assert summaries([c.pk, ContactFactory.build(pk=999999).pk]) == {
             c.pk: ["last program: Welcome (active)"]
         }
+
+
+@pytest.mark.parametrize("key", ["range", "isnull", "contains", "exact", "has_key"])
+def test_a_date_attribute_named_like_a_lookup_is_read_as_that_key(marketing_client, key):
+    program = ProgramFactory()
+    StepFactory(program=program)
+    response = marketing_client.post(  # any slug is a valid attribute name
+        f"/nurture/programs/{program.pk}/triggers/",
+        {"kind": "date", "date_attribute": key, "offset_days": 0, "yearly": "on"},
+    )
+    assert response.status_code == 302
+    due = ContactFactory(attributes={key: f"1990-{timezone.localdate():%m-%d}"})
+    ContactFactory(attributes={key: "1990-13-40", "birthday": f"1990-{timezone.localdate():%m-%d}"})
+    assert triggers_run() == 1
+    assert _live(program) == {due.pk}
+
+
+def test_a_failing_entry_rule_is_logged_and_the_other_rules_and_the_sending_go_on(caplog):
+    from nurture.tasks import tick
+
+    drip = ProgramFactory(name="Onboarding")
+    StepFactory(program=drip, position=1)
+    reader = ContactFactory(consent_basis="consent")
+    contacts_enroll(program=drip, contact_ids=[reader.pk], source="manual")
+    # A rule whose offset reaches past the calendar (stored before the form refused such
+    # offsets) fails on every run …
+    broken = TriggerFactory(kind="date", date_attribute="renewal_date", offset_days=10**9)
+    # … and must not stop the rule after it, nor the drip's due email.
+    birthdays = ProgramFactory(name="Birthdays")
+    TriggerFactory(program=birthdays, kind="date", date_attribute="birthday", offset_days=0)
+    born_today = ContactFactory(attributes={"birthday": f"1990-{timezone.localdate():%m-%d}"})
+    tick()
+    assert f"entry rule {broken.pk} of program {broken.program_id} failed" in caplog.text
+    assert Enrollment.objects.filter(program=birthdays, contact=born_today).exists()
+    assert [m.to for m in mail.outbox] == [[reader.email]]
+    assert Trigger.objects.get(pk=broken.pk).last_run_on is None  # tried again next tick
+
+
+def test_the_form_refuses_a_date_offset_beyond_ten_years(marketing_client):
+    program = ProgramFactory()
+    response = marketing_client.post(
+        f"/nurture/programs/{program.pk}/triggers/",
+        {"kind": "date", "date_attribute": "renewal_date", "offset_days": 10**9},
+        follow=True,
+    )
+    assert not Trigger.objects.filter(program=program).exists()
+    assert "within 3660 days" in response.content.decode()

@@ -18,7 +18,10 @@ from reports.review.digest import review_digest_send
 from reports.review.export import _sheet_rows
 from reports.review.models import ContentAsset, Review, ReviewItem
 from reports.review.register import mql_acceptance_rate, register_rows
+from reports.tasks import review_digest
+from tests.factories import UserFactory
 from tests.nurture.factories import ProgramFactory, TriggerFactory
+from tests.reliability.smtp import RefusingSMTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -189,10 +192,67 @@ def test_the_spreadsheet_has_one_sheet_per_type_with_reviews_newest_last(marketi
 
 def test_the_weekly_digest_mails_owners_their_overdue_items(marketing_user):
     make_item(T.PROGRAM, days_ago=200, object_id=7, owner=marketing_user, name="Onboarding drip")
-    assert review_digest_send() == 1
+    assert review_digest_send().sent == 1
     (message,) = mail.outbox
     assert message.to == [marketing_user.email]
     assert "Onboarding drip" in message.body
+
+
+@pytest.mark.parametrize("departure", ["deactivated", "moved to sales"])
+def test_a_departed_owners_overdue_items_go_to_the_active_marketing_users(
+    marketing_user, departure
+):
+    gone = UserFactory(username="gone", role="marketing" if departure == "deactivated" else "sales")
+    if departure == "deactivated":
+        gone.is_active = False
+        gone.save()
+    ProgramFactory(pk=7, name="Onboarding drip")
+    make_item(T.PROGRAM, days_ago=200, object_id=7, owner=gone, name="Onboarding drip")
+    review_digest()  # the weekly beat task: the register's sync, then the digest
+    assert [m.to for m in mail.outbox] == [[marketing_user.email]]  # as if it were unowned
+    assert "Onboarding drip" in mail.outbox[0].body
+
+
+def test_an_admin_owner_keeps_their_overdue_items(marketing_user, admin_user):
+    make_item(T.SCORING, days_ago=200, object_id=1, owner=admin_user, name="Scoring rules")
+    assert review_digest_send().sent == 1
+    assert mail.outbox[0].to == [admin_user.email]
+
+
+@pytest.fixture
+def smtp(settings):
+    """Django's real SMTP backend, pointed by the test at a loopback port."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    return settings
+
+
+def test_the_weekly_digest_is_retried_while_the_mail_server_drops_the_connection(
+    smtp, marketing_user, caplog
+):
+    ProgramFactory(pk=7)  # the task syncs the register first: the item's object must exist
+    make_item(T.PROGRAM, days_ago=200, object_id=7, owner=marketing_user)
+    with RefusingSMTPServer(mode="disconnect") as server:
+        smtp.EMAIL_PORT = server.port
+        # Eager, Celery runs the retries at once (a worker waits 1, 2, 4 … minutes).
+        result = review_digest.apply()
+    assert result.state == "FAILURE"  # not lost for the week after one try
+    assert server.attempts == 1 + review_digest.max_retries
+    assert "gave up after 6 retries" in caplog.text
+
+
+def test_the_digest_retries_mail_only_the_recipients_that_failed(smtp, marketing_user):
+    other = UserFactory(username="mo", role="marketing")
+    make_item(T.PROGRAM, days_ago=200, object_id=7, owner=marketing_user, name="Drip")
+    make_item(T.CONTENT, days_ago=200, object_id=8, owner=other, name="Webinar")
+    with RefusingSMTPServer(refused={other.email}) as server:
+        smtp.EMAIL_PORT = server.port
+        assert review_digest_send().failed == [other.pk]
+        assert review_digest.apply(kwargs={"user_ids": [other.pk]}).state == "FAILURE"
+        assert server.delivered == [[marketing_user.email]]  # once, whatever the retries
+        server.refused = set()  # the mailbox is back
+        assert review_digest.apply(kwargs={"user_ids": [other.pk]}).result == 1
+    assert server.delivered == [[marketing_user.email], [other.email]]
 
 
 def test_the_register_page_lists_items_and_records_a_review(marketing_client):

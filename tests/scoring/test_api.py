@@ -9,6 +9,7 @@ from crm.ingest import activities_record
 from crm.lifecycle import stage_change
 from crm.models import Stage
 from crm.models.choices import ActivityKind
+from scoring import tasks
 from scoring.models import RescoreRun, Rule, RuleVersion, ScoringSettings
 from tests.factories import ContactFactory
 
@@ -94,6 +95,25 @@ def test_starting_a_rescore_returns_its_run_id(admin_api, django_capture_on_comm
     assert response.status_code == 202
     run = RescoreRun.objects.get(pk=response.json()["id"])
     assert admin_api.get(f"/api/v1/scoring/rescore/{run.pk}/").json()["status"] == "queued"
+
+
+@pytest.mark.django_db(transaction=True)  # the enqueue runs after a real commit
+def test_a_rescore_asked_for_while_the_broker_is_down_is_accepted_and_started_later(
+    admin_api, broker_down, caplog
+):
+    ContactFactory()
+    response = admin_api.post("/api/v1/scoring/rescore/")
+    assert response.status_code == 202  # not a 500 for a run that was in fact committed
+    run = RescoreRun.objects.get(pk=response.json()["id"])
+    assert run.status == "queued"
+    assert "could not be queued" in caplog.text
+    # Beat's minute pick-up leaves a run queued a moment ago to its own task …
+    assert tasks.rescores_pick_up.apply().result is None
+    # … and starts one still queued minutes later.
+    RescoreRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=3))
+    assert tasks.rescores_pick_up.apply().result == run.pk
+    run.refresh_from_db()
+    assert (run.status, run.processed) == ("done", 1)
 
 
 def test_the_contact_score_breakdown_splits_fit_and_engagement(sales_api):

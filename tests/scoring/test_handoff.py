@@ -3,16 +3,19 @@
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.utils import timezone
 
 from crm import lifecycle
 from crm.ingest import activities_record
 from crm.models import Notification, Stage, UserProfile
 from crm.models.choices import ActivityKind as K
-from scoring.handoff import owners_assign
-from scoring.models import LedgerEntry, ScoringSettings
+from scoring import tasks
+from scoring.handoff import owners_assign, owners_notify
+from scoring.models import LedgerEntry, PendingOwnerEmail, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
-from tests.services import celery_conf
+from tests.reliability.smtp import RefusingSMTPServer
+from tests.services import celery_conf, closed_loopback_port
 
 from .factories import AssignmentRuleFactory, EngagementRuleFactory
 
@@ -188,3 +191,99 @@ def test_saving_the_settings_leaves_the_round_robin_cursor_alone(monkeypatch):
     services.settings_update(data={"mql_threshold": 80})
     conf.refresh_from_db()
     assert (conf.mql_threshold, conf.rr_position) == (80, 7)
+
+
+# --- owner emails: owed from the hand-off's commit, sent once, never dropped -----------------
+
+
+def _handed_off(*owners) -> list:
+    """One new MQL per owner, handed off as a batch does: notices and pending emails."""
+    contacts = [ContactFactory(owner=owner, stage=Stage.MQL) for owner in owners]
+    owners_notify(contact_ids=[c.pk for c in contacts])
+    return contacts
+
+
+@pytest.fixture
+def smtp(settings):
+    """Django's real SMTP backend, pointed by the test at a loopback port."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    return settings
+
+
+def test_the_owner_email_is_retried_and_kept_while_the_mail_server_refuses_it(smtp, caplog):
+    rep = UserFactory(username="rep", role="sales")
+    (c,) = _handed_off(rep)
+    with RefusingSMTPServer() as server:
+        smtp.EMAIL_PORT = server.port
+        # Eager, Celery runs the retries at once (a worker waits 1, 2, 4 … minutes).
+        result = tasks.mql_owners_email.apply(args=[[c.pk]])
+    assert result.state == "FAILURE"  # not a silent success with nothing sent
+    assert server.attempts == 1 + tasks.mql_owners_email.max_retries
+    assert "gave up after 6 retries" in caplog.text
+    pending = PendingOwnerEmail.objects.get()  # still owed: the minute's sweep sends it
+    assert (pending.owner, pending.contact, pending.claim) == (rep, c, "")
+    smtp.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # the server is back
+    assert tasks.mql_owners_email.apply(args=[[c.pk]]).result == 1
+    assert [m.to for m in mail.outbox] == [[rep.email]]
+    assert not PendingOwnerEmail.objects.exists()
+    assert tasks.mql_owners_email.apply(args=[[c.pk]]).result == 0  # a duplicate sends nothing
+
+
+def test_the_retries_mail_only_the_owners_the_mail_server_refused(smtp):
+    ann = UserFactory(username="ann", role="sales")
+    bob = UserFactory(username="bob", role="sales")
+    ids = [c.pk for c in _handed_off(ann, bob)]
+    with RefusingSMTPServer(refused={bob.email}) as server:
+        smtp.EMAIL_PORT = server.port
+        assert tasks.mql_owners_email.apply(args=[ids]).state == "FAILURE"
+        assert server.delivered == [[ann.email]]  # once, whatever bob's six retries
+        server.refused = set()  # bob's mailbox is back
+        assert tasks.mql_owners_email.apply(args=[ids]).result == 1
+    assert server.delivered == [[ann.email], [bob.email]]
+    assert not PendingOwnerEmail.objects.exists()
+
+
+def test_an_unreachable_mail_server_is_retried_too(smtp):
+    (c,) = _handed_off(UserFactory(username="rep", role="sales"))
+    smtp.EMAIL_PORT = closed_loopback_port()
+    assert tasks.mql_owners_email.apply(args=[[c.pk]]).state == "FAILURE"
+    assert PendingOwnerEmail.objects.filter(claim="").count() == 1
+
+
+def test_the_sweep_sends_what_no_task_sent_and_leaves_young_or_claimed_rows(smtp, caplog):
+    rep = UserFactory(username="rep", role="sales")
+    young, old, claimed = _handed_off(rep, rep, rep)
+    a_while_ago = timezone.now() - timedelta(minutes=5)
+    PendingOwnerEmail.objects.exclude(contact=young).update(created_at=a_while_ago)
+    PendingOwnerEmail.objects.filter(contact=claimed).update(
+        claim="another-worker", claimed_until=timezone.now() + timedelta(minutes=5)
+    )
+    smtp.EMAIL_PORT = closed_loopback_port()
+    assert tasks.owner_emails_sweep() == 0  # the server is down: logged, kept, next minute
+    assert "next minute" in caplog.text
+    smtp.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert tasks.owner_emails_sweep() == 1
+    assert f"/crm/contacts/{old.pk}/" in mail.outbox[0].body
+    assert f"/crm/contacts/{young.pk}/" not in mail.outbox[0].body  # its own task sends it
+    assert set(PendingOwnerEmail.objects.values_list("contact", flat=True)) == {
+        young.pk,
+        claimed.pk,
+    }
+    # A claim whose worker died lapses after its lease: then the sweep sends it.
+    PendingOwnerEmail.objects.filter(contact=claimed).update(claimed_until=a_while_ago)
+    assert tasks.owner_emails_sweep() == 1
+    assert f"/crm/contacts/{claimed.pk}/" in mail.outbox[1].body
+
+
+def test_the_sweep_gives_up_on_an_email_refused_for_days_with_an_error(smtp, caplog):
+    rep = UserFactory(username="rep", role="sales")
+    stale, fresh = _handed_off(rep, rep)
+    PendingOwnerEmail.objects.filter(contact=stale).update(
+        created_at=timezone.now() - timedelta(days=3)
+    )
+    smtp.EMAIL_PORT = closed_loopback_port()
+    tasks.owner_emails_sweep()
+    assert f"gave up emailing {rep.email} about 1 new MQLs" in caplog.text
+    assert list(PendingOwnerEmail.objects.values_list("contact", flat=True)) == [fresh.pk]
+    assert Notification.objects.filter(user=rep).count() == 2  # the notices remain

@@ -73,6 +73,26 @@ def test_saving_a_rule_starts_a_rescore_and_shows_its_progress(
     assert b'hx-trigger="every 1s"' in page.content
 
 
+@pytest.mark.django_db(transaction=True)  # the enqueue runs after a real commit
+@pytest.mark.parametrize("action", ["save", "toggle"])
+def test_a_rule_is_saved_while_the_broker_is_down_and_its_rescore_waits_queued(
+    admin_client_, broker_down, action
+):
+    ContactFactory()
+    if action == "save":
+        response = admin_client_.post("/scoring/rules/new/", {**RULE_POST, "save": "1"})
+    else:
+        rule = FitRuleFactory(enabled=True)
+        response = admin_client_.post(f"/scoring/rules/{rule.pk}/toggle/")
+    assert response.status_code == 302  # not a 500 after the rule was committed
+    assert Rule.objects.get().versions.exists()
+    run = RescoreRun.objects.get()
+    assert run.status == "queued"  # started by the minute's pick-up (tests/scoring/test_api.py)
+    page = admin_client_.get(response.url)
+    assert "Waiting for a worker" in page.content.decode()
+    assert any(m.message.startswith(("Saved", "“")) for m in page.context["messages"])
+
+
 def test_a_bad_rule_shows_a_clear_form_error(admin_client_):
     data = {**RULE_POST, "kind": "fit", "field": "password", "operator": "equals",
             "value": "x", "save": "1"}  # fmt: skip

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from crm.models import Contact, LifecycleTransition, Notification, Stage
 from scoring import handoff
-from scoring.models import LedgerEntry, ScoringSettings
+from scoring.models import LedgerEntry, PendingOwnerEmail, ScoringSettings
 from scoring.writes import (
     Entry,
     entries_append,
@@ -65,14 +65,16 @@ def test_the_hand_off_reads_the_contacts_once_for_the_move_owners_and_notices(
     entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
     # Settings, candidates with their fit and the fields assignment and the notices read,
     # assignment rules, sales pool, cursor lock and move (in a savepoint), lifecycle's
-    # bulk move (savepoint, lock, insert, ONE update of stage and owner), notices:
-    # whatever the number of contacts (no second read or second write of the new MQLs).
-    with django_assert_num_queries(14):
+    # bulk move (savepoint, lock, insert, ONE update of stage and owner), notices, pending
+    # owner emails: whatever the number of contacts (no second read or second write of the
+    # new MQLs).
+    with django_assert_num_queries(15):
         new = handoff.mqls_hand_off(entries=entries, scores={c.pk: 40 for c in contacts})
     assert sorted(new) == sorted(c.pk for c in contacts)
     assert set(Contact.objects.values_list("stage", "owner_id")) == {(Stage.MQL, seller.pk)}
     assert LifecycleTransition.objects.filter(to_stage=Stage.MQL, by_system="scoring").count() == 3
     assert Notification.objects.filter(user=seller).count() == 3
+    assert PendingOwnerEmail.objects.filter(owner=seller).count() == 3
 
 
 def test_the_hand_off_skips_every_query_when_nobody_reaches_the_threshold(

@@ -14,6 +14,7 @@ Celery runs on the in-memory broker and result backend in tests, so enqueuing ne
 
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 
 import pytest
@@ -71,6 +72,36 @@ def celery_conf(**values):
         yield
     finally:
         celery_conf_set(**before)
+
+
+def closed_loopback_port() -> int:
+    """A loopback port nothing listens on: bound, then released, for the few seconds a test
+    needs it (connecting is refused at once, as with a stopped server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker_down():
+    """Celery pointed at a Redis URL on a closed loopback port for one test, not eager: every
+    enqueue meets the real connection error of a broker that is down.
+
+    The app caches its connection and producer pools, so they are dropped on the way in (the
+    in-memory broker's would still be used) and on the way out (the dead one must not leak).
+    """
+    from crm.celery import app
+
+    def drop_pools():
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    with celery_conf(
+        broker_url=f"redis://127.0.0.1:{closed_loopback_port()}/0", task_always_eager=False
+    ):
+        drop_pools()
+        yield
+    drop_pools()
 
 
 def _uses_postgres() -> bool:
