@@ -13,7 +13,6 @@ def test_the_dashboards_long_term_trend_is_drawn_after_htmx_loads_it(page):
     page.on("pageerror", lambda e: errors.append(str(e)))
     login(page, UserFactory(username="mia-trend", role="marketing"))
     page.wait_for_selector("#long-term-chart")
-    page.wait_for_function(
-        "typeof Chart !== 'undefined' && !!Chart.getChart(document.getElementById('long-term-chart'))"
-    )
+    drawn = "() => !!(window.Chart && Chart.getChart(document.getElementById('long-term-chart')))"
+    page.wait_for_function(drawn)
     assert errors == []
