@@ -6,8 +6,6 @@ from django.db import transaction
 from . import campaign_members, models
 from .roles import Role, has_role
 
-admin.site.site_header = "Leadcycle administration"
-
 
 @admin.register(models.Company)
 class CompanyAdmin(admin.ModelAdmin):

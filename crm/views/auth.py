@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
@@ -9,25 +10,25 @@ from django.core.exceptions import ValidationError
 from crm import throttle
 from crm.roles import EVERYONE, PUBLIC
 
+THROTTLED_MESSAGE = "Too many failed log-ins. Wait %(seconds)s seconds and try again."
 
-class ThrottledAuthenticationForm(AuthenticationForm):
+
+class LoginThrottleMixin:
     """Refuse further attempts once a user name or address failed too often.
 
-    The same generic message is shown for an unknown user and a wrong password, so the
-    form does not reveal which accounts exist.
+    Every form that checks a password mixes this in — the app's log-in and the Django
+    admin's — so a guesser gains nothing by switching forms: both count on the same
+    per-name and per-address counters (crm.throttle). The same generic message is shown
+    for an unknown user and a wrong password, so the form does not reveal which accounts
+    exist.
     """
-
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "throttled": ("Too many failed log-ins. Wait %(seconds)s seconds and try again."),
-    }
 
     def clean(self):
         username = self.data.get("username", "")
         ip = throttle.client_ip(self.request) if self.request else ""
         if throttle.login_blocked(username, ip):
             raise ValidationError(
-                self.error_messages["throttled"],
+                THROTTLED_MESSAGE,
                 code="throttled",
                 params={"seconds": settings.LOGIN_THROTTLE_WINDOW},
             )
@@ -38,6 +39,14 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             raise
         throttle.login_succeeded(username)
         return cleaned
+
+
+class ThrottledAuthenticationForm(LoginThrottleMixin, AuthenticationForm):
+    """The app's log-in form (/accounts/login/)."""
+
+
+class ThrottledAdminAuthenticationForm(LoginThrottleMixin, AdminAuthenticationForm):
+    """The Django admin's log-in form (/admin/login/, see crm.admin_site)."""
 
 
 class LoginView(auth_views.LoginView):
