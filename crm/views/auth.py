@@ -8,7 +8,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from crm import throttle
-from crm.roles import EVERYONE, PUBLIC
+from crm.roles import EVERYONE, PUBLIC, Role, has_role
 
 THROTTLED_MESSAGE = "Too many failed log-ins. Wait %(seconds)s seconds and try again."
 
@@ -46,7 +46,21 @@ class ThrottledAuthenticationForm(LoginThrottleMixin, AuthenticationForm):
 
 
 class ThrottledAdminAuthenticationForm(LoginThrottleMixin, AdminAuthenticationForm):
-    """The Django admin's log-in form (/admin/login/, see crm.admin_site)."""
+    """The Django admin's log-in form (/admin/login/, see crm.admin_site).
+
+    Like the site, it lets in staff of the admin role only: anyone else is refused with
+    the form's "staff account" message instead of being signed in to a site that would
+    then refuse them.
+    """
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if not has_role(user, Role.ADMIN):
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )
 
 
 class LoginView(auth_views.LoginView):
