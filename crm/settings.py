@@ -53,7 +53,26 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _site_url() -> str:
+    """Return SITE_URL, the base of the links in emails; required when DEBUG is off.
+
+    The laptop default would send every recipient's unsubscribe, click and open links to
+    their own machine, and nothing would say so: production must name its address.
+    """
+    url = os.environ.get("SITE_URL", "").rstrip("/")
+    if url:
+        return url
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SITE_URL must be set when DEBUG is off: it is the base of the unsubscribe and "
+            "tracking links in emails, e.g. SITE_URL=https://crm.example.com."
+        )
+    return "http://127.0.0.1:8000"
+
+
+SITE_URL = _site_url()
 
 INSTALLED_APPS = [
     "crm.apps.AdminConfig",  # django.contrib.admin with our site (crm.admin_site)
