@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /api/docs/, served from here
     "django_htmx",
     "anymail",
     "crm",
@@ -291,6 +292,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # drf-spectacular serves the schema and docs with AllowAny unless told otherwise.
     "SERVE_PERMISSIONS": ["crm.api.permissions.RolePermission"],
+    # Swagger UI from our static files: the CSP allows no CDN (script-src 'self').
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Domain flow: handlers called by the core, in this order -----------------------------
