@@ -292,6 +292,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # drf-spectacular serves the schema and docs with AllowAny unless told otherwise.
     "SERVE_PERMISSIONS": ["crm.api.permissions.RolePermission"],
+    # One name per shared choice set: left to itself drf-spectacular names it after one of
+    # the fields that use it, with a warning (check --deploy prints them). These are the
+    # names the schema has always published, kept for clients generated from it.
+    "ENUM_NAME_OVERRIDES": {
+        "ActivityKindEnum": "crm.models.choices.ActivityKind",
+        "FromStageEnum": "crm.models.choices.Stage",
+    },
     # Swagger UI from our static files: the CSP allows no CDN (script-src 'self').
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
