@@ -244,15 +244,30 @@ ANYMAIL = {
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {
-        "data_folder_in": str(VAR_DIR / "broker" / "out"),
-        "data_folder_out": str(VAR_DIR / "broker" / "out"),
-        "processed_folder": str(VAR_DIR / "broker" / "processed"),
+
+
+def _filesystem_broker_options() -> dict:
+    """The embedded broker's folders under VAR_DIR, created here if missing.
+
+    kombu's filesystem transport creates none of them: without them every task send fails
+    (FileNotFoundError). Every process — web, worker, beat, manage.py — reads these
+    settings, so whatever LEADCYCLE_VAR_DIR names has its folders before anything is sent.
+    """
+    broker = VAR_DIR / "broker"
+    for folder in ("out", "processed", "control"):
+        (broker / folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(broker / "out"),
+        "data_folder_out": str(broker / "out"),
+        "processed_folder": str(broker / "processed"),
         # Fanout exchange tables (worker remote control); kombu's default is ./control.
-        "control_folder": str(VAR_DIR / "broker" / "control"),
+        "control_folder": str(broker / "control"),
         "store_processed": False,
     }
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    _filesystem_broker_options()
     if CELERY_BROKER_URL.startswith("filesystem")
     else {"visibility_timeout": 3600}
 )

@@ -107,6 +107,21 @@ def test_debug_on_links_emails_to_the_local_server(tmp_path):
     assert _settings(tmp_path)["site"] == "http://127.0.0.1:8000"
 
 
+def test_the_filesystem_broker_gets_its_folders_in_any_var_dir(tmp_path):
+    """Review finding: only the Makefile created var/broker/…; under any other
+    LEADCYCLE_VAR_DIR every task send failed (FileNotFoundError)."""
+    var_dir = tmp_path / "elsewhere" / "var"
+    code = "import django; django.setup()\nfrom crm.celery import app\napp.send_task('crm.ping')\n"
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env.update(DJANGO_SETTINGS_MODULE="crm.settings", LEADCYCLE_VAR_DIR=str(var_dir))
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60
+    )
+    for folder in ("out", "processed", "control"):
+        assert (var_dir / "broker" / folder).is_dir(), folder
+    assert len(list((var_dir / "broker" / "out").iterdir())) == 1, "the task message"
+
+
 def test_database_url_selects_postgresql(tmp_path):
     s = _settings(tmp_path, DATABASE_URL="postgres://crm:pw@db.internal:6543/leads")
     assert s["engine"] == "django.db.backends.postgresql"
