@@ -118,6 +118,41 @@ def test_xlsx_export_round_trips_and_neutralises_formulas(data, marketing_api):
     assert rows[-1][0] == "Total"
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_the_review_register_downloads_with_format_like_every_report(fmt, marketing_api):
+    """Review finding: ARCHITECTURE's public interface says every /api/v1/reports/<name>/
+    downloads with ?format=csv|xlsx; review answered 404 (DRF's format negotiation)."""
+    from django.utils import timezone
+
+    from reports.review.models import ReviewItem
+
+    ReviewItem.objects.create(
+        type=ReviewItem.Type.PROGRAM,
+        name="=Drip",
+        object_id=7,
+        started_at=timezone.now(),
+        first_review_days=30,
+        cadence_days=90,
+    )
+    r = marketing_api.get(f"/api/v1/reports/review/?format={fmt}&type=program")
+    assert r.status_code == 200
+    assert r["Content-Disposition"] == f'attachment; filename="review-register.{fmt}"'
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(r.content.decode())))
+        assert [row[:2] for row in rows if row] == [["Type", "Name"], ["Nurture program", "'=Drip"]]
+    else:
+        book = load_workbook(io.BytesIO(r.content))
+        assert len(book.worksheets) == 1  # ?type= narrows the download too
+        rows = list(book.active.iter_rows(values_only=True))
+        assert [row[0] for row in rows] == ["Name", "'=Drip"]
+
+
+def test_the_review_register_refuses_an_unknown_format(marketing_api):
+    r = marketing_api.get("/api/v1/reports/review/?format=pdf")
+    assert r.status_code == 400
+    assert r.json()["detail"]
+
+
 def test_csv_export(data, marketing_client):
     r = marketing_client.get(f"/reports/email/?{PERIOD}&format=csv")
     cells = list(csv.reader(io.StringIO(r.content.decode())))
