@@ -91,12 +91,50 @@ def test_compare_adds_the_previous_period(data, marketing_api):
         f"{PERIOD}&attribution=magic",
         f"{PERIOD}&campaign=abc",
         f"{PERIOD}&format=pdf",
+        # Review finding: values outside the choices, or ids of nothing, were taken as
+        # given and every figure read 0 — a typo looked like "no activity at all".
+        f"{PERIOD}&channel=Email",
+        f"{PERIOD}&channel=bogus",
+        f"{PERIOD}&source=Web%20form",
+        f"{PERIOD}&source=bogus",
+        f"{PERIOD}&campaign=999999",
+        f"{PERIOD}&segment=999999",
+        f"{PERIOD}&owner=999999",
+        f"{PERIOD}&owner=0",
+        f"{PERIOD}&owner=99999999999999999999",
     ],
 )
 def test_bad_parameters_get_a_400(query, marketing_api):
     r = marketing_api.get(f"/api/v1/reports/email/?{query}")
     assert r.status_code == 400
     assert r.json()["detail"]
+
+
+def test_an_unknown_channel_is_named_with_the_choices(marketing_api):
+    r = marketing_api.get(f"/api/v1/reports/email/?{PERIOD}&channel=Email")
+    assert r.json()["detail"] == (
+        "Unknown channel 'Email'; use one of email, webinar, event, paid, content, social, other."
+    )
+
+
+def test_existing_filter_values_are_accepted(marketing_api, marketing_user):
+    from tests.crm.segments_factories import SegmentFactory
+
+    campaign = CampaignFactory()
+    segment = SegmentFactory()
+    query = (
+        f"{PERIOD}&channel=email&source=web_form&campaign={campaign.pk}&segment={segment.pk}"
+        f"&owner={marketing_user.pk}"
+    )
+    r = marketing_api.get(f"/api/v1/reports/email/?{query}")
+    assert r.status_code == 200
+    assert r.json()["filters"] == {
+        "campaign": campaign.pk,
+        "channel": "email",
+        "source": "web_form",
+        "segment": segment.pk,
+        "owner": marketing_user.pk,
+    }
 
 
 def test_unknown_report_is_a_400_and_review_is_reserved(marketing_api):
