@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 MANAGE := $(PY) manage.py
 HOST ?= 127.0.0.1
+# Where the database, mail and broker folders live (crm/settings.py reads the same variable).
+VAR_DIR := $(or $(LEADCYCLE_VAR_DIR),var)
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE := crm.settings
 
@@ -24,9 +26,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 install: $(VENV)/.installed
 
 # Web (gunicorn, static files through whitenoise), a Celery worker and Celery beat on the
-# embedded filesystem broker. Ctrl-C stops all three; the database in var/ is kept.
+# embedded filesystem broker (crm/settings.py creates its folders). Ctrl-C stops all three;
+# the database in $(VAR_DIR)/ is kept.
 run: install
-	mkdir -p var/mail var/broker/out var/broker/processed var/broker/control
+	mkdir -p $(VAR_DIR)/mail
 	$(MANAGE) migrate --noinput
 	$(MANAGE) createcachetable
 	$(MANAGE) collectstatic --noinput -v 0
@@ -38,7 +41,7 @@ run: install
 	@echo "    sales      — sales rep: the MQL queue, accept/reject, deals"
 	@echo "    admin      — admin: everything, scoring rules, users"
 	@echo "    sales2     — a second sales rep (round-robin, team queue)"
-	@echo "  Sent email lands in var/mail/ and on the Outbox page. Ctrl-C stops everything."
+	@echo "  Sent email lands in $(VAR_DIR)/mail/ and on the Outbox page. Ctrl-C stops everything."
 	@echo
 	@trap 'kill 0' INT TERM EXIT; \
 	$(BIN)/celery -A crm worker --loglevel=INFO --concurrency=2 & \

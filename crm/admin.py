@@ -1,12 +1,30 @@
-"""Django admin for the CRM core (open to the admin role: staff users only)."""
+"""Django admin for the CRM core (the site is open to the admin role only: crm.admin_site).
 
+The admin is no side door: history the pages and the API never change — stage
+transitions, re-openings, segment versions and changes, closed deals — is read-only here
+too, and edits the API makes through a service go through the same service.
+"""
+
+from django import forms
 from django.contrib import admin
 from django.db import transaction
 
-from . import campaign_members, models
+from . import campaign_members, models, sales
+from .filters import staff_users
 from .roles import Role, has_role
 
-admin.site.site_header = "Leadcycle administration"
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only their services write (history, derived state): viewed here, never changed."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.Company)
@@ -48,7 +66,7 @@ class ContactAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.ContactScore)
-class ContactScoreAdmin(admin.ModelAdmin):
+class ContactScoreAdmin(ReadOnlyAdmin):
     """Read-only: the scoring engine writes scores, the triggers stage and owner."""
 
     list_display = ["contact", "score", "stage", "owner"]
@@ -56,15 +74,6 @@ class ContactScoreAdmin(admin.ModelAdmin):
     search_fields = ["contact__email"]
     list_select_related = ["contact", "owner"]
     ordering = ["-score", "contact"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(models.QueuedBatch)
@@ -188,7 +197,7 @@ class ActivityAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.LifecycleTransition)
-class LifecycleTransitionAdmin(admin.ModelAdmin):
+class LifecycleTransitionAdmin(ReadOnlyAdmin):
     """Read-only: history is written by crm.lifecycle alone and kept forever."""
 
     list_display = [
@@ -205,31 +214,85 @@ class LifecycleTransitionAdmin(admin.ModelAdmin):
     list_select_related = ["contact", "by_user"]
     show_full_result_count = False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(models.Reopening)
-class ReopeningAdmin(admin.ModelAdmin):
+class ReopeningAdmin(ReadOnlyAdmin):
+    """Read-only: marked by crm.ingest once per recycle round (METRICS.md); reports count them."""
+
     list_display = ["contact", "recycle_round", "at"]
     search_fields = ["=contact__email"]
     list_select_related = ["contact"]
-    raw_id_fields = ["contact", "activity"]
+
+
+class DealAdminForm(forms.ModelForm):
+    # The bounds crm.sales enforces, checked by the form so a bad value is a form error.
+    amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+
+    class Meta:
+        model = models.Deal
+        fields = ["name", "amount", "owner"]
 
 
 @admin.register(models.Deal)
 class DealAdmin(admin.ModelAdmin):
+    """Deals as the API treats them (crm.api.sales).
+
+    An open deal's name, amount and owner are edited, and an open deal deleted, through
+    crm.sales, which re-checks under a row lock that it is still open. Won and lost deals
+    are revenue history: view only. Deals are opened, won and lost on the deal pages or
+    the API, never here: each moves its contact's stage.
+    """
+
+    form = DealAdminForm
     list_display = ["__str__", "contact", "company", "amount", "status", "owner", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "contact__email", "company__name"]
     list_select_related = ["contact", "company", "owner"]
-    raw_id_fields = ["contact", "company"]
+    fields = [
+        "name",
+        "amount",
+        "owner",
+        "contact",
+        "company",
+        "status",
+        "created_at",
+        "closed_at",
+        "lost_reason",
+    ]
+    readonly_fields = ["contact", "company", "status", "created_at", "closed_at", "lost_reason"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return _is_open(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # Also asked per deal by a delete action and by the cascade of a contact's delete:
+        # a selection or a contact with a closed deal is refused as a whole.
+        return _is_open(obj) and super().has_delete_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "owner":  # an active user with a role, as the API requires
+            kwargs["queryset"] = staff_users()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        changed = {name: form.cleaned_data[name] for name in form.changed_data}
+        sales.deal_update(deal=obj, by=request.user, **changed)
+
+    def delete_model(self, request, obj):
+        sales.deal_delete(deal=obj, by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():  # all or none, like Django's own bulk delete
+            for deal in queryset:
+                sales.deal_delete(deal=deal, by=request.user)
+
+
+def _is_open(deal: models.Deal | None) -> bool:
+    """No deal (the list, the add button) or an open one: the closed ones are history."""
+    return deal is None or deal.status == models.Deal.Status.OPEN
 
 
 @admin.register(models.RejectionReason)
@@ -248,7 +311,9 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SegmentVersion)
-class SegmentVersionAdmin(admin.ModelAdmin):
+class SegmentVersionAdmin(ReadOnlyAdmin):
+    """Read-only: every saved definition, for audit (crm.segments.segment_save)."""
+
     list_display = ["segment", "version", "created_by", "created_at"]
     search_fields = ["segment__name"]
     list_select_related = ["segment", "created_by"]
@@ -264,9 +329,10 @@ class SegmentMembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SegmentChange)
-class SegmentChangeAdmin(admin.ModelAdmin):
+class SegmentChangeAdmin(ReadOnlyAdmin):
+    """Read-only: the join/leave log nurture's triggers follow and reports chart."""
+
     list_display = ["segment", "contact", "kind", "at"]
     list_filter = ["kind", "segment"]
     search_fields = ["=contact__email"]
     list_select_related = ["segment", "contact"]
-    raw_id_fields = ["contact"]

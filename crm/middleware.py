@@ -20,7 +20,7 @@ class RoleAccessMiddleware:
     Anonymous users go to the log-in page; signed-in users without a role the view allows
     get 403. DRF views authenticate tokens themselves, so they are left to
     ``crm.api.permissions.RolePermission``, which applies the same rule; the Django admin
-    site checks staff status itself and is open to the admin role only (see crm.admin).
+    site checks for itself that the user is staff of the admin role (crm.admin_site).
     """
 
     def __init__(self, get_response):

@@ -53,10 +53,29 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _site_url() -> str:
+    """Return SITE_URL, the base of the links in emails; required when DEBUG is off.
+
+    The laptop default would send every recipient's unsubscribe, click and open links to
+    their own machine, and nothing would say so: production must name its address.
+    """
+    url = os.environ.get("SITE_URL", "").rstrip("/")
+    if url:
+        return url
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SITE_URL must be set when DEBUG is off: it is the base of the unsubscribe and "
+            "tracking links in emails, e.g. SITE_URL=https://crm.example.com."
+        )
+    return "http://127.0.0.1:8000"
+
+
+SITE_URL = _site_url()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "crm.apps.AdminConfig",  # django.contrib.admin with our site (crm.admin_site)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -68,6 +87,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /api/docs/, served from here
     "django_htmx",
     "anymail",
     "crm",
@@ -224,15 +244,30 @@ ANYMAIL = {
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {
-        "data_folder_in": str(VAR_DIR / "broker" / "out"),
-        "data_folder_out": str(VAR_DIR / "broker" / "out"),
-        "processed_folder": str(VAR_DIR / "broker" / "processed"),
+
+
+def _filesystem_broker_options() -> dict:
+    """The embedded broker's folders under VAR_DIR, created here if missing.
+
+    kombu's filesystem transport creates none of them: without them every task send fails
+    (FileNotFoundError). Every process — web, worker, beat, manage.py — reads these
+    settings, so whatever LEADCYCLE_VAR_DIR names has its folders before anything is sent.
+    """
+    broker = VAR_DIR / "broker"
+    for folder in ("out", "processed", "control"):
+        (broker / folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(broker / "out"),
+        "data_folder_out": str(broker / "out"),
+        "processed_folder": str(broker / "processed"),
         # Fanout exchange tables (worker remote control); kombu's default is ./control.
-        "control_folder": str(VAR_DIR / "broker" / "control"),
+        "control_folder": str(broker / "control"),
         "store_processed": False,
     }
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    _filesystem_broker_options()
     if CELERY_BROKER_URL.startswith("filesystem")
     else {"visibility_timeout": 3600}
 )
@@ -272,6 +307,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # drf-spectacular serves the schema and docs with AllowAny unless told otherwise.
     "SERVE_PERMISSIONS": ["crm.api.permissions.RolePermission"],
+    # One name per shared choice set: left to itself drf-spectacular names it after one of
+    # the fields that use it, with a warning (check --deploy prints them). These are the
+    # names the schema has always published, kept for clients generated from it.
+    "ENUM_NAME_OVERRIDES": {
+        "ActivityKindEnum": "crm.models.choices.ActivityKind",
+        "FromStageEnum": "crm.models.choices.Stage",
+    },
+    # Swagger UI from our static files: the CSP allows no CDN (script-src 'self').
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Domain flow: handlers called by the core, in this order -----------------------------

@@ -153,13 +153,56 @@ class ReportQuery:
         return params
 
 
+# Row ids are positive 64-bit integers; a larger number would overflow the database driver.
+MAX_ID = 2**63 - 1
+
+
 def _int(value: str, name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise ReportParamError(f"'{name}' must be a whole number.") from None
+    if not 0 < number <= MAX_ID:
+        raise ReportParamError(f"'{name}' must be an id: a whole number from 1 up.")
+    return number
+
+
+def _existing_id(model, value: str | None, name: str) -> int | None:
+    """The id of an existing ``model`` row, or None when the parameter is not given."""
+    pk = _int(value, name)
+    if pk is not None and not model._default_manager.filter(pk=pk).exists():
+        raise ReportParamError(f"There is no {name} with the id {pk}.")
+    return pk
+
+
+def _choice(value: str | None, name: str, choices) -> str:
+    """One of a fixed choice list's values (``choices``: a TextChoices), or ""."""
+    if not value:
+        return ""
+    if value not in choices.values:
+        raise ReportParamError(
+            f"Unknown {name} '{value[:50]}'; use one of {', '.join(choices.values)}."
+        )
+    return value
+
+
+def _filters(params) -> dict:
+    """The campaign, channel, source, segment and owner filters, each checked against what
+    exists: an unknown one would match nothing and every figure would read 0, as if there
+    had been no activity at all (a typo such as "Email" for "email")."""
+    from django.contrib.auth import get_user_model
+
+    from crm.models import Campaign, Channel, Segment, Source
+
+    return {
+        "campaign": _existing_id(Campaign, params.get("campaign"), "campaign"),
+        "channel": _choice(params.get("channel"), "channel", Channel),
+        "source": _choice(params.get("source"), "source", Source),
+        "segment": _existing_id(Segment, params.get("segment"), "segment"),
+        "owner": _existing_id(get_user_model(), params.get("owner"), "owner"),
+    }
 
 
 def _date(value: str | None, name: str) -> date | None:
@@ -235,11 +278,7 @@ def parse_query(params, *, default_preset: str = DEFAULT_PRESET) -> ReportQuery:
     return ReportQuery(
         start=start,
         end=end,
-        campaign=_int(params.get("campaign"), "campaign"),
-        channel=(params.get("channel") or "")[:20],
-        source=(params.get("source") or "")[:20],
-        segment=_int(params.get("segment"), "segment"),
-        owner=_int(params.get("owner"), "owner"),
+        **_filters(params),
         attribution=attribution,
         compare=bool(compare),
     )

@@ -2,32 +2,33 @@
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from crm import throttle
-from crm.roles import EVERYONE, PUBLIC
+from crm.roles import EVERYONE, PUBLIC, Role, has_role
+
+THROTTLED_MESSAGE = "Too many failed log-ins. Wait %(seconds)s seconds and try again."
 
 
-class ThrottledAuthenticationForm(AuthenticationForm):
+class LoginThrottleMixin:
     """Refuse further attempts once a user name or address failed too often.
 
-    The same generic message is shown for an unknown user and a wrong password, so the
-    form does not reveal which accounts exist.
+    Every form that checks a password mixes this in — the app's log-in and the Django
+    admin's — so a guesser gains nothing by switching forms: both count on the same
+    per-name and per-address counters (crm.throttle). The same generic message is shown
+    for an unknown user and a wrong password, so the form does not reveal which accounts
+    exist.
     """
-
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "throttled": ("Too many failed log-ins. Wait %(seconds)s seconds and try again."),
-    }
 
     def clean(self):
         username = self.data.get("username", "")
         ip = throttle.client_ip(self.request) if self.request else ""
         if throttle.login_blocked(username, ip):
             raise ValidationError(
-                self.error_messages["throttled"],
+                THROTTLED_MESSAGE,
                 code="throttled",
                 params={"seconds": settings.LOGIN_THROTTLE_WINDOW},
             )
@@ -38,6 +39,28 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             raise
         throttle.login_succeeded(username)
         return cleaned
+
+
+class ThrottledAuthenticationForm(LoginThrottleMixin, AuthenticationForm):
+    """The app's log-in form (/accounts/login/)."""
+
+
+class ThrottledAdminAuthenticationForm(LoginThrottleMixin, AdminAuthenticationForm):
+    """The Django admin's log-in form (/admin/login/, see crm.admin_site).
+
+    Like the site, it lets in staff of the admin role only: anyone else is refused with
+    the form's "staff account" message instead of being signed in to a site that would
+    then refuse them.
+    """
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if not has_role(user, Role.ADMIN):
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )
 
 
 class LoginView(auth_views.LoginView):

@@ -1,4 +1,5 @@
-"""/healthz: is the database reachable, is the broker reachable (JSON, 200 or 503).
+"""/healthz: is the database reachable, is the broker reachable (JSON, 200 or 503) — for the
+embedded filesystem broker, are its folders there and writable.
 
 It also reports the activity queue (crm.activity_queue): batches waiting for their
 handlers, parked ones and the oldest's age — for a monitor to alert on a growing backlog;
@@ -8,6 +9,8 @@ can precede (crm.models.SegmentChange), so one transaction left open — even id
 every segment trigger back until it ends (and vacuum with them). Neither changes the
 status: nothing is lost, only delayed.
 """
+
+import os
 
 from django.db import connection
 from django.http import JsonResponse
@@ -30,11 +33,32 @@ def _database_ok() -> tuple[bool, str]:
 
 def _broker_ok() -> tuple[bool, str]:
     try:
+        _check_broker_folders()
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:  # noqa: BLE001
         return False, exc.__class__.__name__
     return True, "ok"
+
+
+# The filesystem transport's folders (crm/settings.py creates them).
+_BROKER_FOLDER_OPTIONS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+
+
+def _check_broker_folders() -> None:
+    """Raise unless the filesystem transport's folders exist and can be written.
+
+    Its connection opens whatever the folders are, so the connection check alone would call
+    the broker up while every send fails.
+    """
+    if not (celery_app.conf.broker_url or "").startswith("filesystem"):
+        return
+    options = celery_app.conf.broker_transport_options or {}
+    for folder in filter(None, map(options.get, _BROKER_FOLDER_OPTIONS)):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(folder)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(folder)
 
 
 # Transactions with an xid or a snapshot: what pg_snapshot_xmin() waits for. Other

@@ -1,14 +1,17 @@
-"""/api/v1/reports/review/: the register rows (GET) and recording a review (POST)."""
+"""/api/v1/reports/review/: the register rows (GET; ``?format=csv|xlsx`` downloads it, as
+every report does) and recording a review (POST)."""
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm.roles import MARKETING_WRITES
 
 from . import services
+from .export import register_download
 from .models import Review, ReviewItem
 from .register import register_rows
 
@@ -56,12 +59,24 @@ class ReviewIn(serializers.Serializer):
     notes = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
 
 
+FORMATS = ("json", "csv", "xlsx")
+
+
 class ReviewRegisterView(APIView):
     access = MARKETING_WRITES
+    renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        # ``?format=csv|xlsx`` is ours (a file download), not DRF's renderer override, which
+        # would answer 404 for want of a csv renderer (as reports.api.views does).
+        return (JSONRenderer(), JSONRenderer.media_type)
 
     @extend_schema(
         responses=RegisterOut,
-        parameters=[OpenApiParameter("type", str, enum=ReviewItem.Type.values, required=False)],
+        parameters=[
+            OpenApiParameter("type", str, enum=ReviewItem.Type.values, required=False),
+            OpenApiParameter("format", str, enum=list(FORMATS), required=False),
+        ],
     )
     def get(self, request):
         item_type = request.query_params.get("type") or None
@@ -69,6 +84,11 @@ class ReviewRegisterView(APIView):
             raise serializers.ValidationError(
                 {"type": f"Use one of {', '.join(ReviewItem.Type.values)}."}
             )
+        fmt = request.query_params.get("format") or "json"
+        if fmt not in FORMATS:
+            return Response({"detail": "'format' must be json, csv or xlsx."}, status=400)
+        if fmt != "json":
+            return register_download(fmt, item_type=item_type)
         rows = register_rows(item_type=item_type)
         return Response(RegisterOut({"report": "review", "rows": rows}).data)
 

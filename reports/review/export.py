@@ -11,6 +11,7 @@ import csv
 import io
 from collections import defaultdict
 
+from django.http import HttpResponse
 from django.utils import timezone
 from openpyxl import Workbook
 from openpyxl.styles import Font
@@ -81,12 +82,17 @@ def _sheet_rows(item_type: str) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def register_xlsx() -> bytes:
+def _types(item_type: str | None) -> list[tuple[str, str]]:
+    """The item types to write, with their labels: one, or all of them."""
+    return [(t, label) for t, label in ReviewItem.Type.choices if item_type in (None, t)]
+
+
+def register_xlsx(item_type: str | None = None) -> bytes:
     wb = Workbook()
     wb.remove(wb.active)
-    for item_type, label in ReviewItem.Type.choices:
+    for sheet_type, label in _types(item_type):
         ws = wb.create_sheet(title=label[:31])
-        header, rows = _sheet_rows(item_type)
+        header, rows = _sheet_rows(sheet_type)
         ws.append(header)
         for cell in ws[1]:
             cell.font = Font(bold=True)
@@ -101,14 +107,29 @@ def register_xlsx() -> bytes:
     return buffer.getvalue()
 
 
-def register_csv() -> str:
-    """All item types in one CSV: a leading "Type" column, then the sheet layout."""
+def register_csv(item_type: str | None = None) -> str:
+    """The item types (all, or ``item_type``) in one CSV: a leading "Type" column, then the
+    sheet layout."""
     out = io.StringIO()
     writer = csv.writer(out)
-    for item_type, label in ReviewItem.Type.choices:
-        header, rows = _sheet_rows(item_type)
+    for sheet_type, label in _types(item_type):
+        header, rows = _sheet_rows(sheet_type)
         writer.writerow(["Type", *header])
         for row in rows:
             writer.writerow([label, *[safe_cell(v) for v in row]])
         writer.writerow([])
     return out.getvalue()
+
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def register_download(fmt: str, *, item_type: str | None = None) -> HttpResponse:
+    """The register as a ``csv`` or ``xlsx`` attachment (the page's export, the API's
+    ``?format=``), of one item type or all of them."""
+    if fmt == "xlsx":
+        response = HttpResponse(register_xlsx(item_type), content_type=XLSX_TYPE)
+    else:
+        response = HttpResponse(register_csv(item_type), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="review-register.{fmt}"'
+    return response

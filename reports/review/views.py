@@ -1,14 +1,13 @@
 """Register pages: the register, one item with its trend, review now, exports."""
 
 from django.contrib import messages
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from crm.roles import EVERYONE, MARKETING_WRITES, allow
 
 from . import services, trends
-from .export import register_csv, register_xlsx
+from .export import register_download
 from .forms import BaselineForm, CadenceForm, ReviewForm
 from .models import ContentAsset, ReviewItem
 from .register import register_rows, scoring_alert
@@ -135,12 +134,4 @@ def long_term(request):
 
 @allow(MARKETING_WRITES)
 def export(request, fmt: str):
-    if fmt == "xlsx":
-        response = HttpResponse(
-            register_xlsx(),
-            content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        )
-    else:
-        response = HttpResponse(register_csv(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="review-register.{fmt}"'
-    return response
+    return register_download(fmt)

@@ -8,6 +8,7 @@ from tests.factories import UserFactory
 
 PASSWORD = "pw-Secret-123"  # tests.factories.UserFactory's password
 LOGIN = "/accounts/login/"
+ADMIN_LOGIN = "/admin/login/"
 
 
 @pytest.fixture(autouse=True)
@@ -15,8 +16,8 @@ def _fresh_throttle(db):
     cache.clear()
 
 
-def _post_login(client, username, password, ip="10.0.0.1"):
-    return client.post(LOGIN, {"username": username, "password": password}, REMOTE_ADDR=ip)
+def _post_login(client, username, password, ip="10.0.0.1", url=LOGIN):
+    return client.post(url, {"username": username, "password": password}, REMOTE_ADDR=ip)
 
 
 def _form_errors(response) -> list[str]:
@@ -88,6 +89,34 @@ def test_failed_log_ins_are_throttled_per_client_address(client):
     assert "Too many failed log-ins" in _form_errors(blocked)[0]
     elsewhere = _post_login(client, "innocent", PASSWORD, ip="10.9.9.10")
     assert elsewhere.status_code == 302
+
+
+def test_the_admin_log_in_counts_on_the_same_per_name_counter(client):
+    """Review finding: /admin/login/, a second password form for the same accounts (the
+    staff admins), was not throttled at all — 50 wrong guesses, then the right password
+    got in. Failures on either form now count against one counter."""
+    UserFactory(username="ada", role="admin")
+    for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        url = ADMIN_LOGIN if attempt % 2 else LOGIN
+        _post_login(client, "ada", "wrong", ip=f"10.0.8.{attempt}", url=url)
+    for url in (ADMIN_LOGIN, LOGIN):
+        refused = _post_login(client, "ada", PASSWORD, ip="10.0.9.1", url=url)
+        assert refused.status_code == 200, url
+        assert "Too many failed log-ins" in _form_errors(refused)[0], url
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_admin_log_in_counts_on_the_same_per_address_counter(client):
+    UserFactory(username="ada", role="admin")
+    for attempt in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        _post_login(client, f"guess{attempt}", "wrong", ip="10.9.8.7", url=ADMIN_LOGIN)
+    refused = _post_login(client, "ada", PASSWORD, ip="10.9.8.7", url=ADMIN_LOGIN)
+    assert "Too many failed log-ins" in _form_errors(refused)[0]
+    assert (
+        "Too many failed log-ins"
+        in _form_errors(_post_login(client, "ada", PASSWORD, ip="10.9.8.7"))[0]
+    )
+    assert _post_login(client, "ada", PASSWORD, ip="10.9.8.8", url=ADMIN_LOGIN).status_code == 302
 
 
 def test_a_successful_log_in_resets_the_user_counter(client):

@@ -1,11 +1,13 @@
 """/healthz reports database and broker reachability: 200 when both answer, 503 with JSON
 saying which one is down otherwise. Public, never cached, and carries the security headers."""
 
+import os
+
 import pytest
 from django.db import connection, connections
 from django.db.utils import load_backend
 
-from tests.services import closed_loopback_port
+from tests.services import celery_conf, closed_loopback_port
 
 # broker_down: the shared fixture of tests/services (Celery on a closed loopback port).
 
@@ -62,6 +64,58 @@ def test_it_answers_503_with_json_when_the_broker_is_unreachable(client, broker_
     assert body["status"] == "unavailable"
     assert body["database"] == "ok"
     assert body["broker"] != "ok"
+
+
+def _filesystem_broker(root):
+    """Celery on the embedded filesystem broker with its folders under ``root``."""
+    folders = {
+        "data_folder_in": root / "out",
+        "data_folder_out": root / "out",
+        "processed_folder": root / "processed",
+        "control_folder": root / "control",
+    }
+    options = {key: str(path) for key, path in folders.items()}
+    return celery_conf(broker_url="filesystem://", broker_transport_options=options)
+
+
+@pytest.mark.django_db
+def test_it_answers_200_on_the_filesystem_broker_with_its_folders(client, tmp_path):
+    for folder in ("out", "processed", "control"):
+        (tmp_path / folder).mkdir()
+    with _filesystem_broker(tmp_path):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["broker"] == "ok"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("control", ["missing", "a file"])
+def test_it_answers_503_when_a_filesystem_broker_folder_is_missing(client, tmp_path, control):
+    """Review finding: kombu's filesystem connection opens whatever its folders are, so
+    /healthz said "broker": "ok" while every task send failed (FileNotFoundError)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "processed").mkdir()
+    if control == "a file":
+        (tmp_path / "control").write_text("")
+    with _filesystem_broker(tmp_path):
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["broker"] == "FileNotFoundError"
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_it_answers_503_when_a_filesystem_broker_folder_is_read_only(client, tmp_path):
+    for folder in ("out", "processed", "control"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "out").chmod(0o555)
+    try:
+        with _filesystem_broker(tmp_path):
+            response = client.get("/healthz")
+    finally:
+        (tmp_path / "out").chmod(0o755)
+    assert response.status_code == 503
+    assert response.json()["broker"] == "PermissionError"
 
 
 @pytest.mark.django_db

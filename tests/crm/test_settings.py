@@ -92,6 +92,36 @@ def test_debug_off_without_a_secret_key_is_refused(tmp_path):
     assert not (tmp_path / "secret_key").exists()
 
 
+def test_debug_off_without_a_site_url_is_refused(tmp_path):
+    """Review finding: with DEBUG=0 SITE_URL fell back to http://127.0.0.1:8000, so every
+    email's unsubscribe and tracking links pointed at the recipient's own machine."""
+    result = _run(
+        tmp_path, check=False, DEBUG="0", SECRET_KEY="x" * 60, ALLOWED_HOSTS="crm.example.com"
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SITE_URL must be set" in result.stderr
+
+
+def test_debug_on_links_emails_to_the_local_server(tmp_path):
+    assert _settings(tmp_path)["site"] == "http://127.0.0.1:8000"
+
+
+def test_the_filesystem_broker_gets_its_folders_in_any_var_dir(tmp_path):
+    """Review finding: only the Makefile created var/broker/…; under any other
+    LEADCYCLE_VAR_DIR every task send failed (FileNotFoundError)."""
+    var_dir = tmp_path / "elsewhere" / "var"
+    code = "import django; django.setup()\nfrom crm.celery import app\napp.send_task('crm.ping')\n"
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env.update(DJANGO_SETTINGS_MODULE="crm.settings", LEADCYCLE_VAR_DIR=str(var_dir))
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60
+    )
+    for folder in ("out", "processed", "control"):
+        assert (var_dir / "broker" / folder).is_dir(), folder
+    assert len(list((var_dir / "broker" / "out").iterdir())) == 1, "the task message"
+
+
 def test_database_url_selects_postgresql(tmp_path):
     s = _settings(tmp_path, DATABASE_URL="postgres://crm:pw@db.internal:6543/leads")
     assert s["engine"] == "django.db.backends.postgresql"
@@ -117,7 +147,13 @@ def test_time_zone_allowed_hosts_and_site_url_come_from_the_environment(tmp_path
 
 @pytest.mark.parametrize("value", ["0", "false", "no", "off"])
 def test_debug_off_turns_on_https_protections(tmp_path, value):
-    s = _settings(tmp_path, DEBUG=value, SECRET_KEY="x" * 60, ALLOWED_HOSTS="crm.example.com")
+    s = _settings(
+        tmp_path,
+        DEBUG=value,
+        SECRET_KEY="x" * 60,
+        ALLOWED_HOSTS="crm.example.com",
+        SITE_URL="https://crm.example.com",
+    )
     assert s["debug"] is False
     assert s["hsts"] > 0
     assert s["secure_cookie"] is True

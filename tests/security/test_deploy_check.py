@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_check_deploy_reports_nothing_with_production_values(tmp_path):
+    """README, Scale-out: "check --deploy reports no issues with these values" — the
+    minimal production layout's (the servers' URLs aside: checks connect to neither)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -21,8 +23,8 @@ def test_check_deploy_reports_nothing_with_production_values(tmp_path):
         not in {
             "DATABASE_URL",
             "CELERY_BROKER_URL",
+            "CSRF_TRUSTED_ORIGINS",
             "SECURE_SSL_REDIRECT",
-            "BEHIND_PROXY",
             "DJANGO_ALLOW_ASYNC_UNSAFE",  # set for the browser tests only
         }
     }
@@ -32,12 +34,12 @@ def test_check_deploy_reports_nothing_with_production_values(tmp_path):
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(60),
         ALLOWED_HOSTS="crm.example.com",
-        CSRF_TRUSTED_ORIGINS="https://crm.example.com",
         SITE_URL="https://crm.example.com",
         SECURE_HTTPS="1",
+        BEHIND_PROXY="1",
     )
     result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -46,15 +48,9 @@ def test_check_deploy_reports_nothing_with_production_values(tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    # drf-spectacular's schema-generation warnings (drf_spectacular.W00x) belong to the API
-    # owners (`manage.py spectacular --validate`); every other warning is a deploy problem.
-    issues = [
-        line
-        for line in output.splitlines()
-        if line.startswith("?:") or line.startswith("crm") or ": (" in line
-    ]
-    issues = [line for line in issues if "(drf_spectacular." not in line]
-    assert not issues, output
+    # Not even drf-spectacular's schema warnings (drf_spectacular.W001), which it reports
+    # as system checks: the README says "no issues".
+    assert "System check identified no issues" in output, output
     assert not (tmp_path / "secret_key").exists(), "a production key is never generated"
 
 

@@ -79,3 +79,26 @@ def test_a_valid_open_pixel_is_not_cached_and_carries_the_headers(client, settin
     assert response["Content-Type"] == "image/gif"
     assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
     _assert_headers(response)
+
+
+def test_the_api_docs_page_loads_nothing_its_csp_refuses(marketing_client):
+    """Review finding: /api/docs/ loaded Swagger UI from a CDN and booted it with an inline
+    script and style, all refused by the CSP: a blank page (tests/e2e/test_api_docs.py
+    drives it in Chromium)."""
+    import re
+
+    page = marketing_client.get("/api/docs/")
+    assert page.status_code == 200
+    _assert_headers(page)
+    html = page.content.decode()
+    sources = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assert sources, html
+    assert all(src.startswith("/") for src in sources), sources
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "an inline script"
+    assert "<style" not in html
+    assert " style=" not in html
+    (script,) = re.findall(r'<script src="([^"]+\?[^"]*script[^"]*)"', html)
+    boot = marketing_client.get(script.replace("&amp;", "&"))
+    assert boot.status_code == 200
+    assert boot["Content-Type"].startswith("application/javascript")
+    assert b"SwaggerUIBundle(" in boot.content
