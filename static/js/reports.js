@@ -12,14 +12,20 @@
       options: { responsive: true, maintainAspectRatio: false, spanGaps: true },
     });
   }
+  // The period is either a preset or the two dates: typing a date picks "Custom" (a preset
+  // still selected would silently win over the dates typed next to it), and picking a
+  // preset clears the dates.
   function pickPeriod() {
     var period = document.querySelector(".report-filters select[name=period]");
     if (!period) return;
+    var dates = document.querySelectorAll(".report-filters input[type=date]");
+    dates.forEach(function (input) {
+      input.addEventListener("input", function () { period.value = "custom"; });
+    });
     period.addEventListener("change", function () {
-      var custom = period.value === "custom" || period.value === "";
-      document.querySelectorAll(".report-filters input[type=date]").forEach(function (i) {
-        i.disabled = !custom;
-      });
+      if (period.value !== "custom" && period.value !== "") {
+        dates.forEach(function (input) { input.value = ""; });
+      }
     });
   }
   document.addEventListener("DOMContentLoaded", function () { draw(); pickPeriod(); });
