@@ -68,6 +68,34 @@ def test_it_applies_fit_rules_when_a_contact_is_created_or_changes():
     assert score(c) == 15
 
 
+def test_a_numeric_attribute_rule_compares_numbers_on_every_path():
+    """A CSV import stores custom attributes as text ("1200"): ``attributes.employees gt
+    1000`` compares numbers, as segments do (crm.attributes), when a contact is created
+    and on a rescore (on PostgreSQL, the rescore's SQL path)."""
+    FitRuleFactory(field="attributes.employees", operator="gt", value="1000", points=20)
+    FitRuleFactory(field="attributes.employees", operator="equals", value="50", points=1)
+    small = contact_create(email="small@acme.example", attributes={"employees": "50"})
+    big = contact_create(email="big@acme.example", attributes={"employees": "1200"})
+    number = contact_create(email="n@acme.example", attributes={"employees": 3000})
+    words = contact_create(email="words@acme.example", attributes={"employees": "unknown"})
+    assert [score(c) for c in (small, big, number, words)] == [1, 20, 20, 0]
+    assert services.scores_rescore_all().entries_created == 0
+
+
+def test_a_negated_attribute_rule_applies_to_a_contact_without_the_attribute():
+    """``country not_in DE,AT`` penalises a contact with no country; on a custom attribute
+    a negation treats a missing attribute the same way (as segments do)."""
+    FitRuleFactory(field="country", operator="not_in", value="DE,AT", points=-30)
+    FitRuleFactory(field="attributes.region", operator="not_in", value="EMEA", points=-7)
+    FitRuleFactory(field="attributes.plan", operator="not_equals", value="pro", points=-2)
+    nobody = contact_create(email="nobody@acme.example")
+    emea = contact_create(
+        email="emea@acme.example", country="DE", attributes={"region": "emea", "plan": "Pro"}
+    )
+    assert (score(nobody), score(emea)) == (-39, 0)
+    assert services.scores_rescore_all().entries_created == 0
+
+
 def test_it_expires_points_with_a_dated_entry_on_the_decay_tick():
     EngagementRuleFactory(points=10, expire_after_days=30)
     c = ContactFactory()
