@@ -65,7 +65,9 @@ def rule_check(*, data: dict[str, Any]) -> None:
 def rule_save(*, rule: Rule | None = None, data: dict[str, Any], by=None) -> Rule:
     """Create or change a rule and record a version (who, what changed, when)."""
     rule = rule or Rule()
-    before = _snapshot(rule) if rule.pk else {}
+    # "Before" is the stored row, not the instance: a ModelForm (the rule page) has already
+    # written the submitted values into it, which left every UI edit with nothing changed.
+    before = _snapshot(Rule.objects.get(pk=rule.pk)) if rule.pk else {}
     for name in RULE_FIELDS:
         if name in data:
             setattr(rule, "campaign_id" if name == "campaign" else name, _fk(data[name]))

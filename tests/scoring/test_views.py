@@ -73,6 +73,21 @@ def test_saving_a_rule_starts_a_rescore_and_shows_its_progress(
     assert b'hx-trigger="every 1s"' in page.content
 
 
+def test_editing_a_rule_records_what_changed(admin_client_, django_capture_on_commit_callbacks):
+    """A version says who changed what: the rule page's edit of the points records
+    ``changed == ["points"]``, as the API does (the form had already written the new
+    values into the rule the "before" snapshot was taken from)."""
+    with django_capture_on_commit_callbacks(execute=False):
+        admin_client_.post("/scoring/rules/new/", {**RULE_POST, "save": "1"})
+        rule = Rule.objects.get()
+        response = admin_client_.post(
+            f"/scoring/rules/{rule.pk}/", {**RULE_POST, "points": "25", "save": "1"}
+        )
+    assert response.status_code == 302
+    latest = rule.versions.first()
+    assert (latest.number, latest.snapshot["points"], latest.changed) == (2, 25, ["points"])
+
+
 def test_a_bad_rule_shows_a_clear_form_error(admin_client_):
     data = {**RULE_POST, "kind": "fit", "field": "password", "operator": "equals",
             "value": "x", "save": "1"}  # fmt: skip
