@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -27,11 +30,12 @@ def mqls_hand_off(
 ) -> list[int]:
     """Move contacts that these new entries pushed over the threshold to ``mql``.
 
-    Dated at the entry (activity) that pushed each contact over. One query reads the
-    candidates (stage, score, when a minimum fit is set their fit total, and what owner
-    assignment and the notices need), then lifecycle's bulk move. ``scores`` (new scores
-    known by the caller) lets it skip everything when no contact reaches the threshold —
-    the common batch — and narrows the read otherwise.
+    Dated when the contact's score, as its ledger tells it, reached the threshold
+    (:func:`_crossings`). Two queries read the candidates (stage, score, when a minimum
+    fit is set their fit total, and what owner assignment and the notices need) and
+    their ledgers, then lifecycle's bulk move. ``scores`` (new scores known by the caller)
+    lets it skip everything when no contact reaches the threshold — the common batch —
+    and narrows the read otherwise.
     Returns the ids of the new MQLs.
     """
     entries = list(entries)
@@ -44,32 +48,58 @@ def mqls_hand_off(
         if not gained:
             return []
     found = _candidates(ids_q("pk", sorted(gained)), conf=conf)
-    candidates = {row["pk"]: row["score"] for row in found}
-    if not candidates:
+    if not found:
         return []
-    by_contact: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for e in entries:
-        if e.contact_id in candidates:
-            by_contact[e.contact_id].append(e)
-    at_by_contact, activity_by_contact = {}, {}
-    for contact_id, mine in by_contact.items():
-        mine.sort(key=lambda e: (e.at, e.points))
-        # The last rise to the threshold: a batch's losses are dated at their activities
-        # too (a negative rule's visit), so the running score can reach the threshold,
-        # fall below it and reach it again; the lead qualified at the last of those. A
-        # contact already at the threshold before the batch is dated at its first entry.
-        running = candidates[contact_id] - sum(e.points for e in mine)
-        below = running < conf.mql_threshold
-        crossing = mine[0]
-        for e in mine:
-            running += e.points
-            if below and running >= conf.mql_threshold:
-                crossing = e
-            below = running < conf.mql_threshold
-        at_by_contact[contact_id] = crossing.at
-        if crossing.activity_id:
-            activity_by_contact[contact_id] = crossing.activity_id
+    candidates = {row["pk"] for row in found}
+    first_gain: dict[int, LedgerEntry] = {}
+    for e in sorted(entries, key=lambda e: e.at):
+        if e.points > 0 and e.contact_id in candidates:
+            first_gain.setdefault(e.contact_id, e)
+    crossing = _crossings(first_gain, threshold=conf.mql_threshold)
+    at_by_contact = {c: at for c, (at, _) in crossing.items()}
+    activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
     return _move(found, at_by_contact, activity_by_contact, conf=conf)
+
+
+def _crossings(
+    first_gain: dict[int, LedgerEntry], *, threshold: int
+) -> dict[int, tuple[datetime, int | None]]:
+    """``{contact: (when, activity)}``: when each candidate qualified, from its whole
+    ledger (one query for all candidates).
+
+    A contact's score at a moment is the sum of its entries up to then (METRICS.md
+    "Scores over time"), so the new entries alone cannot date the crossing: a late,
+    back-dated activity sits *before* entries already in the ledger. The crossing is the
+    start of the stretch at or over the threshold the score is in now — the last moment
+    the running sum rose to the threshold (a score can reach it, fall below and reach it
+    again) — dated at the entry that took it there; but never before ``first_gain``, the
+    contact's earliest gain among the new entries: a contact already over the threshold
+    without having been handed off (a recycled lead kept over it, a minimum fit met only
+    now, a merge) qualifies with the gain, not retroactively. (``crm.lifecycle`` dates it
+    no earlier than the contact's last stage change either.)
+    """
+    rows = (
+        LedgerEntry.objects.filter(ids_q("contact_id", sorted(first_gain)))
+        .order_by("contact_id", "at", "pk")
+        .values_list("contact_id", "at", "points", "activity_id")
+    )
+    rise: dict[int, tuple[datetime, int | None]] = {}
+    for contact_id, ledger in groupby(rows, key=itemgetter(0)):
+        running, below = 0, True
+        for at, same_time in groupby(ledger, key=itemgetter(1)):
+            same_time = list(same_time)
+            running += sum(points for _, _, points, _ in same_time)
+            if below and running >= threshold:
+                activity = next((a for _, _, p, a in same_time if p > 0 and a), None)
+                rise[contact_id] = (at, activity)
+            below = running < threshold
+        if below:  # not over it by the ledger (the caller's cache drifted): the gain
+            rise.pop(contact_id, None)
+    out = {}
+    for contact_id, gain in first_gain.items():
+        at, activity = rise.get(contact_id, (gain.at, None))
+        out[contact_id] = (at, activity) if at > gain.at else (gain.at, gain.activity_id)
+    return out
 
 
 def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
