@@ -252,7 +252,9 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
     """Apply expiry, half-life decay and inactivity penalties: dated entries, set-based.
 
     Only the rules whose worth changes with the clock are evaluated, in id-range chunks.
-    Returns the number of entries appended.
+    The clock can lift a lead too — a negative rule's points expiring or decaying — so
+    each chunk's gains go through the hand-off, as a batch's do (dated at the run: the
+    lead qualifies when the penalty ends). Returns the number of entries appended.
     """
     now = now or timezone.now()
     rules = engine.time_dependent(engine.rules_enabled())
@@ -269,6 +271,7 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
                 id_range=id_range, rules=rules, now=now, mode="decay", queued=queued
             )
             created.append(len(outcome.entries))
+            handoff.mqls_hand_off(entries=outcome.entries)
 
     _each_locked_chunk(chunk, work)
     return sum(created)

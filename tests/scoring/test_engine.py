@@ -125,6 +125,28 @@ def test_it_penalises_inactivity_and_lifts_it_when_the_contact_engages():
     assert score(c) == 0
 
 
+def test_a_penalty_expiring_in_the_decay_run_hands_off_the_lead_it_lifts():
+    """A careers-page visit (−20, expires after 7 days) held a lead at 40 − 20 = 20 under
+    the threshold of 30. The decay run that expires it lifts the score to 40: the lead
+    goes to sales, dated at that run."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    UserFactory(username="rep", role="sales")
+    EngagementRuleFactory(points=-20, url_contains="/careers", expire_after_days=7)
+    EngagementRuleFactory(points=20, url_contains="/pricing")
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=30))
+    now = timezone.now().replace(microsecond=0)
+    for hours, page in ((23, "careers"), (22, "pricing"), (21, "pricing")):
+        record(c, at=now - timedelta(days=6, hours=hours), url=f"https://a.example/{page}")
+    c.refresh_from_db()
+    assert (score(c), c.stage) == (20, Stage.LEAD)
+    services.decay_run(now=now + timedelta(hours=2))
+    c.refresh_from_db()
+    assert (score(c), c.stage) == (40, Stage.MQL)
+    mql = LifecycleTransition.objects.get(contact=c, to_stage=Stage.MQL)
+    assert (mql.at, mql.activity_id) == (now + timedelta(hours=2), None)
+    assert c.owner is not None
+
+
 def test_unsubscribing_takes_points_away():
     NegativeRuleFactory(negative=Rule.Negative.UNSUBSCRIBED, points=-20)
     c = ContactFactory()
