@@ -114,6 +114,15 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
     ).order_by("pk")
     if conf.min_fit is None:
         return list(qs.values(*_ROW_FIELDS, **_ROW_VALUES))
+    return [
+        row
+        for row in qs.annotate(fit=fit_points()).values(*_ROW_FIELDS, "fit", **_ROW_VALUES)
+        if row.pop("fit") >= conf.min_fit
+    ]
+
+
+def fit_points():
+    """A contact's fit total (what the minimum fit compares), as an annotation."""
     fit = (
         LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
         .order_by()
@@ -121,13 +130,7 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
         .annotate(s=Sum("points"))
         .values("s")
     )
-    return [
-        row
-        for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(
-            *_ROW_FIELDS, "fit", **_ROW_VALUES
-        )
-        if row.pop("fit") >= conf.min_fit
-    ]
+    return Coalesce(Subquery(fit), Value(0))
 
 
 def _move(

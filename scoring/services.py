@@ -15,7 +15,7 @@ from crm.activity_queue import queued_activity_ids
 from crm.models import Contact
 from crm.segments import segments_refresh_reading
 
-from . import engine, handoff, rescore_pass, rescore_sql
+from . import backfill, engine, handoff, rescore_pass, rescore_sql
 from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
 from .rules import rule_errors
 
@@ -88,8 +88,13 @@ def _fk(value):
 
 
 def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
-    """Change the threshold, minimum fit or recycle policy (admin)."""
+    """Change the threshold, minimum fit or recycle policy (admin).
+
+    Settings less strict than before qualify the leads they now let through: those are
+    handed off at once, dated at the change (a hand-off otherwise waits for a score gain,
+    which such a lead may never get)."""
     conf = ScoringSettings.load()
+    before = (conf.mql_threshold, conf.min_fit)
     errors: dict[str, list[str]] = {}
     threshold = data.get("mql_threshold", conf.mql_threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
@@ -108,7 +113,16 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
     conf.save(
         update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
     )
+    if _less_strict(before, (threshold, min_fit)):
+        backfill.mqls_catch_up(at=timezone.now(), unless_met=before)
     return conf
+
+
+def _less_strict(before: tuple[int, int | None], after: tuple[int, int | None]) -> bool:
+    """Whether the (threshold, minimum fit) ``after`` lets through a lead ``before`` held."""
+    (old_threshold, old_fit), (threshold, fit) = before, after
+    fit_lowered = old_fit is not None and (fit is None or fit < old_fit)
+    return threshold < old_threshold or fit_lowered
 
 
 def rescore_start(*, by=None) -> RescoreRun:
