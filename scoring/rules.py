@@ -9,10 +9,12 @@ condition runs in SQL on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.db.models import Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from crm.attributes import attribute_q
 from crm.models import EmailStatus
@@ -131,6 +133,24 @@ def rule_errors(data: dict) -> dict[str, list[str]]:
     else:
         fail("kind", "Choose fit, engagement or negative.")
     return errors
+
+
+def active_from_parse(value) -> datetime | None:
+    """A rule's ``active_from`` as sent to the API (rules, back-test drafts): an ISO 8601
+    date-time, naive ones in the site time zone; None when empty. ``ValueError`` with the
+    message to show otherwise."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = parse_datetime(str(value))
+        except ValueError:  # well formed but impossible ("2026-02-30T00:00")
+            parsed = None
+    if parsed is None:
+        raise ValueError("Use an ISO 8601 date-time.")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
 
 
 def fit_q(rule: Rule) -> Q:
