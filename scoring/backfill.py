@@ -28,7 +28,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine, handoff
 from .models import LedgerEntry, Rule, ScoringSettings
-from .rules import activity_matches
+from .rules import activity_matches, in_force
 
 CHUNK = 5_000  # contacts per transaction: bounded memory and lock time
 
@@ -236,6 +236,8 @@ def _replay(acts, *, by_kind, inactive, base, since, created, threshold, now):
             continue
         total = base + sum(w.value(t) for w in windows.values())
         for r in inactive:
+            if not in_force(r, t):
+                continue
             cutoff = t - timedelta(days=r.inactive_days or 0)
             if (last_engaged < cutoff) if last_engaged is not None else (created < cutoff):
                 total += r.points

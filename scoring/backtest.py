@@ -29,7 +29,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import backtest_sql, engine
 from .models import Rule, ScoringSettings
-from .rules import active_from_parse, activity_q, fit_q, rule_errors
+from .rules import active_from_parse, activity_q, fit_q, in_force, rule_errors
 from .services import RULE_FIELDS
 
 MAX_DAYS = 365
@@ -154,6 +154,8 @@ def qualified_counts(
     of the window when every active contact is evaluated, so that it also gives the
     contacts evaluated (``c`` is then every contact, inner-joined to ``a``).
     """
+    # A rule not in force at the window's end counts nothing, as in scoring itself.
+    sides = {s: [r for r in rs if in_force(r, now)] for s, rs in sides.items()}
     rules = [r for rs in sides.values() for r in rs]
     counts = {"evaluated": 0} | {f"{s}_{k}": 0 for s in sides for k in SIDE_COUNTS}
     if not rules:

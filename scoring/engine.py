@@ -44,7 +44,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import batch_sql
 from .models import LedgerEntry, Rule
-from .rules import activity_q, fit_q
+from .rules import activity_q, fit_q, in_force
 from .writes import Entry, entries_append, ids_q, scores_add, scores_set
 
 R = LedgerEntry.Reason
@@ -81,12 +81,27 @@ def rules_enabled(kinds: Iterable[str] | None = None) -> list[Rule]:
     return list(qs.order_by("id"))
 
 
-def time_dependent(rules: Sequence[Rule]) -> list[Rule]:
-    """Rules whose worth changes with the clock alone: expiry, half-life, inactivity."""
+def time_dependent(
+    rules: Sequence[Rule], *, now: datetime, last_run: datetime | None = None
+) -> list[Rule]:
+    """Rules whose worth changes with the clock alone: expiry, half-life, inactivity —
+    and a profile or inactivity rule coming into force: its active-from date is still
+    ahead (kept at nothing meanwhile) or came after ``last_run``, the last decay run's
+    time (every such rule when there was none), so the first run at or after the date
+    applies it whatever runs were missed. An engagement rule needs no run to come into
+    force: it counts the activities from its date as they arrive."""
+
+    def coming_into_force(r: Rule) -> bool:
+        if r.kind == Rule.Kind.ENGAGEMENT or r.active_from is None:
+            return False
+        return last_run is None or r.active_from > min(now, last_run)
+
     return [
         r
         for r in rules
-        if r.is_fading() or (r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE)
+        if r.is_fading()
+        or (r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE)
+        or coming_into_force(r)
     ]
 
 
@@ -169,8 +184,10 @@ def expected_values(
     """
     positions = {id(r): i for i, r in enumerate(rule_set.rules)}
     result: dict[int, dict[int, int]] = {}
-    flag_rules = rule_set.flag_rules
-    count_rules = rule_set.count_rules
+    # A rule not yet in force is worth nothing: it is left out, as a disabled one.
+    live = RuleSet([r for r in rule_set.rules if in_force(r, now)])
+    flag_rules = live.flag_rules
+    count_rules = live.count_rules
     inactive = [r for r in count_rules if r.kind == Rule.Kind.NEGATIVE]
     engagement = [r for r in count_rules if r.kind != Rule.Kind.NEGATIVE]
     # Fit flags and "created before the inactivity cut-off" travel as bits of a few
@@ -423,6 +440,8 @@ def _why(rule, delta, mode) -> str:
     if mode == "fit":
         return R.FIT.value
     if mode == "decay" and rule is not None:
+        if is_flag(rule):  # a profile rule the clock changes: one coming into force
+            return R.FIT.value
         return _clock_reason(rule)  # either sign: a negative rule's points expire too
     return R.RESCORE.value
 
@@ -525,6 +544,9 @@ def batch_reconcile(
     for contact_id, rule_id in matches:
         rule = by_id[rule_id]
         if rule.kind == Rule.Kind.NEGATIVE:
+            if not in_force(rule, now):  # worth nothing yet (the decay run applies it)
+                known[(contact_id, rule_id)] = 0
+                continue
             cutoff = now - timedelta(days=rule.inactive_days or 0)
             last = latest_engagement.get(contact_id)
             if last is not None and last >= cutoff:

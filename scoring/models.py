@@ -122,6 +122,12 @@ class ScoringSettings(models.Model):
     rr_position = models.PositiveIntegerField(
         default=0, help_text="Round-robin cursor, kept in the database so every worker shares it"
     )
+    decay_ran_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Clock of the last completed decay run: a rule coming into force after it "
+        "is applied by the next run",
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

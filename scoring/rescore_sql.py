@@ -44,7 +44,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
 from .models import LedgerEntry, Rule
-from .rules import activity_q, fit_q
+from .rules import activity_q, fit_q, in_force
 from .writes import Entry, ids_q, int_array, scores_set, word_array
 
 R = LedgerEntry.Reason
@@ -284,8 +284,12 @@ CONTACT_XMIN = '"crm_contact".xmin::text'
 def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
     """Per contact of ``scope`` its row (``fit``: id, created_at, cached score, each flag
     rule's points ``f<rule>``; with ``cx``/``kx`` row markers for the whole-table pass),
-    its activity aggregate (``agg``), and each rule's points as SQL over both rows."""
-    rule_set = engine.RuleSet(list(rules))
+    its activity aggregate (``agg``), and each rule's points as SQL over both rows.
+
+    A rule not yet in force at ``now`` is left out, as a disabled one: worth nothing,
+    the points the ledger holds for it are taken back (``engine.expected_values`` alike).
+    """
+    rule_set = engine.RuleSet([r for r in rules if in_force(r, now)])
     flags = rule_set.flag_rules
     counted = rule_set.count_rules
     inactive = [r for r in counted if r.kind == Rule.Kind.NEGATIVE]

@@ -135,6 +135,14 @@ def rule_errors(data: dict) -> dict[str, list[str]]:
     return errors
 
 
+def in_force(rule: Rule, at: datetime) -> bool:
+    """Whether ``rule`` counts at ``at``: before its active-from date a rule is not in
+    force, whatever its kind — worth nothing, as if switched off. (An engagement rule's
+    activity condition also leaves out activities before that date, :func:`activity_q`.)
+    """
+    return rule.active_from is None or rule.active_from <= at
+
+
 def active_from_parse(value) -> datetime | None:
     """A rule's ``active_from`` as sent to the API (rules, back-test drafts): an ISO 8601
     date-time, naive ones in the site time zone; None when empty. ``ValueError`` with the

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max, Min, Sum
+from django.db.models import Max, Min, Q, Sum
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -265,14 +265,17 @@ def scores_rescore_all(*, by=None, hand_off: bool = True) -> RescoreRun:
 def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
     """Apply expiry, half-life decay and inactivity penalties: dated entries, set-based.
 
-    Only the rules whose worth changes with the clock are evaluated, in id-range chunks.
+    Only the rules whose worth changes with the clock are evaluated, in id-range chunks
+    (a fit rule whose active-from date comes is one: the run applies it then).
     The clock can lift a lead too — a negative rule's points expiring or decaying — so
     each chunk's gains go through the hand-off, as a batch's do (dated at the run: the
     lead qualifies when the penalty ends). Returns the number of entries appended.
     """
     now = now or timezone.now()
-    rules = engine.time_dependent(engine.rules_enabled())
+    conf = ScoringSettings.load()
+    rules = engine.time_dependent(engine.rules_enabled(), now=now, last_run=conf.decay_ran_at)
     if not rules:
+        _decay_ran(conf, now)
         return 0
     created = []
 
@@ -288,7 +291,16 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
             handoff.mqls_hand_off(entries=outcome.entries)
 
     _each_locked_chunk(chunk, work)
+    _decay_ran(conf, now)
     return sum(created)
+
+
+def _decay_ran(conf: ScoringSettings, now) -> None:
+    """Record a completed decay run's time (only forward: a run with an earlier clock
+    never moves it back); rules coming into force after it are the next run's."""
+    ScoringSettings.objects.filter(
+        Q(decay_ran_at__isnull=True) | Q(decay_ran_at__lt=now), pk=conf.pk
+    ).update(decay_ran_at=now)
 
 
 def _each_locked_chunk(chunk: int, work) -> None:

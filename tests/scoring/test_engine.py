@@ -11,7 +11,7 @@ from crm.models import Contact, LifecycleTransition, Notification, Stage
 from crm.models.choices import ActivityKind
 from crm.services import contact_create
 from scoring import services
-from scoring.models import LedgerEntry, Rule, ScoringSettings
+from scoring.models import LedgerEntry, RescoreRun, Rule, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
 from tests.services import celery_conf
 
@@ -145,6 +145,34 @@ def test_a_penalty_expiring_in_the_decay_run_hands_off_the_lead_it_lifts():
     mql = LifecycleTransition.objects.get(contact=c, to_stage=Stage.MQL)
     assert (mql.at, mql.activity_id) == (now + timedelta(hours=2), None)
     assert c.owner is not None
+
+
+def test_a_rule_counts_nothing_before_its_active_from_date_and_the_decay_run_applies_it():
+    """Before its active-from date a rule is not in force, whatever its kind: a fit rule
+    and an inactivity rule due next week give nothing today — on a profile change, a
+    batch, a decay run or a rescore. The first decay run on or after the date applies
+    them (dated at the run), even when the runs of that day were missed; a rescore then
+    agrees."""
+    start = timezone.now().replace(microsecond=0)
+    due = start + timedelta(days=7)
+    FitRuleFactory(points=15, active_from=due)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=30, points=-5,
+                        active_from=due)  # fmt: skip
+    c = contact_create(email="vp@acme.example", job_title="VP Sales")
+    Contact.objects.filter(pk=c.pk).update(created_at=start - timedelta(days=90))
+    record(c, kind=K.EMAIL_OPENED, at=start - timedelta(days=60))
+    services.decay_run(now=start)
+    assert score(c) == 0
+    assert services.scores_rescore_all().entries_created == 0
+
+    later = due + timedelta(days=3)  # no run from the date until then
+    services.decay_run(now=later)
+    assert score(c) == 10
+    applied = LedgerEntry.objects.filter(contact=c).values_list("points", "at", "reason")
+    assert sorted(applied) == [(-5, later, "decay"), (15, later, "fit")]
+    run = RescoreRun.objects.create()
+    assert services.rescore_execute(run_id=run.pk, now=later).entries_created == 0
+    assert services.decay_run(now=later + timedelta(hours=1)) == 0
 
 
 def test_unsubscribing_takes_points_away():
