@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db.models import Sum
 from django.utils import timezone
 
 from crm.ingest import activities_record
@@ -268,6 +269,38 @@ def test_recycling_halves_engagement_points():
     stage_change(contact=c, to_stage=Stage.RECYCLED)
     assert score(c) == 15
     assert LedgerEntry.objects.filter(reason="recycle_reset", points=-15).exists()
+
+
+def test_a_recycle_reset_takes_a_rules_points_back_only_once():
+    """Reset policy: the recycle took back a visit rule's +30 and a click rule's +5. When
+    the click's points expire (decay run) and the visit rule is switched off (rescore),
+    each rule stays at 0 — not −5 and −30: a rule that only ever gave points never costs
+    any. Both paths (and the PostgreSQL rescore) agree."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000, recycle_policy="reset")
+    visit = EngagementRuleFactory(points=10)
+    click = EngagementRuleFactory(points=5, activity_kind=K.EMAIL_CLICKED, expire_after_days=7)
+    now = timezone.now().replace(microsecond=0)
+    c = ContactFactory(stage=Stage.MQL, created_at=now - timedelta(days=30))
+    for days in (3, 2, 1):
+        record(c, at=now - timedelta(days=days))
+    record(c, kind=K.EMAIL_CLICKED, at=now - timedelta(days=6), url="https://a.example/x")
+    assert score(c) == 35
+    from crm.lifecycle import stage_change
+
+    stage_change(contact=c, to_stage=Stage.RECYCLED, reason_code="not_ready")
+    assert score(c) == 0
+    later = now + timedelta(days=2)
+    assert services.decay_run(now=later) == 0  # the click's points expire: already taken
+    services.rule_save(rule=visit, data={"enabled": False})
+    run = services.rescore_execute(run_id=RescoreRun.objects.create().pk, now=later)
+    assert (run.entries_created, score(c)) == (0, 0)
+    by_rule = dict(
+        LedgerEntry.objects.filter(contact=c)
+        .values_list("rule_id")
+        .annotate(s=Sum("points"))
+        .values_list("rule_id", "s")
+    )
+    assert by_rule == {visit.pk: 0, click.pk: 0}
 
 
 def test_rescore_after_a_rule_change_appends_adjustments_dated_now():
