@@ -86,9 +86,7 @@ def mqls_catch_up(
                 )
                 at_by_contact = {c: when for c, (when, _) in crossing.items()}
                 activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
-            moved += len(
-                handoff._move(found, at_by_contact, activity_by_contact, conf=conf, notify=notify)
-            )
+            moved += len(handoff._move(found, at_by_contact, activity_by_contact, notify=notify))
     return moved
 
 

@@ -19,7 +19,7 @@ from crm import lifecycle
 from crm.models import Contact, Notification, Stage
 from crm.roles import Role
 
-from .models import AssignmentRule, LedgerEntry, Rule, ScoringSettings
+from .models import AssignmentRule, LedgerEntry, RoundRobinCursor, Rule, ScoringSettings
 from .writes import ids_q, int_array
 
 MQL_FROM = (Stage.LEAD, Stage.RECYCLED)  # a contact already past mql is never pulled back
@@ -58,7 +58,7 @@ def mqls_hand_off(
     crossing = _crossings(first_gain, threshold=conf.mql_threshold)
     at_by_contact = {c: at for c, (at, _) in crossing.items()}
     activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
-    return _move(found, at_by_contact, activity_by_contact, conf=conf)
+    return _move(found, at_by_contact, activity_by_contact)
 
 
 def _crossings(
@@ -138,7 +138,6 @@ def _move(
     at_by_contact: dict,
     activity_by_contact: dict,
     *,
-    conf: ScoringSettings,
     notify: bool = True,
 ) -> list[int]:
     """Move the candidate rows to ``mql`` through crm.lifecycle (one bulk move), assign
@@ -149,7 +148,7 @@ def _move(
     index entries twice. The callers hold the candidates' locks and every candidate's
     stage allows the move, so each chosen owner goes to a contact that moves.
     """
-    chosen = _owners_choose(found, conf=conf)
+    chosen = _owners_choose(found)
     released = [pk for pk, owner in chosen.items() if owner is None]
     transitions = lifecycle.stages_change_bulk(
         to_stage=Stage.MQL,
@@ -206,26 +205,31 @@ def _sales_pool() -> list[tuple[int, str]]:
 
 
 def owners_assign(*, contact_ids: Iterable[int]) -> dict[int, int]:
-    """Give unowned contacts an owner: first matching assignment rule, else a sales user
-    whose territory lists the contact's country, else round-robin over all sales users.
+    """Give unowned contacts an owner: first matching assignment rule, else round-robin
+    among the sales users whose territory lists the contact's country, else round-robin
+    over all sales users.
 
-    The round-robin cursor lives in the settings row, locked for the assignment so
+    Each pool has its own cursor (``RoundRobinCursor``), locked for the assignment so
     concurrent workers never hand two leads to the same turn. One UPDATE for all.
     """
-    return _assign(_rows(contact_ids), conf=ScoringSettings.load())
+    return _assign(_rows(contact_ids))
 
 
-def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
+def _assign(rows: list[dict]) -> dict[int, int]:
     """Assign owners to the unowned ``rows`` (id order); returns ``{contact: owner}``."""
-    chosen = _owners_choose(rows, conf=conf)
+    chosen = _owners_choose(rows)
     _owners_set(chosen)
     return chosen
 
 
-def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int | None]:
+EVERYONE = ""  # the pool of a lead no territory covers: every sales user
+
+
+def _owners_choose(rows: list[dict]) -> dict[int, int | None]:
     """Owners for the ``rows`` (id order) without one that can take them, advancing the
-    round-robin cursor; the caller writes them. ``None``: a row whose owner no longer
-    takes leads and for whom no one else can be chosen — its owner is cleared.
+    round-robin cursor of each pool they are drawn from; the caller writes them.
+    ``None``: a row whose owner no longer takes leads and for whom no one else can be
+    chosen — its owner is cleared.
 
     A recycled lead that qualifies again keeps its owner only if that user still takes
     leads: active, sales or admin, not opted out — else it is assigned like a new one (its
@@ -240,30 +244,50 @@ def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int 
     rules = list(AssignmentRule.objects.filter(enabled=True, user__is_active=True))
     takers = _owners_taking_leads({r.user_id for r in rules})
     rules = [r for r in rules if r.user_id in takers]
-    pool = _sales_pool()
+    sales = _sales_pool()
+    # Per row: the rule's user, or the pool (key and members) it takes its turn in.
+    plan: list[tuple[dict, int | None, str | None, list[int]]] = []
+    for row in rows:
+        country = (row["country"] or row["company__country"] or "").upper()
+        owner = next((r.user_id for r in rules if _rule_matches(r, row, country)), None)
+        if owner is not None or not sales:
+            plan.append((row, owner, None, []))
+            continue
+        local = [u for u, t in sales if country and country in _codes(t)]
+        if local:
+            plan.append((row, None, country, local))
+        else:
+            plan.append((row, None, EVERYONE, [u for u, _ in sales]))
+    chosen: dict[int, int | None] = {}
     with transaction.atomic():
-        cursor = (
-            ScoringSettings.objects.select_for_update()
-            .values_list("rr_position", flat=True)
-            .get(pk=conf.pk)
-        )
-        start = cursor
-        chosen: dict[int, int] = {}
-        for row in rows:
-            country = (row["country"] or row["company__country"] or "").upper()
-            owner = next((r.user_id for r in rules if _rule_matches(r, row, country)), None)
-            if owner is None and pool:
-                local = [u for u, t in pool if country and country in _codes(t)]
-                candidates = local or [u for u, _ in pool]
-                owner = candidates[cursor % len(candidates)]
-                cursor += 1
+        cursors = _cursors_lock({key for _, _, key, _ in plan if key is not None})
+        for row, owner, key, members in plan:
+            if key is not None:
+                cursor = cursors[key]
+                owner = members[cursor.position % len(members)]
+                cursor.position += 1
             # None: the previous owner no longer takes leads and nobody else can — the
             # lead is released to the team's unassigned queue rather than left with them.
             if owner is not None or row["owner_id"] is not None:
                 chosen[row["pk"]] = owner
-        if cursor != start:
-            ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
+        if cursors:
+            RoundRobinCursor.objects.bulk_update(cursors.values(), ["position"])
     return chosen
+
+
+def _cursors_lock(pools: set[str]) -> dict[str, RoundRobinCursor]:
+    """The cursors of ``pools``, locked (in pool order, as every worker locks them) until
+    the transaction ends; a pool's first lead creates its cursor at 0."""
+    if not pools:
+        return {}
+    locked = RoundRobinCursor.objects.select_for_update().filter(pool__in=pools).order_by("pool")
+    cursors = {c.pool: c for c in locked}
+    if len(cursors) < len(pools):
+        # Two workers may create the same pool's cursor at once: one insert is kept.
+        missing = [RoundRobinCursor(pool=p) for p in sorted(pools - set(cursors))]
+        RoundRobinCursor.objects.bulk_create(missing, ignore_conflicts=True)
+        cursors = {c.pool: c for c in locked.all()}
+    return cursors
 
 
 def _owners_taking_leads(user_ids: set[int]) -> set[int]:

@@ -109,7 +109,7 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
         raise ValidationError(errors)
     conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
     conf.updated_by = by
-    # Never the round-robin cursor: a hand-off may move it while this form is open.
+    # Never the decay run's clock: a run may move it while this form is open.
     conf.save(
         update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
     )

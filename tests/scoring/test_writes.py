@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from crm.models import Contact, LifecycleTransition, Notification, Stage
 from scoring import handoff
-from scoring.models import LedgerEntry, ScoringSettings
+from scoring.models import LedgerEntry, RoundRobinCursor, ScoringSettings
 from scoring.writes import (
     Entry,
     entries_append,
@@ -61,6 +61,7 @@ def test_the_hand_off_reads_the_contacts_once_for_the_move_owners_and_notices(
     ScoringSettings.objects.create(pk=1, mql_threshold=30, min_fit=0)
     seller = UserFactory(username="seller", role="sales")
     contacts = ContactFactory.create_batch(3, score=40)
+    RoundRobinCursor.objects.create(pool="")  # a pool's first lead creates it (2 queries)
     at = timezone.now() - timedelta(minutes=5)
     entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
     # Settings, candidates with their fit and the fields assignment and the notices read,
