@@ -28,7 +28,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine, handoff
 from .models import LedgerEntry, Rule, ScoringSettings
-from .rules import activity_matches
+from .rules import activity_matches, in_force
 
 CHUNK = 5_000  # contacts per transaction: bounded memory and lock time
 
@@ -46,20 +46,27 @@ class _Act(NamedTuple):
     is_machine: bool
 
 
-def mqls_catch_up(*, now: datetime | None = None, chunk: int = CHUNK, notify: bool = True) -> int:
+def mqls_catch_up(
+    *,
+    now: datetime | None = None,
+    chunk: int = CHUNK,
+    notify: bool = True,
+    at: datetime | None = None,
+    unless_met: tuple[int, int | None] | None = None,
+) -> int:
     """Hand off every lead or recycled contact at or over the threshold; returns how many.
 
     ``notify=False`` assigns owners without the "new MQL" notices and emails (a history
-    load: the hand-offs it dates in the past are not news to anyone).
+    load: the hand-offs it dates in the past are not news to anyone). ``at`` dates every
+    hand-off at that moment instead of at the replayed crossing, and ``unless_met``
+    (a threshold and minimum fit) leaves out the contacts that already met those: a
+    settings change hands off the leads it qualifies, when it qualifies them — a recycled
+    lead kept over the old threshold by the recycle policy waits for a new gain, as it did.
     """
     conf = ScoringSettings.load()
     now = now or timezone.now()
-    rules = engine.rules_enabled()
-    ids = list(
-        Contact.objects.filter(stage__in=handoff.MQL_FROM, scorecard__score__gte=conf.mql_threshold)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    rules = engine.rules_enabled() if at is None else []
+    ids = list(_catch_up_candidates(conf, unless_met).order_by("pk").values_list("pk", flat=True))
     moved = 0
     for i in range(0, len(ids), chunk):
         with transaction.atomic():
@@ -70,18 +77,33 @@ def mqls_catch_up(*, now: datetime | None = None, chunk: int = CHUNK, notify: bo
                 .values_list("pk", flat=True)
             )
             found = handoff._candidates(Q(pk__in=part), conf=conf)
-            crossing = crossings_find(
-                contact_ids=[row["pk"] for row in found],
-                rules=rules,
-                threshold=conf.mql_threshold,
-                now=now,
-            )
-            at_by_contact = {c: at for c, (at, _) in crossing.items()}
-            activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
-            moved += len(
-                handoff._move(found, at_by_contact, activity_by_contact, conf=conf, notify=notify)
-            )
+            contact_ids = [row["pk"] for row in found]
+            if at is not None:
+                at_by_contact, activity_by_contact = dict.fromkeys(contact_ids, at), {}
+            else:
+                crossing = crossings_find(
+                    contact_ids=contact_ids, rules=rules, threshold=conf.mql_threshold, now=now
+                )
+                at_by_contact = {c: when for c, (when, _) in crossing.items()}
+                activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
+            moved += len(handoff._move(found, at_by_contact, activity_by_contact, notify=notify))
     return moved
+
+
+def _catch_up_candidates(conf: ScoringSettings, unless_met: tuple[int, int | None] | None):
+    """Leads and recycled contacts at or over the threshold (the minimum fit is checked
+    under the lock, by ``handoff._candidates``), but not those meeting ``unless_met``."""
+    qs = Contact.objects.filter(
+        stage__in=handoff.MQL_FROM, scorecard__score__gte=conf.mql_threshold
+    )
+    if unless_met is None:
+        return qs
+    threshold, min_fit = unless_met
+    met = Q(scorecard__score__gte=threshold)
+    if min_fit is not None:
+        qs = qs.annotate(fit=handoff.fit_points())
+        met &= Q(fit__gte=min_fit)
+    return qs.exclude(met)
 
 
 def crossings_find(
@@ -212,6 +234,8 @@ def _replay(acts, *, by_kind, inactive, base, since, created, threshold, now):
             continue
         total = base + sum(w.value(t) for w in windows.values())
         for r in inactive:
+            if not in_force(r, t):
+                continue
             cutoff = t - timedelta(days=r.inactive_days or 0)
             if (last_engaged < cutoff) if last_engaged is not None else (created < cutoff):
                 total += r.points

@@ -29,10 +29,11 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import backtest_sql, engine
 from .models import Rule, ScoringSettings
-from .rules import activity_q, fit_q, rule_errors
+from .rules import active_from_parse, activity_q, fit_q, in_force, rule_errors
 from .services import RULE_FIELDS
 
 MAX_DAYS = 365
+# Taken as sent; ``campaign`` (an id) and ``active_from`` (ISO text) are converted apart.
 RULE_INPUT_FIELDS = [f for f in RULE_FIELDS if f not in ("campaign", "active_from")]
 
 
@@ -65,13 +66,18 @@ def draft_rules_from(items: list[dict[str, Any]]) -> list[Rule]:
         if not isinstance(raw, dict):
             errors[f"rules[{i}]"] = ["Each rule must be an object."]
             continue
-        problems = rule_errors(raw)
+        problems = {k: " ".join(v) for k, v in rule_errors(raw).items()}
+        try:
+            # As the rule endpoint reads it: a draft replays as the saved rule would score.
+            active_from = active_from_parse(raw.get("active_from"))
+        except ValueError as exc:
+            problems["active_from"] = str(exc)
         if problems:
-            errors[f"rules[{i}]"] = [f"{k}: {' '.join(v)}" for k, v in problems.items()]
+            errors[f"rules[{i}]"] = [f"{k}: {v}" for k, v in problems.items()]
             continue
         data = {k: raw[k] for k in RULE_INPUT_FIELDS if k in raw and raw[k] is not None}
         data.setdefault("name", f"draft {i + 1}")
-        rule = Rule(**data, campaign_id=raw.get("campaign") or None)
+        rule = Rule(**data, campaign_id=raw.get("campaign") or None, active_from=active_from)
         if rule.enabled:
             rules.append(rule)
     if errors:
@@ -148,6 +154,8 @@ def qualified_counts(
     of the window when every active contact is evaluated, so that it also gives the
     contacts evaluated (``c`` is then every contact, inner-joined to ``a``).
     """
+    # A rule not in force at the window's end counts nothing, as in scoring itself.
+    sides = {s: [r for r in rs if in_force(r, now)] for s, rs in sides.items()}
     rules = [r for rs in sides.values() for r in rs]
     counts = {"evaluated": 0} | {f"{s}_{k}": 0 for s in sides for k in SIDE_COUNTS}
     if not rules:

@@ -140,26 +140,32 @@ def batch_diff(
             f"THEN a.last_engaged < %s ELSE b.created_at < %s END) THEN {int(r.points)} ELSE 0 END"
         )
         target_params.extend([cutoff, cutoff])
-    # What each matched rule already gave (recycle resets belong to no rule's expectation).
+    # What each matched rule already gave, and its recycle resets (they belong to no
+    # rule's expectation, but take back at most what the rule is worth: engine.rule_target).
     ctes.append(
         "owned AS MATERIALIZED (SELECT contact_id, rule_id, "
-        "SUM(points) FILTER (WHERE reason <> %s) AS s FROM scoring_ledgerentry "
+        "SUM(points) FILTER (WHERE reason <> %s) AS s, "
+        "SUM(points) FILTER (WHERE reason = %s) AS r FROM scoring_ledgerentry "
         "WHERE contact_id IN (SELECT unnest(%s::bigint[])) AND rule_id = ANY(%s::bigint[]) "
         "GROUP BY contact_id, rule_id)"
     )
     params.extend(
         [
             R.RECYCLE_RESET.value,
+            R.RECYCLE_RESET.value,
             int_array(sorted(set(contacts))),
             int_array(sorted(set(rule_ids))),
         ]
     )
     # Only ints and the ORM's compiled SQL are interpolated; values travel as parameters.
+    # The target is engine.rule_target(worth, resets): GREATEST(w, LEAST(w, 0) - r).
     ctes.append(
-        "diff0 AS (SELECT m.i, m.contact_id, m.rule_id, m.w, "  # noqa: S608
-        f"(CASE WHEN m.known THEN 0 {' '.join(targets)} ELSE 0 END) - COALESCE(o.s, 0) "
-        f"AS points FROM m{joins} LEFT JOIN owned o ON o.contact_id = m.contact_id "
-        "AND o.rule_id = m.rule_id), "
+        "diff0 AS (SELECT i, contact_id, rule_id, w, "  # noqa: S608
+        "GREATEST(worth, LEAST(worth, 0) - r) - s AS points FROM (SELECT m.i, m.contact_id, "
+        f"m.rule_id, m.w, (CASE WHEN m.known THEN 0 {' '.join(targets)} ELSE 0 END) AS worth, "
+        "COALESCE(o.s, 0) AS s, COALESCE(o.r, 0) AS r "
+        f"FROM m{joins} LEFT JOIN owned o ON o.contact_id = m.contact_id "
+        "AND o.rule_id = m.rule_id) t), "
         # engine.activity_caused: toward the rule's sign (an engagement rule), a gain (else).
         "diff AS MATERIALIZED (SELECT *, CASE WHEN w IS NULL THEN points > 0 "
         "ELSE w::bigint * points > 0 END AS caused FROM diff0)"

@@ -12,7 +12,10 @@ incremental scoring, fit changes, decay and rescoring all compute the same funct
 ledger after any sequence of batches equals a full rescore (tests/scoring/test_property.py).
 
 Entries of ``recycle_reset`` belong to no rule's expectation: they are the recycle
-policy's deliberate adjustment and a rescore keeps them.
+policy's deliberate adjustment and a rescore keeps them. They take back at most what
+their rule is worth, though (:func:`rule_target`): once the points a reset took back
+expire, decay or are switched off, the reset cancels them rather than the rule's
+entries taking them back a second time.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import batch_sql
 from .models import LedgerEntry, Rule
-from .rules import activity_q, fit_q
+from .rules import activity_q, fit_q, in_force
 from .writes import Entry, entries_append, ids_q, scores_add, scores_set
 
 R = LedgerEntry.Reason
@@ -81,13 +84,43 @@ def rules_enabled(kinds: Iterable[str] | None = None) -> list[Rule]:
     return list(qs.order_by("id"))
 
 
-def time_dependent(rules: Sequence[Rule]) -> list[Rule]:
-    """Rules whose worth changes with the clock alone: expiry, half-life, inactivity."""
+def time_dependent(
+    rules: Sequence[Rule], *, now: datetime, last_run: datetime | None = None
+) -> list[Rule]:
+    """Rules whose worth changes with the clock alone: expiry, half-life, inactivity —
+    and a profile or inactivity rule coming into force: its active-from date is still
+    ahead (kept at nothing meanwhile) or came after ``last_run``, the last decay run's
+    time (every such rule when there was none), so the first run at or after the date
+    applies it whatever runs were missed. An engagement rule needs no run to come into
+    force: it counts the activities from its date as they arrive."""
+
+    def coming_into_force(r: Rule) -> bool:
+        if r.kind == Rule.Kind.ENGAGEMENT or r.active_from is None:
+            return False
+        return last_run is None or r.active_from > min(now, last_run)
+
     return [
         r
         for r in rules
-        if r.is_fading() or (r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE)
+        if r.is_fading()
+        or (r.kind == Rule.Kind.NEGATIVE and r.negative == Rule.Negative.INACTIVE)
+        or coming_into_force(r)
     ]
+
+
+def rule_target(worth: int, reset: int) -> int:
+    """What a rule's own entries (recycle resets aside) must sum to for a contact, given
+    the rule's ``worth`` for the contact and the sum of its recycle resets (``reset`` ≤
+    0: each took back part of what the rule had given).
+
+    A reset takes back at most what the rule is worth now, so a rule's net never passes
+    zero against its sign — a rule that only ever gave points never costs any: +30, then
+    a reset −30, then the rule switched off (or its points expired) leaves the rule at 0,
+    not −30. The net is ``worth + max(reset, −max(worth, 0))``; the entries' sum is that
+    net minus the reset. Every path computes its targets with it (the SQL paths as
+    ``GREATEST(w, LEAST(w, 0) − r)``: scoring.batch_sql, scoring.rescore_sql).
+    """
+    return max(worth, min(worth, 0) - reset)
 
 
 def _column(name: str, rule: Rule | None, q: Q):
@@ -169,8 +202,10 @@ def expected_values(
     """
     positions = {id(r): i for i, r in enumerate(rule_set.rules)}
     result: dict[int, dict[int, int]] = {}
-    flag_rules = rule_set.flag_rules
-    count_rules = rule_set.count_rules
+    # A rule not yet in force is worth nothing: it is left out, as a disabled one.
+    live = RuleSet([r for r in rule_set.rules if in_force(r, now)])
+    flag_rules = live.flag_rules
+    count_rules = live.count_rules
     inactive = [r for r in count_rules if r.kind == Rule.Kind.NEGATIVE]
     engagement = [r for r in count_rules if r.kind != Rule.Kind.NEGATIVE]
     # Fit flags and "created before the inactivity cut-off" travel as bits of a few
@@ -328,12 +363,14 @@ def reconcile(
     )
     by_id = {r.pk: (i, r) for i, r in enumerate(rule_set.rules)}
 
-    # What each rule already gave (recycle resets excluded: they belong to no rule's
-    # expectation) and, for a rescore, every entry's total to re-derive the cached score.
+    # What each rule already gave (recycle resets apart: they belong to no rule's
+    # expectation, rule_target) and, for a rescore, every entry's total to re-derive the
+    # cached score.
     owned_qs = LedgerEntry.objects.filter(ledger_q)
     if not all_rules:
         owned_qs = owned_qs.filter(rule_id__in=list(by_id))
     owned: dict[int, dict[int | None, int]] = defaultdict(dict)
+    resets: dict[tuple[int, int | None], int] = {}
     ledger_total: dict[int, int] = defaultdict(int)
     for contact_id, rule_id, points, total in rows_fetch(
         owned_qs.order_by()
@@ -345,6 +382,8 @@ def reconcile(
         ["s", "t"],
     ):
         owned[contact_id][rule_id] = points or 0
+        if total != (points or 0):
+            resets[(contact_id, rule_id)] = total - (points or 0)
         ledger_total[contact_id] += total
 
     outcome = Outcome()
@@ -354,7 +393,10 @@ def reconcile(
         have = owned.get(contact_id, {})
         for rule_id in {pks[p] for p in want}.union(have):
             pos_rule = by_id.get(rule_id)
-            target = want.get(pos_rule[0], 0) if pos_rule else 0
+            target = rule_target(
+                want.get(pos_rule[0], 0) if pos_rule else 0,
+                resets.get((contact_id, rule_id), 0),
+            )
             delta = target - have.get(rule_id, 0)
             if not delta:
                 continue
@@ -423,6 +465,8 @@ def _why(rule, delta, mode) -> str:
     if mode == "fit":
         return R.FIT.value
     if mode == "decay" and rule is not None:
+        if is_flag(rule):  # a profile rule the clock changes: one coming into force
+            return R.FIT.value
         return _clock_reason(rule)  # either sign: a negative rule's points expire too
     return R.RESCORE.value
 
@@ -525,6 +569,9 @@ def batch_reconcile(
     for contact_id, rule_id in matches:
         rule = by_id[rule_id]
         if rule.kind == Rule.Kind.NEGATIVE:
+            if not in_force(rule, now):  # worth nothing yet (the decay run applies it)
+                known[(contact_id, rule_id)] = 0
+                continue
             cutoff = now - timedelta(days=rule.inactive_days or 0)
             last = latest_engagement.get(contact_id)
             if last is not None and last >= cutoff:
@@ -568,22 +615,26 @@ def batch_reconcile(
         )
     positions = {r.pk: i for i, r in enumerate(agg_rules)}
     contact_ids = sorted({c for c, _ in matches})
-    owned: dict[tuple[int, int], int] = {
-        (c, r): s or 0
-        for c, r, s in LedgerEntry.objects.filter(
+    owned: dict[tuple[int, int], tuple[int, int]] = {  # (entries' sum, resets' sum)
+        (c, r): (s or 0, reset or 0)
+        for c, r, s, reset in LedgerEntry.objects.filter(
             ids_q("contact_id", contact_ids), rule_id__in=sorted({r for _, r in matches})
         )
         .order_by()
         .values_list("contact_id", "rule_id")
-        .annotate(s=Sum("points", filter=~Q(reason=R.RECYCLE_RESET)))
+        .annotate(
+            s=Sum("points", filter=~Q(reason=R.RECYCLE_RESET)),
+            reset=Sum("points", filter=Q(reason=R.RECYCLE_RESET)),
+        )
     }
     for key in sorted(matches):
         contact_id, rule_id = key
         if key in known:
-            target = known[key]
+            worth = known[key]
         else:
-            target = expected.get(contact_id, {}).get(positions[rule_id], 0)
-        delta = target - owned.get(key, 0)
+            worth = expected.get(contact_id, {}).get(positions[rule_id], 0)
+        have, reset = owned.get(key, (0, 0))
+        delta = rule_target(worth, reset) - have
         if not delta:
             continue
         outcome.contacts.add(contact_id)

@@ -6,8 +6,10 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+from itertools import groupby
+from operator import itemgetter
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,7 +24,14 @@ from crm.mail_tasks import MAIL_ERRORS
 from crm.models import Contact, Notification, Stage
 from crm.roles import Role
 
-from .models import AssignmentRule, LedgerEntry, PendingOwnerEmail, Rule, ScoringSettings
+from .models import (
+    AssignmentRule,
+    LedgerEntry,
+    PendingOwnerEmail,
+    RoundRobinCursor,
+    Rule,
+    ScoringSettings,
+)
 from .writes import ids_q, int_array
 
 log = logging.getLogger(__name__)
@@ -44,11 +53,12 @@ def mqls_hand_off(
 ) -> list[int]:
     """Move contacts that these new entries pushed over the threshold to ``mql``.
 
-    Dated at the entry (activity) that pushed each contact over. One query reads the
-    candidates (stage, score, when a minimum fit is set their fit total, and what owner
-    assignment and the notices need), then lifecycle's bulk move. ``scores`` (new scores
-    known by the caller) lets it skip everything when no contact reaches the threshold —
-    the common batch — and narrows the read otherwise.
+    Dated when the contact's score, as its ledger tells it, reached the threshold
+    (:func:`_crossings`). Two queries read the candidates (stage, score, when a minimum
+    fit is set their fit total, and what owner assignment and the notices need) and
+    their ledgers, then lifecycle's bulk move. ``scores`` (new scores known by the caller)
+    lets it skip everything when no contact reaches the threshold — the common batch —
+    and narrows the read otherwise.
     Returns the ids of the new MQLs.
     """
     entries = list(entries)
@@ -61,32 +71,58 @@ def mqls_hand_off(
         if not gained:
             return []
     found = _candidates(ids_q("pk", sorted(gained)), conf=conf)
-    candidates = {row["pk"]: row["score"] for row in found}
-    if not candidates:
+    if not found:
         return []
-    by_contact: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for e in entries:
-        if e.contact_id in candidates:
-            by_contact[e.contact_id].append(e)
-    at_by_contact, activity_by_contact = {}, {}
-    for contact_id, mine in by_contact.items():
-        mine.sort(key=lambda e: (e.at, e.points))
-        # The last rise to the threshold: a batch's losses are dated at their activities
-        # too (a negative rule's visit), so the running score can reach the threshold,
-        # fall below it and reach it again; the lead qualified at the last of those. A
-        # contact already at the threshold before the batch is dated at its first entry.
-        running = candidates[contact_id] - sum(e.points for e in mine)
-        below = running < conf.mql_threshold
-        crossing = mine[0]
-        for e in mine:
-            running += e.points
-            if below and running >= conf.mql_threshold:
-                crossing = e
-            below = running < conf.mql_threshold
-        at_by_contact[contact_id] = crossing.at
-        if crossing.activity_id:
-            activity_by_contact[contact_id] = crossing.activity_id
-    return _move(found, at_by_contact, activity_by_contact, conf=conf)
+    candidates = {row["pk"] for row in found}
+    first_gain: dict[int, LedgerEntry] = {}
+    for e in sorted(entries, key=lambda e: e.at):
+        if e.points > 0 and e.contact_id in candidates:
+            first_gain.setdefault(e.contact_id, e)
+    crossing = _crossings(first_gain, threshold=conf.mql_threshold)
+    at_by_contact = {c: at for c, (at, _) in crossing.items()}
+    activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
+    return _move(found, at_by_contact, activity_by_contact)
+
+
+def _crossings(
+    first_gain: dict[int, LedgerEntry], *, threshold: int
+) -> dict[int, tuple[datetime, int | None]]:
+    """``{contact: (when, activity)}``: when each candidate qualified, from its whole
+    ledger (one query for all candidates).
+
+    A contact's score at a moment is the sum of its entries up to then (METRICS.md
+    "Scores over time"), so the new entries alone cannot date the crossing: a late,
+    back-dated activity sits *before* entries already in the ledger. The crossing is the
+    start of the stretch at or over the threshold the score is in now — the last moment
+    the running sum rose to the threshold (a score can reach it, fall below and reach it
+    again) — dated at the entry that took it there; but never before ``first_gain``, the
+    contact's earliest gain among the new entries: a contact already over the threshold
+    without having been handed off (a recycled lead kept over it, a minimum fit met only
+    now, a merge) qualifies with the gain, not retroactively. (``crm.lifecycle`` dates it
+    no earlier than the contact's last stage change either.)
+    """
+    rows = (
+        LedgerEntry.objects.filter(ids_q("contact_id", sorted(first_gain)))
+        .order_by("contact_id", "at", "pk")
+        .values_list("contact_id", "at", "points", "activity_id")
+    )
+    rise: dict[int, tuple[datetime, int | None]] = {}
+    for contact_id, ledger in groupby(rows, key=itemgetter(0)):
+        running, below = 0, True
+        for at, same_time in groupby(ledger, key=itemgetter(1)):
+            same_time = list(same_time)
+            running += sum(points for _, _, points, _ in same_time)
+            if below and running >= threshold:
+                activity = next((a for _, _, p, a in same_time if p > 0 and a), None)
+                rise[contact_id] = (at, activity)
+            below = running < threshold
+        if below:  # not over it by the ledger (the caller's cache drifted): the gain
+            rise.pop(contact_id, None)
+    out = {}
+    for contact_id, gain in first_gain.items():
+        at, activity = rise.get(contact_id, (gain.at, None))
+        out[contact_id] = (at, activity) if at > gain.at else (gain.at, gain.activity_id)
+    return out
 
 
 def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
@@ -101,6 +137,15 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
     ).order_by("pk")
     if conf.min_fit is None:
         return list(qs.values(*_ROW_FIELDS, **_ROW_VALUES))
+    return [
+        row
+        for row in qs.annotate(fit=fit_points()).values(*_ROW_FIELDS, "fit", **_ROW_VALUES)
+        if row.pop("fit") >= conf.min_fit
+    ]
+
+
+def fit_points():
+    """A contact's fit total (what the minimum fit compares), as an annotation."""
     fit = (
         LedgerEntry.objects.filter(contact_id=OuterRef("pk"), rule__kind=Rule.Kind.FIT)
         .order_by()
@@ -108,13 +153,7 @@ def _candidates(contact_q: Q, *, conf: ScoringSettings) -> list[dict]:
         .annotate(s=Sum("points"))
         .values("s")
     )
-    return [
-        row
-        for row in qs.annotate(fit=Coalesce(Subquery(fit), Value(0))).values(
-            *_ROW_FIELDS, "fit", **_ROW_VALUES
-        )
-        if row.pop("fit") >= conf.min_fit
-    ]
+    return Coalesce(Subquery(fit), Value(0))
 
 
 def _move(
@@ -122,7 +161,6 @@ def _move(
     at_by_contact: dict,
     activity_by_contact: dict,
     *,
-    conf: ScoringSettings,
     notify: bool = True,
 ) -> list[int]:
     """Move the candidate rows to ``mql`` through crm.lifecycle (one bulk move), assign
@@ -133,7 +171,7 @@ def _move(
     index entries twice. The callers hold the candidates' locks and every candidate's
     stage allows the move, so each chosen owner goes to a contact that moves.
     """
-    chosen = _owners_choose(found, conf=conf)
+    chosen = _owners_choose(found)
     released = [pk for pk, owner in chosen.items() if owner is None]
     transitions = lifecycle.stages_change_bulk(
         to_stage=Stage.MQL,
@@ -190,26 +228,31 @@ def _sales_pool() -> list[tuple[int, str]]:
 
 
 def owners_assign(*, contact_ids: Iterable[int]) -> dict[int, int]:
-    """Give unowned contacts an owner: first matching assignment rule, else a sales user
-    whose territory lists the contact's country, else round-robin over all sales users.
+    """Give unowned contacts an owner: first matching assignment rule, else round-robin
+    among the sales users whose territory lists the contact's country, else round-robin
+    over all sales users.
 
-    The round-robin cursor lives in the settings row, locked for the assignment so
+    Each pool has its own cursor (``RoundRobinCursor``), locked for the assignment so
     concurrent workers never hand two leads to the same turn. One UPDATE for all.
     """
-    return _assign(_rows(contact_ids), conf=ScoringSettings.load())
+    return _assign(_rows(contact_ids))
 
 
-def _assign(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int]:
+def _assign(rows: list[dict]) -> dict[int, int]:
     """Assign owners to the unowned ``rows`` (id order); returns ``{contact: owner}``."""
-    chosen = _owners_choose(rows, conf=conf)
+    chosen = _owners_choose(rows)
     _owners_set(chosen)
     return chosen
 
 
-def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int | None]:
+EVERYONE = ""  # the pool of a lead no territory covers: every sales user
+
+
+def _owners_choose(rows: list[dict]) -> dict[int, int | None]:
     """Owners for the ``rows`` (id order) without one that can take them, advancing the
-    round-robin cursor; the caller writes them. ``None``: a row whose owner no longer
-    takes leads and for whom no one else can be chosen — its owner is cleared.
+    round-robin cursor of each pool they are drawn from; the caller writes them.
+    ``None``: a row whose owner no longer takes leads and for whom no one else can be
+    chosen — its owner is cleared.
 
     A recycled lead that qualifies again keeps its owner only if that user still takes
     leads: active, sales or admin, not opted out — else it is assigned like a new one (its
@@ -224,30 +267,50 @@ def _owners_choose(rows: list[dict], *, conf: ScoringSettings) -> dict[int, int 
     rules = list(AssignmentRule.objects.filter(enabled=True, user__is_active=True))
     takers = _owners_taking_leads({r.user_id for r in rules})
     rules = [r for r in rules if r.user_id in takers]
-    pool = _sales_pool()
+    sales = _sales_pool()
+    # Per row: the rule's user, or the pool (key and members) it takes its turn in.
+    plan: list[tuple[dict, int | None, str | None, list[int]]] = []
+    for row in rows:
+        country = (row["country"] or row["company__country"] or "").upper()
+        owner = next((r.user_id for r in rules if _rule_matches(r, row, country)), None)
+        if owner is not None or not sales:
+            plan.append((row, owner, None, []))
+            continue
+        local = [u for u, t in sales if country and country in _codes(t)]
+        if local:
+            plan.append((row, None, country, local))
+        else:
+            plan.append((row, None, EVERYONE, [u for u, _ in sales]))
+    chosen: dict[int, int | None] = {}
     with transaction.atomic():
-        cursor = (
-            ScoringSettings.objects.select_for_update()
-            .values_list("rr_position", flat=True)
-            .get(pk=conf.pk)
-        )
-        start = cursor
-        chosen: dict[int, int] = {}
-        for row in rows:
-            country = (row["country"] or row["company__country"] or "").upper()
-            owner = next((r.user_id for r in rules if _rule_matches(r, row, country)), None)
-            if owner is None and pool:
-                local = [u for u, t in pool if country and country in _codes(t)]
-                candidates = local or [u for u, _ in pool]
-                owner = candidates[cursor % len(candidates)]
-                cursor += 1
+        cursors = _cursors_lock({key for _, _, key, _ in plan if key is not None})
+        for row, owner, key, members in plan:
+            if key is not None:
+                cursor = cursors[key]
+                owner = members[cursor.position % len(members)]
+                cursor.position += 1
             # None: the previous owner no longer takes leads and nobody else can — the
             # lead is released to the team's unassigned queue rather than left with them.
             if owner is not None or row["owner_id"] is not None:
                 chosen[row["pk"]] = owner
-        if cursor != start:
-            ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=cursor)
+        if cursors:
+            RoundRobinCursor.objects.bulk_update(cursors.values(), ["position"])
     return chosen
+
+
+def _cursors_lock(pools: set[str]) -> dict[str, RoundRobinCursor]:
+    """The cursors of ``pools``, locked (in pool order, as every worker locks them) until
+    the transaction ends; a pool's first lead creates its cursor at 0."""
+    if not pools:
+        return {}
+    locked = RoundRobinCursor.objects.select_for_update().filter(pool__in=pools).order_by("pool")
+    cursors = {c.pool: c for c in locked}
+    if len(cursors) < len(pools):
+        # Two workers may create the same pool's cursor at once: one insert is kept.
+        missing = [RoundRobinCursor(pool=p) for p in sorted(pools - set(cursors))]
+        RoundRobinCursor.objects.bulk_create(missing, ignore_conflicts=True)
+        cursors = {c.pool: c for c in locked.all()}
+    return cursors
 
 
 def _owners_taking_leads(user_ids: set[int]) -> set[int]:

@@ -119,8 +119,11 @@ class ScoringSettings(models.Model):
     recycle_policy = models.CharField(
         max_length=10, choices=RecyclePolicy.choices, default=RecyclePolicy.HALVE
     )
-    rr_position = models.PositiveIntegerField(
-        default=0, help_text="Round-robin cursor, kept in the database so every worker shares it"
+    decay_ran_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Clock of the last completed decay run: a rule coming into force after it "
+        "is applied by the next run",
     )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
@@ -198,6 +201,24 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} {self.points:+d} ({self.reason})"
+
+
+class RoundRobinCursor(models.Model):
+    """Where the round-robin stands in one pool of sales users, kept in the database so
+    every worker shares it (``scoring.handoff``).
+
+    A pool is the sellers whose territory lists a country (``pool``: its code) or, for
+    a lead no territory covers, every sales user (``pool`` blank). One cursor per pool:
+    a single cursor advanced by every lead skipped the local sellers' turns whenever
+    leads of other countries came in between (two DE reps, alternating DE and US leads:
+    every DE lead went to the same rep).
+    """
+
+    pool = models.CharField(max_length=10, unique=True, blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.pool or 'everyone'} at {self.position}"
 
 
 class AssignmentRule(models.Model):

@@ -130,10 +130,14 @@ def review_alert(*, now=None) -> dict[str, Any]:
 
 def points_per_rule(*, days: int = 90, now=None) -> list[dict[str, Any]]:
     """Points each rule gave in the window, to how many contacts, and how many of those
-    contacts later reached sql or beyond (which actions move leads forward)."""
+    contacts later reached sql or beyond (which actions move leads forward).
+
+    "Later": a move to sql or beyond at or after one of the rule's entries for the
+    contact — a customer of last year who browses the docs did not advance because of it.
+    """
     now = now or timezone.now()
     advanced = LifecycleTransition.objects.filter(
-        contact_id=OuterRef("contact_id"), to_stage__in=ADVANCED
+        contact_id=OuterRef("contact_id"), to_stage__in=ADVANCED, at__gte=OuterRef("at")
     )
     rows = (
         LedgerEntry.objects.filter(

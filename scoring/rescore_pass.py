@@ -46,7 +46,10 @@ activities, its ledger entries, the rules and ``now`` (the last two fixed for th
 * the cached score is read at the check, and set where it differs from the new score
   (the ledger being unchanged, ledger total + adjustments is still the ledger sum).
 
-A contact created after the pass has no pass row and is dirty. Anything the argument
+A contact created after the pass has no pass row and is dirty, and so is a contact
+holding recycle resets: its targets depend on each rule's resets
+(``engine.rule_target``), which the pass does not sum per rule — they are rare, and a
+column per rule over the whole ledger would cost every rescore. Anything the argument
 does not cover makes a contact dirty, never wrong: dirty contacts take the exact path.
 tests/scoring/test_rescore_pass.py records activities (through ingestion and without the
 handler), entries, profile and company changes, a merge and an erasure between the pass
@@ -137,7 +140,9 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
       so without the sort and join of ~25 rows per contact), NULL when all are 0;
     * ``xr``/``xp``: the rules not enabled (or deleted: NULL) whose points the contact
       still holds, and minus those points (their adjustments);
-    * ``t``: the ledger total; ``cx``, ``kx``, ``nl``: what the check compares.
+    * ``t``: the ledger total; ``cx``, ``kx``, ``nl``: what the check compares;
+    * ``hr``: whether the contact holds recycle resets (it is then dirty, module
+      docstring).
 
     The table is ordered by contact id and indexed on it: a chunk reads a range.
     """
@@ -161,17 +166,18 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
         f"CREATE TEMPORARY TABLE {TABLE} AS "  # noqa: S608
         f"WITH fit({', '.join(parts.fit_names)}) AS MATERIALIZED ({parts.fit[0]}), "
         f"agg AS MATERIALIZED ({parts.agg[0]}), "
-        f"ow AS MATERIALIZED (SELECT contact_id, SUM(points) AS t, COUNT(*) AS n{owned} "
-        "FROM scoring_ledgerentry GROUP BY contact_id), "
+        f"ow AS MATERIALIZED (SELECT contact_id, SUM(points) AS t, COUNT(*) AS n{owned}, "
+        f"bool_or(reason = '{RESET}') AS hr FROM scoring_ledgerentry GROUP BY contact_id), "
         "other AS (SELECT contact_id, array_agg(rule_id ORDER BY rule_id) AS xr, "
         "array_agg(-s ORDER BY rule_id) AS xp, -SUM(s)::int AS xs, bool_or(s < 0) AS xg FROM ("
         f"SELECT contact_id, rule_id, SUM(points) FILTER (WHERE reason <> '{RESET}') AS s "
         "FROM scoring_ledgerentry WHERE rule_id IS NULL OR rule_id <> ALL(%s::bigint[]) "
         "GROUP BY contact_id, rule_id) x WHERE s <> 0 GROUP BY contact_id) "
         f"SELECT id, cx, kx, nl, t, NULLIF(d, array_fill(0, ARRAY[{len(rule_ids)}])) AS d, "
-        f"({total}) + COALESCE(xs, 0) AS s, ({gain} OR COALESCE(xg, false)) AS g, xr, xp "
+        f"({total}) + COALESCE(xs, 0) AS s, ({gain} OR COALESCE(xg, false)) AS g, xr, xp, hr "
         "FROM ("
         "SELECT f.id, f.cx, f.kx, COALESCE(o.n, 0) AS nl, COALESCE(o.t, 0)::int AS t, "
+        "COALESCE(o.hr, false) AS hr, "
         f"ARRAY[{', '.join(diffs)}]::int[] AS d, "
         "x.xr, x.xp, x.xs, x.xg FROM fit f LEFT JOIN agg a ON a.contact_id = f.id "
         "LEFT JOIN ow o ON o.contact_id = f.id LEFT JOIN other x ON x.contact_id = f.id "
@@ -246,7 +252,7 @@ _APPLY_SQL = (
     "WHERE id > %(mark)s AND contact_id >= %(lo)s AND contact_id < %(hi)s), "
     f"p AS (SELECT * FROM {TABLE} WHERE id >= %(lo)s AND id < %(hi)s), "
     "chk AS MATERIALIZED (SELECT cur.id, cur.cached, p.t, p.d, p.s, p.g, p.xr, p.xp, "
-    "(p.id IS NULL OR p.cx IS DISTINCT FROM cur.cx OR p.kx IS DISTINCT FROM cur.kx "
+    "(p.id IS NULL OR p.hr OR p.cx IS DISTINCT FROM cur.cx OR p.kx IS DISTINCT FROM cur.kx "
     "OR p.nl <> COALESCE(nl.n, 0) OR na.contact_id IS NOT NULL) AS dirty "
     "FROM cur LEFT JOIN p ON p.id = cur.id "
     "LEFT JOIN nl ON nl.contact_id = cur.id LEFT JOIN na ON na.contact_id = cur.id), "

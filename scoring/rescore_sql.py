@@ -44,7 +44,7 @@ from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
 from .models import LedgerEntry, Rule
-from .rules import activity_q, fit_q
+from .rules import activity_q, fit_q, in_force
 from .writes import Entry, ids_q, int_array, scores_set, word_array
 
 R = LedgerEntry.Reason
@@ -284,8 +284,12 @@ CONTACT_XMIN = '"crm_contact".xmin::text'
 def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
     """Per contact of ``scope`` its row (``fit``: id, created_at, cached score, each flag
     rule's points ``f<rule>``; with ``cx``/``kx`` row markers for the whole-table pass),
-    its activity aggregate (``agg``), and each rule's points as SQL over both rows."""
-    rule_set = engine.RuleSet(list(rules))
+    its activity aggregate (``agg``), and each rule's points as SQL over both rows.
+
+    A rule not yet in force at ``now`` is left out, as a disabled one: worth nothing,
+    the points the ledger holds for it are taken back (``engine.expected_values`` alike).
+    """
+    rule_set = engine.RuleSet([r for r in rules if in_force(r, now)])
     flags = rule_set.flag_rules
     counted = rule_set.count_rules
     inactive = [r for r in counted if r.kind == Rule.Kind.NEGATIVE]
@@ -437,16 +441,19 @@ def diff_ctes(scope: Scope, rules, now, bounds) -> tuple[str, list]:
         f"agg AS MATERIALIZED ({parts.agg[0]}), "
         f"expected AS ({expected}), "
         # What the ledger holds per (contact, rule); recycle resets belong to no rule's
-        # expectation (engine module docstring) but count in the score.
+        # expectation (engine module docstring) but count in the score, and take back
+        # at most what the rule is worth: the target is engine.rule_target(worth, r).
         "owned AS (SELECT contact_id, rule_id, "
         f"COALESCE(SUM(points) FILTER (WHERE reason <> '{R.RECYCLE_RESET.value}'), 0) AS s, "
+        f"COALESCE(SUM(points) FILTER (WHERE reason = '{R.RECYCLE_RESET.value}'), 0) AS r, "
         f"SUM(points) AS t FROM scoring_ledgerentry {ledger_where} "
         "GROUP BY contact_id, rule_id), "
-        "diff AS MATERIALIZED (SELECT COALESCE(e.contact_id, o.contact_id) AS contact_id, "
-        "COALESCE(e.rule_id, o.rule_id) AS rule_id, "
-        "COALESCE(e.value, 0) - COALESCE(o.s, 0) AS points "
+        "diff AS MATERIALIZED (SELECT * FROM (SELECT COALESCE(e.contact_id, o.contact_id) "
+        "AS contact_id, COALESCE(e.rule_id, o.rule_id) AS rule_id, "
+        "GREATEST(COALESCE(e.value, 0), LEAST(COALESCE(e.value, 0), 0) - COALESCE(o.r, 0)) "
+        "- COALESCE(o.s, 0) AS points "
         "FROM expected e FULL JOIN owned o ON o.contact_id = e.contact_id "
-        "AND o.rule_id = e.rule_id WHERE COALESCE(e.value, 0) <> COALESCE(o.s, 0))"
+        "AND o.rule_id = e.rule_id) d WHERE points <> 0)"
     )
     params = [*parts.fit[1], *parts.agg[1], *parts.value_params, *ledger_params]
     return sql, params

@@ -9,11 +9,14 @@ condition runs in SQL on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.db.models import Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from crm.attributes import attribute_q
 from crm.models import EmailStatus
 from crm.models.activities import (
     is_unsubscribe_click,
@@ -132,6 +135,32 @@ def rule_errors(data: dict) -> dict[str, list[str]]:
     return errors
 
 
+def in_force(rule: Rule, at: datetime) -> bool:
+    """Whether ``rule`` counts at ``at``: before its active-from date a rule is not in
+    force, whatever its kind — worth nothing, as if switched off. (An engagement rule's
+    activity condition also leaves out activities before that date, :func:`activity_q`.)
+    """
+    return rule.active_from is None or rule.active_from <= at
+
+
+def active_from_parse(value) -> datetime | None:
+    """A rule's ``active_from`` as sent to the API (rules, back-test drafts): an ISO 8601
+    date-time, naive ones in the site time zone; None when empty. ``ValueError`` with the
+    message to show otherwise."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = parse_datetime(str(value))
+        except ValueError:  # well formed but impossible ("2026-02-30T00:00")
+            parsed = None
+    if parsed is None:
+        raise ValueError("Use an ISO 8601 date-time.")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+
+
 def fit_q(rule: Rule) -> Q:
     """The contact condition of a fit rule, or of an unsubscribed/hard-bounce rule."""
     if rule.kind == Rule.Kind.NEGATIVE:
@@ -140,13 +169,17 @@ def fit_q(rule: Rule) -> Q:
             Rule.Negative.HARD_BOUNCED: EmailStatus.HARD_BOUNCED,
         }[rule.negative]
         return Q(email_status=status)
-    match = ATTRIBUTE_KEY.match(rule.field)
-    path = f"attributes__{match.group(1)}" if match else FIT_FIELDS[rule.field]
     op, value = rule.operator, rule.value.strip()
-    if op in NUMERIC_OPERATORS:
-        number = Decimal(value)
-        number = int(number) if number == number.to_integral_value() else float(number)
-        return Q(**{f"{path}__{op}": number})
+    match = ATTRIBUTE_KEY.match(rule.field)
+    if match:
+        # The segments' builder: numbers compare as numbers (stored as JSON numbers or as
+        # a CSV import's text), and a contact without the attribute matches no positive
+        # condition, so a negation (not_equals, not_in, not_contains) applies to it as it
+        # does to an empty profile field.
+        return attribute_q(match.group(1), op, _attribute_value(op, value))
+    path = FIT_FIELDS[rule.field]
+    if op in NUMERIC_OPERATORS:  # refused by rule_errors (numbers are attributes' only)
+        return Q(**{f"{path}__{op}": _attribute_value(op, value)})
     if rule.field == "email_domain":
         domains = _split(value) if op in {"in", "not_in"} else [value]
         q = Q()
@@ -176,6 +209,15 @@ def fit_q(rule: Rule) -> Q:
         return q if op == "in" else ~q
     empty = Q(**{f"{path}__isnull": True}) | Q(**{path: ""})
     return empty if op == "is_empty" else ~empty
+
+
+def _attribute_value(op: str, value: str):
+    """A fit rule's value (always text) as ``crm.attributes.attribute_q`` takes it."""
+    if op in NUMERIC_OPERATORS:
+        return float(Decimal(value))
+    if op in {"in", "not_in"}:
+        return _split(value)
+    return value
 
 
 def activity_q(rule: Rule, *, now, prefix: str = "") -> Q:

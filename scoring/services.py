@@ -17,7 +17,7 @@ from crm.activity_queue import queued_activity_ids
 from crm.models import Contact
 from crm.segments import segments_refresh_reading
 
-from . import engine, handoff, rescore_pass, rescore_sql
+from . import backfill, engine, handoff, rescore_pass, rescore_sql
 from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
 from .rules import rule_errors
 
@@ -70,7 +70,9 @@ def rule_check(*, data: dict[str, Any]) -> None:
 def rule_save(*, rule: Rule | None = None, data: dict[str, Any], by=None) -> Rule:
     """Create or change a rule and record a version (who, what changed, when)."""
     rule = rule or Rule()
-    before = _snapshot(rule) if rule.pk else {}
+    # "Before" is the stored row, not the instance: a ModelForm (the rule page) has already
+    # written the submitted values into it, which left every UI edit with nothing changed.
+    before = _snapshot(Rule.objects.get(pk=rule.pk)) if rule.pk else {}
     for name in RULE_FIELDS:
         if name in data:
             setattr(rule, "campaign_id" if name == "campaign" else name, _fk(data[name]))
@@ -91,8 +93,13 @@ def _fk(value):
 
 
 def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
-    """Change the threshold, minimum fit or recycle policy (admin)."""
+    """Change the threshold, minimum fit or recycle policy (admin).
+
+    Settings less strict than before qualify the leads they now let through: those are
+    handed off at once, dated at the change (a hand-off otherwise waits for a score gain,
+    which such a lead may never get)."""
     conf = ScoringSettings.load()
+    before = (conf.mql_threshold, conf.min_fit)
     errors: dict[str, list[str]] = {}
     threshold = data.get("mql_threshold", conf.mql_threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
@@ -107,11 +114,20 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
         raise ValidationError(errors)
     conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
     conf.updated_by = by
-    # Never the round-robin cursor: a hand-off may move it while this form is open.
+    # Never the decay run's clock: a run may move it while this form is open.
     conf.save(
         update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
     )
+    if _less_strict(before, (threshold, min_fit)):
+        backfill.mqls_catch_up(at=timezone.now(), unless_met=before)
     return conf
+
+
+def _less_strict(before: tuple[int, int | None], after: tuple[int, int | None]) -> bool:
+    """Whether the (threshold, minimum fit) ``after`` lets through a lead ``before`` held."""
+    (old_threshold, old_fit), (threshold, fit) = before, after
+    fit_lowered = old_fit is not None and (fit is None or fit < old_fit)
+    return threshold < old_threshold or fit_lowered
 
 
 def rescore_start(*, by=None) -> RescoreRun:
@@ -312,12 +328,17 @@ def scores_rescore_all(*, by=None, hand_off: bool = True) -> RescoreRun:
 def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
     """Apply expiry, half-life decay and inactivity penalties: dated entries, set-based.
 
-    Only the rules whose worth changes with the clock are evaluated, in id-range chunks.
-    Returns the number of entries appended.
+    Only the rules whose worth changes with the clock are evaluated, in id-range chunks
+    (a fit rule whose active-from date comes is one: the run applies it then).
+    The clock can lift a lead too — a negative rule's points expiring or decaying — so
+    each chunk's gains go through the hand-off, as a batch's do (dated at the run: the
+    lead qualifies when the penalty ends). Returns the number of entries appended.
     """
     now = now or timezone.now()
-    rules = engine.time_dependent(engine.rules_enabled())
+    conf = ScoringSettings.load()
+    rules = engine.time_dependent(engine.rules_enabled(), now=now, last_run=conf.decay_ran_at)
     if not rules:
+        _decay_ran(conf, now)
         return 0
     created = []
 
@@ -330,9 +351,19 @@ def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
                 id_range=id_range, rules=rules, now=now, mode="decay", queued=queued
             )
             created.append(len(outcome.entries))
+            handoff.mqls_hand_off(entries=outcome.entries)
 
     _each_locked_chunk(chunk, work)
+    _decay_ran(conf, now)
     return sum(created)
+
+
+def _decay_ran(conf: ScoringSettings, now) -> None:
+    """Record a completed decay run's time (only forward: a run with an earlier clock
+    never moves it back); rules coming into force after it are the next run's."""
+    ScoringSettings.objects.filter(
+        Q(decay_ran_at__isnull=True) | Q(decay_ran_at__lt=now), pk=conf.pk
+    ).update(decay_ran_at=now)
 
 
 def _each_locked_chunk(chunk: int, work) -> None:

@@ -73,7 +73,7 @@ def rule_toggle(request, pk):
     rule = get_object_or_404(Rule, pk=pk)
     services.rule_save(rule=rule, data={"enabled": not rule.enabled}, by=request.user)
     run = services.rescore_start(by=request.user)
-    messages.success(request, f"“{rule.name}” is now {'on' if not rule.enabled else 'off'}.")
+    messages.success(request, f"“{rule.name}” is now {'on' if rule.enabled else 'off'}.")
     return redirect("scoring:rescore-detail", pk=run.pk)
 
 

@@ -15,21 +15,13 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Count, Exists, FloatField, OuterRef, Q, Value, When
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Lower
-from django.db.models.lookups import (
-    Exact,
-    GreaterThan,
-    GreaterThanOrEqual,
-    In,
-    IsNull,
-    LessThan,
-    LessThanOrEqual,
-)
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import Lower
+from django.db.models.lookups import In
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from crm.attributes import attribute_q
 from crm.models import (
     Activity,
     ActivityKind,
@@ -495,65 +487,12 @@ def _member_of(segment_id: int) -> Exists:
     return Exists(SegmentMembership.objects.filter(segment_id=segment_id, contact=OuterRef("pk")))
 
 
-# A number written as text ("150" from a CSV import) or as a JSON number: what a custom
-# attribute compares as a number.
-NUMBER_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
-
-
-def _attribute(lk: str, op: str, value: Any) -> Q:
-    """A condition on a custom attribute, two-valued: a contact without the key matches no
-    positive condition (so ``not_equals``, ``not_in`` and ``not`` include it, as every
-    negation of a profile field does) and numbers compare as numbers whether stored as JSON
-    numbers or as text (a CSV import stores text): ``"150"`` equals 150 and is above 100."""
-    key = lk.removeprefix("attributes__")
-    # Every positive condition is false, never NULL, for a missing key or a JSON null, so a
-    # NOT of it is true there (SQL's NOT NULL would drop the contact from both sides).
-    present = Q(attributes__has_key=key) & ~Q(**{lk: None})
-    as_text = KT(lk)
-    as_number = Case(
-        When(Q(**{f"{lk}__regex": NUMBER_TEXT}), then=Cast(as_text, FloatField())),
-        default=Value(None),
-        output_field=FloatField(),
-    )
-
-    def same(v) -> Q:
-        if isinstance(v, bool):  # JSON true/false, or its text
-            return Q(**{lk: v}) | Q(**{f"{lk}__iexact": str(v).lower()})
-        if _is_number(v):  # text that is no number ("abc") is not equal, rather than NULL
-            return Q(IsNull(as_number, False)) & Q(Exact(as_number, float(v)))
-        return Q(**{f"{lk}__iexact": v})
-
-    if op in ("equals", "not_equals"):
-        q = present & same(value)
-        return q if op == "equals" else ~q
-    if op in ("in", "not_in"):
-        words = sorted({v.lower() for v in value if isinstance(v, str)})
-        q = Q(In(Lower(as_text), words)) if words else Q(pk__in=[])
-        for v in value:
-            if not isinstance(v, str):
-                q |= same(v)
-        q = present & q
-        return q if op == "in" else ~q
-    if op == "contains":
-        return present & Q(**{f"{lk}__icontains": value})
-    if op == "starts_with":
-        return present & Q(**{f"{lk}__istartswith": value})
-    if op in ("gt", "lt", "gte", "lte"):
-        compare = {"gt": GreaterThan, "lt": LessThan, "gte": GreaterThanOrEqual}.get(
-            op, LessThanOrEqual
-        )
-        return present & Q(IsNull(as_number, False)) & Q(compare(as_number, float(value)))
-    if op in ("is_empty", "is_not_empty"):
-        q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
-        return q if op == "is_empty" else ~q
-    raise KeyError(op)  # validation allows no other operator on an attribute
-
-
 def _profile(node: dict, now: datetime) -> Q:
     fld = field_for(node["field"])
     op, value, lk = node["op"], node.get("value"), fld.lookup
     if fld.type == "attribute":
-        return _attribute(lk, op, value)
+        # Shared with scoring's fit rules: a segment and a rule on an attribute agree.
+        return attribute_q(lk.removeprefix("attributes__"), op, value)
     if fld.type == "ref" and op in ("equals", "not_equals", "in", "not_in"):
         lk = f"{lk}_id"
     text = fld.type == "text"

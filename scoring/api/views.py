@@ -1,5 +1,6 @@
 """Scoring API: rules, settings, rescore runs, back-test, a contact's score breakdown."""
 
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -11,6 +12,7 @@ from crm.models import Contact
 from crm.roles import ADMIN_READS_MARKETING, ADMIN_WRITES, EVERYONE, MARKETING_ONLY
 from scoring import backtest, queries, services
 from scoring.models import RescoreRun, Rule, ScoringSettings
+from scoring.rules import active_from_parse
 
 from .serializers import (
     BacktestSerializer,
@@ -25,15 +27,11 @@ from .serializers import (
 def _payload(request) -> dict:
     """Raw JSON values: the service validates them with the same messages as the UI."""
     data = dict(request.data.items()) if hasattr(request.data, "items") else {}
-    if "active_from" in data and data["active_from"]:
-        from django.utils.dateparse import parse_datetime
-
-        parsed = parse_datetime(str(data["active_from"]))
-        if parsed is None:
-            from django.core.exceptions import ValidationError
-
-            raise ValidationError({"active_from": ["Use an ISO 8601 date-time."]})
-        data["active_from"] = parsed
+    if "active_from" in data:
+        try:
+            data["active_from"] = active_from_parse(data["active_from"])
+        except ValueError as exc:
+            raise ValidationError({"active_from": [str(exc)]}) from None
     return {k: v for k, v in data.items() if k in services.RULE_FIELDS}
 
 

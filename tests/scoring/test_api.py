@@ -58,6 +58,8 @@ def test_anonymous_cannot_read_rules(api_client):
         ({"points": 5000}, "points", "between -1000 and 1000"),
         ({"points": "ten"}, "points", "whole number"),
         ({"kind": "magic"}, "kind", "Choose fit"),
+        ({"active_from": "next week"}, "active_from", "ISO 8601"),
+        ({"active_from": "2026-02-30T00:00"}, "active_from", "ISO 8601"),  # no such day
     ],
 )  # fmt: skip
 def test_bad_rules_are_refused_with_a_clear_message(admin_api, change, field, text):
@@ -163,3 +165,26 @@ def test_backtest_refuses_a_bad_draft(admin_api):
     )
     assert response.status_code == 400
     assert "There is no field" in str(response.json())
+
+
+def test_backtest_honours_a_draft_rules_active_from(admin_api):
+    """A draft rule "active from 5 days ago" replayed over 30 days does not count a visit
+    of 20 days ago, as the saved rule would not; a date that is none is refused."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=10)
+    now = timezone.now()
+    c = ContactFactory(created_at=now - timedelta(days=60))
+    activities_record(items=[{"contact": c.pk, "kind": "page_visit",
+                              "occurred_at": now - timedelta(days=20)}])  # fmt: skip
+    rule = {"kind": "engagement", "activity_kind": "page_visit", "points": 10}
+    mqls = []
+    for days_ago in (5, 25):
+        since = (now - timedelta(days=days_ago)).isoformat()
+        body = {"days": 30, "rules": [{**rule, "active_from": since}]}
+        response = admin_api.post("/api/v1/scoring/backtest/", body, format="json")
+        assert response.status_code == 200, response.content
+        mqls.append(response.json()["draft"]["mqls"])
+    assert mqls == [0, 1]
+    body = {"days": 30, "rules": [{**rule, "active_from": "2026-02-30T00:00"}]}
+    response = admin_api.post("/api/v1/scoring/backtest/", body, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"rules[0]": ["active_from: Use an ISO 8601 date-time."]}

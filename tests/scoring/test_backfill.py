@@ -95,6 +95,61 @@ def test_notices_go_out_when_asked(django_capture_on_commit_callbacks):
     assert len(callbacks) == 1  # one email task for the chunk
 
 
+# --- settings changes: less strict settings hand off the leads they let through --------
+
+
+def _lead_at(points, now, **fields):
+    """A lead whose score is ``points`` (10 per visit; the factory bypasses the handlers)."""
+    contact = ContactFactory(created_at=now - timedelta(days=60), **fields)
+    _visits(contact, *range(1, points // 10 + 1), now=now)
+    return contact
+
+
+def test_lowering_the_threshold_hands_off_the_leads_it_qualifies_dated_at_the_change():
+    """A lead at 60 waits under a threshold of 100; lowered to 50, it goes to sales at
+    once, dated at the change (it may never gain another point). A recycled lead kept at
+    120 by the recycle policy met the old threshold too: the change does not qualify it,
+    it waits for a new gain as before."""
+    now = timezone.now()
+    ScoringSettings.objects.create(pk=1, mql_threshold=100, recycle_policy="keep")
+    seller = UserFactory(username="seller", role="sales")
+    EngagementRuleFactory(points=10)
+    lead, below = _lead_at(60, now), _lead_at(40, now)
+    kept = _lead_at(120, now)
+    lifecycle.stage_change(contact=kept, to_stage=Stage.MQL, at=now - timedelta(hours=2))
+    lifecycle.stage_change(contact=kept, to_stage=Stage.RECYCLED, at=now - timedelta(hours=1))
+    services.scores_rescore_all(hand_off=False)
+
+    before = timezone.now()
+    services.settings_update(data={"mql_threshold": 50})
+    mql = LifecycleTransition.objects.get(contact=lead)
+    assert (mql.to_stage, mql.activity_id, mql.by_system) == (Stage.MQL, None, "scoring")
+    assert before <= mql.at <= timezone.now()
+    stages = dict(Contact.objects.values_list("pk", "stage"))
+    assert stages == {lead.pk: Stage.MQL, below.pk: Stage.LEAD, kept.pk: Stage.RECYCLED}
+    assert Contact.objects.get(pk=lead.pk).owner == seller
+    services.settings_update(data={"mql_threshold": 40})
+    assert Contact.objects.get(pk=below.pk).stage == Stage.MQL
+    assert Contact.objects.get(pk=kept.pk).stage == Stage.RECYCLED
+
+
+def test_lowering_the_minimum_fit_hands_off_the_leads_it_held_back():
+    now = timezone.now()
+    ScoringSettings.objects.create(pk=1, mql_threshold=20, min_fit=10)
+    UserFactory(username="seller", role="sales")
+    FitRuleFactory(points=5, value="VP")
+    EngagementRuleFactory(points=10)
+    vp, nobody = _lead_at(30, now, job_title="VP Sales"), _lead_at(30, now)
+    services.scores_rescore_all(hand_off=False)
+    services.settings_update(data={"min_fit": 5})
+    assert set(Contact.objects.values_list("pk", "stage")) == {
+        (vp.pk, Stage.MQL),
+        (nobody.pk, Stage.LEAD),
+    }
+    services.settings_update(data={"min_fit": None})
+    assert Contact.objects.get(pk=nobody.pk).stage == Stage.MQL
+
+
 # --- the replay equals the engine evaluated at each moment ------------------------------
 
 activity = st.tuples(

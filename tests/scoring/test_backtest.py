@@ -216,7 +216,8 @@ def test_it_counts_what_the_per_contact_evaluation_counted(seed):
         Rule.objects.create(
             name="current",
             enabled=rng.random() < 0.85,
-            active_from=now - timedelta(days=5) if rng.random() < 0.2 else None,
+            # in force since 5 days, or from in 5 days (worth nothing yet)
+            active_from=now + timedelta(days=rng.choice([-5, 5])) if rng.random() < 0.3 else None,
             **t,
         )
     draft = [Rule(name="draft", **t) for t in rng.sample(templates, rng.randint(0, 12))]
@@ -286,3 +287,24 @@ def test_it_returns_a_handful_of_integers_in_four_queries(django_assert_num_quer
         .distinct()
         .count()
     )
+
+
+@pytest.mark.django_db
+def test_a_draft_rule_before_its_active_from_date_counts_nothing():
+    """A fit rule and an inactivity rule active from next week qualify nobody today."""
+    now = timezone.now()
+    ScoringSettings.objects.create(pk=1, mql_threshold=10)
+    contact = ContactFactory(job_title="VP", created_at=now - timedelta(days=90))
+    Activity.objects.create(
+        contact=contact, kind=K.EMAIL_OPENED, occurred_at=now - timedelta(days=40)
+    )
+    fit = Rule(name="VP", kind=Rule.Kind.FIT, field="job_title", operator="contains", value="VP",
+               points=10)  # fmt: skip
+    idle = Rule(name="idle", kind=Rule.Kind.NEGATIVE, negative=Rule.Negative.INACTIVE,
+                inactive_days=30, points=-10)  # fmt: skip
+    mqls = []
+    for active_from in (None, now + timedelta(days=7)):
+        fit.active_from = idle.active_from = active_from
+        mqls.append(backtest.backtest_run(draft=[fit], days=60, now=now)["draft"]["mqls"])
+        mqls.append(backtest.backtest_run(draft=[fit, idle], days=60, now=now)["draft"]["mqls"])
+    assert mqls == [1, 0, 0, 0]

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db.models import Sum
 from django.utils import timezone
 
 from crm.ingest import activities_record
@@ -11,7 +12,7 @@ from crm.models import Contact, LifecycleTransition, Notification, Stage
 from crm.models.choices import ActivityKind
 from crm.services import contact_create
 from scoring import services
-from scoring.models import LedgerEntry, Rule, ScoringSettings
+from scoring.models import LedgerEntry, RescoreRun, Rule, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
 from tests.services import celery_conf
 
@@ -68,6 +69,34 @@ def test_it_applies_fit_rules_when_a_contact_is_created_or_changes():
     assert score(c) == 15
 
 
+def test_a_numeric_attribute_rule_compares_numbers_on_every_path():
+    """A CSV import stores custom attributes as text ("1200"): ``attributes.employees gt
+    1000`` compares numbers, as segments do (crm.attributes), when a contact is created
+    and on a rescore (on PostgreSQL, the rescore's SQL path)."""
+    FitRuleFactory(field="attributes.employees", operator="gt", value="1000", points=20)
+    FitRuleFactory(field="attributes.employees", operator="equals", value="50", points=1)
+    small = contact_create(email="small@acme.example", attributes={"employees": "50"})
+    big = contact_create(email="big@acme.example", attributes={"employees": "1200"})
+    number = contact_create(email="n@acme.example", attributes={"employees": 3000})
+    words = contact_create(email="words@acme.example", attributes={"employees": "unknown"})
+    assert [score(c) for c in (small, big, number, words)] == [1, 20, 20, 0]
+    assert services.scores_rescore_all().entries_created == 0
+
+
+def test_a_negated_attribute_rule_applies_to_a_contact_without_the_attribute():
+    """``country not_in DE,AT`` penalises a contact with no country; on a custom attribute
+    a negation treats a missing attribute the same way (as segments do)."""
+    FitRuleFactory(field="country", operator="not_in", value="DE,AT", points=-30)
+    FitRuleFactory(field="attributes.region", operator="not_in", value="EMEA", points=-7)
+    FitRuleFactory(field="attributes.plan", operator="not_equals", value="pro", points=-2)
+    nobody = contact_create(email="nobody@acme.example")
+    emea = contact_create(
+        email="emea@acme.example", country="DE", attributes={"region": "emea", "plan": "Pro"}
+    )
+    assert (score(nobody), score(emea)) == (-39, 0)
+    assert services.scores_rescore_all().entries_created == 0
+
+
 def test_it_expires_points_with_a_dated_entry_on_the_decay_tick():
     EngagementRuleFactory(points=10, expire_after_days=30)
     c = ContactFactory()
@@ -95,6 +124,56 @@ def test_it_penalises_inactivity_and_lifts_it_when_the_contact_engages():
     assert score(c) == -10
     record(c)
     assert score(c) == 0
+
+
+def test_a_penalty_expiring_in_the_decay_run_hands_off_the_lead_it_lifts():
+    """A careers-page visit (−20, expires after 7 days) held a lead at 40 − 20 = 20 under
+    the threshold of 30. The decay run that expires it lifts the score to 40: the lead
+    goes to sales, dated at that run."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    UserFactory(username="rep", role="sales")
+    EngagementRuleFactory(points=-20, url_contains="/careers", expire_after_days=7)
+    EngagementRuleFactory(points=20, url_contains="/pricing")
+    c = ContactFactory(created_at=timezone.now() - timedelta(days=30))
+    now = timezone.now().replace(microsecond=0)
+    for hours, page in ((23, "careers"), (22, "pricing"), (21, "pricing")):
+        record(c, at=now - timedelta(days=6, hours=hours), url=f"https://a.example/{page}")
+    c.refresh_from_db()
+    assert (score(c), c.stage) == (20, Stage.LEAD)
+    services.decay_run(now=now + timedelta(hours=2))
+    c.refresh_from_db()
+    assert (score(c), c.stage) == (40, Stage.MQL)
+    mql = LifecycleTransition.objects.get(contact=c, to_stage=Stage.MQL)
+    assert (mql.at, mql.activity_id) == (now + timedelta(hours=2), None)
+    assert c.owner is not None
+
+
+def test_a_rule_counts_nothing_before_its_active_from_date_and_the_decay_run_applies_it():
+    """Before its active-from date a rule is not in force, whatever its kind: a fit rule
+    and an inactivity rule due next week give nothing today — on a profile change, a
+    batch, a decay run or a rescore. The first decay run on or after the date applies
+    them (dated at the run), even when the runs of that day were missed; a rescore then
+    agrees."""
+    start = timezone.now().replace(microsecond=0)
+    due = start + timedelta(days=7)
+    FitRuleFactory(points=15, active_from=due)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=30, points=-5,
+                        active_from=due)  # fmt: skip
+    c = contact_create(email="vp@acme.example", job_title="VP Sales")
+    Contact.objects.filter(pk=c.pk).update(created_at=start - timedelta(days=90))
+    record(c, kind=K.EMAIL_OPENED, at=start - timedelta(days=60))
+    services.decay_run(now=start)
+    assert score(c) == 0
+    assert services.scores_rescore_all().entries_created == 0
+
+    later = due + timedelta(days=3)  # no run from the date until then
+    services.decay_run(now=later)
+    assert score(c) == 10
+    applied = LedgerEntry.objects.filter(contact=c).values_list("points", "at", "reason")
+    assert sorted(applied) == [(-5, later, "decay"), (15, later, "fit")]
+    run = RescoreRun.objects.create()
+    assert services.rescore_execute(run_id=run.pk, now=later).entries_created == 0
+    assert services.decay_run(now=later + timedelta(hours=1)) == 0
 
 
 def test_unsubscribing_takes_points_away():
@@ -190,6 +269,38 @@ def test_recycling_halves_engagement_points():
     stage_change(contact=c, to_stage=Stage.RECYCLED)
     assert score(c) == 15
     assert LedgerEntry.objects.filter(reason="recycle_reset", points=-15).exists()
+
+
+def test_a_recycle_reset_takes_a_rules_points_back_only_once():
+    """Reset policy: the recycle took back a visit rule's +30 and a click rule's +5. When
+    the click's points expire (decay run) and the visit rule is switched off (rescore),
+    each rule stays at 0 — not −5 and −30: a rule that only ever gave points never costs
+    any. Both paths (and the PostgreSQL rescore) agree."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000, recycle_policy="reset")
+    visit = EngagementRuleFactory(points=10)
+    click = EngagementRuleFactory(points=5, activity_kind=K.EMAIL_CLICKED, expire_after_days=7)
+    now = timezone.now().replace(microsecond=0)
+    c = ContactFactory(stage=Stage.MQL, created_at=now - timedelta(days=30))
+    for days in (3, 2, 1):
+        record(c, at=now - timedelta(days=days))
+    record(c, kind=K.EMAIL_CLICKED, at=now - timedelta(days=6), url="https://a.example/x")
+    assert score(c) == 35
+    from crm.lifecycle import stage_change
+
+    stage_change(contact=c, to_stage=Stage.RECYCLED, reason_code="not_ready")
+    assert score(c) == 0
+    later = now + timedelta(days=2)
+    assert services.decay_run(now=later) == 0  # the click's points expire: already taken
+    services.rule_save(rule=visit, data={"enabled": False})
+    run = services.rescore_execute(run_id=RescoreRun.objects.create().pk, now=later)
+    assert (run.entries_created, score(c)) == (0, 0)
+    by_rule = dict(
+        LedgerEntry.objects.filter(contact=c)
+        .values_list("rule_id")
+        .annotate(s=Sum("points"))
+        .values_list("rule_id", "s")
+    )
+    assert by_rule == {visit.pk: 0, click.pk: 0}
 
 
 def test_rescore_after_a_rule_change_appends_adjustments_dated_now():

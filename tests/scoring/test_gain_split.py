@@ -285,6 +285,27 @@ def test_the_mql_is_dated_at_the_last_rise_to_the_threshold():
 
 
 @pytest.mark.django_db
+def test_a_late_back_dated_visit_does_not_date_the_mql_before_the_ledger_reached_it():
+    """Visits of day −5 and −3 (+10 each, threshold 30), then a delayed webhook brings
+    one of day −10. The ledger says the score was 10 on day −10 and first reached 30 on
+    day −3: the MQL is dated at the day −3 visit, not at the late one."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=30)
+    EngagementRuleFactory(points=10)
+    now = timezone.now().replace(microsecond=0)
+    contact = ContactFactory(created_at=now - timedelta(days=60))
+    for items in (_history(contact, [5], now), _history(contact, [3], now)):
+        activities_record(items=items)
+    assert not LifecycleTransition.objects.filter(contact=contact, to_stage="mql").exists()
+    activities_record(items=_history(contact, [10], now))
+
+    day_3 = Activity.objects.get(contact=contact, occurred_at=now - timedelta(days=3))
+    mql = LifecycleTransition.objects.get(contact=contact, to_stage="mql")
+    assert (mql.at, mql.activity_id) == (day_3.occurred_at, day_3.pk)
+    at_mql = LedgerEntry.objects.filter(contact=contact, at__lte=mql.at)
+    assert sum(at_mql.values_list("points", flat=True)) == 30
+
+
+@pytest.mark.django_db
 def test_decay_leaves_queued_activities_to_their_own_turn(queued_handlers):
     """The hourly decay counts what incremental scoring counts: a batch still queued is
     scored, dated at its visit, when it is drained — not by the decay as a clock entry."""

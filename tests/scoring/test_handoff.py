@@ -12,7 +12,7 @@ from crm.models import Notification, Stage, UserProfile
 from crm.models.choices import ActivityKind as K
 from scoring import tasks
 from scoring.handoff import owners_assign, owners_notify
-from scoring.models import LedgerEntry, PendingOwnerEmail, ScoringSettings
+from scoring.models import LedgerEntry, PendingOwnerEmail, RoundRobinCursor, ScoringSettings
 from tests.factories import CompanyFactory, ContactFactory, UserFactory
 from tests.reliability.smtp import RefusingSMTPServer
 from tests.services import celery_conf, closed_loopback_port
@@ -28,7 +28,7 @@ def test_round_robin_alternates_between_sales_users_and_keeps_its_place_in_the_d
     contacts = [ContactFactory() for _ in range(3)]
     chosen = owners_assign(contact_ids=[c.pk for c in contacts[:2]])
     assert sorted(chosen.values()) == sorted([a.pk, b.pk])
-    assert ScoringSettings.load().rr_position == 2
+    assert RoundRobinCursor.objects.get(pool="").position == 2
     third = owners_assign(contact_ids=[contacts[2].pk])
     assert third[contacts[2].pk] == chosen[contacts[0].pk]
 
@@ -176,21 +176,26 @@ def test_recycling_takes_back_what_each_rule_gave_and_keeps_penalties():
 
 def test_saving_the_settings_leaves_the_round_robin_cursor_alone(monkeypatch):
     """Review finding: the settings save wrote back the cursor it had loaded, so a hand-off
-    that moved it meanwhile was undone and some reps got extra leads."""
+    that moved it meanwhile was undone and some reps got extra leads (the cursors now live
+    in their own rows; the decay run's clock, still in the settings row, is kept alike)."""
     from scoring import services
 
-    conf = ScoringSettings.objects.create(pk=1, rr_position=3)
+    conf = ScoringSettings.objects.create(pk=1)
+    RoundRobinCursor.objects.create(pool="", position=3)
     load = ScoringSettings.load
+    ran = timezone.now()
 
     def load_then_hand_off():
         loaded = load()
-        ScoringSettings.objects.filter(pk=conf.pk).update(rr_position=7)  # a hand-off
+        RoundRobinCursor.objects.filter(pool="").update(position=7)  # a hand-off
+        ScoringSettings.objects.filter(pk=conf.pk).update(decay_ran_at=ran)  # a decay run
         return loaded
 
     monkeypatch.setattr(ScoringSettings, "load", staticmethod(load_then_hand_off))
     services.settings_update(data={"mql_threshold": 80})
     conf.refresh_from_db()
-    assert (conf.mql_threshold, conf.rr_position) == (80, 7)
+    assert (conf.mql_threshold, conf.decay_ran_at) == (80, ran)
+    assert RoundRobinCursor.objects.get(pool="").position == 7
 
 
 # --- owner emails: owed from the hand-off's commit, sent once, never dropped -----------------
@@ -287,3 +292,25 @@ def test_the_sweep_gives_up_on_an_email_refused_for_days_with_an_error(smtp, cap
     assert f"gave up emailing {rep.email} about 1 new MQLs" in caplog.text
     assert list(PendingOwnerEmail.objects.values_list("contact", flat=True)) == [fresh.pk]
     assert Notification.objects.filter(user=rep).count() == 2  # the notices remain
+
+
+def test_round_robin_is_fair_inside_a_territory_whatever_leads_come_in_between():
+    """Two reps cover DE, a third covers nothing; DE and US leads alternate. Each pool has
+    its own cursor: the DE leads alternate between the DE reps (one cursor for every lead
+    gave all of them to the same rep), the US leads go round everyone."""
+    a = UserFactory(username="de-a", role="sales")
+    b = UserFactory(username="de-b", role="sales")
+    other = UserFactory(username="other", role="sales")
+    UserProfile.objects.create(user=a, territory="DE")
+    UserProfile.objects.create(user=b, territory="DE, AT")
+    de_owners, us_owners = [], []
+    for _ in range(6):
+        de, us = ContactFactory(country="DE"), ContactFactory(country="US")
+        de_owners.append(owners_assign(contact_ids=[de.pk])[de.pk])
+        us_owners.append(owners_assign(contact_ids=[us.pk])[us.pk])
+    assert de_owners == [a.pk, b.pk] * 3
+    assert us_owners == [a.pk, b.pk, other.pk] * 2
+    at = ContactFactory(country="AT")  # the AT pool (rep b alone) starts its own cursor
+    assert owners_assign(contact_ids=[at.pk]) == {at.pk: b.pk}
+    positions = dict(RoundRobinCursor.objects.values_list("pool", "position"))
+    assert positions == {"DE": 6, "": 6, "AT": 1}

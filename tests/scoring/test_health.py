@@ -107,3 +107,28 @@ def test_acceptance_months_are_whole_site_time_zone_months(settings):
         (datetime(2025, 3, 1).date(), 1, 1, 1.0),
     ]
     assert queries.acceptance_by_month(months=2, now=datetime(2025, 5, 1, 12, tzinfo=UTC)) == []
+
+
+def test_points_per_rule_counts_as_advanced_only_contacts_that_moved_on_after_the_points():
+    """Health page: "how contacts that got them fared". A customer since last year who
+    browses the docs did not advance after getting the docs rule's points; a lead that
+    reaches sql after its visit did."""
+    from scoring.models import Rule
+
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    rule = Rule.objects.create(name="Docs visit", kind="engagement", points=5)
+    customer = _lead(now - timedelta(days=400))
+    LifecycleTransition.objects.create(
+        contact=customer, from_stage=Stage.LEAD, to_stage=Stage.CUSTOMER,
+        at=now - timedelta(days=300),
+    )  # fmt: skip
+    lead = _lead(now - timedelta(days=40))
+    LifecycleTransition.objects.create(
+        contact=lead, from_stage=Stage.MQL, to_stage=Stage.SQL, at=now - timedelta(days=5)
+    )
+    for contact in (customer, lead):
+        LedgerEntry.objects.create(
+            contact=contact, rule=rule, points=5, at=now - timedelta(days=10), reason="activity"
+        )
+    (row,) = queries.points_per_rule(now=now)
+    assert (row["contacts"], row["advanced"], row["advance_rate"]) == (2, 1, 0.5)

@@ -65,6 +65,15 @@ def _rules():
         NegativeRuleFactory(points=-20),
         NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=20, points=-5),
         FitRuleFactory(points=15),
+        # In force since yesterday, and from in three days (worth nothing yet).
+        FitRuleFactory(points=4, value="VP", active_from=timezone.now() - timedelta(days=1)),
+        FitRuleFactory(points=7, value="Engineer", active_from=timezone.now() + timedelta(days=3)),
+        NegativeRuleFactory(
+            negative=Rule.Negative.INACTIVE,
+            inactive_days=5,
+            points=-3,
+            active_from=timezone.now() + timedelta(days=3),
+        ),
     ]
 
 

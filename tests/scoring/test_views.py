@@ -93,6 +93,33 @@ def test_a_rule_is_saved_while_the_broker_is_down_and_its_rescore_waits_queued(
     assert any(m.message.startswith(("Saved", "“")) for m in page.context["messages"])
 
 
+def test_editing_a_rule_records_what_changed(admin_client_, django_capture_on_commit_callbacks):
+    """A version says who changed what: the rule page's edit of the points records
+    ``changed == ["points"]``, as the API does (the form had already written the new
+    values into the rule the "before" snapshot was taken from)."""
+    with django_capture_on_commit_callbacks(execute=False):
+        admin_client_.post("/scoring/rules/new/", {**RULE_POST, "save": "1"})
+        rule = Rule.objects.get()
+        response = admin_client_.post(
+            f"/scoring/rules/{rule.pk}/", {**RULE_POST, "points": "25", "save": "1"}
+        )
+    assert response.status_code == 302
+    latest = rule.versions.first()
+    assert (latest.number, latest.snapshot["points"], latest.changed) == (2, 25, ["points"])
+
+
+@pytest.mark.parametrize(("enabled", "now"), [(True, "off"), (False, "on")])
+def test_switching_a_rule_says_its_new_state(
+    admin_client_, django_capture_on_commit_callbacks, enabled, now
+):
+    rule = EngagementRuleFactory(enabled=enabled)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = admin_client_.post(f"/scoring/rules/{rule.pk}/toggle/", follow=True)
+    rule.refresh_from_db()
+    assert rule.enabled is not enabled
+    assert [str(m) for m in response.context["messages"]] == [f"“{rule.name}” is now {now}."]
+
+
 def test_a_bad_rule_shows_a_clear_form_error(admin_client_):
     data = {**RULE_POST, "kind": "fit", "field": "password", "operator": "equals",
             "value": "x", "save": "1"}  # fmt: skip

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from crm.models import Contact, LifecycleTransition, Notification, Stage
 from scoring import handoff
-from scoring.models import LedgerEntry, PendingOwnerEmail, ScoringSettings
+from scoring.models import LedgerEntry, PendingOwnerEmail, RoundRobinCursor, ScoringSettings
 from scoring.writes import (
     Entry,
     entries_append,
@@ -61,14 +61,15 @@ def test_the_hand_off_reads_the_contacts_once_for_the_move_owners_and_notices(
     ScoringSettings.objects.create(pk=1, mql_threshold=30, min_fit=0)
     seller = UserFactory(username="seller", role="sales")
     contacts = ContactFactory.create_batch(3, score=40)
+    RoundRobinCursor.objects.create(pool="")  # a pool's first lead creates it (2 queries)
     at = timezone.now() - timedelta(minutes=5)
     entries = [Entry(c.pk, None, None, 10, at, "activity") for c in contacts]
     # Settings, candidates with their fit and the fields assignment and the notices read,
-    # assignment rules, sales pool, cursor lock and move (in a savepoint), lifecycle's
-    # bulk move (savepoint, lock, insert, ONE update of stage and owner), notices, pending
-    # owner emails: whatever the number of contacts (no second read or second write of the
-    # new MQLs).
-    with django_assert_num_queries(15):
+    # their ledgers (the crossings' dates), assignment rules, sales pool, cursor lock and
+    # move (in a savepoint), lifecycle's bulk move (savepoint, lock, insert, ONE update of
+    # stage and owner), notices, pending owner emails: whatever the number of contacts (no
+    # second read or second write of the new MQLs).
+    with django_assert_num_queries(16):
         new = handoff.mqls_hand_off(entries=entries, scores={c.pk: 40 for c in contacts})
     assert sorted(new) == sorted(c.pk for c in contacts)
     assert set(Contact.objects.values_list("stage", "owner_id")) == {(Stage.MQL, seller.pk)}

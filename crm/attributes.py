@@ -1,0 +1,104 @@
+"""Conditions on a contact's custom attributes (``Contact.attributes``, a JSON object).
+
+One builder for every feature that filters on an attribute — segment definitions
+(``crm.segments``) and scoring's fit rules (``scoring.rules``) — so that a segment and a
+rule reading ``attributes.employees > 1000`` select the same contacts, on SQLite and
+PostgreSQL alike. The two ways JSON reaches SQL differ per database (a JSON number vs
+its text, ``JSON_EXTRACT`` vs ``->``), so comparing the raw JSON value compares
+different things on each; here numbers compare as numbers and text as text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Case, FloatField, Q, Value, When
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Lower
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+)
+
+# A number written as text ("150" from a CSV import) or as a JSON number: what a custom
+# attribute compares as a number.
+NUMBER_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
+NUMBER_OPERATORS = {
+    "gt": GreaterThan,
+    "gte": GreaterThanOrEqual,
+    "lt": LessThan,
+    "lte": LessThanOrEqual,
+}
+TEXT_LOOKUPS = {"contains": "icontains", "starts_with": "istartswith", "ends_with": "iendswith"}
+NEGATIONS = {"not_equals": "equals", "not_in": "in", "not_contains": "contains"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def attribute_q(key: str, op: str, value: Any = None) -> Q:
+    """A condition on the attribute ``key``, two-valued.
+
+    A contact without the key (or with a JSON null) matches no positive condition — the
+    condition is false there, never NULL — so every negation (``not_equals``, ``not_in``,
+    ``not_contains``, a segment's ``not``) includes it, as a negation of an empty profile
+    field does. Numbers compare as numbers whether stored as JSON numbers or as text (a
+    CSV import stores text): ``"150"`` equals 150 and is above 100; text that is no number
+    is neither above nor below one. Text compares case-insensitively, ``in`` too.
+
+    ``value``: a number for ``gt``/``gte``/``lt``/``lte``; a list for ``in``/``not_in``;
+    for ``equals`` text, a number (compared as a number) or true/false; text for the
+    others; nothing for ``is_empty``/``is_not_empty``. ``key`` is checked by the caller
+    against its whitelist pattern.
+    """
+    if op in NEGATIONS:
+        return ~attribute_q(key, NEGATIONS[op], value)
+    lk = f"attributes__{key}"
+    if op in ("is_empty", "is_not_empty"):
+        q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
+        return q if op == "is_empty" else ~q
+    # Every positive condition is false, never NULL, for a missing key or a JSON null, so
+    # a NOT of it is true there (SQL's NOT NULL would drop the contact from both sides).
+    present = Q(attributes__has_key=key) & ~Q(**{lk: None})
+    if op == "equals":
+        return present & _same(lk, value)
+    if op == "in":
+        words = sorted({v.lower() for v in value if isinstance(v, str)})
+        q = Q(In(Lower(KT(lk)), words)) if words else Q(pk__in=[])
+        for v in value:
+            if not isinstance(v, str):
+                q |= _same(lk, v)
+        return present & q
+    if op in TEXT_LOOKUPS:
+        return present & Q(**{f"{lk}__{TEXT_LOOKUPS[op]}": value})
+    if op in NUMBER_OPERATORS:
+        number = _as_number(lk)
+        return present & Q(IsNull(number, False)) & Q(NUMBER_OPERATORS[op](number, float(value)))
+    raise KeyError(op)
+
+
+def _as_number(lk: str) -> Case:
+    """The attribute as a float when its text is a number, else NULL (never a cast error:
+    the regular expression guards the cast)."""
+    return Case(
+        When(Q(**{f"{lk}__regex": NUMBER_TEXT}), then=Cast(KT(lk), FloatField())),
+        default=Value(None),
+        output_field=FloatField(),
+    )
+
+
+def _same(lk: str, value: Any) -> Q:
+    """``equals`` for one value: true/false as JSON or as its text, a number as a number,
+    text case-insensitively."""
+    if isinstance(value, bool):
+        return Q(**{lk: value}) | Q(**{f"{lk}__iexact": str(value).lower()})
+    if _is_number(value):  # text that is no number ("abc") is not equal, rather than NULL
+        number = _as_number(lk)
+        return Q(IsNull(number, False)) & Q(Exact(number, float(value)))
+    return Q(**{f"{lk}__iexact": value})
