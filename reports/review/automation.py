@@ -1,4 +1,4 @@
-"""Automation rules (program triggers) in the register, and what changed on an item.
+"""Automation rules (program triggers) in the register.
 
 An automation rule starts with its program, or when it is added to a running one (the
 register's first sync after it, ``triggers``). Its entrants are the program's
@@ -9,16 +9,7 @@ with two triggers of the same kind shares that count between them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-
-from django.utils import timezone
-
-
-@dataclass(frozen=True)
-class Edit:
-    at: datetime
-    text: str
 
 
 def triggers(*, now: datetime) -> Iterator[dict]:
@@ -59,48 +50,3 @@ def entrants(trigger_id: int | None, *, start: datetime, end: datetime) -> int:
         .distinct()
         .count()
     )
-
-
-def changes(item, *, start: datetime, end: datetime) -> list[Edit]:
-    """Edits to the item between ``start`` and ``end``, so a reviewer sees why a figure moved."""
-    from .models import ReviewItem
-
-    edits: list[Edit] = []
-    if item.type in (ReviewItem.Type.SCORING,):
-        from scoring.models import RuleVersion
-
-        for v in RuleVersion.objects.filter(at__gte=start, at__lt=end).select_related("rule", "by"):
-            fields = ", ".join(v.changed) if v.changed else "created"
-            edits.append(
-                Edit(v.at, f"Rule “{v.rule.name}” v{v.number} ({fields}) by {v.by or 'system'}")
-            )
-    if item.type in (ReviewItem.Type.PROGRAM, ReviewItem.Type.AUTOMATION):
-        from nurture.models import EmailTemplate, Program, Trigger
-
-        program_id = item.object_id
-        if item.type == ReviewItem.Type.AUTOMATION:
-            program_id = (
-                Trigger.objects.filter(pk=item.object_id)
-                .values_list("program_id", flat=True)
-                .first()
-            )
-        program = Program.objects.filter(pk=program_id).first()
-        if program is not None:
-            if start <= program.updated_at < end:
-                edits.append(Edit(program.updated_at, "Program settings changed"))
-            steps = program.steps.filter(created_at__gte=start, created_at__lt=end)
-            edits.extend(
-                Edit(st.created_at, f"Step {st.position} added ({st.get_kind_display().lower()})")
-                for st in steps
-            )
-            templates = EmailTemplate.objects.filter(
-                steps__program=program, updated_at__gte=start, updated_at__lt=end
-            ).distinct()
-            edits.extend(Edit(t.updated_at, f"Email template “{t.name}” edited") for t in templates)
-    if item.type == ReviewItem.Type.CONTENT:
-        from .models import ContentAsset
-
-        asset = ContentAsset.objects.filter(pk=item.object_id).first()
-        if asset and start <= asset.created_at < end:
-            edits.append(Edit(asset.created_at, "Asset published"))
-    return sorted(edits, key=lambda e: e.at or timezone.now(), reverse=True)

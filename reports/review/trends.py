@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from . import automation
+from .changes import changes
 from .models import ReviewItem
 from .snapshots import METRIC_KEYS, snapshot
 
@@ -57,7 +57,7 @@ def short_term(item: ReviewItem, *, now: datetime | None = None) -> dict:
             for key in METRIC_KEYS[item.type]
             if key in current
         ],
-        "edits": automation.changes(item, start=start - length, end=now),
+        "edits": changes(item, start=start - length, end=now),
     }
 
 
