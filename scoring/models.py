@@ -1,4 +1,5 @@
-"""Scoring rules, their history, the score ledger, settings, assignment and rescore runs.
+"""Scoring rules and settings with their history, the score ledger, assignment and rescore
+runs.
 
 A contact's score is the sum of its ledger entries (METRICS.md, "Scores over time");
 ``crm.ContactScore.score`` caches that sum for sorting and is rewritten in bulk by the engine.
@@ -140,6 +141,49 @@ class ScoringSettings(models.Model):
     def load(cls) -> ScoringSettings:
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+
+# How the settings fields read in their history (the register's scoring item, the page).
+SETTINGS_LABELS = {
+    "mql_threshold": "MQL threshold",
+    "min_fit": "minimum fit",
+    "recycle_policy": "recycle policy",
+}
+
+
+class SettingsVersion(models.Model):
+    """The scoring settings after a change: who changed what, from what, when.
+
+    Written by ``scoring.services.settings_update`` (as each rule save writes a
+    ``RuleVersion``), so the review register can list a threshold change beside the MQL
+    trend it explains.
+    """
+
+    snapshot = models.JSONField(help_text="The settings after the change")
+    changed = models.JSONField(default=list, help_text="Names of the fields that changed")
+    previous = models.JSONField(default=dict, help_text="The changed fields' values before")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Scoring settings {self.at:%Y-%m-%d %H:%M}: {self.summary()}"
+
+    def summary(self) -> str:
+        """ "MQL threshold 100 → 80, recycle policy halve → reset"."""
+        return ", ".join(
+            f"{SETTINGS_LABELS.get(name, name)} {_shown(self.previous.get(name))} → "
+            f"{_shown(self.snapshot.get(name))}"
+            for name in self.changed
+        )
+
+
+def _shown(value) -> str:
+    return "none" if value is None else str(value)
 
 
 class LedgerEntry(models.Model):

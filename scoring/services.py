@@ -1,4 +1,4 @@
-"""Writes of the scoring app: rules with their history, settings, rescoring and decay."""
+"""Writes of the scoring app: rules and settings with their history, rescoring and decay."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from crm.models import Contact
 from crm.segments import segments_refresh_reading
 
 from . import backfill, engine, handoff, rescore_pass, rescore_sql
-from .models import LedgerEntry, RescoreRun, Rule, RuleVersion, ScoringSettings
+from .models import (
+    LedgerEntry,
+    RescoreRun,
+    Rule,
+    RuleVersion,
+    ScoringSettings,
+    SettingsVersion,
+)
 from .rules import rule_errors
 
 log = logging.getLogger(__name__)
@@ -92,14 +99,51 @@ def _fk(value):
     return value.pk if hasattr(value, "pk") else value
 
 
+SETTINGS_FIELDS = ["mql_threshold", "min_fit", "recycle_policy"]
+
+
 def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
-    """Change the threshold, minimum fit or recycle policy (admin).
+    """Change the threshold, minimum fit or recycle policy (admin) and record the change
+    (``SettingsVersion``: who, what from what, when) when anything changed.
 
     Settings less strict than before qualify the leads they now let through: those are
     handed off at once, dated at the change (a hand-off otherwise waits for a score gain,
     which such a lead may never get)."""
-    conf = ScoringSettings.load()
-    before = (conf.mql_threshold, conf.min_fit)
+    pk = ScoringSettings.load().pk
+    with transaction.atomic():
+        # Locked from the read on: a field this call leaves out keeps its stored value, and
+        # the recorded "before" is the one this change replaced, even with two admins saving.
+        conf = ScoringSettings.objects.select_for_update().get(pk=pk)
+        before = _settings_snapshot(conf)
+        threshold, min_fit, policy = _settings_check(data, conf)
+        conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
+        conf.updated_by = by
+        # Never the decay run's clock: a run may move it while this form is open.
+        conf.save(
+            update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
+        )
+        after = _settings_snapshot(conf)
+        changed = [name for name in SETTINGS_FIELDS if before[name] != after[name]]
+        if changed:
+            SettingsVersion.objects.create(
+                snapshot=after,
+                changed=changed,
+                previous={name: before[name] for name in changed},
+                by=by,
+            )
+    old = (before["mql_threshold"], before["min_fit"])
+    if _less_strict(old, (threshold, min_fit)):
+        backfill.mqls_catch_up(at=timezone.now(), unless_met=old)
+    return conf
+
+
+def _settings_snapshot(conf: ScoringSettings) -> dict[str, Any]:
+    return {name: getattr(conf, name) for name in SETTINGS_FIELDS}
+
+
+def _settings_check(data: dict[str, Any], conf: ScoringSettings) -> tuple[int, int | None, str]:
+    """The new (threshold, minimum fit, policy), a field missing from ``data`` unchanged;
+    ``ValidationError`` (a message per field) when one is not valid."""
     errors: dict[str, list[str]] = {}
     threshold = data.get("mql_threshold", conf.mql_threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
@@ -112,15 +156,7 @@ def settings_update(*, data: dict[str, Any], by=None) -> ScoringSettings:
         errors["recycle_policy"] = ["Choose keep, halve or reset."]
     if errors:
         raise ValidationError(errors)
-    conf.mql_threshold, conf.min_fit, conf.recycle_policy = threshold, min_fit, policy
-    conf.updated_by = by
-    # Never the decay run's clock: a run may move it while this form is open.
-    conf.save(
-        update_fields=["mql_threshold", "min_fit", "recycle_policy", "updated_by", "updated_at"]
-    )
-    if _less_strict(before, (threshold, min_fit)):
-        backfill.mqls_catch_up(at=timezone.now(), unless_met=before)
-    return conf
+    return threshold, min_fit, policy
 
 
 def _less_strict(before: tuple[int, int | None], after: tuple[int, int | None]) -> bool:

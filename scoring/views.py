@@ -12,8 +12,18 @@ from crm.roles import ADMIN_ONLY, ADMIN_READS_MARKETING, EVERYONE, allow, has_ro
 
 from . import backtest, engine, queries, services
 from .forms import AssignmentRuleForm, BacktestDaysForm, RuleForm, SettingsForm
-from .models import AssignmentRule, RescoreRun, Rule, ScoringSettings
+from .models import (
+    AssignmentRule,
+    RescoreRun,
+    Rule,
+    ScoringSettings,
+    SettingsVersion,
+)
 from .rules import rule_describe
+
+# The latest changes shown under the settings (the review register lists them all,
+# period by period).
+HISTORY_SHOWN = 20
 
 
 @allow(ADMIN_READS_MARKETING)
@@ -92,7 +102,8 @@ def settings_edit(request):
         services.settings_update(data=form.cleaned_data, by=request.user)
         messages.success(request, "Scoring settings saved.")
         return redirect("scoring:settings")
-    return render(request, "scoring/settings.html", {"form": form})
+    history = SettingsVersion.objects.select_related("by")[:HISTORY_SHOWN]
+    return render(request, "scoring/settings.html", {"form": form, "history": history})
 
 
 @allow(ADMIN_ONLY)

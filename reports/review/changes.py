@@ -2,8 +2,8 @@
 (METRICS.md, "Trends and review") so a reviewer sees why a figure moved.
 
 Each kind of item reads the history its objects keep: the scoring rule set its rule
-versions; a program its settings, new steps and its email templates' edits; an automation
-rule its program's; a content asset its publication.
+versions and settings changes; a program its settings, new steps and its email templates'
+edits; an automation rule its program's; a content asset its publication.
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ def _by(user) -> str:
 
 
 def _scoring(item, start, end) -> Iterator[Edit]:
-    from scoring.models import RuleVersion
+    from scoring.models import RuleVersion, SettingsVersion
 
     versions = RuleVersion.objects.filter(at__gte=start, at__lt=end).select_related("rule", "by")
     for v in versions:
         what = ", ".join(v.changed) if v.changed else "created"
         yield Edit(v.at, f"Rule “{v.rule.name}” v{v.number} ({what}) by {_by(v.by)}")
+    for s in SettingsVersion.objects.filter(at__gte=start, at__lt=end).select_related("by"):
+        yield Edit(s.at, f"Scoring settings: {s.summary()} by {_by(s.by)}")
 
 
 def _assignment(item, start, end) -> Iterator[Edit]:

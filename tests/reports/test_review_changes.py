@@ -1,0 +1,60 @@
+"""The changes to a register item listed beside its short-term trend (issue 9: "with the
+changes to the item in between listed next to it … so the reviewer can see why it moved")."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from reports.review import services
+from reports.review.models import ReviewItem
+from reports.review.trends import short_term
+from scoring import models as scoring_models
+from scoring import services as scoring_services
+
+pytestmark = pytest.mark.django_db
+
+T = ReviewItem.Type
+
+
+def rule_set(type):
+    services.register_sync()
+    return ReviewItem.objects.get(type=type)
+
+
+def edits(item) -> list[str]:
+    return [e.text for e in short_term(item)["edits"]]
+
+
+def test_the_scoring_item_lists_a_settings_change_in_between(admin_client_, admin_user):
+    item = rule_set(T.SCORING)
+    response = admin_client_.post(
+        "/scoring/settings/", {"mql_threshold": 60, "min_fit": "", "recycle_policy": "reset"}
+    )
+    assert response.status_code == 302
+    assert edits(item) == [
+        f"Scoring settings: MQL threshold 100 → 60, recycle policy halve → reset by {admin_user}"
+    ]
+
+
+def test_a_change_before_the_compared_periods_is_not_listed(admin_user):
+    item = rule_set(T.SCORING)
+    scoring_services.settings_update(data={"mql_threshold": 60}, by=admin_user)
+    # Reviewed 10 days after the item started: the trend compares [now-10d, now) with the
+    # ten days before; a change made before those twenty days is history, not "in between".
+    now = timezone.now()
+    ReviewItem.objects.filter(pk=item.pk).update(
+        started_at=now - timedelta(days=60), last_reviewed_at=now - timedelta(days=10)
+    )
+    scoring_models.SettingsVersion.objects.update(at=now - timedelta(days=21))
+    item.refresh_from_db()
+    assert edits(item) == []
+    scoring_models.SettingsVersion.objects.update(at=now - timedelta(days=19))
+    assert len(edits(item)) == 1
+
+
+def test_the_item_page_lists_the_changes_in_between(marketing_client, admin_user):
+    item = rule_set(T.SCORING)
+    scoring_services.settings_update(data={"mql_threshold": 75}, by=admin_user)
+    page = marketing_client.get(f"/reports/review/{item.pk}/").content.decode()
+    assert "Scoring settings: MQL threshold 100 → 75" in page
