@@ -8,7 +8,7 @@ from crm.roles import Role
 
 from .models import AssignmentRule, Rule, ScoringSettings
 from .rules import OPERATORS, field_choices, rule_errors
-from .services import RULE_FIELDS
+from .services import ASSIGNMENT_RULE_FIELDS, RULE_FIELDS
 
 
 class RuleForm(forms.ModelForm):
@@ -52,7 +52,7 @@ class AssignmentRuleForm(forms.ModelForm):
 
     class Meta:
         model = AssignmentRule
-        fields = ["order", "name", "countries", "industry", "size_band", "user", "enabled"]
+        fields = ASSIGNMENT_RULE_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,5 +1,5 @@
-"""Scoring rules and settings with their history, the score ledger, assignment and rescore
-runs.
+"""Scoring rules, settings and assignment rules with their history, the score ledger and
+rescore runs.
 
 A contact's score is the sum of its ledger entries (METRICS.md, "Scores over time");
 ``crm.ContactScore.score`` caches that sum for sorting and is rewritten in bulk by the engine.
@@ -286,6 +286,43 @@ class AssignmentRule(models.Model):
 
     def country_list(self) -> list[str]:
         return [c.strip().upper() for c in self.countries.split(",") if c.strip()]
+
+
+class AssignmentRuleChange(models.Model):
+    """One write to the lead-assignment rules: created, changed or deleted, by whom, when.
+
+    Written by ``scoring.services.assignment_rule_save`` / ``assignment_rule_delete``, the
+    only writers of ``AssignmentRule``. A deleted rule's history stays (``rule`` becomes
+    null; ``snapshot`` still names it), so the review register can list it.
+    """
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        CHANGED = "changed", "Changed"
+        DELETED = "deleted", "Deleted"
+
+    rule = models.ForeignKey(
+        AssignmentRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    snapshot = models.JSONField(help_text="The rule after the change (before, for a deletion)")
+    changed = models.JSONField(default=list, help_text="Names of the fields that changed")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Assignment rule “{self.snapshot.get('name', '')}” {self.summary()}"
+
+    def summary(self) -> str:
+        """ "created", "changed (countries, user)" or "deleted"."""
+        if self.action == self.Action.CHANGED:
+            return f"changed ({', '.join(self.changed)})"
+        return self.get_action_display().lower()
 
 
 class RescoreRun(models.Model):

@@ -1,4 +1,5 @@
-"""Writes of the scoring app: rules and settings with their history, rescoring and decay."""
+"""Writes of the scoring app: rules, settings and assignment rules with their history,
+rescoring and decay."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from crm.segments import segments_refresh_reading
 
 from . import backfill, engine, handoff, rescore_pass, rescore_sql
 from .models import (
+    AssignmentRule,
+    AssignmentRuleChange,
     LedgerEntry,
     RescoreRun,
     Rule,
@@ -164,6 +167,57 @@ def _less_strict(before: tuple[int, int | None], after: tuple[int, int | None]) 
     (old_threshold, old_fit), (threshold, fit) = before, after
     fit_lowered = old_fit is not None and (fit is None or fit < old_fit)
     return threshold < old_threshold or fit_lowered
+
+
+ASSIGNMENT_RULE_FIELDS = ["order", "name", "countries", "industry", "size_band", "user", "enabled"]
+
+
+def assignment_rule_save(
+    *, rule: AssignmentRule | None = None, data: dict[str, Any], by=None
+) -> AssignmentRule:
+    """Create or change a lead-assignment rule and record it (``AssignmentRuleChange``:
+    who, what changed, when); a save that changes nothing records nothing."""
+    rule = rule or AssignmentRule()
+    # "Before" is the stored row, not the instance: a ModelForm may already have written
+    # the submitted values into it (as with rule_save).
+    before = _assignment_snapshot(AssignmentRule.objects.get(pk=rule.pk)) if rule.pk else {}
+    for name in ASSIGNMENT_RULE_FIELDS:
+        if name in data:
+            setattr(rule, "user_id" if name == "user" else name, _fk(data[name]))
+    rule.full_clean()
+    with transaction.atomic():
+        rule.save()
+        after = _assignment_snapshot(rule)
+        if not before:
+            action, changed = AssignmentRuleChange.Action.CREATED, []
+        else:
+            action = AssignmentRuleChange.Action.CHANGED
+            changed = [name for name in ASSIGNMENT_RULE_FIELDS if before[name] != after[name]]
+        if action == AssignmentRuleChange.Action.CREATED or changed:
+            AssignmentRuleChange.objects.create(
+                rule=rule, action=action, snapshot=after, changed=changed, by=by
+            )
+    return rule
+
+
+def assignment_rule_delete(*, rule: AssignmentRule, by=None) -> None:
+    """Delete a lead-assignment rule, keeping a record of it and of who deleted it."""
+    with transaction.atomic():
+        stored = AssignmentRule.objects.select_for_update().filter(pk=rule.pk).first()
+        if stored is None:  # deleted meanwhile (a double submit): recorded once, by the first
+            return
+        # The record names no rule: the rule is gone, its snapshot says what it was.
+        AssignmentRuleChange.objects.create(
+            action=AssignmentRuleChange.Action.DELETED, snapshot=_assignment_snapshot(stored), by=by
+        )
+        stored.delete()
+
+
+def _assignment_snapshot(rule: AssignmentRule) -> dict[str, Any]:
+    return {
+        name: getattr(rule, "user_id" if name == "user" else name)
+        for name in ASSIGNMENT_RULE_FIELDS
+    }
 
 
 def rescore_start(*, by=None) -> RescoreRun:

@@ -14,6 +14,7 @@ from . import backtest, engine, queries, services
 from .forms import AssignmentRuleForm, BacktestDaysForm, RuleForm, SettingsForm
 from .models import (
     AssignmentRule,
+    AssignmentRuleChange,
     RescoreRun,
     Rule,
     ScoringSettings,
@@ -21,8 +22,8 @@ from .models import (
 )
 from .rules import rule_describe
 
-# The latest changes shown under the settings (the review register lists them all,
-# period by period).
+# The latest changes shown under the settings and the assignment rules (the review
+# register lists them all, period by period).
 HISTORY_SHOWN = 20
 
 
@@ -110,17 +111,20 @@ def settings_edit(request):
 def assignment(request):
     form = AssignmentRuleForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        services.assignment_rule_save(data=form.cleaned_data, by=request.user)
         messages.success(request, "Assignment rule added.")
         return redirect("scoring:assignment")
     rules = AssignmentRule.objects.select_related("user")
-    return render(request, "scoring/assignment.html", {"form": form, "rules": rules})
+    history = AssignmentRuleChange.objects.select_related("by")[:HISTORY_SHOWN]
+    return render(
+        request, "scoring/assignment.html", {"form": form, "rules": rules, "history": history}
+    )
 
 
 @allow(ADMIN_ONLY)
 @require_POST
 def assignment_delete(request, pk):
-    get_object_or_404(AssignmentRule, pk=pk).delete()
+    services.assignment_rule_delete(rule=get_object_or_404(AssignmentRule, pk=pk), by=request.user)
     messages.success(request, "Assignment rule removed.")
     return redirect("scoring:assignment")
 

@@ -2,8 +2,9 @@
 (METRICS.md, "Trends and review") so a reviewer sees why a figure moved.
 
 Each kind of item reads the history its objects keep: the scoring rule set its rule
-versions and settings changes; a program its settings, new steps and its email templates'
-edits; an automation rule its program's; a content asset its publication.
+versions and settings changes; the assignment rules their changes (deleted rules too); a
+program its settings, new steps and its email templates' edits; an automation rule its
+program's; a content asset its publication.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def _scoring(item, start, end) -> Iterator[Edit]:
 
 
 def _assignment(item, start, end) -> Iterator[Edit]:
-    """Nothing: the assignment rules keep no history."""
-    return iter(())
+    from scoring.models import AssignmentRuleChange
+
+    for c in AssignmentRuleChange.objects.filter(at__gte=start, at__lt=end).select_related("by"):
+        name = c.snapshot.get("name", "")
+        yield Edit(c.at, f"Assignment rule “{name}” {c.summary()} by {_by(c.by)}")
 
 
 def _program(item, start, end) -> Iterator[Edit]:

@@ -11,6 +11,8 @@ from reports.review.models import ReviewItem
 from reports.review.trends import short_term
 from scoring import models as scoring_models
 from scoring import services as scoring_services
+from scoring.models import AssignmentRule
+from tests.scoring.factories import FitRuleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +53,36 @@ def test_a_change_before_the_compared_periods_is_not_listed(admin_user):
     assert edits(item) == []
     scoring_models.SettingsVersion.objects.update(at=now - timedelta(days=19))
     assert len(edits(item)) == 1
+
+
+def test_the_assignment_item_lists_rules_added_and_removed_in_between(
+    admin_client_, admin_user, sales_user
+):
+    FitRuleFactory()  # the rule sets go live with the first scoring rule
+    item = rule_set(T.ASSIGNMENT)
+    admin_client_.post(
+        "/scoring/assignment/",
+        {"order": 1, "name": "DACH", "countries": "DE,AT", "user": sales_user.pk, "enabled": "on"},
+    )
+    rule = AssignmentRule.objects.get()
+    admin_client_.post(f"/scoring/assignment/{rule.pk}/delete/")
+    assert edits(item) == [
+        f"Assignment rule “DACH” deleted by {admin_user}",
+        f"Assignment rule “DACH” created by {admin_user}",
+    ]
+
+
+def test_the_assignment_item_lists_a_changed_rule_with_the_fields_that_changed(
+    admin_user, sales_user, other_sales_user
+):
+    item = rule_set(T.ASSIGNMENT)
+    rule = scoring_services.assignment_rule_save(
+        data={"name": "Fintech", "industry": "Fintech", "user": sales_user}, by=admin_user
+    )
+    scoring_services.assignment_rule_save(
+        rule=rule, data={"user": other_sales_user, "enabled": False}, by=admin_user
+    )
+    assert edits(item)[0] == f"Assignment rule “Fintech” changed (user, enabled) by {admin_user}"
 
 
 def test_the_item_page_lists_the_changes_in_between(marketing_client, admin_user):

@@ -1,10 +1,11 @@
-"""The history of the scoring settings: who changed what, when — through every door that
-writes them (page, API, service)."""
+"""The history of the scoring settings and of the lead-assignment rules: who changed what,
+when — through every door that writes them (page, API, service)."""
 
 import pytest
 
 from scoring import services
-from scoring.models import ScoringSettings, SettingsVersion
+from scoring.models import AssignmentRule, AssignmentRuleChange, ScoringSettings, SettingsVersion
+from tests.scoring.factories import AssignmentRuleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -55,3 +56,61 @@ def test_the_settings_page_shows_the_changes(admin_client_, admin_user):
     page = admin_client_.get("/scoring/settings/").content.decode()
     assert "MQL threshold 100 → 70" in page
     assert str(admin_user) in page
+
+
+def test_adding_an_assignment_rule_on_the_page_records_who_added_it(
+    admin_client_, admin_user, sales_user
+):
+    response = admin_client_.post(
+        "/scoring/assignment/",
+        {"order": 1, "name": "DACH", "countries": "DE,AT", "user": sales_user.pk, "enabled": "on"},
+    )
+    assert response.status_code == 302
+    change = AssignmentRuleChange.objects.get()
+    assert (change.action, change.by, change.rule) == (
+        "created",
+        admin_user,
+        AssignmentRule.objects.get(),
+    )
+    assert change.snapshot["name"] == "DACH"
+    assert change.snapshot["user"] == sales_user.pk
+
+
+def test_removing_an_assignment_rule_keeps_its_history(admin_client_, admin_user, sales_user):
+    rule = services.assignment_rule_save(
+        data={"name": "Fintech", "industry": "Fintech", "user": sales_user}, by=admin_user
+    )
+    response = admin_client_.post(f"/scoring/assignment/{rule.pk}/delete/")
+    assert response.status_code == 302
+    assert not AssignmentRule.objects.exists()
+    created, deleted = AssignmentRuleChange.objects.order_by("at", "pk")
+    assert (created.action, created.rule) == ("created", None)
+    assert (deleted.action, deleted.by, deleted.snapshot["name"]) == (
+        "deleted",
+        admin_user,
+        "Fintech",
+    )
+
+
+def test_changing_an_assignment_rule_records_the_fields_that_changed(
+    admin_user, sales_user, other_sales_user
+):
+    rule = AssignmentRuleFactory(user=sales_user)
+    services.assignment_rule_save(
+        rule=rule, data={"user": other_sales_user, "countries": "FR", "order": rule.order}
+    )
+    change = AssignmentRuleChange.objects.get()
+    assert (change.action, change.changed) == ("changed", ["countries", "user"])
+    assert change.summary() == "changed (countries, user)"
+    services.assignment_rule_save(rule=rule, data={"countries": "FR"}, by=admin_user)
+    assert AssignmentRuleChange.objects.count() == 1  # the same values again: no change
+
+
+def test_the_assignment_page_shows_the_changes(admin_client_, admin_user, sales_user):
+    rule = services.assignment_rule_save(
+        data={"name": "Enterprise", "size_band": "1000+", "user": sales_user}, by=admin_user
+    )
+    services.assignment_rule_delete(rule=rule, by=admin_user)
+    page = admin_client_.get("/scoring/assignment/").content.decode()
+    assert page.count("Enterprise") == 2
+    assert "deleted" in page
