@@ -6,14 +6,19 @@ rule reading ``attributes.employees > 1000`` select the same contacts, on SQLite
 PostgreSQL alike. The two ways JSON reaches SQL differ per database (a JSON number vs
 its text, ``JSON_EXTRACT`` vs ``->``), so comparing the raw JSON value compares
 different things on each; here numbers compare as numbers and text as text.
+
+The key is always an expression (:func:`_json`), never spelled into a lookup path
+(``attributes__<key>``): any key is a valid attribute name, and one named like a lookup
+or transform (``range``, ``contains``, ``isnull``, ``exact`` …) would be read as that
+lookup — a crash or a different condition — and one holding ``__`` as a nested path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Case, FloatField, Q, Value, When
-from django.db.models.fields.json import KT
+from django.db.models import Case, ExpressionWrapper, F, FloatField, JSONField, Q, Value, When
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Lower
 from django.db.models.lookups import (
     Exact,
@@ -54,51 +59,81 @@ def attribute_q(key: str, op: str, value: Any = None) -> Q:
 
     ``value``: a number for ``gt``/``gte``/``lt``/``lte``; a list for ``in``/``not_in``;
     for ``equals`` text, a number (compared as a number) or true/false; text for the
-    others; nothing for ``is_empty``/``is_not_empty``. ``key`` is checked by the caller
-    against its whitelist pattern.
+    others; nothing for ``is_empty``/``is_not_empty``.
     """
     if op in NEGATIONS:
         return ~attribute_q(key, NEGATIONS[op], value)
-    lk = f"attributes__{key}"
     if op in ("is_empty", "is_not_empty"):
-        q = ~Q(attributes__has_key=key) | Q(**{lk: None}) | Q(**{lk: ""})
+        q = (
+            ~Q(attributes__has_key=key)
+            | _key_lookup(key, "exact", None)
+            | _key_lookup(key, "exact", "")
+        )
         return q if op == "is_empty" else ~q
     # Every positive condition is false, never NULL, for a missing key or a JSON null, so
     # a NOT of it is true there (SQL's NOT NULL would drop the contact from both sides).
-    present = Q(attributes__has_key=key) & ~Q(**{lk: None})
+    present = Q(attributes__has_key=key) & ~_key_lookup(key, "exact", None)
     if op == "equals":
-        return present & _same(lk, value)
+        return present & _same(key, value)
     if op == "in":
         words = sorted({v.lower() for v in value if isinstance(v, str)})
-        q = Q(In(Lower(KT(lk)), words)) if words else Q(pk__in=[])
+        q = Q(In(Lower(_text(key)), words)) if words else Q(pk__in=[])
         for v in value:
             if not isinstance(v, str):
-                q |= _same(lk, v)
+                q |= _same(key, v)
         return present & q
     if op in TEXT_LOOKUPS:
-        return present & Q(**{f"{lk}__{TEXT_LOOKUPS[op]}": value})
+        return present & _key_lookup(key, TEXT_LOOKUPS[op], value)
     if op in NUMBER_OPERATORS:
-        number = _as_number(lk)
-        return present & Q(IsNull(number, False)) & Q(NUMBER_OPERATORS[op](number, float(value)))
+        return present & _compared(_as_number(key), NUMBER_OPERATORS[op], float(value))
     raise KeyError(op)
 
 
-def _as_number(lk: str) -> Case:
+def _column() -> ExpressionWrapper:
+    """``Contact.attributes`` with its type known before the query resolves it: a lookup
+    built as an expression prepares its value by its left side's field (a JSON value for
+    ``exact``), and would take it as a plain SQL parameter if that were still unknown."""
+    return ExpressionWrapper(F("attributes"), output_field=JSONField())
+
+
+def _json(key: str) -> KeyTransform:
+    """The attribute as JSON (see the module docstring on why an expression)."""
+    return KeyTransform(key, _column())
+
+
+def _text(key: str) -> KeyTextTransform:
+    """The attribute as text (``->>`` on PostgreSQL)."""
+    return KeyTextTransform(key, _column())
+
+
+def _key_lookup(key: str, lookup: str, value: Any) -> Q:
+    """``attributes__<key>__<lookup>=value`` with ``key`` read as a key, whatever its name:
+    the JSON key lookups Django registers (``exact`` of a JSON value, ``iexact`` and
+    ``icontains`` of its text …), which compile alike on both databases."""
+    lhs = _json(key)
+    return Q(lhs.get_lookup(lookup)(lhs, value))
+
+
+def _compared(expression, lookup, value) -> Q:
+    """``expression <lookup> value``, false (never NULL) where the expression is NULL."""
+    return Q(IsNull(expression, False)) & Q(lookup(expression, value))
+
+
+def _as_number(key: str) -> Case:
     """The attribute as a float when its text is a number, else NULL (never a cast error:
     the regular expression guards the cast)."""
     return Case(
-        When(Q(**{f"{lk}__regex": NUMBER_TEXT}), then=Cast(KT(lk), FloatField())),
+        When(_key_lookup(key, "regex", NUMBER_TEXT), then=Cast(_text(key), FloatField())),
         default=Value(None),
         output_field=FloatField(),
     )
 
 
-def _same(lk: str, value: Any) -> Q:
+def _same(key: str, value: Any) -> Q:
     """``equals`` for one value: true/false as JSON or as its text, a number as a number,
     text case-insensitively."""
     if isinstance(value, bool):
-        return Q(**{lk: value}) | Q(**{f"{lk}__iexact": str(value).lower()})
+        return _key_lookup(key, "exact", value) | _key_lookup(key, "iexact", str(value).lower())
     if _is_number(value):  # text that is no number ("abc") is not equal, rather than NULL
-        number = _as_number(lk)
-        return Q(IsNull(number, False)) & Q(Exact(number, float(value)))
-    return Q(**{f"{lk}__iexact": value})
+        return _compared(_as_number(key), Exact, float(value))
+    return _key_lookup(key, "iexact", value)

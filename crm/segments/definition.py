@@ -2,8 +2,9 @@
 compilation to one ``Q`` on :class:`~crm.models.Contact`.
 
 Field names come from the whitelists below and are never interpolated into SQL; values are
-always query parameters. Custom attribute keys must match :data:`ATTRIBUTE_KEY` (no ``__``,
-so a key can never become a Django lookup).
+always query parameters. Custom attribute keys must match :data:`ATTRIBUTE_KEY`, and
+:mod:`crm.attributes` reads the key as an expression, so a key named like a Django lookup
+(``range``, ``isnull`` …) is that key.
 """
 
 from __future__ import annotations

@@ -465,6 +465,30 @@ def test_bool_equals_true():
     assert matching({"field": N, "op": "equals", "value": True}) == {t.pk, s.pk}
 
 
+# An attribute key is a key whatever it is called: one named like a Django lookup or
+# transform was read as that lookup (a crash, or another condition).
+LOOKUP_NAMED_KEYS = ["range", "contains", "isnull", "year", "date", "exact", "in", "regex", "gt"]
+
+
+@pytest.mark.parametrize("key", LOOKUP_NAMED_KEYS)
+def test_an_attribute_named_like_a_lookup_is_read_as_that_key(key):
+    f = f"attributes.{key}"
+    pro = ContactFactory(attributes={key: "Pro"})
+    ten = ContactFactory(attributes={key: "10"})
+    yes = ContactFactory(attributes={key: True})
+    null = ContactFactory(attributes={key: None})
+    other = ContactFactory(attributes={"plan": "Pro", "n": 20})
+    assert matching(cond(f, "equals", "pro")) == {pro.pk}
+    assert matching(cond(f, "equals", True)) == {yes.pk}
+    assert matching(cond(f, "not_equals", "pro")) == {ten.pk, yes.pk, null.pk, other.pk}
+    assert matching(cond(f, "contains", "RO")) == {pro.pk}
+    assert matching(cond(f, "starts_with", "1")) == {ten.pk}
+    assert matching(cond(f, "in", ["PRO", 10])) == {pro.pk, ten.pk}
+    assert matching(cond(f, "gt", 5)) == {ten.pk}
+    assert matching(cond(f, "is_empty")) == {null.pk, other.pk}
+    assert matching(cond(f, "is_not_empty")) == {pro.pk, ten.pk, yes.pk}
+
+
 def test_json_float_exponent():
     big = ContactFactory(attributes={"n": 1e20})
     assert matching({"field": N, "op": "gt", "value": 100}) == {big.pk}
