@@ -272,3 +272,44 @@ def test_the_builder_round_trips_behaviour_with_dates_form_and_content_type():
     assert row.type == "behaviour"
     assert (row.values["between_from"], row.values["between_to"]) == ("2026-01-01", "2026-03-31")
     assert from_tree(to_tree(definition)) == definition
+
+
+def test_the_builder_types_attribute_ranges_and_dates_from_what_is_typed(marketing_client):
+    """An attribute has no declared type: "10, 50" is a number range, two days a date range;
+    the date operators and the new profile fields are offered and previewed."""
+    from django.http import QueryDict
+
+    from crm.segments.builder import from_tree, parse_post
+
+    ContactFactory(attributes={"seats": "20", "renewal_date": "2026-02-01"}, timezone="UTC")
+    rows = builder_post(
+        a=("attributes.seats", "between", "10, 50"),
+        b=("attributes.renewal_date", "between", "2026-01-01, 2026-03-31"),
+        c=("attributes.renewal_date", "before", "2026-03-01"),
+        d=("attributes.renewal_date", "within_last_days", "3650"),
+        e=("attributes.seats", "not_in", "5, 7"),
+        f=("timezone", "equals", "utc"),
+    )
+    query = QueryDict(mutable=True)
+    for key, value in rows.items():
+        query.setlist(key, value if isinstance(value, list) else [value])
+    assert from_tree(parse_post(query))["all"] == [
+        {"field": "attributes.seats", "op": "between", "value": [10, 50]},
+        {
+            "field": "attributes.renewal_date",
+            "op": "between",
+            "value": ["2026-01-01", "2026-03-31"],
+        },
+        {"field": "attributes.renewal_date", "op": "before", "value": "2026-03-01"},
+        {"field": "attributes.renewal_date", "op": "within_last_days", "value": 3650},
+        {"field": "attributes.seats", "op": "not_in", "value": [5, 7]},
+        {"field": "timezone", "op": "equals", "value": "utc"},
+    ]
+    response = marketing_client.post(reverse("crm:segment-preview"), rows)
+    assert '<span class="value">1</span>' in response.content.decode()
+    url = reverse("crm:segment-builder")
+    form = marketing_client.post(url, {**rows, "action": "add-profile:0"}).content.decode()
+    for op in ("between", "before", "after", "within_last_days"):
+        assert f'<option value="{op}"' in form
+    for field in ("timezone", "consent_given_at", "consent_source", "updated_at"):
+        assert f'<option value="{field}">' in form
