@@ -152,13 +152,17 @@ _CONTACT_VALUES = [
 ]
 
 
-def contacts_export(queryset, fmt: str) -> HttpResponse:
-    """Export contacts (a filtered queryset) with one streamed query."""
+def contacts_export(queryset, fmt: str, *, name: str = "contacts") -> HttpResponse:
+    """Export contacts (a filtered queryset) with one streamed query; the file is called
+    ``<name>-<local time>``."""
     rows = (
         [get(r) for _, get in CONTACT_COLUMNS]
         for r in queryset.values(*_CONTACT_VALUES).iterator(chunk_size=2000)
     )
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     return export_response(
-        fmt, headers=[name for name, _ in CONTACT_COLUMNS], rows=rows, filename=f"contacts-{stamp}"
+        fmt,
+        headers=[column for column, _ in CONTACT_COLUMNS],
+        rows=rows,
+        filename=f"{name}-{stamp}",
     )

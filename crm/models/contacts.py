@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Exists, OuterRef
 from django.db.models.functions import Lower
 from django.urls import reverse
 
@@ -60,6 +61,15 @@ class ContactQuerySet(models.QuerySet):
 
     def created_in(self, start, end) -> "ContactQuerySet":
         return self.filter(created_at__gte=start, created_at__lt=end)
+
+    def in_segment(self, segment_id: int) -> "ContactQuerySet":
+        """Stored members of a segment: a semi-join on its (segment, contact) unique index,
+        which the planner runs either way — members first for a small segment, a probe
+        per contact of a list's sort order for a big one."""
+        from .segments import SegmentMembership
+
+        members = SegmentMembership.objects.filter(segment_id=segment_id, contact=OuterRef("pk"))
+        return self.filter(Exists(members))
 
 
 class Contact(models.Model):

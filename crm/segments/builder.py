@@ -18,6 +18,7 @@ from .definition import GROUP_KEYS, field_for
 ROW_TYPES = ("group", "profile", "behaviour", "segment", "json")
 BEHAVIOUR_TEXT = ("url_contains", "form", "content_type")
 BEHAVIOUR_INTS = ("campaign", "min_count", "max_count", "within_last_days")
+ATTRIBUTE_NUMBER_OPS = ("gt", "lt", "gte", "lte", "between", "equals", "not_equals", "in", "not_in")
 
 
 @dataclass
@@ -156,8 +157,9 @@ def _scalar(kind: str, text: str, op: str) -> Any:
     if kind == "attribute":
         if text in ("true", "false"):
             return text == "true"
-        number = _number(text)
-        return number if op in ("gt", "lt", "gte", "lte", "equals", "not_equals", "in") else text
+        # An attribute has no declared type: what is typed decides ("10, 50" is a number
+        # range, "2026-01-01, 2026-03-31" a date range). Text operators keep the text.
+        return _number(text) if op in ATTRIBUTE_NUMBER_OPS else text
     return text
 
 

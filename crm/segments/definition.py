@@ -2,8 +2,9 @@
 compilation to one ``Q`` on :class:`~crm.models.Contact`.
 
 Field names come from the whitelists below and are never interpolated into SQL; values are
-always query parameters. Custom attribute keys must match :data:`ATTRIBUTE_KEY` (no ``__``,
-so a key can never become a Django lookup).
+always query parameters. Custom attribute keys must match :data:`ATTRIBUTE_KEY`, and
+:mod:`crm.attributes` reads the key as an expression, so a key named like a Django lookup
+(``range``, ``isnull`` …) is that key.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from crm.models import (
 )
 from crm.models.activities import persons_q
 
-from .params import SYMBOLIC_NOW, AgoValue, Ids, InIds
+from .params import SYMBOLIC_NOW, AgoValue, DayAgoValue, Ids, InIds, day_ago
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 50
@@ -80,7 +81,9 @@ OPS_BY_TYPE = {
     "number": NUMBER_OPS,
     "datetime": DATE_OPS,
     "ref": ("equals", "not_equals", "in", "not_in", *EMPTY_OPS),
-    "attribute": (*TEXT_OPS, *EMPTY_OPS, "gt", "lt", "gte", "lte"),
+    # An attribute's type is its value's: text, a number (as JSON or as text) or an ISO
+    # date (crm.attributes); every operator of those types applies.
+    "attribute": tuple(dict.fromkeys((*TEXT_OPS, *EMPTY_OPS, *NUMBER_OPS, *DATE_OPS))),
 }
 ALL_OPS = tuple(dict.fromkeys(op for ops in OPS_BY_TYPE.values() for op in ops))
 
@@ -91,12 +94,16 @@ FIELDS: dict[str, Field] = {
     "job_title": Field("job_title", "text", "Job title"),
     "phone": Field("phone", "text", "Phone"),
     "country": Field("country", "text", "Country"),
+    "timezone": Field("timezone", "text", "Time zone"),
     "source": Field("source", "choice", "Source", tuple(Source.values)),
     "stage": Field("stage", "choice", "Stage", tuple(Stage.values)),
     "score": Field("scorecard__score", "number", "Score"),
     "email_status": Field("email_status", "choice", "Email status", tuple(EmailStatus.values)),
     "consent_basis": Field("consent_basis", "choice", "Consent basis", tuple(ConsentBasis.values)),
+    "consent_given_at": Field("consent_given_at", "datetime", "Consent given"),
+    "consent_source": Field("consent_source", "text", "Consent source"),
     "created_at": Field("created_at", "datetime", "Created"),
+    "updated_at": Field("updated_at", "datetime", "Last updated"),
     "owner": Field("owner", "ref", "Owner (user id)"),
     "acquired_by": Field("acquired_by", "ref", "Acquired by (campaign id)"),
     "company.industry": Field("company__industry", "text", "Company industry"),
@@ -265,6 +272,9 @@ class _Validator:
             if not isinstance(value, list) or len(value) != 2:
                 fail("must be a list of two values [from, to].")
                 return
+            if fld.type == "attribute":
+                self.attribute_range(value, path)
+                return
             for i, item in enumerate(value):
                 self.scalar(fld, item, f"{path}[{i}]", dates=fld.type == "datetime")
             return
@@ -280,6 +290,20 @@ class _Validator:
             self.scalar(fld, value, path, dates=True)
             return
         self.scalar(fld, value, path)
+
+    def attribute_range(self, value: list, path: str) -> None:
+        """An attribute's ``between``: two numbers, or two days (a number range, a date
+        range — what the stored values are compared as follows from them)."""
+        if all(_is_number(v) for v in value):
+            return
+        if all(isinstance(v, str) for v in value):
+            for i, item in enumerate(value):
+                if parse_day(item) is None:
+                    self.fail(
+                        f"{path}[{i}]", f"{_quote(item)} is not a date in the form YYYY-MM-DD."
+                    )
+            return
+        self.fail(path, "must be two numbers or two dates (YYYY-MM-DD).")
 
     def scalar(self, fld: Field, value: Any, path: str, dates: bool = False) -> None:
         if dates:
@@ -441,6 +465,14 @@ def _ago(now, days: int):
     return now - timedelta(days=days)
 
 
+def _day_ago(now, days: int):
+    """The site-local day ``days`` before ``now``'s as ``YYYY-MM-DD``; a parameter marker
+    when compiling ahead of time (``SYMBOLIC_NOW``)."""
+    if now is SYMBOLIC_NOW:
+        return DayAgoValue(days)
+    return day_ago(now, days)
+
+
 def _day_start(day: date) -> datetime:
     """Midnight of a day in the site time zone (periods are half-open, site-local)."""
     return timezone.make_aware(datetime.combine(day, time.min))
@@ -492,7 +524,8 @@ def _profile(node: dict, now: datetime) -> Q:
     op, value, lk = node["op"], node.get("value"), fld.lookup
     if fld.type == "attribute":
         # Shared with scoring's fit rules: a segment and a rule on an attribute agree.
-        return attribute_q(lk.removeprefix("attributes__"), op, value)
+        key = lk.removeprefix("attributes__")
+        return attribute_q(key, op, value, day_ago=partial(_day_ago, now))
     if fld.type == "ref" and op in ("equals", "not_equals", "in", "not_in"):
         lk = f"{lk}_id"
     text = fld.type == "text"

@@ -4,9 +4,10 @@ The incremental refresh evaluates the same few definitions for a different handf
 contacts after every ingest batch; building and compiling the Django query each time cost
 more than running it. A definition compiled with :data:`SYMBOLIC_NOW` and a contact-id
 placeholder yields SQL whose parameters still hold *markers* — :class:`Ago` (a cut-off
-"N days before now") and :class:`Ids` (a list of ids) — which :func:`bind` replaces with
-values for one run. The SQL text itself is Django's compiler output; values stay query
-parameters.
+"N days before now"), :class:`DayAgo` (the site-local day N days before today, as
+``YYYY-MM-DD`` text, for date attributes) and :class:`Ids` (a list of ids) — which
+:func:`bind` replaces with values for one run. The SQL text itself is Django's compiler
+output; values stay query parameters.
 
 A list of ids is one parameter (an array on PostgreSQL, a JSON array read by ``json_each``
 on SQLite) rather than ``IN (%s, …)`` with one parameter per id: the statement text does
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import NotSupportedError
-from django.db.models import DateTimeField, Expression, F, Lookup
+from django.db.models import CharField, DateTimeField, Expression, F, Lookup
+from django.utils import timezone
 
 
 class _SymbolicNow:
@@ -36,6 +38,14 @@ SYMBOLIC_NOW = _SymbolicNow()
 @dataclass(frozen=True)
 class Ago:
     """Parameter marker: ``now - days`` (bound per run)."""
+
+    days: int
+
+
+@dataclass(frozen=True)
+class DayAgo:
+    """Parameter marker: the site-local day ``days`` before now's, ``YYYY-MM-DD`` (bound per
+    run)."""
 
     days: int
 
@@ -63,6 +73,25 @@ class AgoValue(Expression):
 
     def as_sql(self, compiler, connection):
         return "%s", [Ago(self.days)]
+
+
+class DayAgoValue(Expression):
+    """The site-local day N days before now's, as ISO text, as a parameter marker (see
+    :func:`bind`): what a date attribute's "within the last N days" compares with."""
+
+    output_field = CharField()
+
+    def __init__(self, days: int):
+        super().__init__()
+        self.days = days
+
+    def as_sql(self, compiler, connection):
+        return "%s", [DayAgo(self.days)]
+
+
+def day_ago(now: datetime, days: int) -> str:
+    """The site-local day ``days`` before ``now``'s, as ``YYYY-MM-DD``."""
+    return (timezone.localdate(now) - timedelta(days=days)).isoformat()
 
 
 class InIds(Lookup):
@@ -120,6 +149,8 @@ def bind(params, *, connection, now: datetime, ids: dict[str, list[int]]) -> lis
     for p in params:
         if isinstance(p, Ago):
             out.append(connection.ops.adapt_datetimefield_value(now - timedelta(days=p.days)))
+        elif isinstance(p, DayAgo):
+            out.append(day_ago(now, p.days))
         elif isinstance(p, Ids):
             values = ids[p.name]
             if connection.vendor == "postgresql":
@@ -132,4 +163,4 @@ def bind(params, *, connection, now: datetime, ids: dict[str, list[int]]) -> lis
 
 
 def has_markers(params) -> bool:
-    return any(isinstance(p, Ago | Ids) for p in params)
+    return any(isinstance(p, Ago | DayAgo | Ids) for p in params)

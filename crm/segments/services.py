@@ -53,9 +53,7 @@ def segment_queryset(segment: Segment, *, now: datetime | None = None):
 
 def segment_members(segment: Segment):
     """The stored members of a segment (what nurture and reports read)."""
-    return Contact.objects.filter(
-        Exists(SegmentMembership.objects.filter(segment=segment, contact=OuterRef("pk")))
-    )
+    return Contact.objects.in_segment(segment.pk)
 
 
 @transaction.atomic

@@ -117,7 +117,8 @@ def filtered_contacts(request, data=None):
     return ContactFilter(data if data is not None else request.GET, queryset=contact_queryset())
 
 
-def _query_without(request, *names: str) -> str:
+def query_without(request, *names: str) -> str:
+    """The request's query string without ``names`` (for page and sort links)."""
     query = request.GET.copy()
     for name in names:
         query.pop(name, None)
@@ -142,8 +143,8 @@ def contact_list(request):
         {
             "filter": flt,
             "page": page,
-            "query": _query_without(request, "page"),
-            "sort_query": _query_without(request, "page", "sort"),
+            "query": query_without(request, "page"),
+            "sort_query": query_without(request, "page", "sort"),
             "current_sort": request.GET.get("sort", "created"),
             "bulk_form": BulkActionForm(),
             "segments": _static_segments()

@@ -38,6 +38,9 @@ def people():
             stage="mql",
             country="DE",
             attributes={"plan": "pro", "seats": 25},
+            timezone="Europe/Berlin",
+            consent_source="Webinar form",
+            consent_given_at=NOW - timedelta(days=5),
             created_at=NOW - timedelta(days=10),
         ),
         "bob": ContactFactory(
@@ -48,6 +51,9 @@ def people():
             country="GB",
             phone="",
             attributes={"plan": "free", "seats": 2},
+            timezone="Europe/London",
+            consent_source="Trade show",
+            consent_given_at=NOW - timedelta(days=90),
             created_at=NOW - timedelta(days=100),
         ),
         "cy": ContactFactory(
@@ -92,6 +98,15 @@ def ids(people, *names):
         (cond("score", "not_equals", 80), {"bob", "cy"}),
         (cond("score", "in", [20, 80]), {"ada", "bob"}),
         (cond("created_at", "within_last_days", 30), {"ada"}),
+        (cond("timezone", "starts_with", "europe/"), {"ada", "bob"}),
+        (cond("timezone", "equals", "Europe/London"), {"bob"}),
+        (cond("timezone", "is_empty"), {"cy"}),
+        (cond("consent_source", "contains", "webinar"), {"ada"}),
+        (cond("consent_source", "not_in", ["Trade show"]), {"ada", "cy"}),
+        (cond("consent_given_at", "within_last_days", 30), {"ada"}),
+        (cond("consent_given_at", "is_empty"), {"cy"}),
+        (cond("updated_at", "within_last_days", 1), {"ada", "bob", "cy"}),
+        (cond("updated_at", "before", "2000-01-01"), set()),
         (cond("owner", "is_empty"), {"ada", "bob", "cy"}),
         (cond("company.industry", "equals", "software"), {"ada"}),
         (cond("company.industry", "not_equals", "Software"), {"bob", "cy"}),
@@ -262,6 +277,14 @@ def test_it_dispatches_unknown_condition_keys_to_registered_providers(people):
         (cond("stage", "equals", "vip"), 'value: "vip" is not one of'),
         (cond("stage", "frobnicate", "x"), 'op: "frobnicate" is not a known operator'),
         (cond("attributes.a__b", "equals", "x"), "is not a known field"),
+        (cond("attributes.n", "between", [1, "2026-01-01"]), "must be two numbers or two dates"),
+        (cond("attributes.n", "between", [1, True]), "must be two numbers or two dates"),
+        (cond("attributes.n", "between", ["2026-01-01"]), "must be a list of two values"),
+        (cond("attributes.n", "between", ["2026-01-01", "2026-13-01"]), "value[1]: "),
+        (cond("attributes.n", "before", "next week"), 'value: "next week" is not a date'),
+        (cond("attributes.n", "after", 20260101), "is not a date in the form YYYY-MM-DD"),
+        (cond("attributes.n", "within_last_days", "30"), "must be a whole number of days"),
+        (cond("updated_at", "contains", "2026"), "is not valid for a date field"),
         ({"all": {"field": "score"}}, "all: must be a list"),
         ({"all": [], "any": []}, "exactly one key"),
         ([1, 2], "must be a group"),
@@ -463,6 +486,91 @@ def test_bool_equals_true():
     s = ContactFactory(attributes={"n": "TRUE"})
     ContactFactory(attributes={"n": False})
     assert matching({"field": N, "op": "equals", "value": True}) == {t.pk, s.pk}
+
+
+# --- Attribute ranges and dates ------------------------------------------------------------
+
+
+def test_an_attribute_between_two_numbers_compares_numbers_both_ends_included():
+    low = ContactFactory(attributes={"employees": "50"})
+    mid = ContactFactory(attributes={"employees": 120.5})
+    high = ContactFactory(attributes={"employees": " 200 "})
+    above = ContactFactory(attributes={"employees": 201})
+    words = ContactFactory(attributes={"employees": "many"})
+    missing = ContactFactory(attributes={})
+    between = cond("attributes.employees", "between", [50, 200])
+    assert matching(between) == {low.pk, mid.pk, high.pk}
+    assert matching({"not": between}) == {above.pk, words.pk, missing.pk}
+
+
+def test_an_attribute_date_compares_by_the_day_it_was_written_with():
+    """ISO days and date-times (the date as written, no time-zone conversion); anything
+    else is no date, so no positive condition holds and ``not`` includes it."""
+    may_1 = ContactFactory(attributes={"renewal_date": "2026-05-01"})
+    may_2 = ContactFactory(attributes={"renewal_date": "2026-05-02T23:30:00-05:00"})
+    may_31 = ContactFactory(attributes={"renewal_date": "2026-05-31 08:00"})
+    june = ContactFactory(attributes={"renewal_date": "2026-06-01"})
+    others = {
+        ContactFactory(attributes={"renewal_date": value}).pk
+        for value in ("01.05.2026", "2026-5-3", "soon", 20260503, True, None, "")
+    } | {ContactFactory(attributes={}).pk}
+    f = "attributes.renewal_date"
+    assert matching(cond(f, "before", "2026-05-02")) == {may_1.pk}
+    assert matching(cond(f, "after", "2026-05-02")) == {may_31.pk, june.pk}
+    assert matching(cond(f, "between", ["2026-05-02", "2026-05-31"])) == {may_2.pk, may_31.pk}
+    assert matching(cond(f, "between", ["2026-05-01", "2026-05-01"])) == {may_1.pk}
+    assert matching({"not": cond(f, "after", "2000-01-01")}) == others
+
+
+def test_an_attribute_date_within_the_last_days_counts_back_from_today_in_the_site_zone(
+    settings,
+):
+    settings.TIME_ZONE = "Pacific/Kiritimati"  # UTC+14: its today is often UTC's tomorrow
+    today = timezone.localdate()
+    days = {
+        n: ContactFactory(attributes={"last_order": str(today - timedelta(days=n))})
+        for n in (-1, 0, 7, 8)
+    }
+    stamp = ContactFactory(attributes={"last_order": f"{today}T23:59:59+14:00"})
+    within = cond("attributes.last_order", "within_last_days", 7)
+    assert matching(within) == {days[0].pk, days[7].pk, stamp.pk}  # not the future one
+    assert matching(within, now=timezone.now() + timedelta(days=1)) == {
+        days[-1].pk,
+        days[0].pk,
+        stamp.pk,
+    }
+
+
+@pytest.mark.parametrize("key", ["date", "range", "lt"])
+def test_date_and_range_operators_read_an_attribute_named_like_a_lookup(key):
+    old = ContactFactory(attributes={key: "2020-01-01"})
+    ten = ContactFactory(attributes={key: 10})
+    assert matching(cond(f"attributes.{key}", "before", "2021-01-01")) == {old.pk}
+    assert matching(cond(f"attributes.{key}", "between", [5, 10])) == {ten.pk}
+
+
+# An attribute key is a key whatever it is called: one named like a Django lookup or
+# transform was read as that lookup (a crash, or another condition).
+LOOKUP_NAMED_KEYS = ["range", "contains", "isnull", "year", "date", "exact", "in", "regex", "gt"]
+
+
+@pytest.mark.parametrize("key", LOOKUP_NAMED_KEYS)
+def test_an_attribute_named_like_a_lookup_is_read_as_that_key(key):
+    f = f"attributes.{key}"
+    pro = ContactFactory(attributes={key: "Pro"})
+    ten = ContactFactory(attributes={key: "10"})
+    yes = ContactFactory(attributes={key: True})
+    null = ContactFactory(attributes={key: None})
+    other = ContactFactory(attributes={"plan": "Pro", "n": 20})
+    assert matching(cond(f, "equals", "pro")) == {pro.pk}
+    assert matching(cond(f, "equals", True)) == {yes.pk}
+    assert matching(cond(f, "not_equals", "pro")) == {ten.pk, yes.pk, null.pk, other.pk}
+    assert matching(cond(f, "contains", "RO")) == {pro.pk}
+    assert matching(cond(f, "starts_with", "1")) == {ten.pk}
+    assert matching(cond(f, "in", ["PRO", 10])) == {pro.pk, ten.pk}
+    assert matching(cond(f, "gt", 5)) == {ten.pk}
+    assert matching(cond(f, "is_empty")) == {null.pk, other.pk}
+    assert matching(cond(f, "is_not_empty")) == {pro.pk, ten.pk, yes.pk}
 
 
 def test_json_float_exponent():

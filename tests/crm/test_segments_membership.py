@@ -399,6 +399,62 @@ def test_a_cached_plan_bound_to_any_now_equals_a_fresh_compilation(days_ago):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("days_later", [0, 1, 6, 7, 8, 40])
+def test_a_cached_plan_on_a_date_attribute_bound_to_any_now_equals_a_fresh_compilation(
+    settings, days_later
+):
+    """ "Within the last N days" on a date attribute compiles to a day marker that each run
+    binds to its own today (site time zone), as the created-at window binds its instant."""
+    from crm.segments.membership import Candidates, _evaluation_sql, evaluate, plans_in_order
+
+    settings.TIME_ZONE = "America/New_York"
+    today = timezone.localdate()
+    contacts = [
+        ContactFactory(attributes={"renewal_date": str(today - timedelta(days=n))})
+        for n in (-3, 0, 2, 7, 9, 30)
+    ]
+    definition = {"field": "attributes.renewal_date", "op": "within_last_days", "value": 7}
+    seg = segment_save(segment=None, name="Renewed", kind="dynamic", definition=definition)
+    (plan,) = [p for p in plans_in_order() if p.pk == seg.pk]
+    at = timezone.now() + timedelta(days=days_later)
+    result = evaluate([(_evaluation_sql(plan), Candidates(either={c.pk for c in contacts}))], at)
+    matching, _ = result.get(seg.pk, (set(), set()))
+    assert matching == set(segment_queryset(seg, now=at).values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_date_attribute_window_follows_the_calendar_through_the_periodic_refresh():
+    """Nobody edits the contact: the hourly refresh moves it in and out as days pass (the
+    passing days are played by rewriting the stored date, with no event, as for created_at
+    and activity windows above)."""
+    today = timezone.localdate()
+
+    def renewal(contact, days_ago):
+        value = {"renewal_date": str(today - timedelta(days=days_ago))}
+        Contact.objects.filter(pk=contact.pk).update(attributes=value)  # no event
+
+    ada = ContactFactory(attributes={"renewal_date": str(today + timedelta(days=2))})
+    seg = segment_save(
+        segment=None,
+        name="Renewed this month",
+        kind="dynamic",
+        definition={"field": "attributes.renewal_date", "op": "within_last_days", "value": 30},
+    )
+    assert stored(seg) == set()  # renews in two days
+    renewal(ada, 0)
+    refresh_segments()
+    assert stored(seg) == {ada.pk}
+    renewal(ada, 31)
+    refresh_segments()
+    assert stored(seg) == set()
+    assert list(
+        SegmentChange.objects.filter(segment=seg, contact=ada)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    ) == ["joined", "left"]
+
+
+@pytest.mark.django_db
 def test_an_edited_definition_replaces_the_cached_plan():
     from crm.segments.membership import plans_in_order
 
@@ -489,6 +545,12 @@ DEFINITIONS = [
     },
     {"all": [{"field": "score", "op": "gte", "value": 50}, {"not": {"did": "email_clicked"}}]},
     {"field": "country", "op": "equals", "value": "DE"},
+    {
+        "any": [
+            {"field": "attributes.renewal_date", "op": "within_last_days", "value": 30},
+            {"field": "attributes.seats", "op": "between", "value": [10, 50]},
+        ]
+    },
     # Double negation (page visits can only make a contact join) and one kind both ways.
     {
         "not": {
@@ -511,8 +573,19 @@ URLS = ["https://x.example/pricing", "https://x.example/blog"]
 activity = st.tuples(
     st.integers(0, 5), st.sampled_from(KINDS), st.integers(0, 90), st.sampled_from(URLS)
 )
+TODAY = timezone.localdate()
 edit = st.one_of(
     st.tuples(st.just("job_title"), st.sampled_from(["Director", "Analyst", "IT director"])),
+    st.tuples(
+        st.just("attributes"),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "renewal_date": st.integers(-5, 60).map(lambda n: str(TODAY - timedelta(n))),
+                "seats": st.sampled_from([5, 10, "30", 50, 51, "many"]),
+            },
+        ),
+    ),
     st.tuples(st.just("country"), st.sampled_from(["DE", "FR", ""])),
     st.tuples(st.just("score"), st.integers(0, 100)),
 )

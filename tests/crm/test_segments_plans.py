@@ -102,3 +102,23 @@ def test_behaviour_conditions_read_the_kind_and_time_index_that_carries_the_cont
             ["activity_kind_time"],
         )
         assert cursor.fetchone() == (2, 3)
+
+
+@pytest.mark.parametrize("query", ["", "sort=score", "stage=mql&sort=score", "q=ann&sort=name"])
+def test_the_member_list_reads_the_membership_through_its_index(postgresql_only, query):
+    """The member page is the contact list narrowed by one semi-join: its page of ids reads
+    the stored membership by index (a probe of the (segment, contact) key per contact of
+    the sort order, or the segment's members first), never the whole membership table."""
+    from django.http import QueryDict
+
+    from crm.filters import ContactFilter
+    from crm.queries_contacts import page_slice
+    from crm.segments import segment_members_add, segment_save
+    from crm.views.contacts import ROW_FIELDS, contact_queryset
+
+    segment = segment_save(segment=None, name="List", kind="static", definition={})
+    segment_members_add(segment=segment, contact_ids=[c.pk for c in ContactFactory.create_batch(3)])
+    flt = ContactFilter(QueryDict(query), queryset=contact_queryset().in_segment(segment.pk))
+    plan = plan_of(page_slice(flt.qs.values(*ROW_FIELDS), 50, 51), "SET LOCAL enable_seqscan = off")
+    assert "Seq Scan" not in plan, plan
+    assert "segment_member_unique" in plan or "crm_segmentmembership_segment_id" in plan, plan

@@ -1,6 +1,7 @@
 """Segment pages and API: roles, builder, preview, members, CSV, why, static lists."""
 
 import pytest
+from django.http import QueryDict
 from django.urls import reverse
 
 from crm.models import Segment, SegmentMembership
@@ -134,27 +135,133 @@ def test_the_list_page_has_a_fixed_query_count(
         assert marketing_client.get(reverse("crm:segment-list")).status_code == 200
 
 
-def test_the_member_page_has_a_fixed_query_count(
-    marketing_client, directors, django_assert_max_num_queries
-):
+@pytest.fixture
+def members(directors, sales_user):
+    """Directors of every stage, score and owner, and one who is no member."""
+    from tests.factories import CompanyFactory, score_set
+
+    acme = CompanyFactory(name="Acme")
+    rows = []
     for i in range(30):
-        ContactFactory(job_title=f"Director {i}")
+        contact = ContactFactory(
+            job_title=f"Director {i}",
+            first_name="Ann" if i % 3 == 0 else "Bob",
+            last_name=f"Lee{i:02d}",
+            stage=["lead", "mql", "sql"][i % 3],
+            owner=sales_user if i % 2 else None,
+            company=acme if i % 5 == 0 else None,
+            email_status="unsubscribed" if i % 7 == 0 else "active",
+        )
+        score_set(contact, i * 3)
+        rows.append(contact)
+    ContactFactory(job_title="Analyst", first_name="Ann", stage="mql")  # not a member
     segment_save(segment=directors, name="Directors", kind="dynamic", definition=DIRECTORS)
-    with django_assert_max_num_queries(8):
-        response = marketing_client.get(directors.get_absolute_url())
+    return rows
+
+
+def member_ids(response) -> list[int]:
+    return [row["pk"] for row in response.context["page"].object_list]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"stage": ["mql", "sql"], "sort": "score"},
+        {"owner": "OWNER", "stage": "sql", "sort": "score"},
+        {"unassigned": "true", "sort": "-name"},
+        {"q": "ann", "sort": "-created"},
+        {"score_min": "30", "score_max": "60", "email_status": "active", "sort": "stage"},
+        {"company": "ACME", "created_after": "2000-01-01", "sort": "-score"},
+    ],
+)
+def test_the_member_list_filters_and_sorts_as_the_contact_list_does(
+    marketing_client, members, directors, sales_user, query
+):
+    """Every contact-list filter and sort, over the members only: the same rows in the
+    same order as the contact list's page for the same query, minus non-members."""
+    from crm.filters import ContactFilter
+    from crm.views.contacts import contact_queryset
+
+    acme = members[0].company
+    query = {
+        k: {"OWNER": sales_user.pk, "ACME": acme.pk}.get(v, v) if isinstance(v, str) else v
+        for k, v in query.items()
+    }
+    response = marketing_client.get(directors.get_absolute_url(), query)
     assert response.status_code == 200
-    assert response.content.decode().count("why?") == 31
+    data = QueryDict(mutable=True)
+    for key, value in query.items():
+        data.setlist(key, value if isinstance(value, list) else [str(value)])
+    everyone = ContactFilter(data, queryset=contact_queryset()).qs
+    expected = [c.pk for c in everyone if c.job_title.startswith("Director")]
+    assert member_ids(response) == expected
+    assert expected  # each query selects someone
 
 
-def test_it_filters_and_exports_members_as_csv(marketing_client, directors):
+@pytest.mark.parametrize(
+    ("query", "queries"),
+    [
+        ({}, 9),
+        ({"stage": "mql", "score_min": "10", "sort": "score", "page": 2}, 9),
+        ({"q": "Ann Lee", "sort": "name"}, 9),
+        ({"owner": "OWNER", "sort": "-created"}, 10),  # + the chosen owner
+    ],
+)
+def test_the_member_page_pins_its_queries(
+    marketing_client, members, directors, sales_user, django_assert_num_queries, query, queries
+):
+    query = {k: sales_user.pk if v == "OWNER" else v for k, v in query.items()}
+    marketing_client.get(directors.get_absolute_url())  # warm the session
+    # session, user, roles, the segment with its member count, the page rows, the history
+    # chart, the top bar's unread-notices count, owner and campaign choices of the filter
+    with django_assert_num_queries(queries):
+        response = marketing_client.get(directors.get_absolute_url(), query)
+    assert response.status_code == 200
+    if not query:
+        assert response.content.decode().count("why?") == 31
+        assert response.context["segment"].member_count == 31
+
+
+def test_it_exports_the_filtered_members_as_csv_and_xlsx_with_formulas_neutralised(
+    marketing_client, directors
+):
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    ContactFactory(job_title="Director", first_name="=HYPERLINK(1)", stage="mql")
+    ContactFactory(job_title="Director", first_name="Lea", stage="lead")
+    ContactFactory(job_title="Analyst", first_name="=X()", stage="mql")  # no member
+    segment_save(segment=directors, name="Directors", kind="dynamic", definition=DIRECTORS)
     url = directors.get_absolute_url()
-    html = marketing_client.get(url, {"q": "nomatch"}).content.decode()
-    assert "No members." in html
-    response = marketing_client.get(url, {"format": "csv"})
-    body = b"".join(response.streaming_content).decode()
+    assert "No members match." in marketing_client.get(url, {"q": "nomatch"}).content.decode()
+
+    response = marketing_client.get(url, {"stage": "mql", "export": "csv"})
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert "dir@example.com" in body
-    assert body.count("\n") == 2
+    assert f'filename="segment-{directors.pk}-' in response["Content-Disposition"]
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0][:4] == ["id", "email", "first_name", "last_name"]  # the contact export's
+    assert [row[2] for row in rows[1:]] == ["'=HYPERLINK(1)"]
+
+    response = marketing_client.get(url, {"export": "xlsx", "sort": "name"})
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    names = sorted(sheet.cell(r, 3).value for r in range(2, sheet.max_row + 1))
+    assert sheet.max_row == 4  # header and the three directors
+    assert "=HYPERLINK(1)" in names  # a text cell (quote prefix), never a formula
+    assert sheet.cell(1, 2).value == "email"
+    # The page's export link before it took the contact list's ?export=.
+    legacy = marketing_client.get(url, {"format": "csv"})
+    assert len(b"".join(legacy.streaming_content).decode("utf-8-sig").splitlines()) == 4
+
+
+def test_an_invalid_member_filter_shows_its_error_instead_of_a_500(marketing_client, directors):
+    response = marketing_client.get(directors.get_absolute_url(), {"score_min": "many"})
+    assert response.status_code == 200
+    assert "Enter a number." in response.content.decode()
+    assert member_ids(response) == []
 
 
 def test_it_explains_why_a_contact_is_in_a_segment(marketing_client, directors):
@@ -272,3 +379,44 @@ def test_the_builder_round_trips_behaviour_with_dates_form_and_content_type():
     assert row.type == "behaviour"
     assert (row.values["between_from"], row.values["between_to"]) == ("2026-01-01", "2026-03-31")
     assert from_tree(to_tree(definition)) == definition
+
+
+def test_the_builder_types_attribute_ranges_and_dates_from_what_is_typed(marketing_client):
+    """An attribute has no declared type: "10, 50" is a number range, two days a date range;
+    the date operators and the new profile fields are offered and previewed."""
+    from django.http import QueryDict
+
+    from crm.segments.builder import from_tree, parse_post
+
+    ContactFactory(attributes={"seats": "20", "renewal_date": "2026-02-01"}, timezone="UTC")
+    rows = builder_post(
+        a=("attributes.seats", "between", "10, 50"),
+        b=("attributes.renewal_date", "between", "2026-01-01, 2026-03-31"),
+        c=("attributes.renewal_date", "before", "2026-03-01"),
+        d=("attributes.renewal_date", "within_last_days", "3650"),
+        e=("attributes.seats", "not_in", "5, 7"),
+        f=("timezone", "equals", "utc"),
+    )
+    query = QueryDict(mutable=True)
+    for key, value in rows.items():
+        query.setlist(key, value if isinstance(value, list) else [value])
+    assert from_tree(parse_post(query))["all"] == [
+        {"field": "attributes.seats", "op": "between", "value": [10, 50]},
+        {
+            "field": "attributes.renewal_date",
+            "op": "between",
+            "value": ["2026-01-01", "2026-03-31"],
+        },
+        {"field": "attributes.renewal_date", "op": "before", "value": "2026-03-01"},
+        {"field": "attributes.renewal_date", "op": "within_last_days", "value": 3650},
+        {"field": "attributes.seats", "op": "not_in", "value": [5, 7]},
+        {"field": "timezone", "op": "equals", "value": "utc"},
+    ]
+    response = marketing_client.post(reverse("crm:segment-preview"), rows)
+    assert '<span class="value">1</span>' in response.content.decode()
+    url = reverse("crm:segment-builder")
+    form = marketing_client.post(url, {**rows, "action": "add-profile:0"}).content.decode()
+    for op in ("between", "before", "after", "within_last_days"):
+        assert f'<option value="{op}"' in form
+    for field in ("timezone", "consent_given_at", "consent_source", "updated_at"):
+        assert f'<option value="{field}">' in form

@@ -83,6 +83,22 @@ def test_a_numeric_attribute_rule_compares_numbers_on_every_path():
     assert services.scores_rescore_all().entries_created == 0
 
 
+@pytest.mark.parametrize("key", ["range", "contains", "isnull", "exact", "date", "a__b"])
+def test_a_fit_rule_reads_an_attribute_named_like_a_lookup_as_that_key(key):
+    """A key named like a Django lookup ("range", "isnull" …) or holding "__" is the key
+    itself (crm.attributes), when a contact is created and on a rescore (on PostgreSQL,
+    the rescore's SQL path)."""
+    field = f"attributes.{key}"
+    FitRuleFactory(field=field, operator="gt", value="1000", points=20)
+    FitRuleFactory(field=field, operator="equals", value="pro", points=1)
+    FitRuleFactory(field=field, operator="is_empty", value="", points=-3)
+    big = contact_create(email="big@acme.example", attributes={key: "1200"})
+    pro = contact_create(email="pro@acme.example", attributes={key: "Pro"})
+    nested = contact_create(email="nested@acme.example", attributes={"a": {"b": "1200"}})
+    assert [score(c) for c in (big, pro, nested)] == [20, 1, -3]
+    assert services.scores_rescore_all().entries_created == 0
+
+
 def test_a_negated_attribute_rule_applies_to_a_contact_without_the_attribute():
     """``country not_in DE,AT`` penalises a contact with no country; on a custom attribute
     a negation treats a missing attribute the same way (as segments do)."""
