@@ -7,7 +7,7 @@ The body is the JSON API contract: ``{"report", "start", "end", "filters", "rows
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,14 +15,7 @@ from django.utils import timezone
 
 from .metrics import cost, customers, email, funnel, leads, revenue
 from .query import ReportQuery, money, ratio, site_tz
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    kind: str = "count"  # count | rate | money | text | number | days
-    drill: str = ""  # drill-down metric name, when the figure is a count of contacts
+from .tables import Column, Table, report_tables, totals_table
 
 
 @dataclass(frozen=True)
@@ -30,10 +23,24 @@ class Report:
     name: str
     title: str
     build: Callable[[ReportQuery], dict]
-    columns: list[Column]
-    total_columns: list[Column] = field(default_factory=list)
     uses_attribution: bool = False
-    chart: Callable[[dict], dict] | None = None
+
+    @property
+    def tables(self) -> list[Table]:
+        """The tables the page shows and the export writes, the main one first."""
+        return report_tables(self.name, self.title)
+
+    @property
+    def columns(self) -> list[Column]:
+        return self.tables[0].columns
+
+    def page_tables(self, compare: bool) -> list[Table]:
+        """Every table of the page in order — the main one, the totals (not on the
+        dashboard, whose rows are its totals), then the others — as its export writes them."""
+        main, *extra = self.tables
+        if self.name == "dashboard":
+            return [main]
+        return [main, totals_table(compare), *extra]
 
 
 def change(current, previous) -> dict:
@@ -218,93 +225,16 @@ def _num(v):
     return None if v is None else float(v)
 
 
-C = Column
-EMAIL_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("sent", "Sent", "count", "email_sent"),
-    C("delivered", "Delivered"),
-    C("bounced", "Bounced", "count", "email_bounced"),
-    C("bounce_rate", "Bounce rate", "rate"),
-    C("hard_bounce_rate", "Hard-bounce rate", "rate"),
-    C("unique_opens", "Unique opens", "count", "email_opened"),
-    C("machine_opens", "Machine opens"),
-    C("open_rate", "Open rate*", "rate"),
-    C("unique_clicks", "Unique clicks", "count", "email_clicked"),
-    C("click_through_rate", "CTR", "rate"),
-    C("click_to_open_rate", "CTOR", "rate"),
-    C("unsubscribed", "Unsubscribed", "count", "email_unsubscribed"),
-    C("unsubscribe_rate", "Unsubscribe rate", "rate"),
-    C("complaints", "Complaints", "count", "email_complained"),
-    C("complaint_rate", "Complaint rate", "rate"),
-    C("conversions", "Conversions"),
-    C("conversion_rate", "Conversion rate", "rate"),
-]
-COST_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("program_cost", "Program cost", "money"),
-    C("variable_cost", "Variable cost", "money"),
-    C("new_leads", "New leads", "count", "acquired"),
-    C("cost_per_new_lead", "Cost / new lead", "money"),
-    C("mqls", "MQLs (credit)", "number"),
-    C("cost_per_mql", "Cost / MQL", "money"),
-    C("cost_per_mql_variable", "Cost / MQL (variable)", "money"),
-    C("sqls", "SQLs (credit)", "number"),
-    C("cost_per_sql", "Cost / SQL", "money"),
-    C("customers", "Customers (credit)", "number"),
-    C("cost_per_customer", "CPA", "money"),
-    C("attributed_revenue", "Attributed revenue", "money"),
-    C("roi", "ROI", "rate"),
-]
-LEADS_COLS = [
-    C("month", "Month", "text"),
-    C("new_leads", "New leads", "count", "new_leads"),
-    C("reopened_leads", "Re-opened", "count", "reopened"),
-    C("mql_entries", "MQL entries", "count", "mqls"),
-    C("mqls", "MQLs (unique)", "count", "mqls"),
-    C("sqls", "SQLs", "count", "sqls"),
-    C("mql_acceptance_rate", "Acceptance rate", "rate"),
-    C("score_median", "Median month-end score", "number"),
-]
-FUNNEL_COLS = [
-    C("stage", "Stage", "text"),
-    C("cohort", "Cohort reached", "count", "cohort"),
-    C("entries", "Entries", "count", "entries"),
-    C("contacts", "Contacts entering", "count", "entries"),
-    C("stage_conversion", "Conversion to next", "rate"),
-    C("median_days", "Median days", "number"),
-    C("p90_days", "p90 days", "number"),
-    C("recycled", "Recycled from", "count", "recycled_from"),
-    C("disqualified", "Disqualified from", "count", "disqualified_from"),
-]
-REVENUE_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("channel", "Channel", "text"),
-    C("attributed_revenue", "Attributed revenue", "money"),
-]
-CUSTOMER_COLS = [
-    C("cohort", "Customer start month", "text"),
-    C("customers", "Customers", "count", "customer_cohort"),
-    C("won_revenue", "Won revenue", "money"),
-    C("customer_lifetime_value", "CLV", "money"),
-]
-DASHBOARD_COLS = [
-    C("metric", "Metric", "text"),
-    C("value", "Value", "number"),
-    C("previous", "Previous period", "number"),
-    C("change", "Change", "number"),
-    C("relative_change", "Relative change", "rate"),
-]
-
 REPORTS: dict[str, Report] = {
     r.name: r
     for r in [
-        Report("dashboard", "Dashboard", build_dashboard, DASHBOARD_COLS),
-        Report("funnel", "Funnel", build_funnel, FUNNEL_COLS),
-        Report("email", "Email and programs", build_email, EMAIL_COLS),
-        Report("cost-per-mql", "Cost per MQL", build_cost, COST_COLS, uses_attribution=True),
-        Report("leads", "Leads", build_leads, LEADS_COLS),
-        Report("revenue", "Revenue", build_revenue, REVENUE_COLS, uses_attribution=True),
-        Report("customers", "Customers", build_customers, CUSTOMER_COLS),
+        Report("dashboard", "Dashboard", build_dashboard),
+        Report("funnel", "Funnel", build_funnel),
+        Report("email", "Email and programs", build_email),
+        Report("cost-per-mql", "Cost per MQL", build_cost, uses_attribution=True),
+        Report("leads", "Leads", build_leads),
+        Report("revenue", "Revenue", build_revenue, uses_attribution=True),
+        Report("customers", "Customers", build_customers),
     ]
 }
 # "review" is served by the review register (reports.review), not by this registry.

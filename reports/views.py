@@ -9,13 +9,15 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
 
+from crm.exports import csv_response
 from crm.roles import EVERYONE, allow
 
 from .drilldown import contacts_for, narrow
-from .export import csv_response, export_response
+from .export import report_export, total_line
 from .forms import ReportFilterForm
 from .query import DEFAULT_PRESET, ReportParamError, parse_query
-from .registry import REPORTS, Column, report_body
+from .registry import REPORTS, chart_for, report_body
+from .tables import Column, Table, kind_of
 
 
 def fmt(value, kind: str) -> str:
@@ -31,35 +33,60 @@ def fmt(value, kind: str) -> str:
     return str(value)
 
 
-def _drill_href(q, col: Column, row: dict) -> str | None:
+def _drill_href(q, table: Table, col: Column, row: dict) -> str | None:
     if not col.drill or not row.get(col.key):
         return None
     params = q.as_params()
     params["metric"] = col.drill
-    if "campaign" in row:
-        params["row_campaign"] = row.get("campaign_id") or 0
-    if "month" in row:
-        params["month"] = row["month"]
-    if "cohort" in row and isinstance(row.get("cohort"), str):
-        params["month"] = row["cohort"]
-    if "stage" in row:
-        params["stage"] = row["stage"]
+    params.update(table.drill_params(row))
     return "/reports/drilldown/?" + urlencode(params)
 
 
-def _cells(q, columns, rows):
+def signed(value, kind: str) -> str:
+    """A change: signed, a rate's in percentage points, "—" when undefined."""
+    if value is None:
+        return "—"
+    if kind == "rate":
+        return f"{float(value) * 100:+.1f} pp"
+    if kind == "money":
+        return f"{Decimal(value):+,.2f}"
+    return f"{value:+,}"
+
+
+def _cell(q, table: Table, col: Column, row: dict) -> dict:
+    kind = _row_kind(col, row)
+    value = row.get(col.key)
+    return {
+        # The dashboard's and the totals' rows mix counts, rates and money in one column.
+        "text": signed(value, kind) if col.key == "change" else fmt(value, kind),
+        "href": _drill_href(q, table, col, row),
+        "flag": col.key == "unsubscribe_rate" and row.get("unsubscribe_flag"),
+        "num": col.kind != "text",
+    }
+
+
+def _shown(q, table: Table, body: dict) -> dict:
+    """A table as the template draws it (reports/_table.html)."""
+    return {
+        "title": table.title,
+        "headers": [c.label for c in table.columns],
+        "rows": [[_cell(q, table, c, r) for c in table.columns] for r in table.rows(body)],
+        "total": _total_cells(table, body),
+        "empty": table.empty,
+        "note": table.note,
+    }
+
+
+def _total_cells(table: Table, body: dict) -> list[dict] | None:
+    total = total_line(table, body.get("totals") or {})
+    if total is None:
+        return None
     return [
-        [
-            {
-                # The dashboard's rows mix counts, rates and money in one column.
-                "text": fmt(r.get(c.key), _row_kind(c, r)),
-                "href": _drill_href(q, c, r),
-                "flag": c.key == "unsubscribe_rate" and r.get("unsubscribe_flag"),
-                "num": c.kind != "text",
-            }
-            for c in columns
-        ]
-        for r in rows
+        {"text": "Total"},
+        *[
+            {"text": fmt(total[c.key], c.kind) if c.key in total else "", "num": True}
+            for c in table.columns[1:]
+        ],
     ]
 
 
@@ -73,62 +100,29 @@ def _render_report(request, name: str, template: str = "reports/report.html"):
             request, template, {"report": report, "form": form, "error": str(exc)}, status=400
         )
     body = report_body(name, q)
+    tables = report.page_tables(q.compare)
     fmt_param = request.GET.get("format")
     if fmt_param in ("csv", "xlsx"):
-        return export_response(
-            fmt_param, report.columns, body["rows"], body["totals"], f"{name}-{q.start}-{q.end}"
-        )
-    from .registry import chart_for
-
-    totals = [
-        {
-            "key": k,
-            "text": fmt(v, _kind(k)),
-            "prev": fmt(body["previous"]["totals"].get(k), _kind(k)) if q.compare else "",
-            "change": _change_text(body, k) if q.compare else "",
-        }
-        for k, v in body["totals"].items()
-        if not isinstance(v, (dict, list, bool))
-    ]
-    export_qs = urlencode(q.as_params())
+        return report_export(fmt_param, tables, body, f"{name}-{q.start}-{q.end}")
+    shown = [_shown(q, t, body) for t in tables]
     context = {
         "report": report,
         "reports": REPORTS,
         "form": form,
         "q": q,
         "body": body,
-        "columns": report.columns,
-        "rows": _cells(q, report.columns, body["rows"]),
-        "totals": totals,
+        "main": shown[0],
+        "tables": shown[1:],
         "chart": chart_for(name, body),
-        "export_qs": export_qs,
+        "export_qs": urlencode(q.as_params()),
     }
     return render(request, template, context)
 
 
 def _row_kind(col: Column, row: dict) -> str:
     if col.kind == "number" and "metric" in row:
-        return _kind(row["metric"])
+        return kind_of(row["metric"])
     return col.kind
-
-
-def _kind(key: str) -> str:
-    if key.endswith(("_rate", "csat", "roi")) or key in (
-        "click_through_rate",
-        "marketing_influenced_revenue",
-    ):
-        return "rate"
-    if "cost" in key or "revenue" in key or key in ("open_pipeline", "won_revenue"):
-        return "money"
-    return "number"
-
-
-def _change_text(body, key) -> str:
-    ch = body["previous"]["change"].get(key) or {}
-    if ch.get("absolute") is None:
-        return "—"
-    rel = ch.get("relative")
-    return f"{ch['absolute']:+}" + (f" ({rel * 100:+.1f}%)" if rel is not None else "")
 
 
 @allow(EVERYONE)
@@ -167,14 +161,12 @@ def drilldown(request):
     except (ReportParamError, ValueError) as exc:
         return render(request, "reports/drilldown.html", {"error": str(exc)}, status=400)
     if request.GET.get("format") == "csv":
-        rows = [["id", "email", "name", "stage", "source", "owner", "created_at"]]
-        rows += [
+        rows = (
             [c.id, c.email, c.full_name, c.stage, c.source, str(c.owner or ""), c.created_at]
             for c in contacts.iterator(chunk_size=2000)
-        ]
-        from .export import neutralise
-
-        return csv_response([[neutralise(v) for v in r] for r in rows], "drilldown")
+        )
+        headers = ["id", "email", "name", "stage", "source", "owner", "created_at"]
+        return csv_response(headers=headers, rows=rows, filename="drilldown")
     page = Paginator(contacts, 100).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)

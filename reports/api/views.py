@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from crm.roles import EVERYONE
 
-from ..export import export_response
+from ..export import report_export
 from ..query import ATTRIBUTION_MODELS, ReportParamError, parse_query
 from ..registry import REPORTS, RESERVED, report_body
 
@@ -45,7 +45,9 @@ class ReportAPIView(APIView):
             "Reports: dashboard, funnel, email, cost-per-mql, leads, revenue, customers. "
             "Body {report, start, end, filters, rows, totals} (+ funnel stages and "
             "nurtured_vs_non_nurtured). Rates are fractions, null on a zero denominator; "
-            "money is rounded to cents. The period is [start, end) in the site time zone."
+            "money is rounded to cents. The period is [start, end) in the site time zone. "
+            "format=xlsx downloads every table of the report page, a sheet each; format=csv "
+            "the same tables one after another, each with a title row and its header row."
         ),
     )
     def get(self, request, name: str):
@@ -64,8 +66,6 @@ class ReportAPIView(APIView):
             return Response({"detail": str(exc)}, status=400)
         body = report_body(name, q)
         if fmt != "json":
-            report = REPORTS[name]
-            return export_response(
-                fmt, report.columns, body["rows"], body["totals"], f"{name}-{q.start}-{q.end}"
-            )
+            tables = REPORTS[name].page_tables(q.compare)
+            return report_export(fmt, tables, body, f"{name}-{q.start}-{q.end}")
         return Response(body)

@@ -42,11 +42,12 @@ DASHBOARD_KPIS = {
 @register.simple_tag
 def kpi(row: dict) -> dict:
     """One dashboard card: label, formatted value/previous/change and its direction."""
-    from ..views import _kind, fmt
+    from ..tables import kind_of
+    from ..views import fmt
 
     key = row["metric"]
     label, url_name, rise_is_good = DASHBOARD_KPIS.get(key, (key.replace("_", " "), "", True))
-    kind = _kind(key)
+    kind = kind_of(key)
     absolute = row.get("change")
     direction = ""
     if absolute not in (None, 0):
