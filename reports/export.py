@@ -3,6 +3,8 @@
 Layout: XLSX has one sheet per table, named after it; CSV has the tables one after
 another, each as a title row, its header row and its rows, then an empty row. The main
 table ends with a "Total" line (the report's totals that are columns of it), as on the page.
+With compare on, every figure column of a compared table is followed by its change and
+relative change columns, and a month column by "Compared with" (``reports.compare``).
 
 Cells are written by ``crm.exports``, so report and contact exports behave alike: a figure
 the page shows as "—" (a rate over a zero denominator) is an empty cell; text starting like
@@ -32,12 +34,44 @@ def total_line(table: Table, totals: dict) -> dict | None:
 
 def table_cells(table: Table, body: dict) -> list[list]:
     """A table as its header row and one list of plain values per row."""
+    if "previous" in body and table.compared:
+        return _compared_cells(table, body)
     keys = [c.key for c in table.columns]
     rows = [[r.get(k) for k in keys] for r in table.rows(body)]
     total = total_line(table, body.get("totals") or {})
     if total is not None:
         rows.append(["Total", *[total.get(k) for k in keys[1:]]])
     return [[c.label for c in table.columns], *rows]
+
+
+def _compared_cells(table: Table, body: dict) -> list[list]:
+    """:func:`table_cells` with compare on: each figure followed by its change and relative
+    change against the previous period, and a month row by the month it is compared with."""
+    header: list = []
+    for c in table.columns:
+        header.append(c.label)
+        if c.key == table.month_key:
+            header.append("Compared with")
+        elif c.kind != "text":
+            header += [f"{c.label} change", f"{c.label} relative change"]
+
+    def line(row: dict, changes: dict) -> list:
+        out = []
+        for c in table.columns:
+            out.append(row.get(c.key))
+            if c.key == table.month_key:
+                out.append(row.get("compared_with"))
+            elif c.kind != "text":
+                ch = changes.get(c.key) or {}
+                out += [ch.get("absolute"), ch.get("relative")]
+        return out
+
+    rows = [line(r, r.get("change") or {}) for r in table.rows(body)]
+    total = total_line(table, body.get("totals") or {})
+    if total is not None:
+        changes = {k: v for k, v in body["previous"]["change"].items() if k in total}
+        rows.append(["Total", *line(total, changes)[1:]])
+    return [header, *rows]
 
 
 def _csv_rows(tables: list[Table], body: dict) -> Iterator[list]:

@@ -2,6 +2,8 @@
 
 The body is the JSON API contract: ``{"report", "start", "end", "filters", "rows",
 "totals"}`` plus extras per report (funnel: ``stages``, ``nurtured_vs_non_nurtured``).
+With compare on, ``previous`` holds the previous period's totals and their change, and
+every compared row its own ``change`` (``reports.compare``).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import Decimal
 
 from django.utils import timezone
 
+from .compare import change, join_previous
 from .metrics import cost, customers, email, funnel, leads, revenue
-from .query import ReportQuery, money, ratio, site_tz
+from .query import ReportQuery, site_tz
 from .tables import Column, Table, report_tables, totals_table
 
 
@@ -41,18 +43,6 @@ class Report:
         if self.name == "dashboard":
             return [main]
         return [main, totals_table(compare), *extra]
-
-
-def change(current, previous) -> dict:
-    """METRICS.md "Short-term trend": absolute and relative change (None when undefined)."""
-    if current is None or previous is None or isinstance(current, (str, bool, dict, list)):
-        return {"absolute": None, "relative": None}
-    absolute = current - previous
-    if isinstance(absolute, Decimal):
-        absolute = money(absolute)
-    elif isinstance(absolute, float):
-        absolute = round(absolute, 6)
-    return {"absolute": absolute, "relative": ratio(current - previous, previous)}
 
 
 # --- builders ------------------------------------------------------------------------------
@@ -256,11 +246,12 @@ def report_body(name: str, q: ReportQuery) -> dict:
     }
     if q.compare:
         prev_q = q.previous()
-        prev = report.build(prev_q)["totals"]
+        prev = report.build(prev_q)
         body["previous"] = {
             "start": prev_q.start.isoformat(),
             "end": prev_q.end.isoformat(),
-            "totals": prev,
-            "change": {k: change(v, prev.get(k)) for k, v in body["totals"].items()},
+            "totals": prev["totals"],
+            "change": {k: change(v, prev["totals"].get(k)) for k, v in body["totals"].items()},
         }
+        join_previous(report.tables, body, prev)
     return body

@@ -3,13 +3,14 @@
 
 A report body (``reports.registry``) keeps its figures as lists of row dicts (``rows``,
 ``steps``, ``landing_pages`` …) or one dict (the funnel's nurtured vs non-nurtured). A
-:class:`Table` names that ``source``, the columns shown and the drill-down parameters that
-pin a row's counts to their contacts.
+:class:`Table` names that ``source``, the columns shown, the key that joins a row to the
+previous period's row (``reports.compare``) and the drill-down parameters that pin a row's
+counts to their contacts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from .metrics.leads import SCORE_BUCKETS, bucket_label
@@ -46,6 +47,10 @@ class Table:
     title: str
     columns: list[Column]
     source: str = "rows"  # the body key its rows come from
+    # Joins a row to the previous period's (reports.compare); None: not compared.
+    key: Callable[[dict], Hashable] | None = None
+    # Month rows carry their month under this key and are joined by place from the end.
+    month_key: str = ""
     # Rows derived from the body (default: ``body[source]`` as it is).
     derive: Callable[[dict], list[dict]] | None = None
     drill_params: Callable[[dict], dict] = row_drill_params
@@ -54,6 +59,11 @@ class Table:
     # Ends with a "Total" line of the report's totals that are columns of it.
     total: bool = False
     sheet: str = ""  # the XLSX sheet name when the title is too long (31 characters)
+
+    @property
+    def compared(self) -> bool:
+        """Whether its rows carry a change against the previous period (compare on)."""
+        return bool(self.key or self.month_key)
 
     @property
     def sheet_name(self) -> str:
@@ -107,7 +117,8 @@ COMPARE_COLS = [
 
 
 def totals_table(compare: bool) -> Table:
-    return Table("Totals", METRIC_COLS + (COMPARE_COLS if compare else []), derive=totals_rows)
+    columns = METRIC_COLS + (COMPARE_COLS if compare else [])
+    return Table("Totals", columns, source="", derive=totals_rows)
 
 
 def _campaign(row: dict):
@@ -162,12 +173,14 @@ def email_tables(main: Table) -> list[Table]:
             "Per step",
             STEP_COLS,
             source="steps",
+            key=lambda r: (r["step_id"], r.get("campaign_id")),
             empty="No step emails in this period.",
         ),
         Table(
             "Landing pages",
             LANDING_COLS,
             source="landing_pages",
+            key=lambda r: r["url"],
             empty="No page visits in this period.",
         ),
     ]
@@ -218,6 +231,12 @@ def score_rows(body: dict) -> list[dict]:
     out = []
     for r in body.get("rows", []):
         row = {"month": r["month"], **r["score_histogram"], "score_median": r["score_median"]}
+        if "change" in r:
+            row["compared_with"] = r.get("compared_with")
+            row["change"] = {
+                **r["change"].get("score_histogram", {}),
+                "score_median": r["change"].get("score_median"),
+            }
         out.append(row)
     return out
 
@@ -261,6 +280,7 @@ def nurtured_rows(body: dict) -> list[dict]:
     n = body.get("nurtured_vs_non_nurtured") or {}
     if not n:
         return []
+    ch = n.get("change") or {}
 
     def group(key: str, label: str) -> dict:
         row = {
@@ -270,6 +290,12 @@ def nurtured_rows(body: dict) -> list[dict]:
             "opportunities": n[f"{key}_opportunities"],
             "opportunity_rate": n[f"{key}_opportunity_rate"],
         }
+        if ch:
+            row["change"] = {
+                "contacts": ch.get(key),
+                "opportunities": ch.get(f"{key}_opportunities"),
+                "opportunity_rate": ch.get(f"{key}_opportunity_rate"),
+            }
         return row
 
     difference = {
@@ -279,6 +305,12 @@ def nurtured_rows(body: dict) -> list[dict]:
         "ci95_low": n["ci95_low"],
         "ci95_high": n["ci95_high"],
     }
+    if ch:
+        difference["change"] = {
+            "opportunity_rate": ch.get("difference"),
+            "ci95_low": ch.get("ci95_low"),
+            "ci95_high": ch.get("ci95_high"),
+        }
     return [group("nurtured", "Nurtured"), group("non_nurtured", "Never enrolled"), difference]
 
 
@@ -289,6 +321,7 @@ def funnel_tables(main: Table) -> list[Table]:
             "Nurtured vs non-nurtured (opportunity rate)",
             NURTURED_COLS,
             source="nurtured_vs_non_nurtured",
+            key=lambda r: r["group_key"],
             derive=nurtured_rows,
             note="Interval: normal approximation (Wald) for a difference of proportions.",
             sheet="Nurtured vs non-nurtured",
@@ -297,6 +330,7 @@ def funnel_tables(main: Table) -> list[Table]:
             "Program holdouts",
             HOLDOUT_COLS,
             source="holdouts",
+            key=lambda r: r["program_id"],
             empty="No program with a holdout in this period.",
         ),
     ]
@@ -341,36 +375,38 @@ def report_tables(name: str, title: str) -> list[Table]:
     if name == "dashboard":  # its rows are already the comparison with the previous period
         return [Table(title, DASHBOARD_COLS)]
     if name == "email":
-        return email_tables(Table(title, EMAIL_COLS, total=True))
+        return email_tables(Table(title, EMAIL_COLS, key=_campaign, total=True))
     if name == "funnel":
-        return funnel_tables(Table(title, FUNNEL_COLS, total=True))
+        return funnel_tables(Table(title, FUNNEL_COLS, key=lambda r: r["stage"], total=True))
     if name == "cost-per-mql":
         return [
-            Table(title, COST_COLS, total=True),
-            Table("Cost per MQL by month", COST_MONTH_COLS, source="by_month"),
+            Table(title, COST_COLS, key=_campaign, total=True),
+            Table("Cost per MQL by month", COST_MONTH_COLS, source="by_month", month_key="month"),
         ]
     if name == "leads":
         return [
-            Table(title, LEADS_COLS, total=True),
+            Table(title, LEADS_COLS, month_key="month", total=True),
             Table(
                 "Score profile of new leads (month-end score)",
                 SCORE_COLS,
+                month_key="month",
                 derive=score_rows,
                 sheet="Score profile of new leads",
             ),
         ]
     if name == "revenue":
         return [
-            Table(title, REVENUE_COLS, total=True),
-            Table("By channel", CHANNEL_COLS, source="channels"),
+            Table(title, REVENUE_COLS, key=_campaign, total=True),
+            Table("By channel", CHANNEL_COLS, source="channels", key=lambda r: r["channel"]),
         ]
     if name == "customers":
         return [
-            Table(title, CUSTOMER_COLS, total=True),
+            Table(title, CUSTOMER_COLS, month_key="cohort", total=True),
             Table(
                 "Social engagement per campaign",
                 SOCIAL_COLS,
                 source="social",
+                key=_campaign,
                 empty="No social activity in this period.",
             ),
         ]

@@ -53,16 +53,38 @@ def signed(value, kind: str) -> str:
     return f"{value:+,}"
 
 
+def change_text(ch: dict | None, kind: str) -> str:
+    """A figure's change against the previous period: "+3 (+25.0%)", "+2.0 pp (+10.0%)"."""
+    if not ch or ch.get("absolute") is None:
+        return "—"
+    rel = ch.get("relative")
+    return signed(ch["absolute"], kind) + (f" ({rel * 100:+.1f}%)" if rel is not None else "")
+
+
+def _text(key: str, value, kind: str) -> str:
+    if key == "change":
+        return signed(value, kind)
+    if key == "relative_change":
+        return "—" if value is None else f"{value * 100:+.1f}%"
+    return fmt(value, kind)
+
+
 def _cell(q, table: Table, col: Column, row: dict) -> dict:
     kind = _row_kind(col, row)
     value = row.get(col.key)
-    return {
+    cell = {
         # The dashboard's and the totals' rows mix counts, rates and money in one column.
-        "text": signed(value, kind) if col.key == "change" else fmt(value, kind),
+        "text": _text(col.key, value, kind),
         "href": _drill_href(q, table, col, row),
         "flag": col.key == "unsubscribe_rate" and row.get("unsubscribe_flag"),
         "num": col.kind != "text",
     }
+    if q.compare and table.compared:
+        if col.key == table.month_key:
+            cell["change"] = f"vs {row.get('compared_with') or '—'}"
+        elif col.kind != "text":
+            cell["change"] = change_text((row.get("change") or {}).get(col.key), kind)
+    return cell
 
 
 def _shown(q, table: Table, body: dict) -> dict:
@@ -71,23 +93,24 @@ def _shown(q, table: Table, body: dict) -> dict:
         "title": table.title,
         "headers": [c.label for c in table.columns],
         "rows": [[_cell(q, table, c, r) for c in table.columns] for r in table.rows(body)],
-        "total": _total_cells(table, body),
+        "total": _total_cells(q, table, body),
         "empty": table.empty,
         "note": table.note,
     }
 
 
-def _total_cells(table: Table, body: dict) -> list[dict] | None:
+def _total_cells(q, table: Table, body: dict) -> list[dict] | None:
     total = total_line(table, body.get("totals") or {})
     if total is None:
         return None
-    return [
-        {"text": "Total"},
-        *[
-            {"text": fmt(total[c.key], c.kind) if c.key in total else "", "num": True}
-            for c in table.columns[1:]
-        ],
-    ]
+    changes = body["previous"]["change"] if q.compare else {}
+    cells = [{"text": "Total"}]
+    for c in table.columns[1:]:
+        cell = {"text": fmt(total[c.key], c.kind) if c.key in total else "", "num": True}
+        if c.key in total and c.key in changes:
+            cell["change"] = change_text(changes[c.key], c.kind)
+        cells.append(cell)
+    return cells
 
 
 def _render_report(request, name: str, template: str = "reports/report.html"):
