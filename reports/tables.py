@@ -21,8 +21,8 @@ class Column:
     key: str
     label: str
     kind: str = "count"  # count | rate | money | text | number | days
-    # The drill-down metric (reports.drilldown) when the figure is a count of contacts;
-    # figures counting activities (social reactions) or shares of credit have none.
+    # The drill-down metric (reports.drilldown) when the figure counts contacts, or credits
+    # their stage changes; activity counts (social reactions) have none.
     drill: str = ""
 
 
@@ -135,7 +135,7 @@ EMAIL_COLS = [
     C("bounce_rate", "Bounce rate", "rate"),
     C("hard_bounce_rate", "Hard-bounce rate", "rate"),
     C("unique_opens", "Unique opens", "count", "email_opened"),
-    C("machine_opens", "Machine opens"),
+    C("machine_opens", "Machine opens", "count", "email_machine_opened"),
     C("open_rate", "Open rate*", "rate"),
     C("unique_clicks", "Unique clicks", "count", "email_clicked"),
     C("click_through_rate", "CTR", "rate"),
@@ -144,26 +144,34 @@ EMAIL_COLS = [
     C("unsubscribe_rate", "Unsubscribe rate", "rate"),
     C("complaints", "Complaints", "count", "email_complained"),
     C("complaint_rate", "Complaint rate", "rate"),
-    C("conversions", "Conversions"),
+    C("conversions", "Conversions", "count", "email_converted"),
     C("conversion_rate", "Conversion rate", "rate"),
 ]
 STEP_COLS = [
     C("campaign", "Campaign", "text"),
     C("step", "Step", "text"),
-    C("sent", "Sent", "count"),
+    C("sent", "Sent", "count", "email_sent"),
     C("delivered", "Delivered"),
-    C("unique_opens", "Unique opens", "count"),
+    C("unique_opens", "Unique opens", "count", "email_opened"),
     C("open_rate", "Open rate*", "rate"),
-    C("unique_clicks", "Unique clicks", "count"),
+    C("unique_clicks", "Unique clicks", "count", "email_clicked"),
     C("click_through_rate", "CTR", "rate"),
     C("unsubscribe_rate", "Unsubscribe rate", "rate"),
 ]
 LANDING_COLS = [
     C("url", "Page", "text"),
-    C("unique_visitors", "Unique visitors", "count"),
-    C("converted_visitors", "Submitted its form", "count"),
+    C("unique_visitors", "Unique visitors", "count", "landing_visitors"),
+    C("converted_visitors", "Submitted its form", "count", "landing_converted"),
     C("landing_page_conversion_rate", "Conversion rate", "rate"),
 ]
+
+
+def _step_params(row: dict) -> dict:
+    return {"row_campaign": row.get("campaign_id") or 0, "row_step": row["step_id"]}
+
+
+def _url_params(row: dict) -> dict:
+    return {"url": row["url"]}
 
 
 def email_tables(main: Table) -> list[Table]:
@@ -174,6 +182,7 @@ def email_tables(main: Table) -> list[Table]:
             STEP_COLS,
             source="steps",
             key=lambda r: (r["step_id"], r.get("campaign_id")),
+            drill_params=_step_params,
             empty="No step emails in this period.",
         ),
         Table(
@@ -181,6 +190,7 @@ def email_tables(main: Table) -> list[Table]:
             LANDING_COLS,
             source="landing_pages",
             key=lambda r: r["url"],
+            drill_params=_url_params,
             empty="No page visits in this period.",
         ),
     ]
@@ -194,12 +204,12 @@ COST_COLS = [
     C("variable_cost", "Variable cost", "money"),
     C("new_leads", "New leads", "count", "acquired"),
     C("cost_per_new_lead", "Cost / new lead", "money"),
-    C("mqls", "MQLs (credit)", "number"),
+    C("mqls", "MQLs (credit)", "number", "mql_credits"),
     C("cost_per_mql", "Cost / MQL", "money"),
     C("cost_per_mql_variable", "Cost / MQL (variable)", "money"),
-    C("sqls", "SQLs (credit)", "number"),
+    C("sqls", "SQLs (credit)", "number", "sql_credits"),
     C("cost_per_sql", "Cost / SQL", "money"),
-    C("customers", "Customers (credit)", "number"),
+    C("customers", "Customers (credit)", "number", "customer_credits"),
     C("cost_per_customer", "CPA", "money"),
     C("attributed_revenue", "Attributed revenue", "money"),
     C("roi", "ROI", "rate"),
@@ -256,17 +266,17 @@ FUNNEL_COLS = [
 ]
 NURTURED_COLS = [
     C("group", "Group", "text"),
-    C("contacts", "New leads", "count"),
-    C("opportunities", "Reached opportunity", "count"),
+    C("contacts", "New leads", "count", "{group_key}"),
+    C("opportunities", "Reached opportunity", "count", "{group_key}_opportunities"),
     C("opportunity_rate", "Opportunity rate", "rate"),
     C("ci95_low", "95% interval from", "rate"),
     C("ci95_high", "95% interval to", "rate"),
 ]
 HOLDOUT_COLS = [
     C("program", "Program", "text"),
-    C("treated", "Treated", "count"),
+    C("treated", "Treated", "count", "holdout_treated"),
     C("treated_opportunity_rate", "Treated opp. rate", "rate"),
-    C("held_out", "Held out", "count"),
+    C("held_out", "Held out", "count", "holdout_held_out"),
     C("held_out_opportunity_rate", "Held-out opp. rate", "rate"),
     C("lift", "Lift", "rate"),
     C("ci95_low", "95% interval from", "rate"),
@@ -314,6 +324,10 @@ def nurtured_rows(body: dict) -> list[dict]:
     return [group("nurtured", "Nurtured"), group("non_nurtured", "Never enrolled"), difference]
 
 
+def _program_params(row: dict) -> dict:
+    return {"program": row["program_id"]}
+
+
 def funnel_tables(main: Table) -> list[Table]:
     return [
         main,
@@ -331,6 +345,7 @@ def funnel_tables(main: Table) -> list[Table]:
             HOLDOUT_COLS,
             source="holdouts",
             key=lambda r: r["program_id"],
+            drill_params=_program_params,
             empty="No program with a holdout in this period.",
         ),
     ]

@@ -37,7 +37,8 @@ def _drill_href(q, table: Table, col: Column, row: dict) -> str | None:
     if not col.drill or not row.get(col.key):
         return None
     params = q.as_params()
-    params["metric"] = col.drill
+    # A column may name its metric by the row ("{group_key}": nurtured vs non-nurtured).
+    params["metric"] = col.drill.format_map(row)
     params.update(table.drill_params(row))
     return "/reports/drilldown/?" + urlencode(params)
 
@@ -166,6 +167,12 @@ def report_page(request, name: str):
     return _render_report(request, name)
 
 
+def _id_param(params, name: str) -> int | None:
+    """A row id pinning a drill-down (a ValueError, shown as a 400, when not a number)."""
+    value = params.get(name)
+    return int(value) if value not in (None, "") else None
+
+
 @allow(EVERYONE)
 def drilldown(request):
     """The contacts behind a count, with the report's filters; ``?format=csv`` exports them."""
@@ -173,13 +180,14 @@ def drilldown(request):
         q = parse_query(request.GET)
         if request.GET.get("month"):
             q = narrow(q, request.GET["month"])
-        row_campaign = request.GET.get("row_campaign")
-        row_campaign = int(row_campaign) if row_campaign not in (None, "") else None
         contacts = contacts_for(
             q,
             request.GET.get("metric", ""),
-            row_campaign=row_campaign,
+            row_campaign=_id_param(request.GET, "row_campaign"),
             stage=request.GET.get("stage", ""),
+            step=_id_param(request.GET, "row_step"),
+            url=request.GET.get("url", ""),
+            program=_id_param(request.GET, "program"),
         )
     except (ReportParamError, ValueError) as exc:
         return render(request, "reports/drilldown.html", {"error": str(exc)}, status=400)

@@ -39,6 +39,11 @@ DASHBOARD_KPIS = {
 }
 
 
+# The counts of contacts among them, with the drill-down listing those contacts (an MQL
+# entry is a contact's entry into mql: the entries' contacts are the MQLs).
+KPI_DRILLS = {"new_leads": "new_leads", "mqls": "mqls", "mql_entries": "mqls", "sqls": "sqls"}
+
+
 @register.simple_tag
 def kpi(row: dict) -> dict:
     """One dashboard card: label, formatted value/previous/change and its direction."""
@@ -61,6 +66,7 @@ def kpi(row: dict) -> dict:
     return {
         "label": label,
         "url_name": url_name,
+        "drill": KPI_DRILLS.get(key, "") if row.get("value") else "",
         "value": fmt(row.get("value"), kind),
         "previous": fmt(row.get("previous"), kind),
         "change": change_text,
