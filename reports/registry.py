@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from .compare import change, join_previous
 from .metrics import cost, customers, email, funnel, leads, revenue
-from .query import ReportQuery, site_tz
+from .metrics.funnel_groups import funnel_groups
+from .query import GROUP_BY, ReportParamError, ReportQuery, parse_query, site_tz
 from .tables import Column, Table, report_tables, totals_table
 
 
@@ -26,23 +27,23 @@ class Report:
     title: str
     build: Callable[[ReportQuery], dict]
     uses_attribution: bool = False
-
-    @property
-    def tables(self) -> list[Table]:
-        """The tables the page shows and the export writes, the main one first."""
-        return report_tables(self.name, self.title)
+    group_by: tuple[str, ...] = ()  # the groupings it offers (``?group_by=``)
 
     @property
     def columns(self) -> list[Column]:
-        return self.tables[0].columns
+        return report_tables(self.name, self.title)[0].columns
 
-    def page_tables(self, compare: bool) -> list[Table]:
+    def tables(self, q: ReportQuery) -> list[Table]:
+        """The report's tables for ``q``, the main one first."""
+        return report_tables(self.name, self.title, group_by=q.group_by)
+
+    def page_tables(self, q: ReportQuery) -> list[Table]:
         """Every table of the page in order — the main one, the totals (not on the
         dashboard, whose rows are its totals), then the others — as its export writes them."""
-        main, *extra = self.tables
+        main, *extra = self.tables(q)
         if self.name == "dashboard":
             return [main]
-        return [main, totals_table(compare), *extra]
+        return [main, totals_table(q.compare), *extra]
 
 
 # --- builders ------------------------------------------------------------------------------
@@ -138,6 +139,9 @@ def build_leads(q: ReportQuery) -> dict:
 def build_funnel(q: ReportQuery) -> dict:
     body = funnel.funnel_report(q)
     body["rows"] = body["stages"]
+    if q.group_by:
+        grouped = funnel_groups(q, q.group_by)
+        body.update(group_by=q.group_by, groups=grouped["rows"], groups_note=grouped["note"])
     return body
 
 
@@ -219,7 +223,7 @@ REPORTS: dict[str, Report] = {
     r.name: r
     for r in [
         Report("dashboard", "Dashboard", build_dashboard),
-        Report("funnel", "Funnel", build_funnel),
+        Report("funnel", "Funnel", build_funnel, group_by=GROUP_BY),
         Report("email", "Email and programs", build_email),
         Report("cost-per-mql", "Cost per MQL", build_cost, uses_attribution=True),
         Report("leads", "Leads", build_leads),
@@ -229,6 +233,14 @@ REPORTS: dict[str, Report] = {
 }
 # "review" is served by the review register (reports.review), not by this registry.
 RESERVED = {"review"}
+
+
+def report_query(name: str, params) -> ReportQuery:
+    """The parameters of report ``name`` (ReportParamError, a 400, when malformed)."""
+    q = parse_query(params)
+    if q.group_by and q.group_by not in REPORTS[name].group_by:
+        raise ReportParamError("'group_by' applies to the funnel only.")
+    return q
 
 
 def report_body(name: str, q: ReportQuery) -> dict:
@@ -253,5 +265,5 @@ def report_body(name: str, q: ReportQuery) -> dict:
             "totals": prev["totals"],
             "change": {k: change(v, prev["totals"].get(k)) for k, v in body["totals"].items()},
         }
-        join_previous(report.tables, body, prev)
+        join_previous(report.tables(q), body, prev)
     return body

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from .metrics.funnel_groups import GROUP_LIMIT
 from .metrics.leads import SCORE_BUCKETS, bucket_label
 
 
@@ -53,7 +54,8 @@ class Table:
     month_key: str = ""
     # Rows derived from the body (default: ``body[source]`` as it is).
     derive: Callable[[dict], list[dict]] | None = None
-    drill_params: Callable[[dict], dict] = row_drill_params
+    # None for a row no filter can pin down: its counts are not linked.
+    drill_params: Callable[[dict], dict | None] = row_drill_params
     empty: str = "No data in this period."
     note: str = ""
     # Ends with a "Total" line of the report's totals that are columns of it.
@@ -328,7 +330,37 @@ def _program_params(row: dict) -> dict:
     return {"program": row["program_id"]}
 
 
-def funnel_tables(main: Table) -> list[Table]:
+GROUP_COLS = [
+    C("group", "Group", "text"),
+    C("stage", "Stage", "text"),
+    C("cohort", "Cohort reached", "count", "cohort"),
+    C("entries", "Entries", "count", "entries"),
+    C("contacts", "Contacts entering", "count", "entries"),
+]
+
+
+def _group_params(row: dict) -> dict | None:
+    """A group row's counts are the funnel's with the group as its filter; "(other)" and
+    "(no campaign)"/"(no segment)" have no such filter, so no drill-down."""
+    if row["other"] or row["group_id"] is None:
+        return None
+    return {row["group_by"]: row["group_id"], "stage": row["stage"]}
+
+
+def group_table(group_by: str) -> Table:
+    return Table(
+        f"Funnel by {group_by}",
+        GROUP_COLS,
+        source="groups",
+        key=lambda r: (r["other"], r["group_id"], r["stage"]),
+        drill_params=_group_params,
+        empty="No leads in this period.",
+        note=f"The {GROUP_LIMIT} largest groups by new leads, any others together as "
+        "(other). A contact in several segments counts in each of them.",
+    )
+
+
+def funnel_tables(main: Table, group_by: str = "") -> list[Table]:
     return [
         main,
         Table(
@@ -348,6 +380,7 @@ def funnel_tables(main: Table) -> list[Table]:
             drill_params=_program_params,
             empty="No program with a holdout in this period.",
         ),
+        *([group_table(group_by)] if group_by else []),
     ]
 
 
@@ -385,14 +418,16 @@ DASHBOARD_COLS = [
 ]
 
 
-def report_tables(name: str, title: str) -> list[Table]:
-    """The tables of report ``name`` in page order; the first is its main table."""
+def report_tables(name: str, title: str, *, group_by: str = "") -> list[Table]:
+    """The tables of report ``name`` in page order; the first is its main table (the
+    funnel adds its groups' table when grouped)."""
     if name == "dashboard":  # its rows are already the comparison with the previous period
         return [Table(title, DASHBOARD_COLS)]
     if name == "email":
         return email_tables(Table(title, EMAIL_COLS, key=_campaign, total=True))
     if name == "funnel":
-        return funnel_tables(Table(title, FUNNEL_COLS, key=lambda r: r["stage"], total=True))
+        main = Table(title, FUNNEL_COLS, key=lambda r: r["stage"], total=True)
+        return funnel_tables(main, group_by)
     if name == "cost-per-mql":
         return [
             Table(title, COST_COLS, key=_campaign, total=True),

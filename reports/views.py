@@ -16,7 +16,7 @@ from .drilldown import contacts_for, narrow
 from .export import report_export, total_line
 from .forms import ReportFilterForm
 from .query import DEFAULT_PRESET, ReportParamError, parse_query
-from .registry import REPORTS, chart_for, report_body
+from .registry import REPORTS, chart_for, report_body, report_query
 from .tables import Column, Table, kind_of
 
 
@@ -39,7 +39,10 @@ def _drill_href(q, table: Table, col: Column, row: dict) -> str | None:
     params = q.as_params()
     # A column may name its metric by the row ("{group_key}": nurtured vs non-nurtured).
     params["metric"] = col.drill.format_map(row)
-    params.update(table.drill_params(row))
+    pins = table.drill_params(row)
+    if pins is None:  # a row no filter can pin down ("(other)", "(no campaign)" groups)
+        return None
+    params.update(pins)
     return "/reports/drilldown/?" + urlencode(params)
 
 
@@ -118,13 +121,13 @@ def _render_report(request, name: str, template: str = "reports/report.html"):
     report = REPORTS[name]
     form = ReportFilterForm(request.GET or None, initial={"period": DEFAULT_PRESET})
     try:
-        q = parse_query(request.GET)
+        q = report_query(name, request.GET)
     except ReportParamError as exc:
         return render(
             request, template, {"report": report, "form": form, "error": str(exc)}, status=400
         )
     body = report_body(name, q)
-    tables = report.page_tables(q.compare)
+    tables = report.page_tables(q)
     fmt_param = request.GET.get("format")
     if fmt_param in ("csv", "xlsx"):
         return report_export(fmt_param, tables, body, f"{name}-{q.start}-{q.end}")

@@ -11,8 +11,8 @@ from rest_framework.views import APIView
 from crm.roles import EVERYONE
 
 from ..export import report_export
-from ..query import ATTRIBUTION_MODELS, ReportParamError, parse_query
-from ..registry import REPORTS, RESERVED, report_body
+from ..query import ATTRIBUTION_MODELS, GROUP_BY, ReportParamError
+from ..registry import REPORTS, RESERVED, report_body, report_query
 
 PARAMS = [
     OpenApiParameter("start", OpenApiTypes.DATE, description="First day (site time zone)"),
@@ -24,6 +24,13 @@ PARAMS = [
     OpenApiParameter("owner", OpenApiTypes.INT),
     OpenApiParameter("attribution", OpenApiTypes.STR, enum=list(ATTRIBUTION_MODELS)),
     OpenApiParameter("compare", OpenApiTypes.STR, enum=["previous"]),
+    OpenApiParameter(
+        "group_by",
+        OpenApiTypes.STR,
+        enum=list(GROUP_BY),
+        description="Funnel only: a funnel row set per campaign, source or segment (body "
+        "'groups'; the 20 largest by new leads, the rest as '(other)')",
+    ),
     OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv", "xlsx"]),
 ]
 
@@ -61,11 +68,11 @@ class ReportAPIView(APIView):
         if fmt not in ("json", "csv", "xlsx"):
             return Response({"detail": "'format' must be json, csv or xlsx."}, status=400)
         try:
-            q = parse_query(params)
+            q = report_query(name, params)
         except ReportParamError as exc:
             return Response({"detail": str(exc)}, status=400)
         body = report_body(name, q)
         if fmt != "json":
-            tables = REPORTS[name].page_tables(q.compare)
+            tables = REPORTS[name].page_tables(q)
             return report_export(fmt, tables, body, f"{name}-{q.start}-{q.end}")
         return Response(body)
