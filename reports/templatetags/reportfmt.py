@@ -47,8 +47,8 @@ KPI_DRILLS = {"new_leads": "new_leads", "mqls": "mqls", "mql_entries": "mqls", "
 @register.simple_tag
 def kpi(row: dict) -> dict:
     """One dashboard card: label, formatted value/previous/change and its direction."""
+    from ..shown import fmt
     from ..tables import kind_of
-    from ..views import fmt
 
     key = row["metric"]
     label, url_name, rise_is_good = DASHBOARD_KPIS.get(key, (key.replace("_", " "), "", True))
