@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -51,11 +52,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> Any:
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: blank for None, formula-like text neutralised."""
     return neutralise(_plain(value))
 
 
-def _xlsx_cell(sheet, value: Any) -> Any:
+def xlsx_cell(sheet, value: Any) -> Any:
+    """A value as a cell of a write-only ``sheet``: formula-like text stays as it is, in a
+    quote-prefixed text cell."""
     value = _plain(value)
     if isinstance(value, str) and value.startswith(DANGEROUS_PREFIXES):
         cell = WriteOnlyCell(sheet, value=value)
@@ -74,12 +78,17 @@ def csv_response(
     *, headers: Sequence[str], rows: Iterable[Sequence[Any]], filename: str
 ) -> StreamingHttpResponse:
     """Stream rows as CSV (UTF-8 with BOM so Excel reads accents), never all in memory."""
+    return csv_rows_response(rows=itertools.chain([headers], rows), filename=filename)
+
+
+def csv_rows_response(*, rows: Iterable[Sequence[Any]], filename: str) -> StreamingHttpResponse:
+    """:func:`csv_response` of rows that carry their own headers (several tables in one file)."""
     writer = csv.writer(_Echo())
 
     def lines():
-        yield "\ufeff" + writer.writerow(headers)
+        yield "\ufeff"
         for row in rows:
-            yield writer.writerow([_cell(v) for v in row])
+            yield writer.writerow([csv_cell(v) for v in row])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
@@ -90,11 +99,20 @@ def xlsx_response(
     *, headers: Sequence[str], rows: Iterable[Sequence[Any]], filename: str, title: str = "Export"
 ) -> HttpResponse:
     """Write an XLSX with openpyxl's write-only mode (rows are streamed into the file)."""
+    return xlsx_sheets_response(
+        sheets=[(title, itertools.chain([headers], rows))], filename=filename
+    )
+
+
+def xlsx_sheets_response(
+    *, sheets: Iterable[tuple[str, Iterable[Sequence[Any]]]], filename: str
+) -> HttpResponse:
+    """An XLSX of several sheets, each ``(title, rows)`` with its header as its first row."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title=title[:31])
-    sheet.append(list(headers))
-    for row in rows:
-        sheet.append([_xlsx_cell(sheet, v) for v in row])
+    for title, rows in sheets:
+        sheet = workbook.create_sheet(title=title[:31])
+        for row in rows:
+            sheet.append([xlsx_cell(sheet, v) for v in row])
     buffer = io.BytesIO()
     workbook.save(buffer)
     response = HttpResponse(buffer.getvalue(), content_type=XLSX_TYPE)

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 
 from crm.models import Campaign, Channel, Segment, Source
 
-from .query import ATTRIBUTION_MODELS, PERIOD_PRESETS
+from .query import ATTRIBUTION_MODELS, GROUP_BY, PERIOD_PRESETS
 
 
 class ReportFilterForm(forms.Form):
@@ -26,3 +26,8 @@ class ReportFilterForm(forms.Form):
         required=False,
     )
     attribution = forms.ChoiceField(choices=list(ATTRIBUTION_MODELS.items()), required=False)
+    group_by = forms.ChoiceField(
+        choices=[("", "No grouping"), *[(g, f"By {g}") for g in GROUP_BY]],
+        required=False,
+        label="Group by",
+    )

@@ -19,6 +19,7 @@ ATTRIBUTION_MODELS = {
     "u_shaped": "U-shaped",
 }
 DEFAULT_ATTRIBUTION = "last_touch"
+GROUP_BY = ("campaign", "source", "segment")  # the funnel's groupings
 # METRICS.md "Trends and review": fewer than 30 days of data gets a marker.
 MIN_DAYS_OF_DATA = 30
 CENT = Decimal("0.01")
@@ -68,6 +69,8 @@ class ReportQuery:
     owner: int | None = None
     attribution: str = DEFAULT_ATTRIBUTION
     compare: bool = False
+    # The funnel by campaign, source or segment (reports.metrics.funnel_groups).
+    group_by: str = ""
 
     @property
     def start_dt(self) -> datetime:
@@ -150,6 +153,8 @@ class ReportQuery:
         params["attribution"] = self.attribution
         if self.compare:
             params["compare"] = "previous"
+        if self.group_by:
+            params["group_by"] = self.group_by
         return params
 
 
@@ -275,10 +280,14 @@ def parse_query(params, *, default_preset: str = DEFAULT_PRESET) -> ReportQuery:
     compare = params.get("compare") or ""
     if compare not in ("", "previous", "1", "on"):
         raise ReportParamError("'compare' may only be 'previous'.")
+    group_by = params.get("group_by") or ""
+    if group_by not in ("", *GROUP_BY):
+        raise ReportParamError(f"'group_by' may be one of {', '.join(GROUP_BY)}.")
     return ReportQuery(
         start=start,
         end=end,
         **_filters(params),
         attribution=attribution,
         compare=bool(compare),
+        group_by=group_by,
     )

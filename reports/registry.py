@@ -2,27 +2,23 @@
 
 The body is the JSON API contract: ``{"report", "start", "end", "filters", "rows",
 "totals"}`` plus extras per report (funnel: ``stages``, ``nurtured_vs_non_nurtured``).
+With compare on, ``previous`` holds the previous period's totals and their change, and
+every compared row its own ``change`` (``reports.compare``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import Decimal
 
 from django.utils import timezone
 
+from .compare import change, join_previous
 from .metrics import cost, customers, email, funnel, leads, revenue
-from .query import ReportQuery, money, ratio, site_tz
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    kind: str = "count"  # count | rate | money | text | number | days
-    drill: str = ""  # drill-down metric name, when the figure is a count of contacts
+from .metrics.funnel_groups import funnel_groups
+from .query import GROUP_BY, ReportParamError, ReportQuery, parse_query, site_tz
+from .tables import Column, Table, report_tables, totals_table
 
 
 @dataclass(frozen=True)
@@ -30,22 +26,24 @@ class Report:
     name: str
     title: str
     build: Callable[[ReportQuery], dict]
-    columns: list[Column]
-    total_columns: list[Column] = field(default_factory=list)
     uses_attribution: bool = False
-    chart: Callable[[dict], dict] | None = None
+    group_by: tuple[str, ...] = ()  # the groupings it offers (``?group_by=``)
 
+    @property
+    def columns(self) -> list[Column]:
+        return report_tables(self.name, self.title)[0].columns
 
-def change(current, previous) -> dict:
-    """METRICS.md "Short-term trend": absolute and relative change (None when undefined)."""
-    if current is None or previous is None or isinstance(current, (str, bool, dict, list)):
-        return {"absolute": None, "relative": None}
-    absolute = current - previous
-    if isinstance(absolute, Decimal):
-        absolute = money(absolute)
-    elif isinstance(absolute, float):
-        absolute = round(absolute, 6)
-    return {"absolute": absolute, "relative": ratio(current - previous, previous)}
+    def tables(self, q: ReportQuery) -> list[Table]:
+        """The report's tables for ``q``, the main one first."""
+        return report_tables(self.name, self.title, group_by=q.group_by)
+
+    def page_tables(self, q: ReportQuery) -> list[Table]:
+        """Every table of the page in order — the main one, the totals (not on the
+        dashboard, whose rows are its totals), then the others — as its export writes them."""
+        main, *extra = self.tables(q)
+        if self.name == "dashboard":
+            return [main]
+        return [main, totals_table(q.compare), *extra]
 
 
 # --- builders ------------------------------------------------------------------------------
@@ -141,6 +139,9 @@ def build_leads(q: ReportQuery) -> dict:
 def build_funnel(q: ReportQuery) -> dict:
     body = funnel.funnel_report(q)
     body["rows"] = body["stages"]
+    if q.group_by:
+        grouped = funnel_groups(q, q.group_by)
+        body.update(group_by=q.group_by, groups=grouped["rows"], groups_note=grouped["note"])
     return body
 
 
@@ -218,97 +219,28 @@ def _num(v):
     return None if v is None else float(v)
 
 
-C = Column
-EMAIL_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("sent", "Sent", "count", "email_sent"),
-    C("delivered", "Delivered"),
-    C("bounced", "Bounced", "count", "email_bounced"),
-    C("bounce_rate", "Bounce rate", "rate"),
-    C("hard_bounce_rate", "Hard-bounce rate", "rate"),
-    C("unique_opens", "Unique opens", "count", "email_opened"),
-    C("machine_opens", "Machine opens"),
-    C("open_rate", "Open rate*", "rate"),
-    C("unique_clicks", "Unique clicks", "count", "email_clicked"),
-    C("click_through_rate", "CTR", "rate"),
-    C("click_to_open_rate", "CTOR", "rate"),
-    C("unsubscribed", "Unsubscribed", "count", "email_unsubscribed"),
-    C("unsubscribe_rate", "Unsubscribe rate", "rate"),
-    C("complaints", "Complaints", "count", "email_complained"),
-    C("complaint_rate", "Complaint rate", "rate"),
-    C("conversions", "Conversions"),
-    C("conversion_rate", "Conversion rate", "rate"),
-]
-COST_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("program_cost", "Program cost", "money"),
-    C("variable_cost", "Variable cost", "money"),
-    C("new_leads", "New leads", "count", "acquired"),
-    C("cost_per_new_lead", "Cost / new lead", "money"),
-    C("mqls", "MQLs (credit)", "number"),
-    C("cost_per_mql", "Cost / MQL", "money"),
-    C("cost_per_mql_variable", "Cost / MQL (variable)", "money"),
-    C("sqls", "SQLs (credit)", "number"),
-    C("cost_per_sql", "Cost / SQL", "money"),
-    C("customers", "Customers (credit)", "number"),
-    C("cost_per_customer", "CPA", "money"),
-    C("attributed_revenue", "Attributed revenue", "money"),
-    C("roi", "ROI", "rate"),
-]
-LEADS_COLS = [
-    C("month", "Month", "text"),
-    C("new_leads", "New leads", "count", "new_leads"),
-    C("reopened_leads", "Re-opened", "count", "reopened"),
-    C("mql_entries", "MQL entries", "count", "mqls"),
-    C("mqls", "MQLs (unique)", "count", "mqls"),
-    C("sqls", "SQLs", "count", "sqls"),
-    C("mql_acceptance_rate", "Acceptance rate", "rate"),
-    C("score_median", "Median month-end score", "number"),
-]
-FUNNEL_COLS = [
-    C("stage", "Stage", "text"),
-    C("cohort", "Cohort reached", "count", "cohort"),
-    C("entries", "Entries", "count", "entries"),
-    C("contacts", "Contacts entering", "count", "entries"),
-    C("stage_conversion", "Conversion to next", "rate"),
-    C("median_days", "Median days", "number"),
-    C("p90_days", "p90 days", "number"),
-    C("recycled", "Recycled from", "count", "recycled_from"),
-    C("disqualified", "Disqualified from", "count", "disqualified_from"),
-]
-REVENUE_COLS = [
-    C("campaign", "Campaign", "text"),
-    C("channel", "Channel", "text"),
-    C("attributed_revenue", "Attributed revenue", "money"),
-]
-CUSTOMER_COLS = [
-    C("cohort", "Customer start month", "text"),
-    C("customers", "Customers", "count", "customer_cohort"),
-    C("won_revenue", "Won revenue", "money"),
-    C("customer_lifetime_value", "CLV", "money"),
-]
-DASHBOARD_COLS = [
-    C("metric", "Metric", "text"),
-    C("value", "Value", "number"),
-    C("previous", "Previous period", "number"),
-    C("change", "Change", "number"),
-    C("relative_change", "Relative change", "rate"),
-]
-
 REPORTS: dict[str, Report] = {
     r.name: r
     for r in [
-        Report("dashboard", "Dashboard", build_dashboard, DASHBOARD_COLS),
-        Report("funnel", "Funnel", build_funnel, FUNNEL_COLS),
-        Report("email", "Email and programs", build_email, EMAIL_COLS),
-        Report("cost-per-mql", "Cost per MQL", build_cost, COST_COLS, uses_attribution=True),
-        Report("leads", "Leads", build_leads, LEADS_COLS),
-        Report("revenue", "Revenue", build_revenue, REVENUE_COLS, uses_attribution=True),
-        Report("customers", "Customers", build_customers, CUSTOMER_COLS),
+        Report("dashboard", "Dashboard", build_dashboard),
+        Report("funnel", "Funnel", build_funnel, group_by=GROUP_BY),
+        Report("email", "Email and programs", build_email),
+        Report("cost-per-mql", "Cost per MQL", build_cost, uses_attribution=True),
+        Report("leads", "Leads", build_leads),
+        Report("revenue", "Revenue", build_revenue, uses_attribution=True),
+        Report("customers", "Customers", build_customers),
     ]
 }
 # "review" is served by the review register (reports.review), not by this registry.
 RESERVED = {"review"}
+
+
+def report_query(name: str, params) -> ReportQuery:
+    """The parameters of report ``name`` (ReportParamError, a 400, when malformed)."""
+    q = parse_query(params)
+    if q.group_by and q.group_by not in REPORTS[name].group_by:
+        raise ReportParamError("'group_by' applies to the funnel only.")
+    return q
 
 
 def report_body(name: str, q: ReportQuery) -> dict:
@@ -326,11 +258,12 @@ def report_body(name: str, q: ReportQuery) -> dict:
     }
     if q.compare:
         prev_q = q.previous()
-        prev = report.build(prev_q)["totals"]
+        prev = report.build(prev_q)
         body["previous"] = {
             "start": prev_q.start.isoformat(),
             "end": prev_q.end.isoformat(),
-            "totals": prev,
-            "change": {k: change(v, prev.get(k)) for k, v in body["totals"].items()},
+            "totals": prev["totals"],
+            "change": {k: change(v, prev["totals"].get(k)) for k, v in body["totals"].items()},
         }
+        join_previous(report.tables(q), body, prev)
     return body

@@ -10,9 +10,9 @@ from rest_framework.views import APIView
 
 from crm.roles import EVERYONE
 
-from ..export import export_response
-from ..query import ATTRIBUTION_MODELS, ReportParamError, parse_query
-from ..registry import REPORTS, RESERVED, report_body
+from ..export import report_export
+from ..query import ATTRIBUTION_MODELS, GROUP_BY, ReportParamError
+from ..registry import REPORTS, RESERVED, report_body, report_query
 
 PARAMS = [
     OpenApiParameter("start", OpenApiTypes.DATE, description="First day (site time zone)"),
@@ -24,6 +24,13 @@ PARAMS = [
     OpenApiParameter("owner", OpenApiTypes.INT),
     OpenApiParameter("attribution", OpenApiTypes.STR, enum=list(ATTRIBUTION_MODELS)),
     OpenApiParameter("compare", OpenApiTypes.STR, enum=["previous"]),
+    OpenApiParameter(
+        "group_by",
+        OpenApiTypes.STR,
+        enum=list(GROUP_BY),
+        description="Funnel only: a funnel row set per campaign, source or segment (body "
+        "'groups'; the 20 largest by new leads, the rest as '(other)')",
+    ),
     OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv", "xlsx"]),
 ]
 
@@ -45,7 +52,9 @@ class ReportAPIView(APIView):
             "Reports: dashboard, funnel, email, cost-per-mql, leads, revenue, customers. "
             "Body {report, start, end, filters, rows, totals} (+ funnel stages and "
             "nurtured_vs_non_nurtured). Rates are fractions, null on a zero denominator; "
-            "money is rounded to cents. The period is [start, end) in the site time zone."
+            "money is rounded to cents. The period is [start, end) in the site time zone. "
+            "format=xlsx downloads every table of the report page, a sheet each; format=csv "
+            "the same tables one after another, each with a title row and its header row."
         ),
     )
     def get(self, request, name: str):
@@ -59,13 +68,11 @@ class ReportAPIView(APIView):
         if fmt not in ("json", "csv", "xlsx"):
             return Response({"detail": "'format' must be json, csv or xlsx."}, status=400)
         try:
-            q = parse_query(params)
+            q = report_query(name, params)
         except ReportParamError as exc:
             return Response({"detail": str(exc)}, status=400)
         body = report_body(name, q)
         if fmt != "json":
-            report = REPORTS[name]
-            return export_response(
-                fmt, report.columns, body["rows"], body["totals"], f"{name}-{q.start}-{q.end}"
-            )
+            tables = REPORTS[name].page_tables(q)
+            return report_export(fmt, tables, body, f"{name}-{q.start}-{q.end}")
         return Response(body)

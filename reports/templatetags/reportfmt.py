@@ -39,14 +39,20 @@ DASHBOARD_KPIS = {
 }
 
 
+# The counts of contacts among them, with the drill-down listing those contacts (an MQL
+# entry is a contact's entry into mql: the entries' contacts are the MQLs).
+KPI_DRILLS = {"new_leads": "new_leads", "mqls": "mqls", "mql_entries": "mqls", "sqls": "sqls"}
+
+
 @register.simple_tag
 def kpi(row: dict) -> dict:
     """One dashboard card: label, formatted value/previous/change and its direction."""
-    from ..views import _kind, fmt
+    from ..shown import fmt
+    from ..tables import kind_of
 
     key = row["metric"]
     label, url_name, rise_is_good = DASHBOARD_KPIS.get(key, (key.replace("_", " "), "", True))
-    kind = _kind(key)
+    kind = kind_of(key)
     absolute = row.get("change")
     direction = ""
     if absolute not in (None, 0):
@@ -60,6 +66,7 @@ def kpi(row: dict) -> dict:
     return {
         "label": label,
         "url_name": url_name,
+        "drill": KPI_DRILLS.get(key, "") if row.get("value") else "",
         "value": fmt(row.get("value"), kind),
         "previous": fmt(row.get("previous"), kind),
         "change": change_text,
