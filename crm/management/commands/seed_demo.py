@@ -4,6 +4,8 @@ Deterministic for a given seed. Each app fills its own tables through the seeder
 ``settings.DEMO_SEEDERS``; they share one :class:`crm.demo.SeedContext`.
 """
 
+import time
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils.module_loading import import_string
@@ -30,7 +32,10 @@ class Command(BaseCommand):
         ctx = SeedContext(seed=seed, contacts=contacts, users=users, stdout=self.stdout)
         for path in settings.DEMO_SEEDERS:
             self.stdout.write(f"seeding {path} …")
+            started = time.monotonic()
             import_string(path)(ctx)
+            # Per seeder, so a slow one shows (the README quotes these times).
+            self.stdout.write(f"  {path}: {time.monotonic() - started:.1f} s")
         self.stdout.write(
             self.style.SUCCESS(f"Demo data loaded ({contacts} contacts, seed {seed}).")
         )
