@@ -118,6 +118,22 @@ class TestTheSeededScoreHistory:
             gained = LedgerEntry.objects.filter(contact_id=t.contact_id, at=t.at, points__gt=0)
             assert gained.exists()  # a gain took it there, as live
 
+    def test_most_scripted_hand_offs_come_when_the_ledger_got_to_the_threshold(self, seeded):
+        """The CRM demo's MQLs ("score threshold") end a burst of buying intent that the
+        rules replay over the threshold; only low-fit leads fall short of it."""
+        mqls = LifecycleTransition.objects.filter(to_stage="mql")
+        over = [
+            (
+                LedgerEntry.objects.filter(contact_id=t.contact_id, at__lte=t.at).aggregate(
+                    s=Sum("points")
+                )["s"]
+                or 0
+            )
+            >= 80
+            for t in mqls
+        ]
+        assert sum(over) > 0.7 * len(over)  # ~80 %; ~30 % with a burst of blog visits
+
 
 def test_without_history_one_rescore_dates_the_ledger_at_the_end():
     users = ensure_demo_users()
