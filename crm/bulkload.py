@@ -97,3 +97,15 @@ def sequences_reset(*model_list: type[models.Model]) -> None:
         with connection.cursor() as cursor:
             for sql in statements:
                 cursor.execute(sql)
+
+
+def statistics_refresh(*model_list: type[models.Model]) -> None:
+    """``ANALYZE`` the tables just loaded, so the planner knows their sizes and spreads.
+
+    SQLite never gathers statistics by itself: without them a segment condition such as
+    "visited in the last 30 days" walks the whole (kind, time) index once per contact
+    instead of the contact's own rows (the demo's segment replay: ~600 ms a week → ~30 ms).
+    PostgreSQL's autovacuum would get there, later than a seeder's next query."""
+    with connection.cursor() as cursor:
+        for model in model_list:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

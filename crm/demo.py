@@ -48,6 +48,11 @@ DEMO_USERS = [
 ]
 
 CHUNK = 10_000  # contacts generated and loaded per transaction (bounds memory)
+# Up to this many contacts the seeders replay the year's history (the score ledger week
+# by week, segment membership week by week): seconds at the default 2,000, but ~50 passes
+# over the activities, far too slow for the benchmarks' million (``seed_demo --history``
+# forces it either way).
+HISTORY_REPLAY_MAX = 20_000
 REJECTION_REASONS = [
     # code, label, outcome: the same rows as migration crm 0004
     ("no_budget", "No budget", "recycled"),
@@ -122,8 +127,13 @@ class SeedContext:
     stdout: Any = None
     now: datetime = field(default_factory=timezone.now)
     shared: dict[str, Any] = field(default_factory=dict)
+    # Replay the history (dated ledger, segment joins and leaves) or only set the current
+    # state at ``now``; None: replay up to HISTORY_REPLAY_MAX contacts.
+    history: bool | None = None
 
     def __post_init__(self):
+        if self.history is None:
+            self.history = self.contacts <= HISTORY_REPLAY_MAX
         self.rng = random.Random(self.seed)
         # A year of history ending now, on a stable day boundary so reruns line up.
         self.start = (self.now - timedelta(days=365)).replace(

@@ -213,8 +213,9 @@ KIND = Weighted(
         (K.SOCIAL_REPOST, 10),
     ]
 )
+# What a lead does at the moment it is handed off (the end of its buying burst).
 INTENT = Weighted(
-    [(K.PAGE_VISIT, 5), (K.DEMO_REQUESTED, 3), (K.CONTENT_DOWNLOAD, 2), (K.WEBINAR_ATTENDED, 1)]
+    [(K.DEMO_REQUESTED, 6), (K.PAGE_VISIT, 2), (K.CONTENT_DOWNLOAD, 1), (K.WEBINAR_ATTENDED, 1)]
 )
 FORMS = Weighted(
     [("contact-us", 3), ("newsletter-signup", 4), ("trial-signup", 2), ("whitepaper-download", 2)]
@@ -322,9 +323,7 @@ def story_make(
         cycle = 0
         while t < now:
             st.owner = st.owner or SALES_USERS[rng.random() < 0.45]
-            # The burst of buying intent that tipped the score over the threshold.
-            for _ in range(rng.randint(1, 3)):
-                act(max(created, t - DAY * rng.uniform(0.5, 6)), KIND(rng))
+            _buying_burst(rng, st, created, t)
             st.steps.append((S.MQL, t, None, "scoring", "score_threshold", act(t, INTENT(rng))))
             mqls += 1
             decided = later(t, 0.2, 10)
@@ -352,6 +351,22 @@ def story_make(
             t, cycle = later(reopen_at, 1, 20), 1
     _fill(rng, st, created, now, start, win, busy=mqls > 0)
     return st
+
+
+def _buying_burst(rng, st: Story, created: datetime, t: datetime) -> None:
+    """The week of buying intent before a hand-off at ``t``: the pricing page on three to
+    five days, often the contact-us form, then (at ``t``, the caller's) a demo request or
+    the like. Strong on purpose: the scoring demo's rules replay it (scoring.replay), and a
+    hand-off marked "score threshold" must come when the ledger got there — a burst of
+    blog visits, as this used to be, left most MQLs far below the threshold."""
+    for day in sorted(rng.sample(range(1, 7), rng.randint(3, 5)), reverse=True):
+        at = max(created, t - DAY * (day + rng.random() * 0.5))
+        st.activities.append((at, K.PAGE_VISIT, None, SITE + "/pricing", J_EMPTY))
+    if rng.random() < 0.6:
+        at = max(created, t - DAY * rng.uniform(0.1, 0.9))
+        st.activities.append(
+            (at, K.FORM_SUBMITTED, None, f"{SITE}/forms/contact-us", J_FORM["contact-us"])
+        )
 
 
 def _sales_path(rng, st: Story, t: datetime, now: datetime, chance, later) -> None:

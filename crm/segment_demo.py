@@ -1,9 +1,18 @@
-"""Demo segments over the demo contacts (runs after ``crm.demo.seed``)."""
+"""Demo segments over the demo contacts, with a year of joins and leaves.
+
+Runs after the seeders that write what segments read (settings.DEMO_SEEDERS): the CRM
+core's contacts, activities and stage history, nurture's email traffic, scoring's
+hand-offs and owners. See :mod:`crm.segment_history` for how the year's membership is
+replayed.
+"""
 
 from __future__ import annotations
 
-from crm.models import Contact, Segment
+from datetime import timedelta
 
+from crm.models import Contact, Segment, SegmentChange
+
+from .segment_history import membership_replay
 from .segments import segment_members_add, segment_save, segments_refresh_all
 
 DECISION_MAKERS = {
@@ -27,7 +36,8 @@ def _dynamic(ctx, name: str, description: str, definition: dict) -> Segment:
 
 
 def seed(ctx) -> None:
-    """Dynamic segments people ask for, a static trade-show list, then one full refresh."""
+    """Dynamic segments people ask for, their year of membership (when ``ctx.history``),
+    the refresh that makes it current, and a static trade-show list."""
     if Segment.objects.exists():
         ctx.log("segments: already present, skipped")
         return
@@ -95,6 +105,20 @@ def seed(ctx) -> None:
             ]
         },
     )
+    if ctx.history:
+        replayed = membership_replay(start=ctx.start, end=ctx.now)
+        ctx.log(f"segments: membership replayed over {replayed} weeks")
+    # Exact as of now, through the live path: the replay's last week is ended by it.
+    results = segments_refresh_all(at=ctx.now)
+    _trade_show_list(ctx)
+    ctx.log(
+        f"segments: {len(results) + 1} segments, {SegmentChange.objects.count()} joins and leaves"
+    )
+
+
+def _trade_show_list(ctx) -> None:
+    """The badge scans of the Berlin trade show, uploaded when the show ended (last, as
+    adding members re-evaluates the segments that read them, at that time)."""
     berlin = segment_save(
         segment=None,
         name="Berlin trade-show list",
@@ -103,8 +127,18 @@ def seed(ctx) -> None:
         definition={},
         by=ctx.users.get("marketing"),
     )
-    german = list(Contact.objects.filter(country="DE").order_by("pk").values_list("pk", flat=True))
+    show = ctx.shared.get("campaigns", {}).get("Trade show Berlin")
+    uploaded = ctx.now
+    if show is not None and show.end_date is not None:
+        uploaded = min(
+            ctx.now, ctx.start + timedelta(days=(show.end_date - ctx.start.date()).days + 1)
+        )
+    german = list(
+        Contact.objects.filter(country="DE", created_at__lt=uploaded)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     picked = ctx.rng.sample(german, min(60, len(german)))
-    segment_members_add(segment=berlin, contact_ids=picked, by=ctx.users.get("marketing"))
-    results = segments_refresh_all()
-    ctx.log(f"segments: {len(results) + 1} segments, {sum(j for j, _ in results.values())} joins")
+    segment_members_add(
+        segment=berlin, contact_ids=picked, by=ctx.users.get("marketing"), at=uploaded
+    )

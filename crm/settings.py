@@ -385,9 +385,11 @@ SEGMENT_CONDITION_PROVIDERS: list[str] = ["nurture.segment_conditions.CONDITIONS
 # Management-command hooks that fill each app's demo data, in order.
 DEMO_SEEDERS = [
     "crm.demo.seed",
-    "crm.segment_demo.seed",
     "nurture.demo.seed",
-    "scoring.demo.seed",
+    "scoring.demo.seed",  # after every activity: the score history replays them all
+    # After what segments read (activities with the email traffic, stages with scoring's
+    # hand-offs, owners): their year of joins and leaves replays it.
+    "crm.segment_demo.seed",
     "reports.demo.seed",
     "reports.review.demo.seed",
     # Last: campaign members from the activities the seeders above bulk-loaded.

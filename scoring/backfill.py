@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from typing import NamedTuple
 
 from django.db import transaction
@@ -53,6 +55,7 @@ def mqls_catch_up(
     notify: bool = True,
     at: datetime | None = None,
     unless_met: tuple[int, int | None] | None = None,
+    ledger_dated: bool = False,
 ) -> int:
     """Hand off every lead or recycled contact at or over the threshold; returns how many.
 
@@ -62,6 +65,9 @@ def mqls_catch_up(
     (a threshold and minimum fit) leaves out the contacts that already met those: a
     settings change hands off the leads it qualifies, when it qualifies them — a recycled
     lead kept over the old threshold by the recycle policy waits for a new gain, as it did.
+    ``ledger_dated``: the ledger is a dated history already (scoring.replay), so each
+    crossing is read from it (:func:`ledger_crossings`) rather than replayed from the
+    activities — the MQL then never precedes the points its ledger shows.
     """
     conf = ScoringSettings.load()
     now = now or timezone.now()
@@ -80,6 +86,12 @@ def mqls_catch_up(
             contact_ids = [row["pk"] for row in found]
             if at is not None:
                 at_by_contact, activity_by_contact = dict.fromkeys(contact_ids, at), {}
+            elif ledger_dated:
+                crossing = ledger_crossings(
+                    contact_ids=contact_ids, threshold=conf.mql_threshold, now=now
+                )
+                at_by_contact = {c: when for c, (when, _) in crossing.items()}
+                activity_by_contact = {c: a for c, (_, a) in crossing.items() if a}
             else:
                 crossing = crossings_find(
                     contact_ids=contact_ids, rules=rules, threshold=conf.mql_threshold, now=now
@@ -165,6 +177,43 @@ def crossings_find(
             threshold=threshold,
             now=now,
         )
+    return out
+
+
+def ledger_crossings(
+    *, contact_ids: list[int], threshold: int, now: datetime
+) -> dict[int, tuple[datetime, int | None]]:
+    """``{contact: (when, activity)}`` from a dated ledger: the first gain after the
+    contact's last stage change that left its score (the running sum of its entries, those
+    of one instant together) at or over ``threshold`` — when the live hand-off, which a
+    gain triggers, would have moved it. A contact kept over the threshold by a recycle
+    with no gain since gets its latest gain (crm.lifecycle dates no move before the last
+    stage change); one without any gain, ``now``. Two reads."""
+    if not contact_ids:
+        return {}
+    since = dict(Contact.objects.filter(pk__in=contact_ids).values_list("pk", "stage_changed_at"))
+    rows = (
+        LedgerEntry.objects.filter(contact_id__in=contact_ids)
+        .order_by("contact_id", "at", "pk")
+        .values_list("contact_id", "at", "points", "activity_id")
+    )
+    out: dict[int, tuple[datetime, int | None]] = {}
+    for contact_id, ledger in groupby(rows, key=itemgetter(0)):
+        running, found, latest = 0, None, None
+        changed = since.get(contact_id)
+        for at, same_time in groupby(ledger, key=itemgetter(1)):
+            same_time = list(same_time)
+            running += sum(points for _, _, points, _ in same_time)
+            gains = [activity for _, _, points, activity in same_time if points > 0]
+            if not gains:
+                continue
+            latest = (at, next((a for a in gains if a), None))
+            if running >= threshold and (changed is None or at >= changed):
+                found = latest
+                break
+        out[contact_id] = found or latest or (now, None)
+    for contact_id in contact_ids:
+        out.setdefault(contact_id, (now, None))
     return out
 
 

@@ -1,17 +1,22 @@
 """Demo data for scoring, called by `manage.py seed_demo` (settings.DEMO_SEEDERS).
 
-Rules a B2B marketing team would plausibly run, a threshold, assignment rules, then a full
-rescore so every contact has a ledger and a score. The rescore hands nobody off (the CRM
-demo already wrote a year of MQL history); the leads the rules put over the threshold are
-then handed off as live scoring would have, each dated at the activity that pushed it over
-(``backfill.mqls_catch_up``), so that no lead sits over the threshold.
+Rules a B2B marketing team would plausibly run, a threshold, assignment rules, then the
+year's score history: the ledger replayed week by week as live scoring would have written
+it (``replay.ledger_replay``: points dated at their activities, decay and expiry at the
+week they happened, recycle resets at the recycle), so a past month's scores are what they
+were then. A full rescore follows; after the replay it has nothing to adjust, and it is
+all there is for a demo too big to replay (``SeedContext.history``: one dated at the end).
+Neither hands anybody off (the CRM demo already wrote a year of MQL history); the leads the
+rules put over the threshold are then handed off as live scoring would have, each dated at
+the gain that took it over (``backfill.mqls_catch_up``), so that no lead sits over the
+threshold.
 """
 
 from __future__ import annotations
 
 from crm.models.choices import ActivityKind as K
 
-from . import backfill, services
+from . import backfill, replay, services
 from .models import AssignmentRule, Rule, ScoringSettings
 
 E, F, N = Rule.Kind.ENGAGEMENT, Rule.Kind.FIT, Rule.Kind.NEGATIVE
@@ -94,12 +99,30 @@ def seed(ctx) -> None:
                     AssignmentRule(order=3, name="Fintech", industry="Fintech", user=sales2),
                 ]
             )
-    run = services.scores_rescore_all(by=admin, hand_off=False)
+    replayed = _history_replay(ctx)
+    # As of the history's end, so the clock between it and this line changes nothing.
+    run = services.scores_rescore_all(by=admin, hand_off=False, now=ctx.now)
     # Owners are assigned, but no "new MQL" notices: these hand-offs are dated in the past.
-    handed = backfill.mqls_catch_up(now=ctx.now, notify=False)
+    handed = backfill.mqls_catch_up(now=ctx.now, notify=False, ledger_dated=replayed)
     conf = ScoringSettings.load()
     ctx.log(
         f"scoring: {Rule.objects.count()} rules, MQL at {conf.mql_threshold}, "
         f"rescored {run.processed} contacts ({run.entries_created} ledger entries), "
         f"{handed} leads over the threshold handed off"
     )
+
+
+def _history_replay(ctx) -> bool:
+    """Replay the score ledger over the demo's year (when ``ctx.history``); whether it did.
+
+    Only the contacts the CRM seeder just made (``contact_id_range``; all contacts when
+    it did not run), whose ledgers are empty: contacts of an earlier run keep theirs and
+    are left to the rescore."""
+    if not ctx.history:
+        ctx.log("scoring: history replay skipped (--no-history); one rescore dates it all now")
+        return False
+    stats = replay.ledger_replay(
+        start=ctx.start, end=ctx.now, id_range=ctx.shared.get("contact_id_range")
+    )
+    ctx.log(f"scoring: ledger replayed in {stats.steps} steps ({stats.entries} entries)")
+    return True

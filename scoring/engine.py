@@ -21,7 +21,7 @@ entries taking them back a second time.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -332,6 +332,8 @@ def reconcile(
     all_rules: bool = False,
     cached_scores: dict[int, int] | None = None,
     queued: Iterable[int] = (),
+    before: datetime | None = None,
+    at_by_contact: Mapping[int, datetime] | None = None,
 ) -> Outcome:
     """Append the entries that make the ledger equal the rules' worth, and refresh scores.
 
@@ -341,6 +343,11 @@ def reconcile(
     chunk's cached scores, read when it was locked) saves it re-reading them. ``queued``:
     activities of batches still in the activity queue, left out as incremental scoring
     leaves them out until their own turn (:func:`batch_reconcile`).
+
+    A history replay (scoring.replay) passes ``before``: only activities before it count
+    (the later ones are stored already, but had not happened at ``now``), and may date a
+    contact's entries at its own moment (``at_by_contact``: its creation, its email status
+    change) instead of ``now``.
     """
     if id_range is not None:
         contact_q = Q(pk__gte=id_range[0], pk__lt=id_range[1])
@@ -355,6 +362,7 @@ def reconcile(
     queued = sorted(queued)
     if queued:
         scope &= ~ids_q("pk", queued)
+    scope = _before(scope, before)
     rule_set = RuleSet(list(rules))
     expected = (
         expected_values(contact_q, rule_set, now=now, activity_scope=scope)
@@ -402,7 +410,8 @@ def reconcile(
                 continue
             rule = pos_rule[1] if pos_rule else None
             reason = _why(rule, delta, mode)
-            outcome.entries.append(Entry(contact_id, rule_id, None, delta, now, reason))
+            at = at_by_contact.get(contact_id, now) if at_by_contact else now
+            outcome.entries.append(Entry(contact_id, rule_id, None, delta, at, reason))
             outcome.contacts.add(contact_id)
     if outcome.entries:
         entries_append(outcome.entries)
@@ -534,6 +543,7 @@ def batch_reconcile(
     batch: Sequence[Activity] = (),
     unapplied: frozenset[int] = frozenset(),
     portable: bool = False,
+    before: datetime | None = None,
 ) -> Outcome:
     """Score a batch: reconcile only the (contact, rule) pairs the batch's activities hit.
 
@@ -555,6 +565,10 @@ def batch_reconcile(
     of batches still queued, left out of the aggregate. Counted now, their points would be
     dated at this batch's activities (the gain split gives what its units cannot explain
     to the first); their own turn scores them, dated at themselves.
+
+    ``before`` (a history replay, scoring.replay): only activities before it count, as
+    :func:`reconcile`'s; it takes the portable path (the SQL one has no such bound, and a
+    replay's batches are few).
     """
     by_id = {r.pk: r for r in rules}
     known: dict[tuple[int, int], int] = {}
@@ -582,7 +596,7 @@ def batch_reconcile(
     agg_rules = [by_id[rid] for rid in sorted(need)]
     agg_contacts = sorted(set().union(*need.values())) if agg_rules else []
     outcome = Outcome()
-    if not portable and batch_sql.supported():
+    if before is None and not portable and batch_sql.supported():
         # PostgreSQL: the aggregate, the ledger sums, the diff and the append in one
         # statement (scoring.batch_sql); only the entries' positions and points return.
         pairs = sorted(matches)
@@ -611,7 +625,9 @@ def batch_reconcile(
             ids_q("pk", agg_contacts),
             RuleSet(agg_rules),
             now=now,
-            activity_scope=ids_q("contact_id", agg_contacts) & ~ids_q("pk", sorted(unapplied)),
+            activity_scope=_before(
+                ids_q("contact_id", agg_contacts) & ~ids_q("pk", sorted(unapplied)), before
+            ),
         )
     positions = {r.pk: i for i, r in enumerate(agg_rules)}
     contact_ids = sorted({c for c, _ in matches})
@@ -650,6 +666,11 @@ def batch_reconcile(
             )
     entries_append(outcome.entries)
     return _scores_after(outcome, scores)
+
+
+def _before(scope: Q, before: datetime | None) -> Q:
+    """``scope`` limited to activities before ``before`` (a history replay), if given."""
+    return scope if before is None else scope & Q(occurred_at__lt=before)
 
 
 def _scores_after(outcome: Outcome, scores: dict[int, int]) -> Outcome:

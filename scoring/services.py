@@ -4,8 +4,9 @@ rescoring and decay."""
 from __future__ import annotations
 
 import logging
+import operator
 from datetime import timedelta
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -409,10 +410,11 @@ def _rescore_portable(run_id, chunk, rules, now, totals, hand_off) -> None:
     _each_locked_chunk(chunk, work)
 
 
-def scores_rescore_all(*, by=None, hand_off: bool = True) -> RescoreRun:
-    """Rescore now, in this process (demo seeder, management use, tests)."""
+def scores_rescore_all(*, by=None, hand_off: bool = True, now=None) -> RescoreRun:
+    """Rescore now (or as of ``now``: a history load's end), in this process (demo
+    seeder, management use, tests)."""
     run = RescoreRun.objects.create(requested_by=by, total=Contact.objects.count())
-    return rescore_execute(run_id=run.pk, hand_off=hand_off)
+    return rescore_execute(run_id=run.pk, hand_off=hand_off, now=now)
 
 
 def decay_run(*, now=None, chunk: int = RESCORE_CHUNK) -> int:
@@ -477,26 +479,32 @@ def _each_locked_chunk(chunk: int, work) -> None:
         lo += chunk
 
 
-def recycle_apply(*, transitions) -> int:
+def recycle_apply(*, transitions, up_to_each: bool = False) -> int:
     """Apply the recycle policy to the engagement points of contacts just recycled.
 
     Choice: the policy takes back what each engagement rule *gave* — a rule with a
     positive total loses all of it (reset) or half, rounded down per rule (halve; the
     lead keeps the odd point). A rule whose points are negative (a careers-page visit at
     −10) keeps them: recycling forgives no negative signal, so after a reset the
-    engagement total is the penalties alone, not zero."""
+    engagement total is the penalties alone, not zero.
+
+    ``up_to_each`` (a history replay applying a week's recycles at the week's end,
+    scoring.replay): only the entries dated up to each contact's recycle count — what the
+    rules had given at that moment. One transition per contact."""
     recycled = {t.contact_id: t.at for t in transitions if t.to_stage == "recycled"}
     if not recycled:
         return 0
     policy = ScoringSettings.load().recycle_policy
     if policy == ScoringSettings.RecyclePolicy.KEEP:
         return 0
-    sums = (
-        LedgerEntry.objects.filter(contact_id__in=list(recycled), rule__kind=Rule.Kind.ENGAGEMENT)
-        .order_by()
-        .values_list("contact_id", "rule_id")
-        .annotate(s=Sum("points"))
+    given = LedgerEntry.objects.filter(
+        contact_id__in=list(recycled), rule__kind=Rule.Kind.ENGAGEMENT
     )
+    if up_to_each:
+        given = given.filter(
+            reduce(operator.or_, (Q(contact_id=c, at__lte=at) for c, at in recycled.items()))
+        )
+    sums = given.order_by().values_list("contact_id", "rule_id").annotate(s=Sum("points"))
     entries = []
     for contact_id, rule_id, total in sums:
         if total <= 0:

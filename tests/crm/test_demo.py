@@ -20,6 +20,8 @@ from crm.models import (
     LifecycleTransition,
     RejectionReason,
     Reopening,
+    Segment,
+    SegmentChange,
     Source,
     Stage,
 )
@@ -206,6 +208,25 @@ def test_if_empty_leaves_an_existing_database_alone():
     before = (Contact.objects.count(), Activity.objects.count(), Campaign.objects.count())
     call_command("seed_demo", "--if-empty", "--contacts", "20", stdout=StringIO())
     assert (Contact.objects.count(), Activity.objects.count(), Campaign.objects.count()) == before
+
+
+def test_the_history_is_replayed_up_to_a_size_unless_asked_otherwise():
+    users: dict = {}
+    assert demo.SeedContext(seed=1, contacts=demo.HISTORY_REPLAY_MAX, users=users).history
+    assert not demo.SeedContext(seed=1, contacts=demo.HISTORY_REPLAY_MAX + 1, users=users).history
+    assert not demo.SeedContext(seed=1, contacts=10, users=users, history=False).history
+
+
+@pytest.mark.django_db
+def test_no_history_dates_scores_and_segment_joins_at_the_seeding_moment():
+    """``--no-history`` (the benchmarks' million): one rescore and one refresh, as before."""
+    from scoring.models import LedgerEntry
+
+    call_command("seed_demo", "--contacts", "40", "--no-history", stdout=StringIO())
+    assert LedgerEntry.objects.values("at").distinct().count() == 1
+    joins = SegmentChange.objects.filter(segment__kind=Segment.Kind.DYNAMIC)
+    assert joins.exists()
+    assert joins.values("at").distinct().count() == 1
 
 
 @pytest.mark.django_db
