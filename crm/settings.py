@@ -399,6 +399,9 @@ DEMO_SEEDERS = [
 # --- Product settings -----------------------------------------------------------------------
 ACTIVITY_BATCH_LIMIT = 1000
 MQL_RESPONSE_TARGET_HOURS = env_int("MQL_RESPONSE_TARGET_HOURS", 24)
+# Database connections a PostgreSQL rescore runs in at once, a slice of contacts each
+# (scoring.rescore_slices): one per core the database server can give it.
+SCORING_RESCORE_CONNECTIONS = env_int("SCORING_RESCORE_CONNECTIONS", 2)
 TRACKING_TOKEN_MAX_AGE_DAYS = env_int("TRACKING_TOKEN_MAX_AGE_DAYS", 90)
 NURTURE_UNSUBSCRIBE_MAILTO = os.environ.get("NURTURE_UNSUBSCRIBE_MAILTO", "")
 # How long a claimed nurture email may stay "sending" before a later tick takes it back

@@ -203,6 +203,11 @@ class LedgerEntry(models.Model):
     contact = models.ForeignKey(
         "crm.Contact", on_delete=models.CASCADE, related_name="+", db_index=False
     )
+    # No database constraint: rules are never deleted (switched off instead: the API's
+    # DELETE switches a rule off), and the constraint's check — a row lock on the rule per
+    # appended entry, shared by every writer of the ledger — cost a 1M-contact rescore
+    # ~1.5 s for its ~580k entries (BENCHMARKS.md, session 13). SET_NULL stays Django's,
+    # should a rule ever be deleted through the ORM.
     rule = models.ForeignKey(
         Rule,
         null=True,
@@ -210,6 +215,7 @@ class LedgerEntry(models.Model):
         on_delete=models.SET_NULL,
         related_name="entries",
         db_index=False,
+        db_constraint=False,
     )
     # Indexed by ledger_activity (partial): only activity entries name one.
     activity = models.ForeignKey(

@@ -126,7 +126,14 @@ _RUNNING_SQL = (
 )
 
 
-def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
+def pass_build(
+    *,
+    rules: list[Rule],
+    now: datetime,
+    lo: int | None = None,
+    hi: int | None = None,
+    parallel: bool = True,
+) -> Pass | None:
     """Compute every contact's adjustments into the session's temporary table (module
     docstring); None (nothing built) when :func:`activity_watermark` gives up.
 
@@ -145,12 +152,36 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
       docstring).
 
     The table is ordered by contact id and indexed on it: a chunk reads a range.
+    ``lo``/``hi``: only the contacts with ids in ``[lo, hi)`` (a slice of a rescore run
+    by several connections, each its own pass: the table is the session's);
+    ``parallel=False`` keeps the statement in this one process (the other slices' use the
+    other cores).
     """
     mark = activity_watermark()
     if mark is None:
         return None
+    sql, params, rule_ids = pass_query(rules=rules, now=now, lo=lo, hi=hi)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        cursor.execute(_PASS_PLANNER_SQL, _PASS_PLANNER_SETTINGS)
+        if not parallel:
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cursor.execute(f"CREATE TEMPORARY TABLE {TABLE} AS {sql}", params)  # noqa: S608
+        cursor.execute(f"CREATE INDEX ON {TABLE} (id)")
+        cursor.execute(f"ANALYZE {TABLE}")
+    return Pass(rule_ids=rule_ids, mark=mark)
+
+
+def pass_query(
+    *, rules: list[Rule], now: datetime, lo: int | None = None, hi: int | None = None
+) -> tuple[str, list, list[int]]:
+    """The pass's query (:func:`pass_build`), its parameters and the rules of its ``d``
+    arrays, in order."""
     bounds = rescore_sql._day_bounds(rules, now)
-    parts = rescore_sql.diff_parts(Scope(), rules, now, bounds)
+    scope = Scope(lo=lo, hi=hi, markers=True)
+    parts = rescore_sql.diff_parts(scope, rules, now, bounds)
+    ledger_where, ledger_params = scope.ledger_sql()
+    other_where = f"{ledger_where} AND" if ledger_where else "WHERE"
     rule_ids = [int(pk) for pk, _ in parts.values]
     owned = "".join(
         f", SUM(points) FILTER (WHERE rule_id = {pk} AND reason <> '{RESET}') AS o{pk}"
@@ -163,15 +194,15 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
     total = " + ".join(cells) or "0"
     gain = f"GREATEST({', '.join(cells)}) > 0" if cells else "false"
     sql = (
-        f"CREATE TEMPORARY TABLE {TABLE} AS "  # noqa: S608
-        f"WITH fit({', '.join(parts.fit_names)}) AS MATERIALIZED ({parts.fit[0]}), "
+        f"WITH fit({', '.join(parts.fit_names)}) AS MATERIALIZED ({parts.fit[0]}), "  # noqa: S608
         f"agg AS MATERIALIZED ({parts.agg[0]}), "
         f"ow AS MATERIALIZED (SELECT contact_id, SUM(points) AS t, COUNT(*) AS n{owned}, "
-        f"bool_or(reason = '{RESET}') AS hr FROM scoring_ledgerentry GROUP BY contact_id), "
+        f"bool_or(reason = '{RESET}') AS hr FROM scoring_ledgerentry {ledger_where} "
+        "GROUP BY contact_id), "
         "other AS (SELECT contact_id, array_agg(rule_id ORDER BY rule_id) AS xr, "
         "array_agg(-s ORDER BY rule_id) AS xp, -SUM(s)::int AS xs, bool_or(s < 0) AS xg FROM ("
         f"SELECT contact_id, rule_id, SUM(points) FILTER (WHERE reason <> '{RESET}') AS s "
-        "FROM scoring_ledgerentry WHERE rule_id IS NULL OR rule_id <> ALL(%s::bigint[]) "
+        f"FROM scoring_ledgerentry {other_where} (rule_id IS NULL OR rule_id <> ALL(%s::bigint[])) "
         "GROUP BY contact_id, rule_id) x WHERE s <> 0 GROUP BY contact_id) "
         f"SELECT id, cx, kx, nl, t, NULLIF(d, array_fill(0, ARRAY[{len(rule_ids)}])) AS d, "
         f"({total}) + COALESCE(xs, 0) AS s, ({gain} OR COALESCE(xg, false)) AS g, xr, xp, hr "
@@ -184,14 +215,15 @@ def pass_build(*, rules: list[Rule], now: datetime) -> Pass | None:
         # OFFSET 0: q is not pulled up, or every d[i] would rebuild the whole array.
         "OFFSET 0) q ORDER BY id"
     )
-    params = [*parts.fit[1], *parts.agg[1], int_array(rule_ids), *parts.value_params]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        cursor.execute(_PASS_PLANNER_SQL, _PASS_PLANNER_SETTINGS)
-        cursor.execute(sql, params)
-        cursor.execute(f"CREATE INDEX ON {TABLE} (id)")
-        cursor.execute(f"ANALYZE {TABLE}")
-    return Pass(rule_ids=rule_ids, mark=mark)
+    params = [
+        *parts.fit[1],
+        *parts.agg[1],
+        *ledger_params,
+        *ledger_params,
+        int_array(rule_ids),
+        *parts.value_params,
+    ]
+    return sql, params, rule_ids
 
 
 @dataclass(frozen=True)

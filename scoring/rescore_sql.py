@@ -39,7 +39,7 @@ from django.db.models.functions import Cast, Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from crm.models import Activity, Contact
-from crm.models.activities import engagement_q
+from crm.models.activities import engagement_q, unsubscribe_click_q
 from crm.models.choices import ENGAGEMENT_KINDS
 
 from . import engine
@@ -227,16 +227,13 @@ def _bucket_count(rule: Rule, q, bounds: tuple[date, date]):
 @dataclass(frozen=True)
 class Scope:
     """The contacts a statement reads: an id range ``[lo, hi)``, a list of ids, or (both
-    None) every contact with its row-change markers (the whole-table pass,
+    None) every contact. ``markers``: with each contact's row-change markers (the pass,
     scoring.rescore_pass)."""
 
     lo: int | None = None
     hi: int | None = None
     ids: tuple[int, ...] | None = None
-
-    @property
-    def whole(self) -> bool:
-        return self.lo is None and self.ids is None
+    markers: bool = False
 
     def q(self, field: str) -> Q:
         if self.ids is not None:
@@ -275,7 +272,7 @@ def _statement(scope: Scope, rules, now, bounds) -> tuple[str, list]:
     return sql, params
 
 
-# Row-change markers of a contact for the whole-table pass (scoring.rescore_pass): the
+# Row-change markers of a contact for the pass (scoring.rescore_pass): the
 # contact row's and its company row's creating transaction — any committed UPDATE of
 # either writes a new row version with another xmin.
 CONTACT_XMIN = '"crm_contact".xmin::text'
@@ -283,7 +280,7 @@ CONTACT_XMIN = '"crm_contact".xmin::text'
 
 def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
     """Per contact of ``scope`` its row (``fit``: id, created_at, cached score, each flag
-    rule's points ``f<rule>``; with ``cx``/``kx`` row markers for the whole-table pass),
+    rule's points ``f<rule>``; with ``cx``/``kx`` row markers for the pass),
     its activity aggregate (``agg``), and each rule's points as SQL over both rows.
 
     A rule not yet in force at ``now`` is left out, as a disabled one: worth nothing,
@@ -294,7 +291,7 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
     counted = rule_set.count_rules
     inactive = [r for r in counted if r.kind == Rule.Kind.NEGATIVE]
     engagement = [r for r in counted if r.kind != Rule.Kind.NEGATIVE]
-    whole = scope.whole
+    with_markers = scope.markers
 
     # Per contact of the chunk: creation time, cached score and each flag rule's points.
     fit_cols = {
@@ -304,8 +301,8 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         for r in flags
     }
     # Constant SQL (no input): the contact row's marker.
-    markers = {"cx": RawSQL(CONTACT_XMIN, [], CharField())} if whole else {}  # noqa: S611
-    company = ["company_id"] if whole else []
+    markers = {"cx": RawSQL(CONTACT_XMIN, [], CharField())} if with_markers else {}  # noqa: S611
+    company = ["company_id"] if with_markers else []
     contacts = (
         Contact.objects.filter(scope.q("pk"))
         .order_by()
@@ -314,7 +311,7 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
     )
     contact_sql, contact_params = contacts.query.sql_with_params()
     names = ["id", "created_at", "cached", *company, *fit_cols, *markers]
-    if whole:
+    if with_markers:
         # The company row's marker by a join (a correlated subquery per contact would
         # keep the fit conditions out of parallel workers).
         contact_sql = (
@@ -333,9 +330,13 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         columns.append((f"c{r.pk}", r, q))
         if r.half_life_days:
             columns.append((f"l{r.pk}", r, q))
-    if inactive:
-        columns.append(("last_engaged", None, engagement_q()))
     kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
+    if inactive:
+        # The rows read are people's activities of these kinds (the filter below): when
+        # those are all engagement kinds, an engagement is any of them but an unsubscribe
+        # click — not 17 kind comparisons more per activity (~0.4 s per 500k contacts).
+        engaged = ~unsubscribe_click_q() if kinds <= ENGAGEMENT_KINDS else engagement_q()
+        columns.append(("last_engaged", None, engaged))
     if columns:
         activities = (
             Activity.objects.filter(scope.q("contact_id"), kind__in=sorted(kinds), is_machine=False)

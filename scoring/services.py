@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import operator
+import threading
 from datetime import timedelta
 from functools import partial, reduce
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max, Min, Q, Sum
+from django.db.models import F, Max, Min, Q, Sum
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from crm.activity_queue import queued_activity_ids
 from crm.models import Contact
 from crm.segments import segments_refresh_reading
 
-from . import backfill, engine, handoff, rescore_pass, rescore_sql
+from . import backfill, engine, handoff, rescore_pass, rescore_slices, rescore_sql
 from .models import (
     AssignmentRule,
     AssignmentRuleChange,
@@ -346,43 +347,80 @@ def rescore_execute(
 
 
 def _rescore_postgresql(run_id, chunk, rules, now, totals, hand_off) -> None:
-    """One parallel pass computes every contact's adjustments (scoring.rescore_pass);
-    then each chunk: lock its contacts, and in one statement check them against the pass
-    and append the unchanged ones' adjustments and set their changed scores (those
-    changed since are rescored exactly, scoring.rescore_sql)."""
+    """Per slice of contact ids (several connections at once, scoring.rescore_slices):
+    one pass computes its contacts' adjustments (scoring.rescore_pass); then each chunk:
+    lock its contacts, and in one statement check them against the pass and append the
+    unchanged ones' adjustments and set their changed scores (those changed since are
+    rescored exactly, scoring.rescore_sql)."""
     bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
     lo, hi = bounds["lo"] or 0, (bounds["hi"] or -1) + 1
     if lo >= hi:
         return
-    built = rescore_pass.pass_build(rules=rules, now=now)
+    n = rescore_slices.connections_wanted()
+    progress = _Progress(run_id, totals)
+    slices = rescore_slices.slice_bounds(lo, hi, n)
+    work = partial(
+        _rescore_slice, chunk=chunk, rules=rules, now=now, hand_off=hand_off, progress=progress
+    )
+    if len(slices) == 1:
+        work(slices[0], parallel=True)
+        return
+    rescore_slices.in_threads([partial(_slice_thread, work, ids) for ids in slices])
+
+
+def _slice_thread(work, ids, stop) -> None:
+    work(ids, parallel=False, stop=stop)
+
+
+class _Progress:
+    """A rescore's running totals, shared by its slices' threads; each chunk adds its
+    own to the run's row (in the chunk's transaction)."""
+
+    def __init__(self, run_id, totals):
+        self.run_id, self.totals = run_id, totals
+        self._lock = threading.Lock()
+        RescoreRun.objects.filter(pk=run_id).update(**dict.fromkeys(totals, 0))
+
+    def add(self, **counts) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                self.totals[name] += n
+        RescoreRun.objects.filter(pk=self.run_id).update(
+            **{name: F(name) + n for name, n in counts.items()}
+        )
+
+
+def _rescore_slice(ids, *, chunk, rules, now, hand_off, progress, parallel, stop=None) -> None:
+    """Rescore the contacts with ids in ``ids`` = ``[lo, hi)``: their pass, then chunk by
+    chunk (``stop`` set: another slice failed, end at the next chunk)."""
+    lo, hi = ids
+    built = rescore_pass.pass_build(rules=rules, now=now, lo=lo, hi=hi, parallel=parallel)
     try:
-        while lo < hi:
+        while lo < hi and not (stop and stop.is_set()):
+            top = min(lo + chunk, hi)
             with transaction.atomic():
-                locked = rescore_sql.chunk_lock(lo, lo + chunk)
+                locked = rescore_sql.chunk_lock(lo, top)
+                outcome = None
                 if locked:
                     threshold = ScoringSettings.load().mql_threshold if hand_off else None
                     if built is None:  # the pass gave up waiting: read chunk by chunk
                         outcome = rescore_sql.chunk_rescore(
-                            lo=lo, hi=lo + chunk, rules=rules, now=now, threshold=threshold
+                            lo=lo, hi=top, rules=rules, now=now, threshold=threshold
                         )
                     else:
                         outcome = rescore_pass.chunk_apply(
-                            lo=lo,
-                            hi=lo + chunk,
-                            rules=rules,
-                            built=built,
-                            now=now,
-                            threshold=threshold,
+                            lo=lo, hi=top, rules=rules, built=built, now=now, threshold=threshold
                         )
-                    totals["contacts_changed"] += outcome.contacts_changed
-                    totals["entries_created"] += outcome.entries_created
                     if hand_off and outcome.handoff_entries:
                         handoff.mqls_hand_off(
                             entries=outcome.handoff_entries, scores=outcome.handoff_scores
                         )
-                totals["processed"] += locked
-                RescoreRun.objects.filter(pk=run_id).update(**totals)
-            lo += chunk
+                progress.add(
+                    processed=locked,
+                    contacts_changed=outcome.contacts_changed if outcome else 0,
+                    entries_created=outcome.entries_created if outcome else 0,
+                )
+            lo = top
     finally:
         rescore_pass.pass_drop()
 

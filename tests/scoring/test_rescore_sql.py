@@ -161,13 +161,14 @@ def test_a_chunk_costs_the_same_queries_whatever_its_contacts(
     c = ContactFactory()
     ActivityFactory(contact=c)
     run = RescoreRun.objects.create(total=0)
-    # run → running, rules, id bounds; the pass (scoring.rescore_pass): activity
-    # watermark (sequence, lock holders), savepoint, drop, planner settings, the table,
-    # its index, analyze, release; the chunk: savepoint, lock, settings, the check with
-    # the entries' insert and the scores' update, progress, release; the pass's drop, the
+    # run → running, rules, id bounds, progress reset to 0; the pass
+    # (scoring.rescore_pass): activity watermark (sequence, lock holders), savepoint, drop,
+    # planner settings, the table, its index, analyze, release; the chunk: savepoint, lock,
+    # settings, the check with the entries' insert and the scores' update, progress,
+    # release; the pass's drop, the
     # dynamic segments (none reads the score), done, read back: whatever the number of
     # contacts in the chunk
-    with django_assert_num_queries(3 + 9 + 6 + 4):
+    with django_assert_num_queries(4 + 9 + 6 + 4):
         run = services.rescore_execute(run_id=run.pk)
     assert (run.contacts_changed, run.entries_created) == (1, 1)
     c.refresh_from_db()
@@ -176,7 +177,7 @@ def test_a_chunk_costs_the_same_queries_whatever_its_contacts(
     others = [ActivityFactory(contact=ContactFactory()).contact_id for _ in range(3)]
     assert others == list(range(c.pk + 1, c.pk + 4))
     run = RescoreRun.objects.create(total=0)
-    with django_assert_num_queries(3 + 9 + 6 * 4 + 4):
+    with django_assert_num_queries(4 + 9 + 6 * 4 + 4):
         run = services.rescore_execute(run_id=run.pk, chunk=1)
     assert (run.contacts_changed, run.entries_created) == (3, 3)
 

@@ -104,3 +104,17 @@ def test_the_move_writes_new_owners_and_keeps_existing_ones_in_one_update():
         unowned.pk: seller.pk,
     }
     assert set(Contact.objects.values_list("stage", flat=True)) == {Stage.MQL}
+
+
+def test_a_rule_deleted_through_the_orm_leaves_its_entries_without_a_rule():
+    """The ledger's rule reference has no database constraint (rules are switched off,
+    never deleted: scoring.models.LedgerEntry.rule); should one be deleted through the
+    ORM, Django's SET_NULL still keeps every entry and its points."""
+    from .factories import EngagementRuleFactory
+
+    c = ContactFactory()
+    rule = EngagementRuleFactory(points=5)
+    entries_append([Entry(c.pk, rule.pk, None, 5, timezone.now(), "activity")])
+    rule.delete()
+    entry = LedgerEntry.objects.get(contact=c)
+    assert (entry.rule_id, entry.points) == (None, 5)
