@@ -51,7 +51,10 @@ def slice_bounds(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
 def in_threads(works: Sequence[Callable[[threading.Event], None]]) -> None:
     """Run each ``work(stop)`` in its own thread (and so its own database connection,
     closed when it ends); when one fails, ``stop`` is set for the others (they return at
-    their next chunk) and the first error is raised here once all have ended."""
+    their next chunk) and the first error is raised here once all have ended. An
+    exception in this thread while it waits (a task's soft time limit, an interrupt)
+    likewise stops them, and is raised once they have ended: no slice goes on writing
+    after the run is marked failed."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -67,7 +70,13 @@ def in_threads(works: Sequence[Callable[[threading.Event], None]]) -> None:
     threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in works]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
     if errors:
         raise errors[0]

@@ -14,7 +14,7 @@ from scoring.models import LedgerEntry, RescoreRun, ScoringSettings
 
 from .test_rescore_pass import _meanwhile, _outcome, _world
 
-pytestmark = pytest.mark.skipif(
+postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the slices are PostgreSQL's"
 )
 
@@ -27,6 +27,7 @@ def _in_this_thread(works):
         work(stop)
 
 
+@postgres_only
 @pytest.mark.django_db
 @pytest.mark.parametrize("changes", [False, True], ids=["quiet", "changes-after-a-pass"])
 def test_slices_give_the_outcome_of_the_portable_path(changes, monkeypatch):
@@ -63,6 +64,7 @@ def test_slices_give_the_outcome_of_the_portable_path(changes, monkeypatch):
     assert not any(b[2] for b in built)
 
 
+@postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_a_rescore_outside_a_transaction_runs_its_slices_in_threads(monkeypatch, settings):
     """The real thing: two threads, two connections; a second rescore finds nothing to
@@ -116,6 +118,7 @@ def test_a_rescore_outside_a_transaction_runs_its_slices_in_threads(monkeypatch,
     assert LedgerEntry.objects.count() == before
 
 
+@postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_slice_fails_the_run_and_stops_the_others(monkeypatch, settings):
     settings.SCORING_RESCORE_CONNECTIONS = 2
@@ -135,3 +138,45 @@ def test_a_failing_slice_fails_the_run_and_stops_the_others(monkeypatch, setting
     run = RescoreRun.objects.latest("pk")
     assert run.status == RescoreRun.Status.FAILED
     assert "slice broke" in run.error
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupt_while_waiting_stops_the_slices_before_it_is_raised(monkeypatch):
+    """A task's soft time limit lands in the thread that waits: the slices are told to
+    stop and are waited for, so none writes after the run is marked failed."""
+    ended = []
+
+    def slice_work(stop):
+        assert stop.wait(10), "never told to stop"
+        ended.append(True)
+
+    class Thread(threading.Thread):
+        joins = 0
+
+        def join(self, timeout=None):
+            Thread.joins += 1
+            if Thread.joins == 1:
+                raise _Interrupted
+            return super().join(timeout)
+
+    monkeypatch.setattr(rescore_slices.threading, "Thread", Thread)
+    with pytest.raises(_Interrupted):
+        rescore_slices.in_threads([slice_work, slice_work])
+    assert ended == [True, True]
+
+
+def test_a_failing_slice_tells_the_others_to_stop():
+    seen = []
+
+    def fails(stop):
+        raise ValueError("broken")
+
+    def waits(stop):
+        seen.append(stop.wait(10))
+
+    with pytest.raises(ValueError, match="broken"):
+        rescore_slices.in_threads([waits, fails])
+    assert seen == [True]
