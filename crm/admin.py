@@ -9,8 +9,9 @@ from django import forms
 from django.contrib import admin
 from django.db import transaction
 
-from . import campaign_members, models, sales
+from . import campaign_members, ingest, models, sales
 from .filters import staff_users
+from .models.choices import Source
 from .roles import Role, has_role
 
 
@@ -165,8 +166,56 @@ class CampaignCostAdmin(admin.ModelAdmin):
     date_hierarchy = "period_start"
 
 
+class ActivityAdminForm(forms.ModelForm):
+    """An activity to record, checked by ingestion's own rules (``crm.ingest``)."""
+
+    url = forms.URLField(required=False, max_length=2000, assume_scheme="https")
+
+    class Meta:
+        model = models.Activity
+        fields = [
+            "contact",
+            "kind",
+            "occurred_at",
+            "campaign",
+            "url",
+            "is_machine",
+            "external_id",
+            "message_id",
+            "details",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            for name, messages in ingest.validate_items([_ingest_item(data)]).get(0, {}).items():
+                self.add_error(name if name in self.fields else None, messages)
+        return data
+
+
+def _ingest_item(data) -> dict:
+    return {
+        "contact": data["contact"].pk,
+        "kind": data["kind"],
+        "occurred_at": data["occurred_at"],
+        "campaign": data["campaign"].pk if data.get("campaign") else None,
+        "url": data.get("url") or "",
+        "is_machine": bool(data.get("is_machine")),
+        "external_id": data.get("external_id") or None,
+        "message_id": data.get("message_id") or "",
+        "details": data.get("details") or {},
+    }
+
+
 @admin.register(models.Activity)
 class ActivityAdmin(admin.ModelAdmin):
+    """Activities are facts the product has acted on — scores and their ledger, segments,
+    report facts, nurture triggers, campaign members. An admin adds one through
+    ``crm.ingest`` (every "activities recorded" handler runs, as for the API), and never
+    edits or deletes one here: the ledger and the facts would keep what the activity was.
+    Erasure and merges are the services that rewrite activities."""
+
+    form = ActivityAdminForm
     list_display = ["occurred_at", "kind", "contact", "campaign", "external_id", "is_machine"]
     list_filter = ["kind", "is_machine"]
     # Exact-match lookups only: a LIKE over millions of activities would time out.
@@ -175,25 +224,17 @@ class ActivityAdmin(admin.ModelAdmin):
     raw_id_fields = ["contact", "campaign"]
     show_full_result_count = False
 
-    # An edit or delete here bypasses crm.ingest: the touched contacts' campaign members
-    # are rebuilt from their activities in the same transaction (crm.campaign_members).
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     def save_model(self, request, obj, form, change):
-        with transaction.atomic():
-            before = models.Activity.objects.filter(pk=obj.pk).values_list("contact_id")
-            contact_ids = {row[0] for row in before} if change else set()
-            super().save_model(request, obj, form, change)
-            campaign_members.members_rebuild(contact_ids=contact_ids | {obj.contact_id})
-
-    def delete_model(self, request, obj):
-        with transaction.atomic():
-            super().delete_model(request, obj)
-            campaign_members.members_rebuild(contact_ids=[obj.contact_id])
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            contact_ids = set(queryset.values_list("contact_id", flat=True))
-            super().delete_queryset(request, queryset)
-            campaign_members.members_rebuild(contact_ids=contact_ids)
+        result = ingest.activities_record(
+            items=[_ingest_item(form.cleaned_data)], source=Source.OTHER, by_user=request.user
+        )
+        (obj.pk,) = [a.pk for a in result.activities]
 
 
 @admin.register(models.LifecycleTransition)

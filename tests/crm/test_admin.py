@@ -121,3 +121,80 @@ def test_history_is_read_only_in_the_admin(admin_user, rf, model):
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
+
+
+def _activity_form(contact, at, **extra):
+    from django.utils import timezone
+
+    local = timezone.localtime(at)
+    return {
+        "contact": contact.pk,
+        "kind": "page_visit",
+        "occurred_at_0": local.strftime("%Y-%m-%d"),
+        "occurred_at_1": local.strftime("%H:%M:%S"),
+        "url": "https://acme.example/pricing",
+        "details": "{}",
+        **extra,
+    }
+
+
+def test_an_activity_added_in_the_admin_goes_through_ingestion_and_its_handlers(client, admin_user):
+    """Not a side door: the activity is recorded by crm.ingest, so the scoring handler
+    (among all of them) gives its points, as for the API."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.models import Activity
+    from scoring.models import LedgerEntry
+    from tests.scoring.factories import EngagementRuleFactory
+
+    rule = EngagementRuleFactory(points=7, url_contains="/pricing")
+    contact = ContactFactory()
+    client.force_login(admin_user)
+    at = timezone.now().replace(microsecond=0) - timedelta(hours=2)
+    response = client.post("/admin/crm/activity/add/", _activity_form(contact, at))
+    assert response.status_code == 302
+    activity = Activity.objects.get(contact=contact)
+    assert activity.occurred_at == at
+    entry = LedgerEntry.objects.get(contact=contact)
+    assert (entry.rule_id, entry.activity_id, entry.points) == (rule.pk, activity.pk, 7)
+    contact.refresh_from_db()
+    assert contact.scorecard.score == 7
+
+
+def test_the_admin_refuses_what_ingestion_refuses_and_never_edits_or_deletes_activities(
+    client, admin_user
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.models import Activity
+    from tests.factories import ActivityFactory
+
+    contact = ContactFactory()
+    client.force_login(admin_user)
+    future = timezone.now() + timedelta(days=2)
+    response = client.post("/admin/crm/activity/add/", _activity_form(contact, future))
+    assert response.status_code == 200
+    assert "occurred_at" in response.context["adminform"].form.errors
+    response = client.post(
+        "/admin/crm/activity/add/",
+        _activity_form(contact, timezone.now() - timedelta(hours=1), details="[1, 2]"),
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors
+    assert not Activity.objects.filter(contact=contact).exists()
+
+    activity = ActivityFactory(contact=contact, kind="page_visit")
+    page = client.get(f"/admin/crm/activity/{activity.pk}/change/")
+    assert page.status_code == 200  # viewed, read-only
+    assert b'name="_save"' not in page.content
+    client.post(
+        f"/admin/crm/activity/{activity.pk}/change/",
+        _activity_form(ContactFactory(), timezone.now() - timedelta(hours=1)),
+    )
+    client.post(f"/admin/crm/activity/{activity.pk}/delete/", {"post": "yes"})
+    activity.refresh_from_db()
+    assert activity.contact_id == contact.pk
