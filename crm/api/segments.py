@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from crm.filters import ContactFilter
 from crm.models import Contact, Segment
 from crm.roles import MARKETING_WRITES
 from crm.segments import (
@@ -146,13 +147,21 @@ class SegmentViewSet(viewsets.ModelViewSet):
 
     @action(detail=True, methods=["get", "post"], url_path="members")
     def members(self, request, pk=None):
-        """GET: the stored members (paginated). POST (static only): add contact ids/emails."""
+        """GET: the stored members (paginated), with the contact list's filters and
+        ``sort=`` (``crm.filters.ContactFilter``, as on the segment's page; a bad value is
+        a 400). POST (static only): add contact ids/emails."""
         segment = self.get_object()
         if request.method == "POST":
             return self._change_members(request, segment, segment_members_add)
         contacts = segment_members(segment).select_related("company", "scorecard")
-        contacts = contacts.order_by("-created_at", "-id")
-        page = self.paginate_queryset(contacts)
+        flt = ContactFilter(
+            request.query_params,
+            queryset=contacts.order_by("-created_at", "-id"),
+            request=request,
+        )
+        if not flt.is_valid():
+            raise ValidationError(flt.errors)
+        page = self.paginate_queryset(flt.qs)
         return self.get_paginated_response(ContactSummarySerializer(page, many=True).data)
 
     @action(detail=True, methods=["post"], url_path="members/remove")

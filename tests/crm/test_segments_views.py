@@ -420,3 +420,37 @@ def test_the_builder_types_attribute_ranges_and_dates_from_what_is_typed(marketi
         assert f'<option value="{op}"' in form
     for field in ("timezone", "consent_given_at", "consent_source", "updated_at"):
         assert f'<option value="{field}">' in form
+
+
+def test_api_members_take_the_contact_lists_filters_and_sort(marketing_api, berlin):
+    """The members API filters and sorts as the segment's page does (ContactFilter);
+    a bad value is a 400, not an unfiltered list."""
+    from crm.models import Contact, ContactScore
+
+    low, high, mql = (ContactFactory(email=f"{n}@example.com") for n in ("low", "high", "mql"))
+    for c, score in ((low, 5), (high, 60), (mql, 90)):
+        ContactScore.objects.filter(contact=c).update(score=score)
+    Contact.objects.filter(pk=mql.pk).update(stage="mql")
+    marketing_api.post(
+        f"/api/v1/segments/{berlin.pk}/members/",
+        {"contact_ids": [low.pk, high.pk, mql.pk]},
+        format="json",
+    )
+    url = f"/api/v1/segments/{berlin.pk}/members/"
+
+    def emails(query):
+        response = marketing_api.get(url + query)
+        assert response.status_code == 200, response.json()
+        return [m["email"] for m in response.json()["results"]]
+
+    assert emails("?score_min=50&sort=score") == ["mql@example.com", "high@example.com"]
+    assert emails("?score_min=1&sort=-score") == [
+        "low@example.com",
+        "high@example.com",
+        "mql@example.com",
+    ]
+    assert emails("?stage=mql") == ["mql@example.com"]
+    assert emails("?q=low") == ["low@example.com"]
+    response = marketing_api.get(url + "?score_min=lots")
+    assert response.status_code == 400
+    assert "score_min" in response.json()
