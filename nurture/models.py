@@ -204,6 +204,30 @@ class Step(models.Model):
         return f"{self.position}. {self.get_kind_display()}"
 
 
+class ProgramChange(models.Model):
+    """One edit of a program — its settings, status, steps or entry rules — by whom and
+    when: the review register lists a program's edits between two reviews beside its trend
+    (reports.review.changes). Written by the builder's and the API's writes
+    (nurture.services.programs.program_change_note); kept with the program."""
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField(default=timezone.now)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    summary = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            # The register: a program's changes in a period.
+            models.Index(fields=["program", "at"], name="programchange_program_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.program_id} {self.at:%Y-%m-%d %H:%M} {self.summary}"
+
+
 class EnrollmentQuerySet(models.QuerySet):
     def live(self) -> EnrollmentQuerySet:
         return self.filter(state__in=LIVE_STATES)

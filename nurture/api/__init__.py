@@ -16,7 +16,13 @@ from crm.roles import MARKETING_WRITES
 
 from ..models import EmailTemplate, Program, Step
 from ..services.enrollment import contacts_enroll, program_enroll_segment
-from ..services.programs import ProgramArchived, program_set_status, step_append
+from ..services.programs import (
+    ProgramArchived,
+    program_change_note,
+    program_edited,
+    program_set_status,
+    step_create,
+)
 from . import serializers as s
 
 
@@ -31,16 +37,25 @@ class ProgramViewSet(viewsets.ModelViewSet):
     filterset_fields = ["status", "campaign"]
 
     def perform_create(self, serializer):
-        serializer.save(created_by=self.request.user)
+        with transaction.atomic():
+            program = serializer.save(created_by=self.request.user)
+            program_change_note(program=program, by=self.request.user, summary="Program created")
 
     def perform_update(self, serializer):
         # A status change goes through the service (archiving ends the live enrollments).
         status_to = serializer.validated_data.pop("status", None)
+        before = serializer.instance
+        changed = [
+            name
+            for name, value in serializer.validated_data.items()
+            if getattr(before, name) != value
+        ]
         with transaction.atomic():
             program = serializer.save()
+            program_edited(program=program, fields=changed, by=self.request.user)
             if status_to is not None and status_to != program.status:
                 try:
-                    program_set_status(program=program, status=status_to)
+                    program_set_status(program=program, status=status_to, by=self.request.user)
                 except ProgramArchived as exc:
                     raise ValidationError({"status": [str(exc)]}) from exc
 
@@ -52,7 +67,7 @@ class ProgramViewSet(viewsets.ModelViewSet):
             serializer = s.StepSerializer(data=request.data, context={"program": program})
             serializer.is_valid(raise_exception=True)
             data = {k: v for k, v in serializer.validated_data.items() if k != "position"}
-            step = step_append(program=program, **data)
+            step = step_create(step=Step(program=program, **data), by=request.user)
             return Response(s.StepSerializer(step).data, status=status.HTTP_201_CREATED)
         steps = program.steps.order_by("position", "id")
         return Response(s.StepSerializer(steps, many=True).data)

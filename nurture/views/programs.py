@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Max
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -32,9 +31,13 @@ def program_list(request):
 def program_create(request):
     form = ProgramForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        program = form.save(commit=False)
-        program.created_by = request.user
-        program.save()
+        with transaction.atomic():
+            program = form.save(commit=False)
+            program.created_by = request.user
+            program.save()
+            program_services.program_change_note(
+                program=program, by=request.user, summary="Program created"
+            )
         return redirect(program)
     return render(request, "nurture/program_form.html", {"form": form, "program": None})
 
@@ -44,7 +47,11 @@ def program_edit(request, pk: int):
     program = get_object_or_404(Program, pk=pk)
     form = ProgramForm(request.POST or None, instance=program)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            program_services.program_edited(
+                program=program, fields=form.changed_data, by=request.user
+            )
         return redirect(program)
     return render(request, "nurture/program_form.html", {"form": form, "program": program})
 
@@ -100,7 +107,7 @@ def program_status(request, pk: int):
     if status not in Program.Status.values:
         return HttpResponseBadRequest("Unknown status.")
     try:
-        program_services.program_set_status(program=program, status=status)
+        program_services.program_set_status(program=program, status=status, by=request.user)
     except program_services.ProgramArchived as exc:
         messages.error(request, str(exc))
     else:
@@ -124,11 +131,9 @@ def step_add(request, pk: int):
         return render(
             request, "nurture/_steps.html", context, status=400 if not request.htmx else 200
         )
-    with transaction.atomic():
-        step = form.save(commit=False)
-        step.program = program
-        step.position = (program.steps.aggregate(m=Max("position"))["m"] or 0) + 1
-        step.save()
+    step = form.save(commit=False)
+    step.program = program
+    program_services.step_create(step=step, by=request.user)
     return _steps_response(request, program)
 
 
@@ -137,7 +142,9 @@ def step_edit(request, pk: int, step_id: int):
     step = get_object_or_404(Step, pk=step_id, program_id=pk)
     form = StepForm(request.POST or None, instance=step)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            program_services.step_edited(step=step, fields=form.changed_data, by=request.user)
         return _steps_response(request, step.program)
     return render(request, "nurture/step_form.html", {"form": form, "step": step})
 
@@ -149,7 +156,7 @@ def step_move(request, pk: int, step_id: int):
     direction = request.POST.get("direction")
     if direction not in ("up", "down"):
         return HttpResponseBadRequest("direction is up or down")
-    program_services.step_move(step=step, up=direction == "up")
+    program_services.step_move(step=step, up=direction == "up", by=request.user)
     return _steps_response(request, step.program)
 
 
@@ -158,7 +165,7 @@ def step_move(request, pk: int, step_id: int):
 def step_delete(request, pk: int, step_id: int):
     step = get_object_or_404(Step, pk=step_id, program_id=pk)
     program = step.program
-    program_services.step_delete(step=step)
+    program_services.step_delete(step=step, by=request.user)
     return _steps_response(request, program)
 
 
@@ -170,7 +177,7 @@ def trigger_add(request, pk: int):
     if form.is_valid():
         trigger = form.save(commit=False)
         trigger.program = program
-        program_services.trigger_create(trigger=trigger)
+        program_services.trigger_create(trigger=trigger, by=request.user)
         messages.success(request, "Entry rule added.")
     else:
         messages.error(
@@ -184,7 +191,8 @@ def trigger_add(request, pk: int):
 @allow(MARKETING_WRITES)
 @require_POST
 def trigger_delete(request, pk: int, trigger_id: int):
-    get_object_or_404(Trigger, pk=trigger_id, program_id=pk).delete()
+    trigger = get_object_or_404(Trigger, pk=trigger_id, program_id=pk)
+    program_services.trigger_delete(trigger=trigger, by=request.user)
     return redirect("nurture:program-detail", pk=pk)
 
 

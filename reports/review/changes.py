@@ -3,8 +3,9 @@
 
 Each kind of item reads the history its objects keep: the scoring rule set its rule
 versions and settings changes; the assignment rules their changes (deleted rules too);
-a program its settings, new steps, its email templates' edits and the definitions of the
-segments that decide who enters it (its audience, its segment triggers); an automation
+a program its history (settings, status, steps, entry rules), its email templates' edits
+and the definitions of the segments that decide who enters it (its audience, its segment
+triggers); an automation
 rule its program's, with its own segment; a content asset its publication.
 """
 
@@ -93,12 +94,12 @@ def _automation(item, start, end) -> Iterator[Edit]:
 
 
 def _program_edits(program, start, end) -> Iterator[Edit]:
+    """The program's own history (nurture.ProgramChange: settings, status, steps added,
+    edited, moved or deleted, entry rules added or removed) and its emails' edits."""
     from nurture.models import EmailTemplate
 
-    if start <= program.updated_at < end:
-        yield Edit(program.updated_at, "Program settings changed")
-    for st in program.steps.filter(created_at__gte=start, created_at__lt=end):
-        yield Edit(st.created_at, f"Step {st.position} added ({st.get_kind_display().lower()})")
+    for c in program.changes.filter(at__gte=start, at__lt=end).select_related("by"):
+        yield Edit(c.at, f"{c.summary} by {_by(c.by)}")
     templates = EmailTemplate.objects.filter(
         steps__program=program, updated_at__gte=start, updated_at__lt=end
     ).distinct()

@@ -395,14 +395,68 @@ def test_the_dashboard_metrics_trend_per_quarter_over_eight_quarters(sales_clien
     assert b"Long-term trend" in page.content
 
 
-def test_the_short_term_trend_lists_steps_added_in_between():
-    from tests.nurture.factories import ProgramFactory, StepFactory
+def test_the_short_term_trend_lists_the_programs_edits_with_who_made_them(marketing_user):
+    """Every builder write is in the program's history (nurture.ProgramChange): a step
+    added, edited, moved and deleted, an entry rule added and removed, a pause and a
+    resume — each with who did it."""
+    from nurture.models import Step, Trigger
+    from nurture.services import programs as ps
+    from tests.nurture.factories import ProgramFactory
 
-    program = ProgramFactory()
+    program = ProgramFactory(status="active")
     item = make_item(T.PROGRAM, object_id=program.pk, days_ago=40, name=program.name)
-    StepFactory(program=program, kind="wait", position=3)
+    by = marketing_user
+    ps.step_create(step=Step(program=program, kind="wait", config={"hours": 2}), by=by)
+    end = ps.step_create(step=Step(program=program, kind="end"), by=by)
+    ps.step_move(step=end, up=True, by=by)
+    wait = program.steps.get(kind="wait")
+    ps.step_edited(step=wait, fields=["config"], by=by)
+    ps.step_delete(step=wait, by=by)
+    trigger = ps.trigger_create(trigger=Trigger(program=program, kind="manual"), by=by)
+    ps.trigger_delete(trigger=trigger, by=by)
+    ps.program_set_status(program=program, status="paused", by=by)
+    ps.program_set_status(program=program, status="active", by=by)
     edits = [e.text for e in trends_short(item)["edits"]]
-    assert "Step 3 added (wait)" in edits
+    who = f" by {by}"
+    for text in [
+        "Step 1 (wait) added",
+        "Step 2 (end) added",
+        "Step 2 (end) moved up",
+        "Step 2 (wait) edited: config",
+        "Step 2 (wait) deleted",
+        "Entry rule added: added by hand or api",
+        "Entry rule removed: added by hand or api",
+        "Status active → paused",
+        "Status paused → active",
+    ]:
+        assert text + who in edits, (text, edits)
+
+
+def test_the_builder_pages_and_the_api_write_the_programs_history(
+    marketing_client, marketing_api, marketing_user
+):
+    from nurture.models import ProgramChange
+    from tests.nurture.factories import ProgramFactory
+
+    program = ProgramFactory(status="active")
+    marketing_client.post(
+        reverse("nurture:program-status", args=[program.pk]), {"status": "paused"}
+    )
+    response = marketing_api.patch(
+        f"/api/v1/programs/{program.pk}/", {"name": "Renamed", "status": "active"}, format="json"
+    )
+    assert response.status_code == 200
+    summaries = list(
+        ProgramChange.objects.filter(program=program)
+        .order_by("id")
+        .values_list("summary", "by__username")
+    )
+    me = marketing_user.username
+    assert summaries == [
+        ("Status active → paused", me),
+        ("Settings changed: name", me),
+        ("Status paused → active", me),
+    ]
 
 
 def trends_short(item):
