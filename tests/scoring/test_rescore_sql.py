@@ -23,7 +23,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 K = ActivityKind
-KINDS = [K.PAGE_VISIT, K.EMAIL_CLICKED, K.WEBINAR_ATTENDED, K.FORM_SUBMITTED, K.EMAIL_OPENED]
+# A like is counted by no rule: the inactivity rules read it only from their window on.
+KINDS = [
+    K.PAGE_VISIT,
+    K.EMAIL_CLICKED,
+    K.WEBINAR_ATTENDED,
+    K.FORM_SUBMITTED,
+    K.EMAIL_OPENED,
+    K.SOCIAL_LIKE,
+]
 # The last: a click on the unsubscribe link, which is not a click (METRICS.md).
 UNSUBSCRIBE = f"{django_settings.SITE_URL.upper()}/u/token"
 URLS = ["https://acme.example/pricing", "https://acme.example/blog", "", UNSUBSCRIBE]
@@ -200,6 +208,36 @@ def test_an_engagement_no_rule_counts_still_ends_inactivity_on_both_paths():
     statement = _outcome(now, portable=False)
     assert statement == _outcome(now, portable=True)
     assert statement["scores"] == {liked.pk: 0, idle.pk: -5}
+
+
+@pytest.mark.django_db
+def test_inactivity_reads_other_kinds_from_its_window_on_and_still_sees_older_ones():
+    """The statement reads engagements of kinds no rule counts only since the earliest
+    inactivity cutoff; one older than that still decides for a contact created after the
+    cutoff (an imported history: the engine's "latest engagement, else creation")."""
+    ScoringSettings.objects.create(pk=1, mql_threshold=1000)
+    now = timezone.now().replace(microsecond=0)
+    EngagementRuleFactory(points=10, url_contains="/pricing")
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=20, points=-5)
+    NegativeRuleFactory(negative=Rule.Negative.INACTIVE, inactive_days=60, points=-7)
+    new, imported, never, old, between = (
+        ContactFactory(created_at=now - timedelta(days=days)) for days in (3, 3, 3, 100, 100)
+    )
+    like = {"kind": K.SOCIAL_LIKE}
+    ActivityFactory(contact=imported, occurred_at=now - timedelta(days=200), **like)
+    ActivityFactory(contact=imported, occurred_at=now - timedelta(days=70), **like)
+    ActivityFactory(contact=old, occurred_at=now - timedelta(days=90), **like)
+    ActivityFactory(contact=between, occurred_at=now - timedelta(days=30), **like)
+    ActivityFactory(contact=never, occurred_at=now - timedelta(days=90), is_machine=True, **like)
+    statement = _outcome(now, portable=False)
+    assert statement == _outcome(now, portable=True)
+    assert statement["scores"] == {
+        new.pk: 0,  # created 3 days ago, nothing since: neither cutoff has passed
+        imported.pk: -12,  # its latest engagement is 70 days old, before both cutoffs
+        never.pk: 0,  # a machine's like is no engagement
+        old.pk: -12,
+        between.pk: -5,  # 30 days: past the 20-day cutoff, inside the 60-day one
+    }
 
 
 @pytest.mark.django_db
