@@ -330,25 +330,16 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         columns.append((f"c{r.pk}", r, q))
         if r.half_life_days:
             columns.append((f"l{r.pk}", r, q))
-    scored = {r.activity_kind for r in engagement}
-    rows = Q(kind__in=sorted(scored))
-    recent = _recent_window(inactive, now)
+    kinds = {r.activity_kind for r in engagement} | (set(ENGAGEMENT_KINDS) if inactive else set())
     if inactive:
-        # The inactivity rules read the latest engagement, but only relative to their
-        # cutoffs: the rows read are the rules' kinds (all time) and the other engagement
-        # kinds since the earliest cutoff (``recent``), not every email open of the
-        # history — :func:`_inactive_value` says why that is exact. When the rows are all
-        # of engagement kinds, an engagement is any of them but an unsubscribe click —
-        # not 17 kind comparisons more per activity (~0.4 s per 500k contacts).
-        others = sorted(ENGAGEMENT_KINDS - scored)
-        if others:
-            rows |= Q(kind__in=others, occurred_at__gte=recent)
-        kinds = scored | ENGAGEMENT_KINDS
+        # The rows read are people's activities of these kinds (the filter below): when
+        # those are all engagement kinds, an engagement is any of them but an unsubscribe
+        # click — not 17 kind comparisons more per activity (~0.4 s per 500k contacts).
         engaged = ~unsubscribe_click_q() if kinds <= ENGAGEMENT_KINDS else engagement_q()
         columns.append(("last_engaged", None, engaged))
     if columns:
         activities = (
-            Activity.objects.filter(scope.q("contact_id"), rows, is_machine=False)
+            Activity.objects.filter(scope.q("contact_id"), kind__in=sorted(kinds), is_machine=False)
             .order_by()
             .values("contact_id")
             .annotate(**{n: _column(n, r, q, bounds) for n, r, q in columns})
@@ -392,9 +383,15 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
             )
         values.append((r.pk, value))
     for r in inactive:
-        sql, extra = _inactive_value(r, now, recent, scored)
-        values.append((r.pk, sql))
-        params.extend(extra)
+        cutoff = now - timedelta(days=r.inactive_days or 0)
+        values.append(
+            (
+                r.pk,
+                "CASE WHEN (CASE WHEN a.last_engaged IS NOT NULL THEN a.last_engaged < %s "
+                f"ELSE f.created_at < %s END) THEN {int(r.points)} ELSE 0 END",
+            )
+        )
+        params.extend([cutoff, cutoff])
     return Parts(
         fit=(contact_sql, list(contact_params)),
         fit_names=names,
@@ -403,46 +400,6 @@ def diff_parts(scope: Scope, rules, now, bounds) -> Parts:
         value_params=params,
         ledger=scope.ledger_sql(),
     )
-
-
-def _recent_window(inactive: list[Rule], now: datetime) -> datetime | None:
-    """The earliest cutoff of the inactivity rules: engagements since then are read."""
-    return min((now - timedelta(days=r.inactive_days or 0) for r in inactive), default=None)
-
-
-def _inactive_value(rule: Rule, now: datetime, recent: datetime, scored: set[str]):
-    """SQL of an inactivity rule's points over the rows ``f`` and ``a`` (and its params):
-    ``engine.expected_values``' "the latest engagement, else the contact's creation, is
-    before the cutoff", from an aggregate that read the engagements of the rules' kinds
-    (``scored``) whenever they happened and those of other kinds since ``recent`` (the
-    earliest cutoff). Exact, as ``a.last_engaged`` (the latest engagement read) is:
-
-    * at or after ``recent``: the latest engagement of all (a later one would be read);
-    * before ``recent``: no engagement since, so the latest is before every cutoff, as is
-      this one — the penalty applies either way;
-    * NULL: none of the rules' kinds and none since ``recent``. With no engagement at all
-      the creation time decides, as in the engine; one of another kind before ``recent``
-      — only possible before the contact's creation, if the creation is after the cutoff
-      (an imported history) — is looked up by id and time (the activities' (contact,
-      time) index), for those few contacts only.
-    """
-    cutoff = now - timedelta(days=rule.inactive_days or 0)
-    older = (
-        Activity.objects.filter(
-            engagement_q(),
-            contact_id=RawSQL("f.id", []),  # noqa: S611 — a column, no input
-            occurred_at__lt=recent,
-        )
-        .exclude(kind__in=sorted(scored))
-        .values("id")[:1]
-    )
-    older_sql, older_params = older.query.sql_with_params()
-    sql = (
-        "CASE WHEN (CASE WHEN a.last_engaged IS NOT NULL THEN a.last_engaged < %s "
-        f"WHEN f.created_at < %s THEN true ELSE EXISTS ({older_sql}) END) "
-        f"THEN {int(rule.points)} ELSE 0 END"
-    )
-    return sql, [cutoff, cutoff, *older_params]
 
 
 @dataclass

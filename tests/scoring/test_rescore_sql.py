@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 K = ActivityKind
-# A like is counted by no rule: the inactivity rules read it only from their window on.
+# A like is counted by no rule, but it is an engagement (it ends inactivity).
 KINDS = [
     K.PAGE_VISIT,
     K.EMAIL_CLICKED,
@@ -211,10 +211,10 @@ def test_an_engagement_no_rule_counts_still_ends_inactivity_on_both_paths():
 
 
 @pytest.mark.django_db
-def test_inactivity_reads_other_kinds_from_its_window_on_and_still_sees_older_ones():
-    """The statement reads engagements of kinds no rule counts only since the earliest
-    inactivity cutoff; one older than that still decides for a contact created after the
-    cutoff (an imported history: the engine's "latest engagement, else creation")."""
+def test_inactivity_reads_engagements_of_kinds_no_rule_counts_however_old():
+    """Engagements of kinds no rule counts decide the inactivity rules on both paths,
+    however old: one before both cutoffs still counts for a contact created after them (an
+    imported history: the engine's "latest engagement, else creation")."""
     ScoringSettings.objects.create(pk=1, mql_threshold=1000)
     now = timezone.now().replace(microsecond=0)
     EngagementRuleFactory(points=10, url_contains="/pricing")
